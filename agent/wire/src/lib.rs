@@ -21,10 +21,10 @@
 pub use heapless;
 pub use postcard::experimental::max_size::MaxSize;
 
-mod command;
+pub mod command;
 mod host;
-mod info;
-mod sample;
+pub mod info;
+pub mod sample;
 pub mod topic;
 
 pub use command::{Action, Command, CommandResult, Outcome};

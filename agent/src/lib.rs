@@ -1,0 +1,62 @@
+//! Ember's agent: samples a board, draws the panel, publishes postcard samples over MQTT.
+//!
+//! The binary (`main.rs`) only parses flags and calls [`run`]; tests and the collector's
+//! `--local-agent` call the same function.
+
+#![deny(unsafe_code)]
+
+pub mod config;
+pub mod preview;
+pub mod procfs;
+pub mod publish;
+pub mod sampler;
+
+use std::future::Future;
+use std::time::Duration;
+
+use anyhow::Context;
+use ember_wire::{Envelope, Message, MAX_ENCODED_LEN};
+
+pub use config::AgentConfig;
+pub use sampler::Sampler;
+
+/// Runs the agent until `shutdown` resolves: samples every interval and publishes. On shutdown
+/// it publishes a retained `Offline` status and disconnects cleanly.
+pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let mut sampler = tokio::task::spawn_blocking(Sampler::new)
+        .await
+        .context("sampler thread")?
+        .context("cannot read this machine's metrics")?;
+    let info = sampler.host_info();
+    let mut publisher = publish::Publisher::start(&config, info)?;
+
+    let mut ticker = tokio::time::interval(config.interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first tick fires at once; the sampler's rates then cover its start-up time.
+    ticker.tick().await;
+    tokio::pin!(shutdown);
+    let mut buf = [0u8; MAX_ENCODED_LEN];
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = ticker.tick() => {}
+        }
+        let (s, sample) = tokio::task::spawn_blocking(move || {
+            let sample = sampler.sample();
+            (sampler, sample)
+        })
+        .await
+        .context("sampler thread")?;
+        sampler = s;
+        if let Some(preview) = &config.preview {
+            preview.update(&config.host_id, &sample);
+        }
+        let envelope = Envelope::new(config.host_id.clone(), Message::Sample(sample));
+        match envelope.encode(&mut buf) {
+            Ok(bytes) => publisher.sample(bytes),
+            Err(e) => log::error!("cannot encode a sample: {e}"),
+        }
+    }
+    publisher.stop(Duration::from_secs(2)).await;
+    Ok(())
+}

@@ -1,0 +1,136 @@
+//! `ember-collector`: parses flags and runs [`ember_collector::start`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use ember_collector::Config;
+
+/// Ember's collector: embedded MQTT broker, per-host history and the HTTP API.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Flags {
+    /// Where the embedded MQTT broker listens.
+    #[arg(long, default_value = "127.0.0.1:1883", value_name = "ADDR")]
+    mqtt_listen: SocketAddr,
+    /// Where the dashboard and JSON API listen.
+    #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
+    http_listen: SocketAddr,
+    /// Where the collector keeps its files.
+    #[arg(long, default_value = "ember-data", value_name = "DIR")]
+    data_dir: PathBuf,
+    /// Samples kept per host.
+    #[arg(long, default_value_t = 3600, value_name = "N")]
+    history: usize,
+    /// Also run an agent for this machine, publishing to the embedded broker; its panel is
+    /// rendered to DATA_DIR/panel.png.
+    #[cfg(feature = "local-agent")]
+    #[arg(long)]
+    local_agent: bool,
+    /// The local agent's sampling interval.
+    #[cfg(feature = "local-agent")]
+    #[arg(
+        long,
+        default_value = "1s",
+        value_name = "DURATION",
+        requires = "local_agent"
+    )]
+    local_agent_interval: String,
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                // rumqttd logs every client disconnect as an error; RUST_LOG=rumqttd=info shows it.
+                .unwrap_or_else(|_| "info,rumqttd=off".into()),
+        )
+        .init();
+    let flags = Flags::parse();
+    if flags.history == 0 {
+        anyhow::bail!("invalid `history`: must be at least 1 sample per host");
+    }
+    let mut config = Config::new(flags.mqtt_listen, flags.http_listen, flags.data_dir.clone());
+    config.history = flags.history;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    runtime.block_on(async move {
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let mut http_stop = stop_rx.clone();
+        let collector = ember_collector::start(config, async move {
+            let _ = http_stop.wait_for(|s| *s).await;
+        })
+        .await?;
+        let http = collector.http_addr;
+        let shown = if http.ip().is_unspecified() {
+            SocketAddr::from(([127, 0, 0, 1], http.port()))
+        } else {
+            http
+        };
+        println!("Ember collector {}", env!("CARGO_PKG_VERSION"));
+        println!("  dashboard: http://{shown}/");
+        println!("  API:       http://{shown}/api/hosts");
+        println!("  MQTT:      {}", collector.mqtt_addr);
+
+        #[cfg(feature = "local-agent")]
+        let agent = if flags.local_agent {
+            let mqtt = collector.mqtt_addr;
+            let broker = if mqtt.ip().is_unspecified() {
+                SocketAddr::from(([127, 0, 0, 1], mqtt.port()))
+            } else {
+                mqtt
+            };
+            let preview = flags.data_dir.join("panel.png");
+            let agent_config = ember_agent::AgentConfig::new(
+                &broker.to_string(),
+                None,
+                &flags.local_agent_interval,
+                Some(preview.clone()),
+            )?;
+            println!(
+                "  agent:     {} (panel preview: {})",
+                agent_config.host_id,
+                preview.display()
+            );
+            let mut agent_stop = stop_rx.clone();
+            Some(tokio::spawn(ember_agent::run(agent_config, async move {
+                let _ = agent_stop.wait_for(|s| *s).await;
+            })))
+        } else {
+            None
+        };
+
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+        #[cfg(feature = "local-agent")]
+        if let Some(agent) = agent {
+            if let Ok(Err(e)) = agent.await {
+                tracing::warn!("local agent: {e:#}");
+            }
+        }
+        collector.join().await
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return ctrl_c.await.unwrap_or(()),
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -1,0 +1,116 @@
+//! Shared helpers: a collector on free ports, JSON over HTTP, waiting for a condition.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use ember_collector::{Collector, Config};
+use serde_json::Value;
+use tokio::sync::watch;
+
+/// A collector running for one test, stopped when dropped.
+pub struct TestCollector {
+    pub collector: Collector,
+    pub data_dir: PathBuf,
+    stop: watch::Sender<bool>,
+}
+
+impl TestCollector {
+    pub async fn start() -> Self {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let data_dir = std::env::temp_dir().join(format!(
+            "ember-e2e-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&data_dir);
+        let (stop, mut rx) = watch::channel(false);
+        let collector = ember_collector::start(Config::ephemeral(data_dir.clone()), async move {
+            let _ = rx.wait_for(|s| *s).await;
+        })
+        .await
+        .expect("collector starts");
+        TestCollector {
+            collector,
+            data_dir,
+            stop,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.collector.http_addr)
+    }
+
+    /// GET a JSON document: (status, body).
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let url = self.url(path);
+        tokio::task::spawn_blocking(move || {
+            let agent: ureq::Agent = ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .timeout_global(Some(Duration::from_secs(5)))
+                .build()
+                .into();
+            let mut response = agent.get(&url).call().expect("HTTP request");
+            let status = response.status().as_u16();
+            let body: Value = response.body_mut().read_json().expect("JSON body");
+            (status, body)
+        })
+        .await
+        .unwrap()
+    }
+
+    /// An agent configuration pointing at this collector.
+    pub fn agent_config(&self, host: &str, interval: &str) -> ember_agent::AgentConfig {
+        ember_agent::AgentConfig::new(
+            &self.collector.mqtt_addr.to_string(),
+            Some(host),
+            interval,
+            None,
+        )
+        .expect("valid agent config")
+    }
+
+    pub fn mqtt_port(&self) -> u16 {
+        self.collector.mqtt_addr.port()
+    }
+}
+
+impl Drop for TestCollector {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+}
+
+/// Runs an agent until the returned sender is dropped or sent `true`.
+pub fn spawn_agent(
+    config: ember_agent::AgentConfig,
+) -> (
+    watch::Sender<bool>,
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+) {
+    let (tx, mut rx) = watch::channel(false);
+    let handle = tokio::spawn(ember_agent::run(config, async move {
+        let _ = rx.wait_for(|s| *s).await;
+    }));
+    (tx, handle)
+}
+
+/// Polls `check` every 50 ms until it returns `Some`, or panics after `timeout` naming `what`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
