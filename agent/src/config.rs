@@ -1,9 +1,18 @@
-//! The agent's configuration: flags parsed by clap, then validated into [`AgentConfig`].
+//! The agent's configuration, in two phases (as rumqttd and ripgrep do it):
+//!
+//! 1. [`RawConfig`]: every key optional, loaded in layers — built-in defaults, then the TOML file,
+//!    then `EMBER_*` environment variables, then command-line flags; a later layer wins key by key.
+//! 2. [`RawConfig::validate`] turns the merged layers into a typed [`AgentConfig`], refusing every
+//!    bad value with an error that names the key and says what is allowed.
+//!
+//! `ember-agent --print-config` prints the effective configuration as TOML.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use ember_wire::sample::{MAX_PROBES, MAX_SENSORS, MAX_TOP, MAX_WATCHED};
 use ember_wire::HostId;
+use serde::{Deserialize, Serialize};
 
 use crate::preview::Preview;
 
@@ -20,41 +29,219 @@ pub struct AgentConfig {
     pub interval: Duration,
     /// MQTT keep-alive (rumqttd refuses 0).
     pub keep_alive: Duration,
+    /// Samples kept while the broker is unreachable, sent oldest-first on reconnect.
+    pub buffer: usize,
+    /// Temperature sensors to report, by label; empty reports every sensor found.
+    pub temperature_sensors: Vec<String>,
+    /// How many processes each top list holds.
+    pub top_processes: usize,
+    /// Processes reported present or absent, by name.
+    pub watch: Vec<String>,
+    /// Network probe targets: `host` (ICMP echo, TCP fallback) or `host:port` (TCP connect).
+    pub probes: Vec<String>,
     /// Where to write a PNG preview of the panel, if anywhere.
     pub preview: Option<Preview>,
 }
 
 /// Why a configuration was refused: names the key and what is allowed.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("invalid `{key}`: {reason}")]
+#[error("invalid `{key}`{source_note}: {reason}")]
 pub struct ConfigError {
-    /// The configuration key (flag name without dashes).
-    pub key: &'static str,
+    /// The configuration key, as written in the TOML file.
+    pub key: String,
     /// What is wrong and what is allowed.
     pub reason: String,
+    /// Where the value came from, for the message (" (from EMBER_INTERVAL)").
+    source_note: String,
 }
 
-fn err(key: &'static str, reason: impl Into<String>) -> ConfigError {
+fn err(key: &str, reason: impl Into<String>) -> ConfigError {
     ConfigError {
-        key,
+        key: key.to_string(),
         reason: reason.into(),
+        source_note: String::new(),
     }
 }
 
-impl AgentConfig {
-    /// Validates raw values. `host_id: None` derives the id from the machine's host name.
-    pub fn new(
-        broker: &str,
-        host_id: Option<&str>,
-        interval: &str,
-        preview: Option<PathBuf>,
-    ) -> Result<Self, ConfigError> {
+/// One layer of configuration: every key optional. Keys are the TOML file's.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawConfig {
+    /// `HOST:PORT` of the MQTT broker (the collector).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub broker: Option<String>,
+    /// This host's id; default: derived from the host name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host_id: Option<String>,
+    /// Sampling interval (`1s`, `500ms`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interval: Option<String>,
+    /// MQTT keep-alive (`30s`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keep_alive: Option<String>,
+    /// Samples kept during an outage.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub buffer: Option<usize>,
+    /// Temperature sensors to report.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub temperature_sensors: Option<Vec<String>>,
+    /// Size of each top-process list.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub top_processes: Option<usize>,
+    /// Processes to watch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub watch: Option<Vec<String>>,
+    /// Network probe targets.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub probes: Option<Vec<String>>,
+    /// PNG preview path.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub preview: Option<PathBuf>,
+}
+
+/// The environment variables read, and the key each sets.
+pub const ENV_KEYS: &[(&str, &str)] = &[
+    ("EMBER_BROKER", "broker"),
+    ("EMBER_HOST_ID", "host-id"),
+    ("EMBER_INTERVAL", "interval"),
+    ("EMBER_KEEP_ALIVE", "keep-alive"),
+    ("EMBER_BUFFER", "buffer"),
+    ("EMBER_TEMPERATURE_SENSORS", "temperature-sensors"),
+    ("EMBER_TOP_PROCESSES", "top-processes"),
+    ("EMBER_WATCH", "watch"),
+    ("EMBER_PROBES", "probes"),
+    ("EMBER_PREVIEW", "preview"),
+];
+
+/// Environment variables that are Ember's but not configuration keys.
+const ENV_OTHER: &[&str] = &["EMBER_CONFIG", "EMBER_LOG", "EMBER_BLESS"];
+
+impl RawConfig {
+    /// The built-in defaults.
+    pub fn defaults() -> Self {
+        RawConfig {
+            broker: Some("127.0.0.1:1883".into()),
+            interval: Some("1s".into()),
+            keep_alive: Some("30s".into()),
+            top_processes: Some(MAX_TOP),
+            ..RawConfig::default()
+        }
+    }
+
+    /// Reads a TOML file. Unknown keys are refused by name.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            err(
+                "config",
+                format!(
+                    "cannot read {}: {e} (set --config to an existing file)",
+                    path.display()
+                ),
+            )
+        })?;
+        Self::from_toml(&text).map_err(|mut e| {
+            e.source_note = format!(" (in {})", path.display());
+            e
+        })
+    }
+
+    /// Parses TOML text.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| {
+            let message = e.message().to_string();
+            // serde names the offending key for unknown fields; toml adds the position.
+            let key = message
+                .strip_prefix("unknown field `")
+                .and_then(|m| m.split('`').next())
+                .map(str::to_string)
+                .unwrap_or_else(|| "config".to_string());
+            let at = e
+                .span()
+                .map(|s| {
+                    let line = text[..s.start.min(text.len())].matches('\n').count() + 1;
+                    format!(" at line {line}")
+                })
+                .unwrap_or_default();
+            ConfigError {
+                key,
+                reason: format!("{message}{at}"),
+                source_note: String::new(),
+            }
+        })
+    }
+
+    /// Reads `EMBER_*` variables from `vars`. Lists are comma-separated. An `EMBER_` variable that
+    /// names no key is refused, so a typo does not go unnoticed.
+    pub fn from_env(vars: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
+        let mut raw = RawConfig::default();
+        for (name, value) in vars {
+            if !name.starts_with("EMBER_") || ENV_OTHER.contains(&name.as_str()) {
+                continue;
+            }
+            let Some((_, key)) = ENV_KEYS.iter().find(|(n, _)| *n == name) else {
+                let known: Vec<&str> = ENV_KEYS.iter().map(|(n, _)| *n).collect();
+                return Err(err(
+                    &name,
+                    format!("unknown variable; known: {}", known.join(", ")),
+                ));
+            };
+            let list = || -> Vec<String> {
+                value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string)
+                    .collect()
+            };
+            let number = || -> Result<usize, ConfigError> {
+                value.trim().parse().map_err(|_| {
+                    let mut e = err(key, format!("expected a whole number, got {value:?}"));
+                    e.source_note = format!(" (from {name})");
+                    e
+                })
+            };
+            match *key {
+                "broker" => raw.broker = Some(value.clone()),
+                "host-id" => raw.host_id = Some(value.clone()),
+                "interval" => raw.interval = Some(value.clone()),
+                "keep-alive" => raw.keep_alive = Some(value.clone()),
+                "buffer" => raw.buffer = Some(number()?),
+                "temperature-sensors" => raw.temperature_sensors = Some(list()),
+                "top-processes" => raw.top_processes = Some(number()?),
+                "watch" => raw.watch = Some(list()),
+                "probes" => raw.probes = Some(list()),
+                "preview" => raw.preview = Some(PathBuf::from(&value)),
+                _ => unreachable!("ENV_KEYS and this match list the same keys"),
+            }
+        }
+        Ok(raw)
+    }
+
+    /// This layer with `over` on top: every key `over` sets wins.
+    pub fn merge(self, over: RawConfig) -> RawConfig {
+        RawConfig {
+            broker: over.broker.or(self.broker),
+            host_id: over.host_id.or(self.host_id),
+            interval: over.interval.or(self.interval),
+            keep_alive: over.keep_alive.or(self.keep_alive),
+            buffer: over.buffer.or(self.buffer),
+            temperature_sensors: over.temperature_sensors.or(self.temperature_sensors),
+            top_processes: over.top_processes.or(self.top_processes),
+            watch: over.watch.or(self.watch),
+            probes: over.probes.or(self.probes),
+            preview: over.preview.or(self.preview),
+        }
+    }
+
+    /// Checks every key and builds the typed configuration.
+    pub fn validate(&self) -> Result<AgentConfig, ConfigError> {
+        let broker = self.broker.as_deref().unwrap_or("127.0.0.1:1883");
         let (broker_host, broker_port) = parse_broker(broker)?;
-        let host_id = match host_id {
+        let host_id = match self.host_id.as_deref() {
             Some(id) => HostId::new(id).map_err(|e| {
                 err(
                     "host-id",
-                    format!("{e} (got {id:?}; example: `--host-id kitchen-pi`)"),
+                    format!("{e} (got {id:?}; example: `host-id = \"kitchen-pi\"`)"),
                 )
             })?,
             None => {
@@ -62,20 +249,114 @@ impl AgentConfig {
                 HostId::sanitize(&name).ok_or_else(|| {
                     err(
                         "host-id",
-                        format!("the host name {name:?} gives no valid id; set `--host-id`"),
+                        format!("the host name {name:?} gives no valid id; set `host-id`"),
                     )
                 })?
             }
         };
-        let interval = parse_interval(interval)?;
+        let interval = parse_duration(
+            "interval",
+            self.interval.as_deref().unwrap_or("1s"),
+            Duration::from_millis(100),
+            Duration::from_secs(3600),
+        )?;
+        let keep_alive = parse_duration(
+            "keep-alive",
+            self.keep_alive.as_deref().unwrap_or("30s"),
+            Duration::from_secs(5),
+            Duration::from_secs(3600),
+        )?;
+        // Default: ten minutes of samples, at least 600.
+        let ten_minutes = (600_000 / interval.as_millis().max(1)) as usize;
+        let buffer = self.buffer.unwrap_or(ten_minutes.max(600));
+        if !(1..=100_000).contains(&buffer) {
+            return Err(err(
+                "buffer",
+                format!("must be 1 to 100000 samples, got {buffer}"),
+            ));
+        }
+        let top_processes = self.top_processes.unwrap_or(MAX_TOP);
+        if top_processes > MAX_TOP {
+            return Err(err(
+                "top-processes",
+                format!("must be 0 to {MAX_TOP}, got {top_processes}"),
+            ));
+        }
+        let list = |key: &str, v: &Option<Vec<String>>, max: usize, len: usize| {
+            let v = v.clone().unwrap_or_default();
+            if v.len() > max {
+                return Err(err(key, format!("at most {max} entries, got {}", v.len())));
+            }
+            if let Some(bad) = v.iter().find(|s| s.is_empty() || s.len() > len) {
+                return Err(err(
+                    key,
+                    format!("entries must be 1 to {len} bytes long, got {bad:?}"),
+                ));
+            }
+            Ok(v)
+        };
+        let temperature_sensors = list(
+            "temperature-sensors",
+            &self.temperature_sensors,
+            MAX_SENSORS,
+            24,
+        )?;
+        let watch = list("watch", &self.watch, MAX_WATCHED, 16)?;
+        let probes = list("probes", &self.probes, MAX_PROBES, 32)?;
         Ok(AgentConfig {
             broker_host,
             broker_port,
             host_id,
             interval,
-            keep_alive: Duration::from_secs(30),
-            preview: preview.map(Preview::new),
+            keep_alive,
+            buffer,
+            temperature_sensors,
+            top_processes,
+            watch,
+            probes,
+            preview: self.preview.clone().map(Preview::new),
         })
+    }
+}
+
+impl AgentConfig {
+    /// A configuration from defaults and the given values (what tests and the collector's
+    /// `--local-agent` use). `host_id: None` derives the id from the host name.
+    pub fn new(
+        broker: &str,
+        host_id: Option<&str>,
+        interval: &str,
+        preview: Option<PathBuf>,
+    ) -> Result<Self, ConfigError> {
+        RawConfig::defaults()
+            .merge(RawConfig {
+                broker: Some(broker.to_string()),
+                host_id: host_id.map(str::to_string),
+                interval: Some(interval.to_string()),
+                preview,
+                ..RawConfig::default()
+            })
+            .validate()
+    }
+
+    /// The effective configuration as a complete layer (for `--print-config`).
+    pub fn to_raw(&self) -> RawConfig {
+        RawConfig {
+            broker: Some(if self.broker_host.contains(':') {
+                format!("[{}]:{}", self.broker_host, self.broker_port)
+            } else {
+                format!("{}:{}", self.broker_host, self.broker_port)
+            }),
+            host_id: Some(self.host_id.to_string()),
+            interval: Some(humantime::format_duration(self.interval).to_string()),
+            keep_alive: Some(humantime::format_duration(self.keep_alive).to_string()),
+            buffer: Some(self.buffer),
+            temperature_sensors: Some(self.temperature_sensors.clone()),
+            top_processes: Some(self.top_processes),
+            watch: Some(self.watch.clone()),
+            probes: Some(self.probes.clone()),
+            preview: self.preview.as_ref().map(|p| p.path().to_path_buf()),
+        }
     }
 }
 
@@ -84,7 +365,7 @@ pub fn parse_broker(s: &str) -> Result<(String, u16), ConfigError> {
     let (host, port) = s.rsplit_once(':').ok_or_else(|| {
         err(
             "broker",
-            format!("expected HOST:PORT, got {s:?} (example: `--broker 127.0.0.1:1883`)"),
+            format!("expected HOST:PORT, got {s:?} (example: `127.0.0.1:1883`)"),
         )
     })?;
     let port: u16 = port
@@ -99,18 +380,22 @@ pub fn parse_broker(s: &str) -> Result<(String, u16), ConfigError> {
     Ok((host.to_string(), port))
 }
 
-/// Parses a duration such as `1s`, `500ms` or `2m`; 100 ms to 1 hour.
-pub fn parse_interval(s: &str) -> Result<Duration, ConfigError> {
-    let d = humantime::parse_duration(s).map_err(|e| {
-        err(
-            "interval",
-            format!("{e} in {s:?} (examples: `1s`, `500ms`, `1m`)"),
-        )
-    })?;
-    if d < Duration::from_millis(100) || d > Duration::from_secs(3600) {
+fn parse_duration(
+    key: &str,
+    s: &str,
+    min: Duration,
+    max: Duration,
+) -> Result<Duration, ConfigError> {
+    let d = humantime::parse_duration(s)
+        .map_err(|e| err(key, format!("{e} in {s:?} (examples: `1s`, `500ms`, `1m`)")))?;
+    if d < min || d > max {
         return Err(err(
-            "interval",
-            format!("must be between 100ms and 1h, got {s:?}"),
+            key,
+            format!(
+                "must be between {} and {}, got {s:?}",
+                humantime::format_duration(min),
+                humantime::format_duration(max)
+            ),
         ));
     }
     Ok(d)
@@ -119,6 +404,12 @@ pub fn parse_interval(s: &str) -> Result<Duration, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn env(vars: &[(&str, &str)]) -> Vec<(String, String)> {
+        vars.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
 
     #[test]
     fn brokers() {
@@ -132,27 +423,163 @@ mod tests {
             Ok(("collector.local".into(), 8883))
         );
         for bad in ["", "host", "host:", "host:0", "host:70000", ":1883"] {
-            let e = parse_broker(bad).unwrap_err();
-            assert_eq!(e.key, "broker", "{bad}");
+            assert_eq!(parse_broker(bad).unwrap_err().key, "broker", "{bad}");
         }
     }
 
     #[test]
-    fn intervals() {
-        assert_eq!(parse_interval("1s"), Ok(Duration::from_secs(1)));
-        assert_eq!(parse_interval("250ms"), Ok(Duration::from_millis(250)));
-        for bad in ["", "fast", "1", "10ms", "2h"] {
-            let e = parse_interval(bad).unwrap_err();
-            assert_eq!(e.key, "interval", "{bad}");
-        }
+    fn every_bad_value_names_its_key() {
+        let check = |raw: RawConfig, key: &str| {
+            let e = RawConfig::defaults().merge(raw).validate().unwrap_err();
+            assert_eq!(e.key, key, "{e}");
+        };
+        let s = |v: &str| Some(v.to_string());
+        check(
+            RawConfig {
+                interval: s("fast"),
+                ..Default::default()
+            },
+            "interval",
+        );
+        check(
+            RawConfig {
+                interval: s("10ms"),
+                ..Default::default()
+            },
+            "interval",
+        );
+        check(
+            RawConfig {
+                interval: s("2h"),
+                ..Default::default()
+            },
+            "interval",
+        );
+        check(
+            RawConfig {
+                keep_alive: s("0s"),
+                ..Default::default()
+            },
+            "keep-alive",
+        );
+        check(
+            RawConfig {
+                host_id: s("Bad/Id"),
+                ..Default::default()
+            },
+            "host-id",
+        );
+        check(
+            RawConfig {
+                broker: s("nowhere"),
+                ..Default::default()
+            },
+            "broker",
+        );
+        check(
+            RawConfig {
+                buffer: Some(0),
+                ..Default::default()
+            },
+            "buffer",
+        );
+        check(
+            RawConfig {
+                top_processes: Some(99),
+                ..Default::default()
+            },
+            "top-processes",
+        );
+        let many = Some((0..20).map(|i| format!("p{i}")).collect());
+        check(
+            RawConfig {
+                watch: many,
+                ..Default::default()
+            },
+            "watch",
+        );
+        let long = Some(vec!["x".repeat(40)]);
+        check(
+            RawConfig {
+                probes: long,
+                ..Default::default()
+            },
+            "probes",
+        );
     }
 
     #[test]
-    fn host_ids_name_the_key() {
-        let e = AgentConfig::new("127.0.0.1:1883", Some("Bad/Id"), "1s", None).unwrap_err();
-        assert_eq!(e.key, "host-id");
-        assert!(e.to_string().contains("--host-id"), "{e}");
-        let ok = AgentConfig::new("127.0.0.1:1883", None, "1s", None).unwrap();
-        assert!(!ok.host_id.as_str().is_empty());
+    fn layers_win_in_order_defaults_file_env_flags() {
+        let file = RawConfig::from_toml(
+            "broker = \"file:1883\"\ninterval = \"5s\"\nhost-id = \"from-file\"\nwatch = [\"sshd\"]\n",
+        )
+        .unwrap();
+        let env = RawConfig::from_env(env(&[
+            ("EMBER_INTERVAL", "2s"),
+            ("EMBER_WATCH", "mosquitto, python3"),
+            ("PATH", "/usr/bin"),
+        ]))
+        .unwrap();
+        let flags = RawConfig {
+            host_id: Some("from-flags".into()),
+            ..RawConfig::default()
+        };
+        let c = RawConfig::defaults()
+            .merge(file)
+            .merge(env)
+            .merge(flags)
+            .validate()
+            .unwrap();
+        assert_eq!(c.broker_host, "file"); // file over default
+        assert_eq!(c.interval, Duration::from_secs(2)); // env over file
+        assert_eq!(c.host_id.as_str(), "from-flags"); // flags over file
+        assert_eq!(c.watch, ["mosquitto", "python3"]);
+        assert_eq!(c.keep_alive, Duration::from_secs(30)); // default
+        assert_eq!(c.buffer, 600);
+    }
+
+    #[test]
+    fn default_buffer_holds_ten_minutes() {
+        let c = AgentConfig::new("h:1", Some("x"), "100ms", None).unwrap();
+        assert_eq!(c.buffer, 6000);
+        let c = AgentConfig::new("h:1", Some("x"), "10s", None).unwrap();
+        assert_eq!(c.buffer, 600);
+    }
+
+    #[test]
+    fn file_errors_name_the_key_and_line() {
+        let e = RawConfig::from_toml("broker = \"a:1\"\nintervall = \"1s\"\n").unwrap_err();
+        assert_eq!(e.key, "intervall");
+        assert!(e.reason.contains("line 2"), "{e}");
+        assert!(e.reason.contains("interval"), "lists the known keys: {e}");
+        let e = RawConfig::from_toml("buffer = \"lots\"\n").unwrap_err();
+        assert!(e.to_string().contains("line 1"), "{e}");
+        let e = RawConfig::from_file(Path::new("/nonexistent/agent.toml")).unwrap_err();
+        assert_eq!(e.key, "config");
+    }
+
+    #[test]
+    fn env_errors_name_the_variable() {
+        let e = RawConfig::from_env(env(&[("EMBER_INTERVALL", "1s")])).unwrap_err();
+        assert_eq!(e.key, "EMBER_INTERVALL");
+        assert!(e.reason.contains("EMBER_INTERVAL"), "{e}");
+        let e = RawConfig::from_env(env(&[("EMBER_BUFFER", "many")])).unwrap_err();
+        assert_eq!(e.key, "buffer");
+        assert!(e.to_string().contains("EMBER_BUFFER"), "{e}");
+        assert!(RawConfig::from_env(env(&[("EMBER_CONFIG", "/x")])).is_ok());
+    }
+
+    #[test]
+    fn printed_config_reads_back_to_the_same() {
+        let c = AgentConfig::new(
+            "[::1]:1883",
+            Some("pi"),
+            "1500ms",
+            Some("/tmp/p.png".into()),
+        )
+        .unwrap();
+        let text = toml::to_string(&c.to_raw()).unwrap();
+        let again = RawConfig::from_toml(&text).unwrap().validate().unwrap();
+        assert_eq!(again.to_raw(), c.to_raw(), "{text}");
     }
 }

@@ -23,11 +23,16 @@ pub use sampler::Sampler;
 /// Runs the agent until `shutdown` resolves: samples every interval and publishes. On shutdown
 /// it publishes a retained `Offline` status and disconnects cleanly.
 pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let mut sampler = tokio::task::spawn_blocking(Sampler::new)
+    let sampler_config = config.clone();
+    let mut sampler = tokio::task::spawn_blocking(move || Sampler::new(&sampler_config))
         .await
         .context("sampler thread")?
         .context("cannot read this machine's metrics")?;
     let info = sampler.host_info();
+    let mut preview = config.preview.clone();
+    if let Some(p) = &mut preview {
+        p.set_ip(first_ipv4(&info));
+    }
     let mut publisher = publish::Publisher::start(&config, info)?;
 
     let mut ticker = tokio::time::interval(config.interval);
@@ -48,7 +53,7 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> any
         .await
         .context("sampler thread")?;
         sampler = s;
-        if let Some(preview) = &config.preview {
+        if let Some(preview) = &mut preview {
             preview.update(&config.host_id, &sample);
         }
         let envelope = Envelope::new(config.host_id.clone(), Message::Sample(sample));
@@ -59,4 +64,14 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> any
     }
     publisher.stop(Duration::from_secs(2)).await;
     Ok(())
+}
+
+/// The address a person would use to reach the host: the first IPv4 address that is not
+/// loopback or link-local.
+fn first_ipv4(info: &ember_wire::HostInfo) -> Option<[u8; 4]> {
+    info.interfaces
+        .iter()
+        .flat_map(|i| i.ipv4.iter())
+        .find(|a| a[0] != 127 && !(a[0] == 169 && a[1] == 254))
+        .copied()
 }

@@ -1,45 +1,82 @@
-//! `ember-agent`: parses flags and runs [`ember_agent::run`].
+//! `ember-agent`: loads the configuration and runs [`ember_agent::run`].
 
 use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Parser;
-use ember_agent::AgentConfig;
+use ember_agent::config::RawConfig;
 
 /// Ember's agent: samples this board and publishes to the collector over MQTT.
+///
+/// Configuration comes from built-in defaults, then the TOML file (--config, or EMBER_CONFIG),
+/// then EMBER_* environment variables, then these flags; later ones win.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Flags {
-    /// The collector's (or any MQTT broker's) address.
-    #[arg(long, default_value = "127.0.0.1:1883", value_name = "HOST:PORT")]
-    broker: String,
-    /// This host's id: a-z, 0-9 and '-', up to 32 characters. Default: from the host name.
+    /// TOML configuration file.
+    #[arg(long, value_name = "FILE", env = "EMBER_CONFIG")]
+    config: Option<PathBuf>,
+    /// The collector's (or any MQTT broker's) address [default: 127.0.0.1:1883].
+    #[arg(long, value_name = "HOST:PORT")]
+    broker: Option<String>,
+    /// This host's id: a-z, 0-9 and '-', up to 32 characters [default: from the host name].
     #[arg(long, value_name = "ID")]
     host_id: Option<String>,
-    /// How often to sample and publish (`1s`, `500ms`, `1m`).
-    #[arg(long, default_value = "1s", value_name = "DURATION")]
-    interval: String,
+    /// How often to sample and publish (`1s`, `500ms`, `1m`) [default: 1s].
+    #[arg(long, value_name = "DURATION")]
+    interval: Option<String>,
+    /// Samples kept while the broker is unreachable [default: 10 minutes' worth, at least 600].
+    #[arg(long, value_name = "N")]
+    buffer: Option<usize>,
     /// Write what the panel would show to this PNG file after each sample.
     #[arg(long, value_name = "FILE.png")]
     preview: Option<PathBuf>,
+    /// Print the effective configuration as TOML and exit.
+    #[arg(long)]
+    print_config: bool,
     /// Print one sample as JSON and exit, without connecting.
     #[arg(long)]
     once: bool,
 }
 
-fn main() -> anyhow::Result<()> {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+fn main() -> std::process::ExitCode {
+    match real_main() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // The whole chain on one line, without a backtrace: these are users' errors.
+            eprintln!("ember-agent: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main() -> anyhow::Result<()> {
+    env_logger::Builder::from_env(env_logger::Env::new().filter_or("EMBER_LOG", "info")).init();
     let flags = Flags::parse();
-    let config = AgentConfig::new(
-        &flags.broker,
-        flags.host_id.as_deref(),
-        &flags.interval,
-        flags.preview,
-    )?;
+    let file = match &flags.config {
+        Some(path) => RawConfig::from_file(path)?,
+        None => RawConfig::default(),
+    };
+    let raw = RawConfig::defaults()
+        .merge(file)
+        .merge(RawConfig::from_env(std::env::vars())?)
+        .merge(RawConfig {
+            broker: flags.broker,
+            host_id: flags.host_id,
+            interval: flags.interval,
+            buffer: flags.buffer,
+            preview: flags.preview,
+            ..RawConfig::default()
+        });
+    let config = raw.validate()?;
+    if flags.print_config {
+        print!("{}", toml::to_string(&config.to_raw())?);
+        return Ok(());
+    }
     if flags.once {
         let mut sampler =
-            ember_agent::Sampler::new().context("cannot read this machine's metrics")?;
-        std::thread::sleep(std::time::Duration::from_millis(200));
+            ember_agent::Sampler::new(&config).context("cannot read this machine's metrics")?;
+        std::thread::sleep(std::time::Duration::from_millis(250));
         let sample = sampler.sample();
         println!("{}", serde_json::to_string_pretty(&sample)?);
         return Ok(());

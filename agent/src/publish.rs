@@ -137,7 +137,7 @@ async fn drive(mut eventloop: EventLoop, client: AsyncClient, on_connect: Vec<(S
             Ok(_) => {}
             Err(rumqttc::ConnectionError::RequestsDone) => return,
             Err(e) => {
-                let wait = backoff.next();
+                let wait = backoff.next_wait();
                 log::warn!("broker connection: {e}; retrying in {wait:?}");
                 tokio::time::sleep(wait).await;
             }
@@ -175,7 +175,7 @@ impl Backoff {
     }
 
     /// The next wait: the current step less up to a quarter of jitter, then doubles the step.
-    pub fn next(&mut self) -> Duration {
+    pub fn next_wait(&mut self) -> Duration {
         self.seed ^= self.seed << 13;
         self.seed ^= self.seed >> 7;
         self.seed ^= self.seed << 17;
@@ -194,13 +194,13 @@ mod tests {
     #[test]
     fn backoff_doubles_to_the_cap_with_jitter_and_resets() {
         let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
-        let waits: Vec<_> = (0..8).map(|_| b.next()).collect();
+        let waits: Vec<_> = (0..8).map(|_| b.next_wait()).collect();
         let steps = [100, 200, 400, 800, 1000, 1000, 1000, 1000];
         for (w, s) in waits.iter().zip(steps) {
             let s = Duration::from_millis(s);
             assert!(*w <= s && *w >= s - s / 4, "{w:?} vs step {s:?}");
         }
         b.reset();
-        assert!(b.next() <= Duration::from_millis(100));
+        assert!(b.next_wait() <= Duration::from_millis(100));
     }
 }

@@ -16,6 +16,7 @@ use sysinfo::{
     ProcessesToUpdate, System,
 };
 
+use crate::config::AgentConfig;
 use crate::procfs::{self, CpuTimes};
 
 /// Filesystem types that hold no user data and are never reported.
@@ -48,13 +49,16 @@ pub struct Sampler {
     whole_disks: HashSet<std::string::String>,
     last: Option<Instant>,
     seq: u64,
+    sensors: std::vec::Vec<std::string::String>,
+    top: usize,
+    watch: std::vec::Vec<std::string::String>,
 }
 
 impl Sampler {
     /// Prepares a sampler; the first sample's rates cover the time since this call. Fails only
     /// when the system's basic figures cannot be read at all (no `/proc`); a missing sensor,
     /// disk or network source just leaves that part of the samples empty.
-    pub fn new() -> Result<Self, sysinfo::Error> {
+    pub fn new(config: &AgentConfig) -> Result<Self, sysinfo::Error> {
         let mut system = System::new()?;
         system.refresh_cpu_usage();
         system.refresh_memory();
@@ -76,6 +80,9 @@ impl Sampler {
             whole_disks,
             last: Some(Instant::now()),
             seq: 0,
+            sensors: config.temperature_sensors.clone(),
+            top: config.top_processes,
+            watch: config.watch.clone(),
         };
         sampler.disk_io(1.0);
         Ok(sampler)
@@ -245,25 +252,29 @@ impl Sampler {
     }
 
     fn temperatures(&self, out: &mut Vec<Temperature, { ember_wire::sample::MAX_SENSORS }>) {
-        for c in self.components.iter().flat_map(|c| c.iter()) {
+        let readings = self
+            .components
+            .iter()
+            .flat_map(|c| c.iter())
             // A sensor that gives no reading is left out: absent, never 0 °C.
-            let Some(t) = c.temperature().filter(|t| t.is_finite()) else {
-                continue;
-            };
-            let entry = Temperature {
-                sensor: truncated(c.label()),
-                millicelsius: (t * 1000.0).round() as i32,
-            };
-            if out.push(entry).is_err() {
-                break;
-            }
-        }
+            .filter_map(|c| Some((c.label(), c.temperature().filter(|t| t.is_finite())?)));
+        select_sensors(&self.sensors, readings, out);
     }
 
     fn top_processes(&self, sample: &mut Sample) {
         let procs = self.system.processes();
+        for name in &self.watch {
+            let instances = procs
+                .values()
+                .filter(|p| p.name().to_str() == Some(name.as_str()))
+                .count();
+            let _ = sample.watched.push(ember_wire::Watched {
+                name: truncated(name),
+                instances: instances.min(u16::MAX as usize) as u16,
+            });
+        }
         let mut by_cpu: std::vec::Vec<_> = procs.values().collect();
-        let n = ember_wire::sample::MAX_TOP.min(by_cpu.len());
+        let n = self.top.min(by_cpu.len());
         let as_process = |p: &sysinfo::Process| Process {
             pid: p.pid().as_u32(),
             name: truncated(&p.name().to_string_lossy()),
@@ -349,6 +360,33 @@ impl Sampler {
     }
 }
 
+/// Keeps the configured sensors in the configured order (all sensors when none are configured).
+/// A configured sensor with no reading is absent from the sample, never 0 °C.
+fn select_sensors<'a>(
+    wanted: &[std::string::String],
+    readings: impl Iterator<Item = (&'a str, f32)>,
+    out: &mut Vec<Temperature, { ember_wire::sample::MAX_SENSORS }>,
+) {
+    let entry = |label: &str, t: f32| Temperature {
+        sensor: truncated(label),
+        millicelsius: (t * 1000.0).round() as i32,
+    };
+    if wanted.is_empty() {
+        for (label, t) in readings {
+            if out.push(entry(label, t)).is_err() {
+                break;
+            }
+        }
+        return;
+    }
+    let readings: std::vec::Vec<_> = readings.collect();
+    for name in wanted {
+        if let Some((label, t)) = readings.iter().find(|(l, _)| l == name) {
+            let _ = out.push(entry(label, *t));
+        }
+    }
+}
+
 fn read(path: &str) -> Option<std::string::String> {
     fs::read_to_string(path).ok()
 }
@@ -416,8 +454,23 @@ mod tests {
     }
 
     #[test]
+    fn configured_sensors_are_chosen_and_missing_ones_absent() {
+        let readings = || [("coretemp Core 0", 51.5f32), ("cpu_thermal", 48.686)].into_iter();
+        let mut out = Vec::new();
+        select_sensors(&[], readings(), &mut out);
+        assert_eq!(out.len(), 2);
+        let mut out = Vec::new();
+        let wanted = ["cpu_thermal".to_string(), "gpu_thermal".to_string()];
+        select_sensors(&wanted, readings(), &mut out);
+        assert_eq!(out.len(), 1, "gpu_thermal is missing: absent, not 0 °C");
+        assert_eq!(out[0].sensor.as_str(), "cpu_thermal");
+        assert_eq!(out[0].millicelsius, 48_686);
+    }
+
+    #[test]
     fn samples_this_machine() {
-        let mut s = Sampler::new().unwrap();
+        let config = AgentConfig::new("127.0.0.1:1883", Some("t"), "1s", None).unwrap();
+        let mut s = Sampler::new(&config).unwrap();
         std::thread::sleep(std::time::Duration::from_millis(50));
         let a = s.sample();
         let b = s.sample();

@@ -23,7 +23,7 @@ pub enum BrokerError {
     },
     /// The broker's in-process link was refused.
     #[error("cannot link to the embedded broker: {0}")]
-    Link(#[from] rumqttd::local::LinkError),
+    Link(Box<rumqttd::local::LinkError>),
     /// The broker did not start listening.
     #[error("the MQTT listener on {0} did not come up (is the port in use?)")]
     NotListening(SocketAddr),
@@ -91,7 +91,9 @@ pub struct Running {
 pub fn start(config: &Config) -> Result<Running, BrokerError> {
     let addr = resolve_port(config.mqtt_listen)?;
     let mut broker = Broker::new(rumqttd_config(config, addr));
-    let (link_tx, link_rx) = broker.link("ember-collector")?;
+    let (link_tx, link_rx) = broker
+        .link("ember-collector")
+        .map_err(|e| BrokerError::Link(Box::new(e)))?;
     std::thread::Builder::new()
         .name("rumqttd".into())
         .spawn(move || {

@@ -37,12 +37,22 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, Json(json!({ "error": message.into() }))).into_response()
+/// An API error: a status and a reason, served as `{"error": reason}`.
+#[derive(Debug)]
+pub struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
 }
 
-fn host_id(id: &str) -> Result<HostId, Response> {
-    HostId::new(id).map_err(|e| error(StatusCode::BAD_REQUEST, format!("{e}: {id:?}")))
+fn host_id(id: &str) -> Result<HostId, ApiError> {
+    HostId::new(id).map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("{e}: {id:?}")))
+}
+
+fn no_host(id: &HostId) -> ApiError {
+    ApiError(StatusCode::NOT_FOUND, format!("no host {id}"))
 }
 
 fn read(state: &AppState) -> std::sync::RwLockReadGuard<'_, Store> {
@@ -73,16 +83,13 @@ async fn hosts(State(state): State<AppState>) -> Response {
     Json(store.summaries(crate::now_ms())).into_response()
 }
 
-async fn host(State(state): State<AppState>, Path(id): Path<String>) -> Response {
-    let id = match host_id(&id) {
-        Ok(id) => id,
-        Err(r) => return r,
-    };
+async fn host(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let id = host_id(&id)?;
     let store = read(&state);
-    match store.summary(&id, crate::now_ms()) {
-        Some(s) => Json(s).into_response(),
-        None => error(StatusCode::NOT_FOUND, format!("no host {id}")),
-    }
+    let summary = store
+        .summary(&id, crate::now_ms())
+        .ok_or_else(|| no_host(&id))?;
+    Ok(Json(summary).into_response())
 }
 
 /// Query of `/api/hosts/{id}/samples`.
@@ -98,27 +105,21 @@ async fn samples(
     State(state): State<AppState>,
     Path(id): Path<String>,
     query: Result<Query<SamplesQuery>, axum::extract::rejection::QueryRejection>,
-) -> Response {
-    let id = match host_id(&id) {
-        Ok(id) => id,
-        Err(r) => return r,
-    };
-    let Query(q) = match query {
-        Ok(q) => q,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("{e} (allowed: limit=N, after_seq=N)"),
-            )
-        }
-    };
+) -> Result<Response, ApiError> {
+    let id = host_id(&id)?;
+    let Query(q) = query.map_err(|e| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("{e} (allowed: limit=N, after_seq=N)"),
+        )
+    })?;
     let store = read(&state);
-    match store.samples(&id, q.after_seq, q.limit.unwrap_or(300)) {
-        Some(samples) => Json(json!({ "host": id, "samples": samples })).into_response(),
-        None => error(StatusCode::NOT_FOUND, format!("no host {id}")),
-    }
+    let samples = store
+        .samples(&id, q.after_seq, q.limit.unwrap_or(300))
+        .ok_or_else(|| no_host(&id))?;
+    Ok(Json(json!({ "host": id, "samples": samples })).into_response())
 }
 
-async fn not_found() -> Response {
-    error(StatusCode::NOT_FOUND, "no such endpoint")
+async fn not_found() -> ApiError {
+    ApiError(StatusCode::NOT_FOUND, "no such endpoint".into())
 }

@@ -55,6 +55,10 @@ pub struct Envelope {
 }
 
 /// Every kind of message. Variants are only ever appended.
+///
+/// `Sample` is far larger than the rest; boxing it is not an option without an allocator, and a
+/// message lives once per interval on a stack or in a slot, so the size is paid knowingly.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, MaxSize)]
 pub enum Message {
     /// A periodic measurement of the host (agent → collector).
