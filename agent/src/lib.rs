@@ -1,18 +1,19 @@
 //! Ember's agent: samples a board, draws the panel, publishes postcard samples over MQTT.
 //!
-//! The binary (`main.rs`) only parses flags and calls [`run`]; tests and the collector's
-//! `--local-agent` call the same function.
+//! The binary (`main.rs`) only loads the configuration and calls [`run`]; tests and the
+//! collector's `--local-agent` call the same function.
 
 #![deny(unsafe_code)]
 
 pub mod config;
+pub mod outbox;
 pub mod preview;
 pub mod procfs;
 pub mod publish;
 pub mod sampler;
 
 use std::future::Future;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use ember_wire::{Envelope, Message, MAX_ENCODED_LEN};
@@ -20,8 +21,12 @@ use ember_wire::{Envelope, Message, MAX_ENCODED_LEN};
 pub use config::AgentConfig;
 pub use sampler::Sampler;
 
-/// Runs the agent until `shutdown` resolves: samples every interval and publishes. On shutdown
-/// it publishes a retained `Offline` status and disconnects cleanly.
+/// How often the inventory is checked for changes (an address, a disk).
+const INFO_EVERY: Duration = Duration::from_secs(60);
+
+/// Runs the agent until `shutdown` resolves: samples every interval and publishes through the
+/// store-and-forward outbox. On shutdown it publishes a retained `Offline` status and
+/// disconnects cleanly.
 pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let sampler_config = config.clone();
     let mut sampler = tokio::task::spawn_blocking(move || Sampler::new(&sampler_config))
@@ -33,7 +38,7 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> any
     if let Some(p) = &mut preview {
         p.set_ip(first_ipv4(&info));
     }
-    let mut publisher = publish::Publisher::start(&config, info)?;
+    let publisher = publish::Publisher::start(&config, info);
 
     let mut ticker = tokio::time::interval(config.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -41,24 +46,36 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> any
     ticker.tick().await;
     tokio::pin!(shutdown);
     let mut buf = [0u8; MAX_ENCODED_LEN];
+    let mut info_checked = Instant::now();
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
             _ = ticker.tick() => {}
         }
-        let (s, sample) = tokio::task::spawn_blocking(move || {
+        let check_info = info_checked.elapsed() >= INFO_EVERY;
+        let (s, mut sample, info) = tokio::task::spawn_blocking(move || {
             let sample = sampler.sample();
-            (sampler, sample)
+            let info = check_info.then(|| sampler.host_info());
+            (sampler, sample, info)
         })
         .await
         .context("sampler thread")?;
         sampler = s;
+        if let Some(info) = info {
+            info_checked = Instant::now();
+            if let Some(p) = &mut preview {
+                p.set_ip(first_ipv4(&info));
+            }
+            publisher.update_info(info);
+        }
+        sample.dropped = publisher.dropped();
         if let Some(preview) = &mut preview {
             preview.update(&config.host_id, &sample);
         }
+        let seq = sample.seq;
         let envelope = Envelope::new(config.host_id.clone(), Message::Sample(sample));
         match envelope.encode(&mut buf) {
-            Ok(bytes) => publisher.sample(bytes),
+            Ok(bytes) => publisher.sample(seq, bytes),
             Err(e) => log::error!("cannot encode a sample: {e}"),
         }
     }

@@ -1,26 +1,69 @@
-//! Publishing over MQTT with rumqttc: a last will, retained status and inventory on every
-//! connect, samples at QoS 1 through a bounded channel that never blocks the sampler.
+//! Publishing over MQTT with rumqttc, with store-and-forward.
+//!
+//! Two tasks:
+//! - the **event task** owns rumqttc's `EventLoop`: it polls, forwards the events that matter
+//!   and, after a connection error, waits with capped exponential backoff and jitter before
+//!   rumqttc reconnects;
+//! - the **pump task** owns the [`Outbox`] view of what is in flight: on every CONNACK it
+//!   publishes the retained `Online` status and inventory, subscribes to the host's command
+//!   topic, and sends unacknowledged samples oldest-first, a window at a time; a sample leaves the
+//!   outbox only when its PUBACK arrives.
+//!
+//! The sampler only copies an encoded sample into the outbox and wakes the pump: it never waits
+//! on the network.
+//!
+//! Packet ids are matched to samples through the order of rumqttc's `Outgoing::Publish` events,
+//! which follows the order of our requests. To keep that exact across a reconnect, the event task
+//! tells the pump about an error and waits until the pump has stopped sending before it empties
+//! rumqttc's request queue; the pump resumes only after the next CONNACK.
 
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::Context;
 use ember_wire::topic::{self, Kind};
-use ember_wire::{Envelope, HostId, HostInfo, Message, Status, MAX_ENCODED_LEN};
-use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Packet, QoS};
+use ember_wire::{
+    Action, Command, CommandResult, Envelope, HostId, HostInfo, Message, Outcome, Status,
+    MAX_ENCODED_LEN,
+};
+use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS};
+use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinHandle;
 
 use crate::config::AgentConfig;
+use crate::outbox::Outbox;
 
-/// Requests rumqttc may queue before `try_publish` reports the channel full.
-const REQUEST_CAPACITY: usize = 64;
+/// Samples in flight (sent, not yet acknowledged) at most.
+const WINDOW: usize = 16;
+/// Requests rumqttc may queue: the window plus status, inventory, subscription and results.
+const REQUEST_CAPACITY: usize = WINDOW + 16;
 
-/// The agent's MQTT side.
+/// The agent's MQTT side, as the sampler sees it.
 pub struct Publisher {
-    client: AsyncClient,
-    host: HostId,
-    sample_topic: String,
+    outbox: Arc<Mutex<Outbox>>,
+    wake: Arc<Notify>,
+    control: mpsc::Sender<Control>,
+    pump: JoinHandle<()>,
     events: JoinHandle<()>,
-    dropped: u32,
+}
+
+/// Requests from the agent to the pump.
+enum Control {
+    /// New inventory: publish it (retained) if it changed.
+    Info(Box<HostInfo>),
+    /// Publish `Offline`, disconnect, and tell when done.
+    Stop(oneshot::Sender<()>),
+}
+
+/// What the event task reports to the pump.
+#[derive(Debug)]
+enum Ev {
+    ConnAck,
+    Sent(u16),
+    Acked(u16),
+    Command(Vec<u8>),
+    /// The connection failed; reply once nothing more will be sent on it.
+    Lost(oneshot::Sender<()>),
 }
 
 fn encode(host: &HostId, message: Message) -> Vec<u8> {
@@ -33,10 +76,9 @@ fn encode(host: &HostId, message: Message) -> Vec<u8> {
 }
 
 impl Publisher {
-    /// Connects in the background; retries for ever with capped backoff.
-    pub fn start(config: &AgentConfig, info: HostInfo) -> anyhow::Result<Self> {
+    /// Starts both tasks; connects in the background and retries for ever.
+    pub fn start(config: &AgentConfig, info: HostInfo) -> Self {
         let host = config.host_id.clone();
-        let status_topic = topic::topic(&host, Kind::Status).to_string();
         let mut options = MqttOptions::new(
             format!("ember-agent-{host}"),
             config.broker_host.clone(),
@@ -44,102 +86,312 @@ impl Publisher {
         );
         options
             .set_keep_alive(config.keep_alive)
+            .set_clean_session(true)
+            .set_inflight(REQUEST_CAPACITY as u16)
             .set_max_packet_size(MAX_ENCODED_LEN + 256, MAX_ENCODED_LEN + 256)
             .set_last_will(LastWill::new(
-                status_topic.clone(),
+                topic::topic(&host, Kind::Status).as_str(),
                 encode(&host, Message::Status(Status::Offline)),
                 QoS::AtLeastOnce,
                 true,
             ));
         let (client, eventloop) = AsyncClient::new(options, REQUEST_CAPACITY);
-        let online = encode(
-            &host,
-            Message::Status(Status::Online {
-                interval_ms: config.interval.as_millis().min(u32::MAX as u128) as u32,
-            }),
-        );
-        let info = encode(&host, Message::HostInfo(info));
-        let on_connect = vec![
-            (status_topic, online),
-            (topic::topic(&host, Kind::Info).to_string(), info),
-        ];
-        let events = tokio::spawn(drive(eventloop, client.clone(), on_connect));
-        Ok(Publisher {
-            sample_topic: topic::topic(&host, Kind::Sample).to_string(),
+        let outbox = Arc::new(Mutex::new(Outbox::new(config.buffer)));
+        let wake = Arc::new(Notify::new());
+        let (ev_tx, ev_rx) = mpsc::channel(REQUEST_CAPACITY * 2);
+        let (control, control_rx) = mpsc::channel(4);
+        let interval_ms = config.interval.as_millis().min(u32::MAX as u128) as u32;
+        let pump = Pump {
             client,
-            host,
-            events,
-            dropped: 0,
-        })
-    }
-
-    /// Queues one encoded sample; never waits. When the queue is full the sample is dropped and
-    /// counted.
-    pub fn sample(&mut self, bytes: &[u8]) {
-        if let Err(e) =
-            self.client
-                .try_publish(self.sample_topic.as_str(), QoS::AtLeastOnce, false, bytes)
-        {
-            self.dropped = self.dropped.saturating_add(1);
-            log::warn!("sample dropped ({} so far): {e}", self.dropped);
-        }
-    }
-
-    /// Samples dropped because the queue was full.
-    pub fn dropped(&self) -> u32 {
-        self.dropped
-    }
-
-    /// Publishes `Offline` (retained), disconnects and waits up to `timeout` for it to go out.
-    pub async fn stop(self, timeout: Duration) {
-        let offline = encode(&self.host, Message::Status(Status::Offline));
-        let status_topic = topic::topic(&self.host, Kind::Status).to_string();
-        let done = async {
-            self.client
-                .publish(status_topic, QoS::AtLeastOnce, true, offline)
-                .await
-                .context("publishing offline")?;
-            self.client.disconnect().await.context("disconnecting")?;
-            anyhow::Ok(())
+            host: host.clone(),
+            sample_topic: topic::topic(&host, Kind::Sample).to_string(),
+            outbox: outbox.clone(),
+            info,
+            interval_ms,
+            connected: false,
+            unassigned: VecDeque::new(),
+            in_flight: Vec::new(),
         };
-        match tokio::time::timeout(timeout, done).await {
-            Ok(Ok(())) => {
-                let _ = tokio::time::timeout(timeout, self.events).await;
-            }
-            Ok(Err(e)) => log::warn!("clean shutdown failed: {e:#}"),
-            Err(_) => log::warn!("clean shutdown timed out"),
+        let pump = tokio::spawn(pump.run(ev_rx, control_rx, wake.clone()));
+        let events = tokio::spawn(drive(eventloop, ev_tx, topic::topic(&host, Kind::Command)));
+        Publisher {
+            outbox,
+            wake,
+            control,
+            pump,
+            events,
         }
+    }
+
+    /// Keeps one encoded sample until the broker acknowledges it; never waits on the network.
+    /// When the outbox is full the oldest sample is dropped and counted.
+    pub fn sample(&self, seq: u64, bytes: &[u8]) {
+        lock(&self.outbox).push(seq, bytes);
+        self.wake.notify_one();
+    }
+
+    /// Samples dropped because the outbox was full, since start.
+    pub fn dropped(&self) -> u32 {
+        lock(&self.outbox).dropped()
+    }
+
+    /// Samples waiting for an acknowledgement.
+    pub fn backlog(&self) -> usize {
+        lock(&self.outbox).len()
+    }
+
+    /// Publishes new inventory (retained) if it differs from the last.
+    pub fn update_info(&self, info: HostInfo) {
+        let _ = self.control.try_send(Control::Info(Box::new(info)));
+    }
+
+    /// Publishes `Offline` (retained), disconnects and waits up to `timeout` for both tasks.
+    pub async fn stop(self, timeout: Duration) {
+        let (tx, rx) = oneshot::channel();
+        let done = async {
+            if self.control.send(Control::Stop(tx)).await.is_ok() {
+                let _ = rx.await;
+            }
+            let _ = self.events.await;
+        };
+        if tokio::time::timeout(timeout, done).await.is_err() {
+            log::warn!("clean shutdown timed out; the broker will publish the last will");
+        }
+        self.pump.abort();
     }
 }
 
-/// Polls the event loop for ever: on every CONNACK it (re)publishes the retained messages; on
-/// errors it waits with capped exponential backoff before rumqttc reconnects.
-async fn drive(mut eventloop: EventLoop, client: AsyncClient, on_connect: Vec<(String, Vec<u8>)>) {
-    let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(30));
-    loop {
-        match eventloop.poll().await {
-            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
-                log::info!("connected to the broker ({:?})", ack.code);
-                backoff.reset();
-                for (topic, payload) in &on_connect {
-                    if let Err(e) =
-                        client.try_publish(topic.as_str(), QoS::AtLeastOnce, true, payload.clone())
-                    {
-                        log::warn!("cannot queue {topic}: {e}");
+fn lock(outbox: &Mutex<Outbox>) -> std::sync::MutexGuard<'_, Outbox> {
+    // The outbox holds no invariant a panic elsewhere could break half-way.
+    outbox.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// What a request in flight carries, in the order the requests were made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Entry {
+    Sample(u64),
+    Other,
+}
+
+struct Pump {
+    client: AsyncClient,
+    host: HostId,
+    sample_topic: String,
+    outbox: Arc<Mutex<Outbox>>,
+    info: HostInfo,
+    interval_ms: u32,
+    connected: bool,
+    /// Requests made whose packet id is not known yet, oldest first.
+    unassigned: VecDeque<Entry>,
+    /// Packet ids of requests sent and not yet acknowledged.
+    in_flight: Vec<(u16, Entry)>,
+}
+
+impl Pump {
+    async fn run(
+        mut self,
+        mut events: mpsc::Receiver<Ev>,
+        mut control: mpsc::Receiver<Control>,
+        wake: Arc<Notify>,
+    ) {
+        loop {
+            tokio::select! {
+                _ = wake.notified() => {}
+                ev = events.recv() => match ev {
+                    Some(ev) => self.on_event(ev),
+                    None => return,
+                },
+                c = control.recv() => match c {
+                    Some(Control::Info(info)) => {
+                        if *info != self.info {
+                            self.info = *info;
+                            if self.connected {
+                                self.publish_info();
+                            }
+                        }
+                    }
+                    Some(Control::Stop(done)) => {
+                        self.stop().await;
+                        let _ = done.send(());
+                        return;
+                    }
+                    None => return,
+                },
+            }
+            self.fill();
+        }
+    }
+
+    fn on_event(&mut self, ev: Ev) {
+        match ev {
+            Ev::ConnAck => {
+                self.connected = true;
+                let online = encode(
+                    &self.host,
+                    Message::Status(Status::Online {
+                        interval_ms: self.interval_ms,
+                    }),
+                );
+                self.publish(Kind::Status, online, true);
+                self.publish_info();
+                let cmd = topic::topic(&self.host, Kind::Command);
+                if let Err(e) = self.client.try_subscribe(cmd.as_str(), QoS::AtLeastOnce) {
+                    log::warn!("cannot subscribe to {cmd}: {e}");
+                }
+            }
+            Ev::Sent(pkid) => {
+                if let Some(entry) = self.unassigned.pop_front() {
+                    self.in_flight.push((pkid, entry));
+                }
+            }
+            Ev::Acked(pkid) => {
+                if let Some(i) = self.in_flight.iter().position(|(p, _)| *p == pkid) {
+                    if let (_, Entry::Sample(seq)) = self.in_flight.swap_remove(i) {
+                        lock(&self.outbox).acked(seq);
                     }
                 }
             }
-            Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => {
+            Ev::Command(payload) => self.on_command(&payload),
+            Ev::Lost(paused) => {
+                self.connected = false;
+                self.unassigned.clear();
+                self.in_flight.clear();
+                lock(&self.outbox).rewind();
+                let _ = paused.send(());
+            }
+        }
+    }
+
+    /// Sends unacknowledged samples, oldest first, while the window has room.
+    fn fill(&mut self) {
+        if !self.connected {
+            return;
+        }
+        let mut outbox = lock(&self.outbox);
+        while outbox.in_flight() < WINDOW {
+            let Some((seq, bytes)) = outbox.next_unsent() else {
+                break;
+            };
+            match self.client.try_publish(
+                self.sample_topic.as_str(),
+                QoS::AtLeastOnce,
+                false,
+                bytes,
+            ) {
+                Ok(()) => {
+                    outbox.sent(seq);
+                    self.unassigned.push_back(Entry::Sample(seq));
+                }
+                // rumqttc's queue is full: try again on the next event.
+                Err(_) => break,
+            }
+        }
+    }
+
+    fn publish(&mut self, kind: Kind, payload: Vec<u8>, retain: bool) {
+        let topic = topic::topic(&self.host, kind);
+        match self
+            .client
+            .try_publish(topic.as_str(), QoS::AtLeastOnce, retain, payload)
+        {
+            Ok(()) => self.unassigned.push_back(Entry::Other),
+            Err(e) => log::warn!("cannot queue {topic}: {e}"),
+        }
+    }
+
+    fn publish_info(&mut self) {
+        let info = encode(&self.host, Message::HostInfo(self.info.clone()));
+        self.publish(Kind::Info, info, true);
+    }
+
+    fn on_command(&mut self, payload: &[u8]) {
+        let command = match ember_wire::decode(payload) {
+            Ok(Envelope {
+                host,
+                message: Message::Command(c),
+                ..
+            }) if host == self.host => c,
+            Ok(_) => {
+                log::warn!("ignored a command envelope for another host or of another kind");
+                return;
+            }
+            Err(e) => {
+                log::warn!("ignored an undecodable command: {e}");
+                return;
+            }
+        };
+        let (outcome, detail) = self.execute(&command);
+        let result = CommandResult {
+            id: command.id,
+            outcome,
+            detail: crate::sampler::truncated(detail),
+        };
+        let payload = encode(&self.host, Message::CommandResult(result));
+        self.publish(Kind::Result, payload, false);
+    }
+
+    fn execute(&mut self, command: &Command) -> (Outcome, &'static str) {
+        match command.action {
+            Action::RepublishInventory => {
+                self.publish_info();
+                (Outcome::Done, "")
+            }
+            _ => (Outcome::Refused, "not supported by this agent"),
+        }
+    }
+
+    async fn stop(&mut self) {
+        let offline = encode(&self.host, Message::Status(Status::Offline));
+        let status = topic::topic(&self.host, Kind::Status);
+        let _ = self
+            .client
+            .publish(status.as_str(), QoS::AtLeastOnce, true, offline)
+            .await;
+        let _ = self.client.disconnect().await;
+    }
+}
+
+/// Polls the event loop until the client disconnects.
+async fn drive(mut eventloop: EventLoop, pump: mpsc::Sender<Ev>, cmd_topic: impl AsRef<str>) {
+    let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(30));
+    loop {
+        let ev = match eventloop.poll().await {
+            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                log::info!("connected to the broker ({:?})", ack.code);
+                backoff.reset();
+                Some(Ev::ConnAck)
+            }
+            Ok(Event::Outgoing(Outgoing::Publish(pkid))) => Some(Ev::Sent(pkid)),
+            Ok(Event::Incoming(Packet::PubAck(ack))) => Some(Ev::Acked(ack.pkid)),
+            Ok(Event::Incoming(Packet::Publish(p))) if p.topic == cmd_topic.as_ref() => {
+                Some(Ev::Command(p.payload.to_vec()))
+            }
+            Ok(Event::Outgoing(Outgoing::Disconnect)) => {
                 // Let the DISCONNECT reach the socket, then stop.
                 let _ = eventloop.poll().await;
                 return;
             }
-            Ok(_) => {}
+            Ok(_) => None,
             Err(rumqttc::ConnectionError::RequestsDone) => return,
             Err(e) => {
+                let (paused, is_paused) = oneshot::channel();
+                if pump.send(Ev::Lost(paused)).await.is_err() {
+                    return;
+                }
+                let _ = is_paused.await;
+                // Nothing more is requested until the next CONNACK: drop what rumqttc still
+                // queues, the outbox sends it again in order.
+                eventloop.clean();
+                eventloop.pending.clear();
                 let wait = backoff.next_wait();
                 log::warn!("broker connection: {e}; retrying in {wait:?}");
                 tokio::time::sleep(wait).await;
+                None
+            }
+        };
+        if let Some(ev) = ev {
+            if pump.send(ev).await.is_err() {
+                return;
             }
         }
     }
