@@ -8,6 +8,7 @@
 pub mod config;
 pub mod outbox;
 pub mod preview;
+pub mod probe;
 pub mod procfs;
 pub mod publish;
 pub mod sampler;
@@ -39,6 +40,7 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> any
         p.set_ip(first_ipv4(&info));
     }
     let publisher = publish::Publisher::start(&config, info);
+    let probes = probe::spawn(&config.probes, config.interval);
 
     let mut ticker = tokio::time::interval(config.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -69,6 +71,7 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> any
             publisher.update_info(info);
         }
         sample.dropped = publisher.dropped();
+        sample.probes = probes.lock().unwrap_or_else(|e| e.into_inner()).clone();
         if let Some(preview) = &mut preview {
             preview.update(&config.host_id, &sample);
         }
