@@ -87,7 +87,7 @@ pub fn is_reported_disk(name: &str) -> bool {
 pub fn parse_stat_cores(stat: &str) -> impl Iterator<Item = CpuTimes> + '_ {
     stat.lines()
         .filter(|l| l.starts_with("cpu") && !l.starts_with("cpu "))
-        .filter_map(|l| parse_cpu_line(l))
+        .filter_map(parse_cpu_line)
 }
 
 fn parse_cpu_line(line: &str) -> Option<CpuTimes> {
