@@ -12,6 +12,7 @@ pub mod probe;
 pub mod procfs;
 pub mod publish;
 pub mod sampler;
+pub mod simulate;
 
 use std::future::Future;
 use std::time::{Duration, Instant};

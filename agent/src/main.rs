@@ -37,6 +37,20 @@ struct Flags {
     /// Print one sample as JSON and exit, without connecting.
     #[arg(long)]
     once: bool,
+    /// Instead of this machine, simulate N hosts with synthetic data (for load tests and demos).
+    #[arg(long, value_name = "N")]
+    simulate: Option<usize>,
+    /// Host ids of simulated hosts: PREFIX-0001, PREFIX-0002, …
+    #[arg(
+        long,
+        value_name = "PREFIX",
+        default_value = "sim",
+        requires = "simulate"
+    )]
+    simulate_prefix: String,
+    /// A simulated host goes offline for 10 to 60 intervals about once per N samples (0: never).
+    #[arg(long, value_name = "N", default_value_t = 3600, requires = "simulate")]
+    simulate_outage_every: u64,
 }
 
 fn main() -> std::process::ExitCode {
@@ -80,6 +94,29 @@ fn real_main() -> anyhow::Result<()> {
         let sample = sampler.sample();
         println!("{}", serde_json::to_string_pretty(&sample)?);
         return Ok(());
+    }
+    if let Some(count) = flags.simulate {
+        if count == 0 || count > 100_000 {
+            anyhow::bail!("invalid `simulate`: must be 1 to 100000 hosts, got {count}");
+        }
+        // Simulated hosts need little buffer each: a minute of samples.
+        let mut base = config;
+        base.buffer = base.buffer.min(60);
+        let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
+        log::info!(
+            "simulating {count} hosts ({}-0001…) → {}:{} every {:?}",
+            flags.simulate_prefix,
+            base.broker_host,
+            base.broker_port,
+            base.interval
+        );
+        return runtime.block_on(ember_agent::simulate::run(
+            base,
+            &flags.simulate_prefix,
+            count,
+            flags.simulate_outage_every,
+            shutdown_signal(),
+        ));
     }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
