@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
-use crate::support::{eventually, spawn_agent, TestCollector};
+use crate::support::{eventually, send_command, spawn_agent, TestCollector};
 
 /// How long the broker is away (the issue asks for 60 s).
 const OUTAGE: Duration = Duration::from_secs(60);
@@ -132,6 +132,16 @@ async fn every_sample_arrives_exactly_once_in_order_after_a_60_s_outage() {
         (h["status"] == "online").then_some(())
     })
     .await;
+    // The agent subscribed to its command topic again on the new connection: a command sent now
+    // is answered.
+    let result = send_command(
+        c.mqtt_port(),
+        "outage",
+        ember_wire::Action::RepublishInventory,
+    )
+    .await;
+    assert_eq!(result.outcome, ember_wire::Outcome::Done);
+
     stop.send(true).unwrap();
     agent.await.unwrap().unwrap();
     // Everything the agent took, up to its last sample, is stored exactly once and in order.

@@ -114,3 +114,65 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Publishes a command to `host` as a plain MQTT client and waits for its result.
+pub async fn send_command(
+    mqtt_port: u16,
+    host: &str,
+    action: ember_wire::Action,
+) -> ember_wire::CommandResult {
+    use ember_wire::topic::{self, Kind};
+    use ember_wire::{Command, Envelope, HostId, Message, MAX_ENCODED_LEN};
+    use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+
+    let host = HostId::new(host).unwrap();
+    let mut options = MqttOptions::new(format!("e2e-commander-{host}"), "127.0.0.1", mqtt_port);
+    options.set_keep_alive(Duration::from_secs(10));
+    let (client, mut events) = AsyncClient::new(options, 10);
+    client
+        .subscribe(topic::topic(&host, Kind::Result).as_str(), QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    let id = 4242;
+    let mut buf = [0u8; MAX_ENCODED_LEN];
+    let command = Envelope::new(
+        host.clone(),
+        Message::Command(Command {
+            id,
+            timeout_ms: 5000,
+            action,
+        }),
+    )
+    .encode(&mut buf)
+    .unwrap()
+    .to_vec();
+    let result = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match events.poll().await.expect("commander connection") {
+                Event::Incoming(Packet::SubAck(_)) => {
+                    let cmd = topic::topic(&host, Kind::Command);
+                    client
+                        .publish(cmd.as_str(), QoS::AtLeastOnce, false, command.clone())
+                        .await
+                        .unwrap();
+                }
+                Event::Incoming(Packet::Publish(p)) => {
+                    if let Ok(Envelope {
+                        message: Message::CommandResult(r),
+                        ..
+                    }) = ember_wire::decode(&p.payload)
+                    {
+                        if r.id == id {
+                            return r;
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    })
+    .await
+    .expect("a command result within 10 s");
+    let _ = client.disconnect().await;
+    result
+}
