@@ -149,6 +149,9 @@ fn main() {
     let agent = Command::new(bin.join("ember-agent"))
         .args(["--broker", &mqtt, "--host-id", "bench", "--interval", "1s"])
         .env("EMBER_LOG", "warn")
+        // The agent refuses EMBER_* variables it does not know: these are the benchmark's.
+        .env_remove("EMBER_BENCH_SECS")
+        .env_remove("EMBER_BENCH_EVERY")
         .spawn()
         .expect("agent starts");
     let pid = agent.id();
