@@ -570,6 +570,12 @@ mod tests {
     }
 
     #[test]
+    fn the_packaged_config_file_is_valid() {
+        let file = RawConfig::from_toml(include_str!("../debian/agent.toml")).unwrap();
+        RawConfig::defaults().merge(file).validate().unwrap();
+    }
+
+    #[test]
     fn printed_config_reads_back_to_the_same() {
         let c = AgentConfig::new(
             "[::1]:1883",
