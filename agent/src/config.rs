@@ -35,12 +35,17 @@ pub struct AgentConfig {
     pub temperature_sensors: Vec<String>,
     /// How many processes each top list holds.
     pub top_processes: usize,
+    /// How often the process table is walked for the top lists and the watch-list (the
+    /// sampler's largest cost); samples in between repeat the last lists.
+    pub process_interval: Duration,
     /// Processes reported present or absent, by name.
     pub watch: Vec<String>,
     /// Network probe targets: `host` (ICMP echo, TCP fallback) or `host:port` (TCP connect).
     pub probes: Vec<String>,
     /// Where to write a PNG preview of the panel, if anywhere.
     pub preview: Option<Preview>,
+    /// The attached panel (`board` and the `[panel]` table), if any.
+    pub panel: Option<crate::panel::PanelConfig>,
 }
 
 /// Why a configuration was refused: names the key and what is allowed.
@@ -88,6 +93,9 @@ pub struct RawConfig {
     /// Size of each top-process list.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub top_processes: Option<usize>,
+    /// How often processes are scanned (`5s`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub process_interval: Option<String>,
     /// Processes to watch.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub watch: Option<Vec<String>>,
@@ -97,6 +105,12 @@ pub struct RawConfig {
     /// PNG preview path.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub preview: Option<PathBuf>,
+    /// Board + panel profile: a built-in name (`pi-ssd1306`) or a path.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub board: Option<String>,
+    /// Pages, rotation, units, thresholds, burn-in shift and contrast of the panel.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub panel: Option<crate::panel::PanelRaw>,
 }
 
 /// The environment variables read, and the key each sets.
@@ -108,9 +122,11 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("EMBER_BUFFER", "buffer"),
     ("EMBER_TEMPERATURE_SENSORS", "temperature-sensors"),
     ("EMBER_TOP_PROCESSES", "top-processes"),
+    ("EMBER_PROCESS_INTERVAL", "process-interval"),
     ("EMBER_WATCH", "watch"),
     ("EMBER_PROBES", "probes"),
     ("EMBER_PREVIEW", "preview"),
+    ("EMBER_BOARD", "board"),
 ];
 
 /// Environment variables that are Ember's but not configuration keys.
@@ -208,9 +224,11 @@ impl RawConfig {
                 "buffer" => raw.buffer = Some(number()?),
                 "temperature-sensors" => raw.temperature_sensors = Some(list()),
                 "top-processes" => raw.top_processes = Some(number()?),
+                "process-interval" => raw.process_interval = Some(value.clone()),
                 "watch" => raw.watch = Some(list()),
                 "probes" => raw.probes = Some(list()),
                 "preview" => raw.preview = Some(PathBuf::from(&value)),
+                "board" => raw.board = Some(value.clone()),
                 _ => unreachable!("ENV_KEYS and this match list the same keys"),
             }
         }
@@ -227,9 +245,12 @@ impl RawConfig {
             buffer: over.buffer.or(self.buffer),
             temperature_sensors: over.temperature_sensors.or(self.temperature_sensors),
             top_processes: over.top_processes.or(self.top_processes),
+            process_interval: over.process_interval.or(self.process_interval),
             watch: over.watch.or(self.watch),
             probes: over.probes.or(self.probes),
             preview: over.preview.or(self.preview),
+            board: over.board.or(self.board),
+            panel: over.panel.or(self.panel),
         }
     }
 
@@ -282,6 +303,12 @@ impl RawConfig {
                 format!("must be 0 to {MAX_TOP}, got {top_processes}"),
             ));
         }
+        let process_interval = parse_duration(
+            "process-interval",
+            self.process_interval.as_deref().unwrap_or("5s"),
+            Duration::from_millis(100),
+            Duration::from_secs(3600),
+        )?;
         let list = |key: &str, v: &Option<Vec<String>>, max: usize, len: usize| {
             let v = v.clone().unwrap_or_default();
             if v.len() > max {
@@ -312,9 +339,12 @@ impl RawConfig {
             buffer,
             temperature_sensors,
             top_processes,
+            process_interval,
             watch,
             probes,
             preview: self.preview.clone().map(Preview::new),
+            panel: crate::panel::PanelConfig::from_raw(self.board.as_deref(), self.panel.as_ref())
+                .map_err(|e| err(&e.key, e.reason))?,
         })
     }
 }
@@ -353,9 +383,12 @@ impl AgentConfig {
             buffer: Some(self.buffer),
             temperature_sensors: Some(self.temperature_sensors.clone()),
             top_processes: Some(self.top_processes),
+            process_interval: Some(humantime::format_duration(self.process_interval).to_string()),
             watch: Some(self.watch.clone()),
             probes: Some(self.probes.clone()),
             preview: self.preview.as_ref().map(|p| p.path().to_path_buf()),
+            board: self.panel.as_ref().map(|p| p.board_source.clone()),
+            panel: self.panel.as_ref().map(|p| p.to_raw()),
         }
     }
 }
@@ -489,6 +522,13 @@ mod tests {
                 ..Default::default()
             },
             "top-processes",
+        );
+        check(
+            RawConfig {
+                process_interval: Some("1ms".into()),
+                ..Default::default()
+            },
+            "process-interval",
         );
         let many = Some((0..20).map(|i| format!("p{i}")).collect());
         check(

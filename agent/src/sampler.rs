@@ -114,7 +114,18 @@ pub struct Sampler {
     sensors: std::vec::Vec<std::string::String>,
     top: usize,
     watch: std::vec::Vec<std::string::String>,
+    process_every: f64,
+    /// Seconds since the process table was last walked; `None` before the first walk.
+    since_processes: Option<f64>,
+    last_processes: ProcessLists,
 }
+
+/// The top lists and the watch-list of the last walk of the process table.
+type ProcessLists = (
+    Vec<Process, MAX_TOP>,
+    Vec<Process, MAX_TOP>,
+    Vec<Watched, { ember_wire::sample::MAX_WATCHED }>,
+);
 
 impl Sampler {
     /// A sampler of this machine.
@@ -167,10 +178,16 @@ impl Sampler {
             sensors: config.temperature_sensors.clone(),
             top: config.top_processes.min(MAX_TOP),
             watch: config.watch.clone(),
+            process_every: config.process_interval.as_secs_f64(),
+            since_processes: None,
+            last_processes: Default::default(),
         };
         // Take the first readings, so that the first sample's rates cover the time since now.
         sampler.sample();
         sampler.seq = 0;
+        // The first real sample walks the processes again, with shares over a real interval.
+        sampler.since_processes = None;
+        sampler.last_processes = ProcessLists::default();
         Ok(sampler)
     }
 
@@ -212,7 +229,22 @@ impl Sampler {
             .io
             .read("sys/devices/platform/soc/soc:firmware/get_throttled")
             .and_then(procfs::parse_throttled);
-        self.processes(elapsed, &mut sample);
+        // Walking the process table is most of a sample's cost: it is done every
+        // `process_interval`, with CPU shares over the time since the last walk; the samples in
+        // between repeat the last lists.
+        let since = self.since_processes.map_or(elapsed, |s| s + elapsed);
+        if self.since_processes.is_none() || since >= self.process_every - 0.001 {
+            self.processes(since, &mut sample);
+            self.last_processes = (
+                sample.top_cpu.clone(),
+                sample.top_memory.clone(),
+                sample.watched.clone(),
+            );
+            self.since_processes = Some(0.0);
+        } else {
+            (sample.top_cpu, sample.top_memory, sample.watched) = self.last_processes.clone();
+            self.since_processes = Some(since);
+        }
         sample
     }
 
@@ -399,6 +431,11 @@ impl Sampler {
         let mut top_cpu: Vec<Process, MAX_TOP> = Vec::new();
         let mut top_mem: Vec<Process, MAX_TOP> = Vec::new();
         self.cur_procs.clear();
+        if self.top == 0 && watched.is_empty() {
+            // Nothing asks for processes: the walk of /proc is the sampler's largest cost.
+            sample.watched = watched;
+            return;
+        }
         let ticks_per_interval = elapsed * self.clock_ticks as f64;
 
         self.io.path.clear();

@@ -49,7 +49,8 @@ fn allocations_per_cycles(sampler: &mut Sampler, cycles: u64) -> u64 {
     let mut outbox = Outbox::new(config.buffer);
     let mut buf = [0u8; MAX_ENCODED_LEN];
     let mut cycle = |sampler: &mut Sampler, outbox: &mut Outbox| {
-        let sample = sampler.sample();
+        // One second per cycle, so that every cycle walks the process table too.
+        let sample = sampler.sample_over(std::time::Duration::from_secs(1));
         let seq = sample.seq;
         let envelope = Envelope::new(config.host_id.clone(), Message::Sample(sample));
         let bytes = envelope.encode(&mut buf).expect("fits");
@@ -70,6 +71,7 @@ fn allocations_per_cycles(sampler: &mut Sampler, cycles: u64) -> u64 {
 fn sampling_this_machine_allocates_nothing_after_warm_up() {
     let mut config = AgentConfig::new("127.0.0.1:1883", Some("alloc"), "1s", None).unwrap();
     config.watch = vec!["init".into(), "sshd".into()];
+    config.process_interval = std::time::Duration::from_secs(1);
     let mut sampler = Sampler::new(&config).unwrap();
     let n = allocations_per_cycles(&mut sampler, 20);
     assert_eq!(n, 0, "{n} allocations in 20 cycles");
@@ -81,7 +83,8 @@ fn sampling_the_pi_fixture_allocates_nothing_after_warm_up() {
         Some((32 << 30, 8 << 30))
     }
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pi4");
-    let config = AgentConfig::new("127.0.0.1:1883", Some("alloc"), "1s", None).unwrap();
+    let mut config = AgentConfig::new("127.0.0.1:1883", Some("alloc"), "1s", None).unwrap();
+    config.process_interval = std::time::Duration::from_secs(1);
     let mut sampler = Sampler::with_root(&config, root, usage).unwrap();
     let n = allocations_per_cycles(&mut sampler, 20);
     assert_eq!(n, 0, "{n} allocations in 20 cycles");

@@ -45,6 +45,8 @@ fn config(watch: &[&str], sensors: &[&str]) -> AgentConfig {
     let mut c = AgentConfig::new("127.0.0.1:1883", Some("pi4"), "1s", None).unwrap();
     c.watch = watch.iter().map(|s| s.to_string()).collect();
     c.temperature_sensors = sensors.iter().map(|s| s.to_string()).collect();
+    // Walk the processes at every sample, so that one second gives the CPU shares.
+    c.process_interval = Duration::from_secs(1);
     c
 }
 
@@ -229,4 +231,30 @@ fn no_proc_at_all_is_a_clear_error() {
         .err()
         .expect("no /proc/stat");
     assert!(err.to_string().contains("/nonexistent/proc/stat"), "{err}");
+}
+
+#[test]
+fn processes_are_walked_every_process_interval_and_repeated_between() {
+    let root = pi_tree("procs");
+    let mut c = config(&["python3"], &[]);
+    c.process_interval = Duration::from_secs(2);
+    let mut sampler = Sampler::with_root(&c, root.clone(), usage).unwrap();
+    advance(&root);
+    // The first sample walks: python3 used 50 ticks in the second.
+    let first = sampler.sample_over(Duration::from_secs(1));
+    assert_eq!(first.top_cpu[0].name.as_str(), "python3");
+    assert_eq!(first.top_cpu[0].cpu, 5_000);
+    // One second later: no walk, the lists are repeated.
+    let second = sampler.sample_over(Duration::from_secs(1));
+    assert_eq!(second.top_cpu, first.top_cpu);
+    assert_eq!(second.watched, first.watched);
+    // Two seconds after the walk: a new walk; python3 used nothing since.
+    let third = sampler.sample_over(Duration::from_secs(1));
+    let python = third
+        .top_cpu
+        .iter()
+        .find(|p| p.name.as_str() == "python3")
+        .unwrap();
+    assert_eq!(python.cpu, 0);
+    std::fs::remove_dir_all(root).unwrap();
 }
