@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod outbox;
+pub mod panel;
 pub mod preview;
 pub mod probe;
 pub mod procfs;
@@ -40,6 +41,13 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> any
     if let Some(p) = &mut preview {
         p.set_ip(first_ipv4(&info));
     }
+    // The attached panel runs on its own thread: `update` never blocks, a missing device is
+    // retried with backoff.
+    let panel = config.panel.as_ref().map(|p| {
+        let h = panel::Panel::start(p, config.host_id.as_str());
+        h.set_ip(first_ipv4(&info));
+        h
+    });
     let publisher = publish::Publisher::start(&config, info);
     let probes = probe::spawn(&config.probes, config.interval);
 
@@ -69,12 +77,18 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> any
             if let Some(p) = &mut preview {
                 p.set_ip(first_ipv4(&info));
             }
+            if let Some(h) = &panel {
+                h.set_ip(first_ipv4(&info));
+            }
             publisher.update_info(info);
         }
         sample.dropped = publisher.dropped();
         sample.probes = probes.lock().unwrap_or_else(|e| e.into_inner()).clone();
         if let Some(preview) = &mut preview {
             preview.update(&config.host_id, &sample);
+        }
+        if let Some(h) = &panel {
+            h.update(&sample);
         }
         let seq = sample.seq;
         let envelope = Envelope::new(config.host_id.clone(), Message::Sample(sample));

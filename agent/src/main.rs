@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use ember_agent::config::RawConfig;
 
 /// Ember's agent: samples this board and publishes to the collector over MQTT.
@@ -31,6 +31,9 @@ struct Flags {
     /// Write what the panel would show to this PNG file after each sample.
     #[arg(long, value_name = "FILE.png")]
     preview: Option<PathBuf>,
+    /// The attached panel: a board profile's name (`pi-ssd1306`, see boards/) or a path.
+    #[arg(long, value_name = "NAME")]
+    board: Option<String>,
     /// Print the effective configuration as TOML and exit.
     #[arg(long)]
     print_config: bool,
@@ -51,6 +54,28 @@ struct Flags {
     /// A simulated host goes offline for 10 to 60 intervals about once per N samples (0: never).
     #[arg(long, value_name = "N", default_value_t = 3600, requires = "simulate")]
     simulate_outage_every: u64,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Render what the board's panel would show for this machine now, as a PNG.
+    Render {
+        /// The board profile (name or path) [default: the configuration's `board`].
+        #[arg(long, value_name = "NAME")]
+        board: Option<String>,
+        /// The PNG file to write.
+        #[arg(long, value_name = "FILE.png")]
+        out: PathBuf,
+        /// The page (overview, cpu, network, disks, temperatures, processes, fleet)
+        /// [default: the first configured].
+        #[arg(long, value_name = "PAGE")]
+        page: Option<String>,
+        /// Pixels per panel pixel.
+        #[arg(long, value_name = "N", default_value_t = 1)]
+        scale: u32,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -80,9 +105,19 @@ fn real_main() -> anyhow::Result<()> {
             interval: flags.interval,
             buffer: flags.buffer,
             preview: flags.preview,
+            board: match &flags.command {
+                Some(Command::Render { board: Some(b), .. }) => Some(b.clone()),
+                _ => flags.board,
+            },
             ..RawConfig::default()
         });
     let config = raw.validate()?;
+    if let Some(Command::Render {
+        out, page, scale, ..
+    }) = &flags.command
+    {
+        return render(&config, out, page.as_deref(), *scale);
+    }
     if flags.print_config {
         print!("{}", toml::to_string(&config.to_raw())?);
         return Ok(());
@@ -131,6 +166,67 @@ fn real_main() -> anyhow::Result<()> {
         config.interval
     );
     runtime.block_on(ember_agent::run(config, shutdown_signal()))
+}
+
+/// `ember-agent render`: one sample of this machine on the board's panel, as a PNG.
+fn render(
+    config: &ember_agent::AgentConfig,
+    out: &std::path::Path,
+    page: Option<&str>,
+    scale: u32,
+) -> anyhow::Result<()> {
+    use ember_agent::panel::Renderer;
+    use ember_display::{Histories, Model, Page};
+    let Some(panel) = &config.panel else {
+        anyhow::bail!(
+            "invalid `board`: render needs one (--board NAME; built in: {})",
+            ember_agent::panel::board::known()
+        );
+    };
+    let page = match page {
+        None => panel.pages[0],
+        Some(name) => Page::from_name(name).with_context(|| {
+            let all: Vec<&str> = Page::ALL.iter().map(|p| p.name()).collect();
+            format!("invalid `page`: {name:?} is not one of {}", all.join(", "))
+        })?,
+    };
+    if !(1..=16).contains(&scale) {
+        anyhow::bail!("invalid `scale`: must be 1 to 16, got {scale}");
+    }
+    let mut sampler =
+        ember_agent::Sampler::new(config).context("cannot read this machine's metrics")?;
+    let info = sampler.host_info();
+    // Two samples a moment apart, so that rates have an interval to cover.
+    let mut history = Histories::new();
+    history.record(&sampler.sample());
+    std::thread::sleep(std::time::Duration::from_millis(250));
+    let sample = sampler.sample();
+    history.record(&sample);
+    let ipv4 = info
+        .interfaces
+        .iter()
+        .flat_map(|i| i.ipv4.iter())
+        .find(|a| a[0] != 127 && !(a[0] == 169 && a[1] == 254))
+        .copied();
+    let model = Model {
+        host: config.host_id.as_str(),
+        ipv4,
+        sample: &sample,
+        history: &history,
+        fleet: &[],
+    };
+    let renderer = Renderer::new(&panel.board, &panel.settings);
+    let png = renderer.png(&renderer.render(page, &model, (0, 0)), scale);
+    std::fs::write(out, png).with_context(|| format!("cannot write {}", out.display()))?;
+    let (w, h) = panel.board.drawn_size();
+    println!(
+        "{}: {} page of {} ({w}x{h}) for {}",
+        out.display(),
+        page.name(),
+        panel.board.name,
+        config.host_id
+    );
+    Ok(())
 }
 
 async fn shutdown_signal() {

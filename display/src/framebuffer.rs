@@ -23,8 +23,48 @@ pub struct Framebuffer<const W: usize, const PAGES: usize> {
     pages: [[u8; W]; PAGES],
 }
 
-/// The 128x64 panel of the common 0.96" and 1.3" OLED modules (SSD1306, SH1106).
+/// The 128x64 panel of the common 0.96" and 1.3" OLED modules (SSD1306, SH1106, SSD1309).
 pub type Mono128x64 = Framebuffer<128, 8>;
+
+/// Most windows [`Framebuffer::dirty`] returns.
+pub const MAX_WINDOWS: usize = 32;
+/// Most runs of changed columns per page before they are merged.
+const MAX_RUNS: usize = 4;
+
+/// The 128x32 panel of the 0.91" OLED modules (SSD1306).
+pub type Mono128x32 = Framebuffer<128, 4>;
+
+/// A rectangle of display RAM in whole pages: pages `first_page..=last_page`, columns
+/// `first_column..=last_column`. In horizontal addressing mode a controller takes it as one
+/// window, page after page, with the columns of each page in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Window {
+    /// First page (rows `8 * first_page ..`).
+    pub first_page: usize,
+    /// Last page, inclusive.
+    pub last_page: usize,
+    /// First column.
+    pub first_column: usize,
+    /// Last column, inclusive.
+    pub last_column: usize,
+}
+
+impl Window {
+    /// Data bytes the window holds: one per column per page.
+    pub fn bytes(&self) -> usize {
+        (self.last_page + 1 - self.first_page) * (self.last_column + 1 - self.first_column)
+    }
+
+    /// The pages it covers.
+    pub fn pages(&self) -> core::ops::RangeInclusive<usize> {
+        self.first_page..=self.last_page
+    }
+
+    /// The columns it covers.
+    pub fn columns(&self) -> core::ops::RangeInclusive<usize> {
+        self.first_column..=self.last_column
+    }
+}
 
 impl<const W: usize, const PAGES: usize> Framebuffer<W, PAGES> {
     /// Width in pixels.
@@ -83,6 +123,74 @@ impl<const W: usize, const PAGES: usize> Framebuffer<W, PAGES> {
     /// Page `index` (rows `8 * index .. 8 * index + 8`), or `None` past the last page.
     pub fn page(&self, index: usize) -> Option<&[u8; W]> {
         self.pages.get(index)
+    }
+
+    /// Where this frame differs from `previous`: rectangles of whole pages to send so that the
+    /// panel's RAM holds this frame, cheap in bytes on the bus.
+    ///
+    /// `overhead` is what it costs to address one more window (about 8 bytes for an SSD1306 on
+    /// I2C: two 3-byte commands, a control byte and the address). Within a page, changed
+    /// columns closer together than that form one run; runs further apart are sent apart (a
+    /// bar's end and its percentage, say). Going down the pages, a run joins a window of the
+    /// page above when the joined rectangle costs no more than the two apart. Equal frames give
+    /// no windows; at most [`MAX_WINDOWS`] are returned (further runs of a page widen its last).
+    pub fn dirty(&self, previous: &Self, overhead: usize) -> heapless::Vec<Window, MAX_WINDOWS> {
+        let mut out: heapless::Vec<Window, MAX_WINDOWS> = heapless::Vec::new();
+        for page in 0..PAGES {
+            let (now, before) = (&self.pages[page], &previous.pages[page]);
+            let mut runs: heapless::Vec<(usize, usize), MAX_WINDOWS> = heapless::Vec::new();
+            for x in (0..W).filter(|&x| now[x] != before[x]) {
+                let full = runs.len() == MAX_RUNS;
+                match runs.last_mut() {
+                    Some((_, last)) if x - *last <= overhead + 1 || full => *last = x,
+                    _ => {
+                        let _ = runs.push((x, x));
+                    }
+                }
+            }
+            for (first, last) in runs {
+                let run = Window {
+                    first_page: page,
+                    last_page: page,
+                    first_column: first,
+                    last_column: last,
+                };
+                // The best window of the page above to grow down over this run.
+                let join = out
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, w)| w.last_page + 1 >= page)
+                    .map(|(i, w)| {
+                        let joined = Window {
+                            first_page: w.first_page,
+                            last_page: page,
+                            first_column: w.first_column.min(first),
+                            last_column: w.last_column.max(last),
+                        };
+                        let saved =
+                            (w.bytes() + run.bytes() + overhead) as isize - joined.bytes() as isize;
+                        (i, joined, saved)
+                    })
+                    .filter(|(_, _, saved)| *saved >= 0)
+                    .max_by_key(|(_, _, saved)| *saved);
+                match join {
+                    Some((i, joined, _)) => out[i] = joined,
+                    None => {
+                        if let Err(run) = out.push(run) {
+                            // Full: widen the last window instead (never reached with
+                            // MAX_RUNS runs on each of at most 8 pages).
+                            if let Some(w) = out.last_mut() {
+                                w.first_page = w.first_page.min(run.first_page);
+                                w.last_page = page;
+                                w.first_column = w.first_column.min(run.first_column);
+                                w.last_column = w.last_column.max(run.last_column);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        out
     }
 
     /// Page, column and bit mask of a pixel inside the buffer.
@@ -267,6 +375,91 @@ mod tests {
         assert!(fb.as_bytes().iter().all(|&b| b == 0xff));
         fb.clear();
         assert_eq!(fb, Framebuffer::new());
+    }
+
+    #[test]
+    fn equal_frames_have_no_dirty_windows() {
+        let mut a = Mono128x64::new();
+        a.set_pixel(3, 3, true);
+        assert!(a.dirty(&a.clone(), 8).is_empty());
+    }
+
+    /// Writes `windows` of `after` into `before`, as a panel's RAM takes them.
+    fn apply(before: &mut Mono128x64, after: &Mono128x64, windows: &[Window]) {
+        for w in windows {
+            for p in w.pages() {
+                for c in w.columns() {
+                    before.pages[p][c] = after.pages[p][c];
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn dirty_windows_cover_every_change_and_merge_when_cheaper() {
+        let before = Mono128x64::new();
+        let mut after = before.clone();
+        // Changes in page 0 (columns 10 and 17) and page 1 (columns 12 and 18): one window.
+        after.set_pixel(10, 0, true);
+        after.set_pixel(17, 7, true);
+        after.set_pixel(12, 8, true);
+        after.set_pixel(18, 9, true);
+        // A change in page 0 far to the right: a run of its own.
+        after.set_pixel(120, 1, true);
+        // A change in page 6 alone, far below: its own window.
+        after.set_pixel(100, 50, true);
+        let windows = after.dirty(&before, 8);
+        let w = |p0, p1, c0, c1| Window {
+            first_page: p0,
+            last_page: p1,
+            first_column: c0,
+            last_column: c1,
+        };
+        assert_eq!(
+            windows.as_slice(),
+            &[w(0, 1, 10, 18), w(0, 0, 120, 120), w(6, 6, 100, 100)]
+        );
+        assert_eq!(windows[0].bytes(), 18);
+        let mut patched = before.clone();
+        apply(&mut patched, &after, &windows);
+        assert_eq!(patched, after);
+
+        // With no overhead, nothing is joined across unchanged columns or pages.
+        let windows = after.dirty(&before, 0);
+        assert_eq!(windows.len(), 6);
+        // A full change is one full window: the whole frame.
+        let mut full = Mono128x64::new();
+        full.fill(true);
+        let windows = full.dirty(&before, 8);
+        assert_eq!(windows.as_slice(), &[w(0, 7, 0, 127)]);
+        assert_eq!(windows[0].bytes(), 1024);
+    }
+
+    #[test]
+    fn dirty_windows_always_turn_the_old_frame_into_the_new() {
+        // Pseudo-random frames: whatever the windows, applying them reproduces the new frame.
+        let mut seed = 12345u64;
+        let mut next = || {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+            (seed >> 33) as usize
+        };
+        for round in 0..200 {
+            let mut before = Mono128x64::new();
+            let mut after = Mono128x64::new();
+            for _ in 0..next() % 300 {
+                before.set_pixel((next() % 128) as i32, (next() % 64) as i32, true);
+            }
+            after.pages = before.pages;
+            for _ in 0..next() % (1 + round * 3) {
+                after.set_pixel((next() % 128) as i32, (next() % 64) as i32, next() % 2 == 0);
+            }
+            for overhead in [0, 8, 40] {
+                let windows = after.dirty(&before, overhead);
+                let mut patched = before.clone();
+                apply(&mut patched, &after, &windows);
+                assert_eq!(patched, after, "round {round}, overhead {overhead}");
+            }
+        }
     }
 
     #[test]

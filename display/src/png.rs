@@ -7,6 +7,8 @@
 use std::io;
 use std::path::Path;
 
+use embedded_graphics::pixelcolor::{Rgb565, RgbColor};
+
 use crate::framebuffer::Framebuffer;
 
 /// Largest `scale` accepted; larger values are treated as this.
@@ -50,6 +52,56 @@ pub fn encode_png<const W: usize, const PAGES: usize>(
     writer
         .write_image_data(&data)
         .expect("PNG data for a framebuffer fits its header");
+    writer
+        .finish()
+        .expect("writing a PNG into a Vec cannot fail");
+    out
+}
+
+/// Encodes RGB565 pixels (`width` per row, row after row) as an 8-bit RGB PNG, each pixel
+/// enlarged to `scale` x `scale` (clamped to `1..=`[`MAX_SCALE`]).
+///
+/// Channels are widened by repeating their high bits (`0x1f` → `0xff`), so black stays black and
+/// white stays white.
+pub fn encode_rgb565_png(pixels: &[Rgb565], width: usize, scale: u32) -> Vec<u8> {
+    let scale = scale.clamp(1, MAX_SCALE) as usize;
+    let width = width.max(1);
+    let height = pixels.len() / width;
+    let mut data = Vec::with_capacity(width * height * scale * scale * 3);
+    for row in pixels.chunks_exact(width) {
+        let mut line = Vec::with_capacity(width * scale * 3);
+        for p in row {
+            let (r, g, b) = (p.r(), p.g(), p.b());
+            let rgb = [
+                (r << 3) | (r >> 2),
+                (g << 2) | (g >> 4),
+                (b << 3) | (b >> 2),
+            ];
+            for _ in 0..scale {
+                line.extend_from_slice(&rgb);
+            }
+        }
+        for _ in 0..scale {
+            data.extend_from_slice(&line);
+        }
+    }
+    let mut out = Vec::new();
+    // Panels are far below PNG's size limit; a zero size (no pixels) is written as 1x1 black.
+    let (w, h) = if height == 0 {
+        data = vec![0; 3];
+        (1, 1)
+    } else {
+        ((width * scale) as u32, (height * scale) as u32)
+    };
+    let mut encoder = png::Encoder::new(&mut out, w, h);
+    encoder.set_color(png::ColorType::Rgb);
+    encoder.set_depth(png::BitDepth::Eight);
+    let mut writer = encoder
+        .write_header()
+        .expect("PNG header for a canvas is valid");
+    writer
+        .write_image_data(&data)
+        .expect("PNG data for a canvas fits its header");
     writer
         .finish()
         .expect("writing a PNG into a Vec cannot fail");
@@ -108,6 +160,32 @@ mod tests {
                 assert_eq!(pixels[y * 9 + x], want, "({x}, {y})");
             }
         }
+    }
+
+    #[test]
+    fn encodes_rgb565_exactly() {
+        let px = [
+            Rgb565::WHITE,
+            Rgb565::BLACK,
+            Rgb565::new(0x10, 0x20, 0x01),
+            Rgb565::RED,
+        ];
+        let bytes = encode_rgb565_png(&px, 2, 1);
+        let mut decoder = png::Decoder::new(io::Cursor::new(&bytes));
+        decoder.set_transformations(png::Transformations::IDENTITY);
+        let mut reader = decoder.read_info().unwrap();
+        let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+        let info = reader.next_frame(&mut buf).unwrap();
+        assert_eq!((info.width, info.height), (2, 2));
+        assert_eq!(
+            &buf[..12],
+            &[255, 255, 255, 0, 0, 0, 0x84, 0x82, 0x08, 255, 0, 0]
+        );
+        let empty = encode_rgb565_png(&[], 5, 3);
+        let info = png::Decoder::new(io::Cursor::new(&empty))
+            .read_info()
+            .unwrap();
+        assert_eq!((info.info().width, info.info().height), (1, 1));
     }
 
     #[test]
