@@ -19,6 +19,9 @@ pub struct History<const N: usize> {
     /// Index of the oldest value.
     start: usize,
     len: usize,
+    /// Values pushed since the start (wrapping), so that a value keeps its place on a sweeping
+    /// sparkline.
+    pushed: usize,
 }
 
 impl<const N: usize> History<N> {
@@ -28,7 +31,13 @@ impl<const N: usize> History<N> {
             values: [0; N],
             start: 0,
             len: 0,
+            pushed: 0,
         }
+    }
+
+    /// Values pushed since the start (wrapping at `usize::MAX`).
+    pub fn pushed(&self) -> usize {
+        self.pushed
     }
 
     /// Appends `value`; when full, the oldest value is dropped to make room.
@@ -36,6 +45,7 @@ impl<const N: usize> History<N> {
         if N == 0 {
             return;
         }
+        self.pushed = self.pushed.wrapping_add(1);
         if self.len < N {
             self.values[(self.start + self.len) % N] = value;
             self.len += 1;

@@ -370,9 +370,8 @@ where
         }
     };
     let floor = u32::from(matches!(scale, Scale::Range(_)));
-    let mut x = bottom_right.x + 1;
-    for v in shown().rev() {
-        x -= i(step);
+    for (slot, v) in sweep(history, count) {
+        let x = area.top_left.x + i(step) * i(slot);
         let h = scaled(v, lo, hi, height).max(floor);
         if h > 0 {
             Rectangle::new(Point::new(x, bottom - i(h)), Size::new(step, h))
@@ -381,6 +380,25 @@ where
         }
     }
     Ok(())
+}
+
+/// The columns of a sweeping graph of `count` columns: each value with the column it keeps, the
+/// newest one column behind an empty one, as on an oscilloscope. A refresh changes two columns
+/// instead of every one, as a scrolling graph does, which matters for dirty-area updates.
+fn sweep<const N: usize>(
+    history: &History<N>,
+    count: usize,
+) -> impl Iterator<Item = (u32, u32)> + '_ {
+    let count = count.max(1);
+    let newest = history.pushed();
+    history
+        .newest(count.saturating_sub(1))
+        .rev()
+        .enumerate()
+        .map(move |(age, v)| {
+            let slot = newest.wrapping_sub(1).wrapping_sub(age) % count;
+            (u32::try_from(slot).unwrap_or(0), v)
+        })
 }
 
 /// Received rising from a middle line and sent hanging from it, on one scale.
@@ -408,9 +426,8 @@ where
     .draw(d)?;
     let hi = rx.newest(count).chain(tx.newest(count)).max().unwrap_or(0);
     for (history, up, color) in [(rx, true, C::RX), (tx, false, C::TX)] {
-        let mut x = bottom_right.x + 1;
-        for v in history.newest(count).rev() {
-            x -= i(step);
+        for (slot, v) in sweep(history, count) {
+            let x = area.top_left.x + i(step) * i(slot);
             let h = scaled(v, 0, hi, half);
             if h > 0 {
                 let top = if up { mid - i(h) } else { mid + 1 };
