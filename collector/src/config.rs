@@ -1,7 +1,17 @@
-//! The collector's configuration, validated from flags into [`Config`].
+//! The collector's configuration, in two phases (as the agent's `config.rs`):
+//!
+//! 1. [`RawConfig`]: every key optional, loaded in layers — built-in defaults, then the TOML file,
+//!    then `EMBER_*` environment variables, then command-line flags; a later layer wins key by key.
+//! 2. [`RawConfig::validate`] turns the merged layers into a typed [`Config`], refusing every bad
+//!    value with an error that names the key and says what is allowed.
+//!
+//! `ember-collector --print-config` prints the effective configuration as TOML.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
 
 /// A validated collector configuration.
 #[derive(Debug, Clone)]
@@ -12,32 +22,875 @@ pub struct Config {
     pub http_listen: SocketAddr,
     /// Where the collector keeps its files.
     pub data_dir: PathBuf,
-    /// Samples kept per host.
-    pub history: usize,
     /// Largest MQTT payload accepted, in bytes.
     pub max_payload: usize,
     /// Most MQTT connections at once.
     pub max_connections: usize,
+    /// How much history is kept.
+    pub history: HistoryConfig,
+    /// When a host counts as stale or offline.
+    pub status: StatusConfig,
+    /// Write-ahead log and snapshots.
+    pub persist: PersistConfig,
+    /// The MQTT bridge: JSON state and Home Assistant discovery.
+    pub bridge: BridgeConfig,
+    /// `None`: embed rumqttd. `Some`: connect to an existing broker instead.
+    pub external: Option<ExternalBroker>,
+}
+
+/// History: raw samples, then downsampled tiers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryConfig {
+    /// Raw samples kept per host.
+    pub raw_samples: usize,
+    /// Downsampled tiers, finest first.
+    pub tiers: Vec<Tier>,
+}
+
+/// One downsampled tier: min/avg/max per `resolution`, kept for `retention`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tier {
+    /// Bucket width.
+    pub resolution: Duration,
+    /// How long buckets are kept.
+    pub retention: Duration,
+}
+
+impl Tier {
+    /// Buckets kept.
+    pub fn buckets(&self) -> usize {
+        (self.retention.as_millis() / self.resolution.as_millis().max(1)) as usize
+    }
+
+    /// `1m:24h`.
+    pub fn spec(&self) -> String {
+        format!(
+            "{}:{}",
+            humantime::format_duration(self.resolution),
+            humantime::format_duration(self.retention)
+        )
+    }
+}
+
+/// Host status thresholds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatusConfig {
+    /// A host whose agent says it is online becomes stale after this long without a message,
+    /// or after `stale_intervals` of its sampling intervals, whichever is longer.
+    pub stale_after: Duration,
+    /// See `stale_after`.
+    pub stale_intervals: u32,
+    /// A host heard from by nothing (not even a last will) for this long is offline.
+    pub offline_after: Duration,
+}
+
+/// Persistence timing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PersistConfig {
+    /// How often the whole store is written as a snapshot (the write-ahead log restarts then).
+    pub snapshot_every: Duration,
+    /// How often the write-ahead log is written out (what a SIGKILL can lose).
+    pub flush_every: Duration,
+    /// How often the write-ahead log is fsynced (what a power cut can lose).
+    pub sync_every: Duration,
+}
+
+/// The MQTT bridge for subscribers that do not speak postcard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BridgeConfig {
+    /// Publish a retained JSON state per host.
+    pub json: bool,
+    /// Publish Home Assistant MQTT discovery (needs `json`).
+    pub home_assistant: bool,
+    /// Home Assistant's discovery prefix.
+    pub discovery_prefix: String,
+    /// Shortest time between two JSON states of one host (status changes go out at once).
+    pub state_every: Duration,
+}
+
+/// An existing broker to connect to instead of embedding one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExternalBroker {
+    /// Host name or address.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// MQTT client id.
+    pub client_id: String,
+    /// Shared-subscription group for samples and results (`$share/{group}/…`), so that several
+    /// collectors split the load. `None`: an ordinary subscription.
+    pub share_group: Option<String>,
 }
 
 impl Config {
     /// Defaults for everything but the addresses and the data directory.
     pub fn new(mqtt_listen: SocketAddr, http_listen: SocketAddr, data_dir: PathBuf) -> Self {
-        Config {
-            mqtt_listen,
-            http_listen,
-            data_dir,
-            // One hour at the default 1 s interval.
-            history: 3600,
-            // Four times the largest message of the wire contract.
-            max_payload: 4 * ember_wire::MAX_ENCODED_LEN,
-            max_connections: 10_000,
-        }
+        let mut raw = RawConfig::defaults();
+        raw.mqtt_listen = Some(mqtt_listen.to_string());
+        raw.http_listen = Some(http_listen.to_string());
+        raw.data_dir = Some(data_dir);
+        raw.validate().expect("the defaults are valid")
     }
 
     /// Loopback addresses on free ports and a data directory: what tests use.
     pub fn ephemeral(data_dir: PathBuf) -> Self {
         let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
         Config::new(loopback, loopback, data_dir)
+    }
+
+    /// The effective configuration as a complete layer (for `--print-config`).
+    pub fn to_raw(&self) -> RawConfig {
+        let d = |d: Duration| Some(humantime::format_duration(d).to_string());
+        RawConfig {
+            mqtt_listen: Some(self.mqtt_listen.to_string()),
+            http_listen: Some(self.http_listen.to_string()),
+            data_dir: Some(self.data_dir.clone()),
+            max_payload: Some(self.max_payload),
+            max_connections: Some(self.max_connections),
+            history: RawHistory {
+                raw_samples: Some(self.history.raw_samples),
+                tiers: Some(self.history.tiers.iter().map(Tier::spec).collect()),
+            },
+            status: RawStatus {
+                stale_after: d(self.status.stale_after),
+                stale_intervals: Some(self.status.stale_intervals),
+                offline_after: d(self.status.offline_after),
+            },
+            persist: RawPersist {
+                snapshot_every: d(self.persist.snapshot_every),
+                flush_every: d(self.persist.flush_every),
+                sync_every: d(self.persist.sync_every),
+            },
+            bridge: RawBridge {
+                json: Some(self.bridge.json),
+                home_assistant: Some(self.bridge.home_assistant),
+                discovery_prefix: Some(self.bridge.discovery_prefix.clone()),
+                state_every: d(self.bridge.state_every),
+            },
+            broker: RawBroker {
+                external: self.external.as_ref().map(|e| {
+                    if e.host.contains(':') {
+                        format!("[{}]:{}", e.host, e.port)
+                    } else {
+                        format!("{}:{}", e.host, e.port)
+                    }
+                }),
+                client_id: self.external.as_ref().map(|e| e.client_id.clone()),
+                share_group: self.external.as_ref().and_then(|e| e.share_group.clone()),
+            },
+        }
+    }
+}
+
+/// Why a configuration was refused: names the key and what is allowed.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("invalid `{key}`{source_note}: {reason}")]
+pub struct ConfigError {
+    /// The configuration key, as written in the TOML file (`history.tiers`).
+    pub key: String,
+    /// What is wrong and what is allowed.
+    pub reason: String,
+    /// Where the value came from, for the message (" (from EMBER_HTTP_LISTEN)").
+    source_note: String,
+}
+
+fn err(key: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError {
+        key: key.to_string(),
+        reason: reason.into(),
+        source_note: String::new(),
+    }
+}
+
+/// One layer of configuration: every key optional. Keys are the TOML file's.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawConfig {
+    /// Embedded broker's listen address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mqtt_listen: Option<String>,
+    /// HTTP listen address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_listen: Option<String>,
+    /// Data directory.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    /// Largest MQTT payload, bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_payload: Option<usize>,
+    /// Most MQTT connections.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<usize>,
+    /// `[history]`
+    #[serde(default)]
+    pub history: RawHistory,
+    /// `[status]`
+    #[serde(default)]
+    pub status: RawStatus,
+    /// `[persist]`
+    #[serde(default)]
+    pub persist: RawPersist,
+    /// `[bridge]`
+    #[serde(default)]
+    pub bridge: RawBridge,
+    /// `[broker]`
+    #[serde(default)]
+    pub broker: RawBroker,
+}
+
+/// `[history]`
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawHistory {
+    /// Raw samples per host.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub raw_samples: Option<usize>,
+    /// Tiers as `RESOLUTION:RETENTION`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tiers: Option<Vec<String>>,
+}
+
+/// `[status]`
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawStatus {
+    /// Shortest silence before stale.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stale_after: Option<String>,
+    /// Missed intervals before stale.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stale_intervals: Option<u32>,
+    /// Silence before offline.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offline_after: Option<String>,
+}
+
+/// `[persist]`
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawPersist {
+    /// Snapshot period.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snapshot_every: Option<String>,
+    /// WAL write-out period.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flush_every: Option<String>,
+    /// WAL fsync period.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sync_every: Option<String>,
+}
+
+/// `[bridge]`
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawBridge {
+    /// JSON state topics.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub json: Option<bool>,
+    /// Home Assistant discovery.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub home_assistant: Option<bool>,
+    /// Home Assistant discovery prefix.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub discovery_prefix: Option<String>,
+    /// Shortest time between JSON states of one host.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state_every: Option<String>,
+}
+
+/// `[broker]`
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawBroker {
+    /// `HOST:PORT` of an existing broker; unset embeds rumqttd.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub external: Option<String>,
+    /// Client id at the external broker.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    /// Shared-subscription group at the external broker.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub share_group: Option<String>,
+}
+
+/// The environment variables read, and the key each sets.
+pub const ENV_KEYS: &[(&str, &str)] = &[
+    ("EMBER_MQTT_LISTEN", "mqtt-listen"),
+    ("EMBER_HTTP_LISTEN", "http-listen"),
+    ("EMBER_DATA_DIR", "data-dir"),
+    ("EMBER_MAX_PAYLOAD", "max-payload"),
+    ("EMBER_MAX_CONNECTIONS", "max-connections"),
+    ("EMBER_HISTORY_RAW_SAMPLES", "history.raw-samples"),
+    ("EMBER_HISTORY_TIERS", "history.tiers"),
+    ("EMBER_STATUS_STALE_AFTER", "status.stale-after"),
+    ("EMBER_STATUS_STALE_INTERVALS", "status.stale-intervals"),
+    ("EMBER_STATUS_OFFLINE_AFTER", "status.offline-after"),
+    ("EMBER_PERSIST_SNAPSHOT_EVERY", "persist.snapshot-every"),
+    ("EMBER_PERSIST_FLUSH_EVERY", "persist.flush-every"),
+    ("EMBER_PERSIST_SYNC_EVERY", "persist.sync-every"),
+    ("EMBER_BRIDGE_JSON", "bridge.json"),
+    ("EMBER_BRIDGE_HOME_ASSISTANT", "bridge.home-assistant"),
+    ("EMBER_BRIDGE_DISCOVERY_PREFIX", "bridge.discovery-prefix"),
+    ("EMBER_BRIDGE_STATE_EVERY", "bridge.state-every"),
+    ("EMBER_BROKER_EXTERNAL", "broker.external"),
+    ("EMBER_BROKER_CLIENT_ID", "broker.client-id"),
+    ("EMBER_BROKER_SHARE_GROUP", "broker.share-group"),
+];
+
+/// Ember's variables that are not the collector's keys: shared ones, and the agent's (the
+/// collector may run beside an agent, or with `--local-agent`).
+const ENV_OTHER: &[&str] = &[
+    "EMBER_CONFIG",
+    "EMBER_LOG",
+    "EMBER_BLESS",
+    "EMBER_BROKER",
+    "EMBER_HOST_ID",
+    "EMBER_INTERVAL",
+    "EMBER_KEEP_ALIVE",
+    "EMBER_BUFFER",
+    "EMBER_TEMPERATURE_SENSORS",
+    "EMBER_TOP_PROCESSES",
+    "EMBER_WATCH",
+    "EMBER_PROBES",
+    "EMBER_PREVIEW",
+];
+
+impl RawConfig {
+    /// The built-in defaults.
+    pub fn defaults() -> Self {
+        let s = |v: &str| Some(v.to_string());
+        RawConfig {
+            mqtt_listen: s("127.0.0.1:1883"),
+            http_listen: s("127.0.0.1:8080"),
+            data_dir: Some(PathBuf::from("ember-data")),
+            // Four times the largest message of the wire contract.
+            max_payload: Some(4 * ember_wire::MAX_ENCODED_LEN),
+            max_connections: Some(10_000),
+            history: RawHistory {
+                // One hour at the agent's default 1 s interval.
+                raw_samples: Some(3600),
+                tiers: Some(vec!["1m:24h".into(), "15m:30d".into()]),
+            },
+            status: RawStatus {
+                stale_after: s("3s"),
+                stale_intervals: Some(3),
+                offline_after: s("5m"),
+            },
+            persist: RawPersist {
+                snapshot_every: s("5m"),
+                flush_every: s("100ms"),
+                sync_every: s("1s"),
+            },
+            bridge: RawBridge {
+                json: Some(true),
+                home_assistant: Some(true),
+                discovery_prefix: s("homeassistant"),
+                state_every: s("5s"),
+            },
+            broker: RawBroker {
+                external: None,
+                client_id: s("ember-collector"),
+                share_group: None,
+            },
+        }
+    }
+
+    /// Reads a TOML file. Unknown keys are refused by name.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            err(
+                "config",
+                format!(
+                    "cannot read {}: {e} (set --config to an existing file)",
+                    path.display()
+                ),
+            )
+        })?;
+        Self::from_toml(&text).map_err(|mut e| {
+            e.source_note = format!(" (in {})", path.display());
+            e
+        })
+    }
+
+    /// Parses TOML text.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| {
+            let message = e.message().to_string();
+            let key = message
+                .strip_prefix("unknown field `")
+                .and_then(|m| m.split('`').next())
+                .map(str::to_string)
+                .unwrap_or_else(|| "config".to_string());
+            let at = e
+                .span()
+                .map(|s| {
+                    let line = text[..s.start.min(text.len())].matches('\n').count() + 1;
+                    format!(" at line {line}")
+                })
+                .unwrap_or_default();
+            ConfigError {
+                key,
+                reason: format!("{message}{at}"),
+                source_note: String::new(),
+            }
+        })
+    }
+
+    /// Reads `EMBER_*` variables from `vars`. Lists are comma-separated. An `EMBER_` variable that
+    /// names no key (and is not the agent's) is refused, so a typo does not go unnoticed.
+    pub fn from_env(vars: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
+        let mut raw = RawConfig::default();
+        for (name, value) in vars {
+            if !name.starts_with("EMBER_") || ENV_OTHER.contains(&name.as_str()) {
+                continue;
+            }
+            let Some((_, key)) = ENV_KEYS.iter().find(|(n, _)| *n == name) else {
+                let known: Vec<&str> = ENV_KEYS.iter().map(|(n, _)| *n).collect();
+                return Err(err(
+                    &name,
+                    format!("unknown variable; known: {}", known.join(", ")),
+                ));
+            };
+            let from = |mut e: ConfigError| {
+                e.source_note = format!(" (from {name})");
+                e
+            };
+            let number = || -> Result<usize, ConfigError> {
+                value
+                    .trim()
+                    .parse()
+                    .map_err(|_| from(err(key, format!("expected a whole number, got {value:?}"))))
+            };
+            let boolean = || -> Result<bool, ConfigError> {
+                match value.trim() {
+                    "true" | "1" | "yes" => Ok(true),
+                    "false" | "0" | "no" => Ok(false),
+                    _ => Err(from(err(
+                        key,
+                        format!("expected true or false, got {value:?}"),
+                    ))),
+                }
+            };
+            let s = || Some(value.clone());
+            match *key {
+                "mqtt-listen" => raw.mqtt_listen = s(),
+                "http-listen" => raw.http_listen = s(),
+                "data-dir" => raw.data_dir = Some(PathBuf::from(&value)),
+                "max-payload" => raw.max_payload = Some(number()?),
+                "max-connections" => raw.max_connections = Some(number()?),
+                "history.raw-samples" => raw.history.raw_samples = Some(number()?),
+                "history.tiers" => {
+                    raw.history.tiers = Some(
+                        value
+                            .split(',')
+                            .map(str::trim)
+                            .filter(|s| !s.is_empty())
+                            .map(str::to_string)
+                            .collect(),
+                    )
+                }
+                "status.stale-after" => raw.status.stale_after = s(),
+                "status.stale-intervals" => {
+                    raw.status.stale_intervals = Some(number()?.try_into().unwrap_or(u32::MAX))
+                }
+                "status.offline-after" => raw.status.offline_after = s(),
+                "persist.snapshot-every" => raw.persist.snapshot_every = s(),
+                "persist.flush-every" => raw.persist.flush_every = s(),
+                "persist.sync-every" => raw.persist.sync_every = s(),
+                "bridge.json" => raw.bridge.json = Some(boolean()?),
+                "bridge.home-assistant" => raw.bridge.home_assistant = Some(boolean()?),
+                "bridge.discovery-prefix" => raw.bridge.discovery_prefix = s(),
+                "bridge.state-every" => raw.bridge.state_every = s(),
+                "broker.external" => raw.broker.external = s(),
+                "broker.client-id" => raw.broker.client_id = s(),
+                "broker.share-group" => raw.broker.share_group = s(),
+                _ => unreachable!("ENV_KEYS and this match list the same keys"),
+            }
+        }
+        Ok(raw)
+    }
+
+    /// This layer with `over` on top: every key `over` sets wins.
+    pub fn merge(self, over: RawConfig) -> RawConfig {
+        RawConfig {
+            mqtt_listen: over.mqtt_listen.or(self.mqtt_listen),
+            http_listen: over.http_listen.or(self.http_listen),
+            data_dir: over.data_dir.or(self.data_dir),
+            max_payload: over.max_payload.or(self.max_payload),
+            max_connections: over.max_connections.or(self.max_connections),
+            history: RawHistory {
+                raw_samples: over.history.raw_samples.or(self.history.raw_samples),
+                tiers: over.history.tiers.or(self.history.tiers),
+            },
+            status: RawStatus {
+                stale_after: over.status.stale_after.or(self.status.stale_after),
+                stale_intervals: over.status.stale_intervals.or(self.status.stale_intervals),
+                offline_after: over.status.offline_after.or(self.status.offline_after),
+            },
+            persist: RawPersist {
+                snapshot_every: over.persist.snapshot_every.or(self.persist.snapshot_every),
+                flush_every: over.persist.flush_every.or(self.persist.flush_every),
+                sync_every: over.persist.sync_every.or(self.persist.sync_every),
+            },
+            bridge: RawBridge {
+                json: over.bridge.json.or(self.bridge.json),
+                home_assistant: over.bridge.home_assistant.or(self.bridge.home_assistant),
+                discovery_prefix: over
+                    .bridge
+                    .discovery_prefix
+                    .or(self.bridge.discovery_prefix),
+                state_every: over.bridge.state_every.or(self.bridge.state_every),
+            },
+            broker: RawBroker {
+                external: over.broker.external.or(self.broker.external),
+                client_id: over.broker.client_id.or(self.broker.client_id),
+                share_group: over.broker.share_group.or(self.broker.share_group),
+            },
+        }
+    }
+
+    /// Checks every key and builds the typed configuration. Missing keys take the defaults.
+    pub fn validate(&self) -> Result<Config, ConfigError> {
+        let raw = RawConfig::defaults().merge(self.clone());
+        let addr = |key: &str, v: &Option<String>| -> Result<SocketAddr, ConfigError> {
+            let v = v.as_deref().unwrap_or_default();
+            v.parse().map_err(|_| {
+                err(
+                    key,
+                    format!("expected IP:PORT, got {v:?} (examples: `127.0.0.1:1883`, `0.0.0.0:8080`, `[::]:1883`)"),
+                )
+            })
+        };
+        let mqtt_listen = addr("mqtt-listen", &raw.mqtt_listen)?;
+        let http_listen = addr("http-listen", &raw.http_listen)?;
+        let data_dir = raw.data_dir.clone().unwrap_or_default();
+        if data_dir.as_os_str().is_empty() {
+            return Err(err("data-dir", "must not be empty"));
+        }
+        let min_payload = ember_wire::MAX_ENCODED_LEN;
+        let max_payload = raw.max_payload.unwrap_or_default();
+        if !(min_payload..=1 << 20).contains(&max_payload) {
+            return Err(err(
+                "max-payload",
+                format!("must be {min_payload} (the largest Ember message) to 1048576 bytes, got {max_payload}"),
+            ));
+        }
+        let max_connections = raw.max_connections.unwrap_or_default();
+        if !(1..=1_000_000).contains(&max_connections) {
+            return Err(err(
+                "max-connections",
+                format!("must be 1 to 1000000, got {max_connections}"),
+            ));
+        }
+        let raw_samples = raw.history.raw_samples.unwrap_or_default();
+        if !(1..=10_000_000).contains(&raw_samples) {
+            return Err(err(
+                "history.raw-samples",
+                format!("must be 1 to 10000000 samples per host, got {raw_samples}"),
+            ));
+        }
+        let mut tiers = Vec::new();
+        for spec in raw.history.tiers.iter().flatten() {
+            tiers.push(parse_tier(spec)?);
+        }
+        if tiers.len() > 4 {
+            return Err(err("history.tiers", "at most 4 tiers"));
+        }
+        if tiers.windows(2).any(|w| w[1].resolution <= w[0].resolution) {
+            return Err(err(
+                "history.tiers",
+                "tiers must be listed finest first, each coarser than the one before",
+            ));
+        }
+        let dur = |key: &str, v: &Option<String>, min: Duration, max: Duration| {
+            parse_duration(key, v.as_deref().unwrap_or_default(), min, max)
+        };
+        let ms = Duration::from_millis;
+        let h = |n: u64| Duration::from_secs(3600 * n);
+        let status = StatusConfig {
+            stale_after: dur(
+                "status.stale-after",
+                &raw.status.stale_after,
+                ms(100),
+                h(24),
+            )?,
+            stale_intervals: raw.status.stale_intervals.unwrap_or_default(),
+            offline_after: dur(
+                "status.offline-after",
+                &raw.status.offline_after,
+                ms(100),
+                h(24 * 30),
+            )?,
+        };
+        if !(1..=1000).contains(&status.stale_intervals) {
+            return Err(err(
+                "status.stale-intervals",
+                format!("must be 1 to 1000, got {}", status.stale_intervals),
+            ));
+        }
+        if status.offline_after <= status.stale_after {
+            return Err(err(
+                "status.offline-after",
+                "must be longer than status.stale-after",
+            ));
+        }
+        let persist = PersistConfig {
+            snapshot_every: dur(
+                "persist.snapshot-every",
+                &raw.persist.snapshot_every,
+                ms(100),
+                h(24),
+            )?,
+            flush_every: dur(
+                "persist.flush-every",
+                &raw.persist.flush_every,
+                ms(10),
+                ms(1000),
+            )?,
+            sync_every: dur("persist.sync-every", &raw.persist.sync_every, ms(10), h(1))?,
+        };
+        let discovery_prefix = raw.bridge.discovery_prefix.clone().unwrap_or_default();
+        if discovery_prefix.is_empty()
+            || discovery_prefix.contains(['+', '#'])
+            || discovery_prefix.starts_with('/')
+            || discovery_prefix.ends_with('/')
+        {
+            return Err(err(
+                "bridge.discovery-prefix",
+                format!("must be a topic prefix without wildcards or outer `/`, got {discovery_prefix:?}"),
+            ));
+        }
+        let bridge = BridgeConfig {
+            json: raw.bridge.json.unwrap_or(true),
+            home_assistant: raw.bridge.home_assistant.unwrap_or(true),
+            discovery_prefix,
+            state_every: dur(
+                "bridge.state-every",
+                &raw.bridge.state_every,
+                Duration::ZERO,
+                h(1),
+            )?,
+        };
+        if bridge.home_assistant && !bridge.json {
+            return Err(err(
+                "bridge.home-assistant",
+                "Home Assistant reads the JSON state: set bridge.json = true too, or turn this off",
+            ));
+        }
+        let external = match raw.broker.external.as_deref() {
+            None => None,
+            Some(spec) => {
+                let (host, port) = parse_host_port(spec).ok_or_else(|| {
+                    err(
+                        "broker.external",
+                        format!("expected HOST:PORT, got {spec:?} (example: `mosquitto.lan:1883`)"),
+                    )
+                })?;
+                let client_id = raw.broker.client_id.clone().unwrap_or_default();
+                if client_id.is_empty() || client_id.len() > 64 {
+                    return Err(err("broker.client-id", "must be 1 to 64 characters"));
+                }
+                let share_group = raw.broker.share_group.clone();
+                if let Some(g) = &share_group {
+                    if g.is_empty() || g.contains(['/', '+', '#']) {
+                        return Err(err(
+                            "broker.share-group",
+                            format!("must be a name without `/`, `+` or `#`, got {g:?}"),
+                        ));
+                    }
+                }
+                Some(ExternalBroker {
+                    host,
+                    port,
+                    client_id,
+                    share_group,
+                })
+            }
+        };
+        Ok(Config {
+            mqtt_listen,
+            http_listen,
+            data_dir,
+            max_payload,
+            max_connections,
+            history: HistoryConfig { raw_samples, tiers },
+            status,
+            persist,
+            bridge,
+            external,
+        })
+    }
+}
+
+fn parse_host_port(s: &str) -> Option<(String, u16)> {
+    let (host, port) = s.rsplit_once(':')?;
+    let port: u16 = port.parse().ok().filter(|p| *p != 0)?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    (!host.is_empty()).then(|| (host.to_string(), port))
+}
+
+fn parse_tier(spec: &str) -> Result<Tier, ConfigError> {
+    let bad = |why: &str| {
+        err(
+            "history.tiers",
+            format!("{why} in {spec:?} (expected RESOLUTION:RETENTION, e.g. `1m:24h`)"),
+        )
+    };
+    let (res, ret) = spec.split_once(':').ok_or_else(|| bad("no `:`"))?;
+    let resolution = humantime::parse_duration(res.trim()).map_err(|_| bad("bad resolution"))?;
+    let retention = humantime::parse_duration(ret.trim()).map_err(|_| bad("bad retention"))?;
+    if resolution < Duration::from_secs(1) || resolution > Duration::from_secs(86_400) {
+        return Err(bad("resolution must be 1s to 1d"));
+    }
+    if retention < resolution || retention > Duration::from_secs(86_400 * 3660) {
+        return Err(bad(
+            "retention must be at least one bucket and at most 10 years",
+        ));
+    }
+    let tier = Tier {
+        resolution,
+        retention,
+    };
+    if tier.buckets() > 1_000_000 {
+        return Err(bad("more than 1000000 buckets"));
+    }
+    Ok(tier)
+}
+
+fn parse_duration(
+    key: &str,
+    s: &str,
+    min: Duration,
+    max: Duration,
+) -> Result<Duration, ConfigError> {
+    let d = humantime::parse_duration(s)
+        .map_err(|e| err(key, format!("{e} in {s:?} (examples: `1s`, `500ms`, `5m`)")))?;
+    if d < min || d > max {
+        return Err(err(
+            key,
+            format!(
+                "must be between {} and {}, got {s:?}",
+                humantime::format_duration(min),
+                humantime::format_duration(max)
+            ),
+        ));
+    }
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(vars: &[(&str, &str)]) -> Vec<(String, String)> {
+        vars.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_are_the_issues() {
+        let c = RawConfig::default().validate().unwrap();
+        assert_eq!(c.history.raw_samples, 3600);
+        assert_eq!(c.history.tiers.len(), 2);
+        assert_eq!(c.history.tiers[0].buckets(), 24 * 60);
+        assert_eq!(c.history.tiers[1].buckets(), 30 * 24 * 4);
+        assert_eq!(c.external, None);
+        assert_eq!(c.mqtt_listen.to_string(), "127.0.0.1:1883");
+    }
+
+    #[test]
+    fn every_bad_value_names_its_key() {
+        let check = |toml: &str, key: &str| {
+            let e = RawConfig::from_toml(toml)
+                .and_then(|r| r.validate())
+                .unwrap_err();
+            assert_eq!(e.key, key, "{toml}: {e}");
+        };
+        check("mqtt-listen = \"localhost\"", "mqtt-listen");
+        check("http-listen = \"1.2.3.4\"", "http-listen");
+        check("data-dir = \"\"", "data-dir");
+        check("max-payload = 10", "max-payload");
+        check("max-connections = 0", "max-connections");
+        check("[history]\nraw-samples = 0", "history.raw-samples");
+        check("[history]\ntiers = [\"1m\"]", "history.tiers");
+        check(
+            "[history]\ntiers = [\"15m:30d\", \"1m:24h\"]",
+            "history.tiers",
+        );
+        check("[history]\ntiers = [\"1s:100y\"]", "history.tiers");
+        check("[status]\nstale-after = \"soon\"", "status.stale-after");
+        check("[status]\nstale-intervals = 0", "status.stale-intervals");
+        check("[status]\noffline-after = \"1s\"", "status.offline-after");
+        check("[persist]\nflush-every = \"5s\"", "persist.flush-every");
+        check(
+            "[bridge]\ndiscovery-prefix = \"ha/#\"",
+            "bridge.discovery-prefix",
+        );
+        check("[bridge]\njson = false", "bridge.home-assistant");
+        check("[broker]\nexternal = \"nowhere\"", "broker.external");
+        check(
+            "[broker]\nexternal = \"h:1\"\nshare-group = \"a/b\"",
+            "broker.share-group",
+        );
+        check("[histori]\nraw-samples = 1", "histori");
+        check("[history]\nraw = 1", "raw");
+    }
+
+    #[test]
+    fn layers_win_in_order_defaults_file_env_flags() {
+        let file = RawConfig::from_toml(
+            "http-listen = \"0.0.0.0:9000\"\ndata-dir = \"/file\"\n[status]\nstale-after = \"10s\"\n[history]\ntiers = [\"1m:1h\"]\n",
+        )
+        .unwrap();
+        let env = RawConfig::from_env(env(&[
+            ("EMBER_DATA_DIR", "/env"),
+            ("EMBER_HISTORY_TIERS", "10s:1h, 5m:7d"),
+            ("EMBER_INTERVAL", "1s"), // the agent's: ignored
+            ("PATH", "/usr/bin"),
+        ]))
+        .unwrap();
+        let flags = RawConfig {
+            data_dir: Some("/flags".into()),
+            ..RawConfig::default()
+        };
+        let c = RawConfig::defaults()
+            .merge(file)
+            .merge(env)
+            .merge(flags)
+            .validate()
+            .unwrap();
+        assert_eq!(c.http_listen.to_string(), "0.0.0.0:9000");
+        assert_eq!(c.data_dir, PathBuf::from("/flags"));
+        assert_eq!(c.status.stale_after, Duration::from_secs(10));
+        assert_eq!(c.history.tiers.len(), 2);
+        assert_eq!(c.history.tiers[1].resolution, Duration::from_secs(300));
+        assert_eq!(c.mqtt_listen.to_string(), "127.0.0.1:1883");
+    }
+
+    #[test]
+    fn env_errors_name_the_variable() {
+        let e = RawConfig::from_env(env(&[("EMBER_HTTP_LISTN", "x")])).unwrap_err();
+        assert_eq!(e.key, "EMBER_HTTP_LISTN");
+        assert!(e.reason.contains("EMBER_HTTP_LISTEN"), "{e}");
+        let e = RawConfig::from_env(env(&[("EMBER_MAX_PAYLOAD", "big")])).unwrap_err();
+        assert_eq!(e.key, "max-payload");
+        assert!(e.to_string().contains("EMBER_MAX_PAYLOAD"), "{e}");
+        let e = RawConfig::from_env(env(&[("EMBER_BRIDGE_JSON", "maybe")])).unwrap_err();
+        assert_eq!(e.key, "bridge.json");
+    }
+
+    #[test]
+    fn printed_config_reads_back_to_the_same() {
+        let mut raw = RawConfig::from_toml(
+            "[broker]\nexternal = \"[::1]:1883\"\nshare-group = \"ember\"\n[status]\nstale-after = \"1500ms\"\n",
+        )
+        .unwrap();
+        raw.data_dir = Some("/var/lib/ember".into());
+        let c = raw.validate().unwrap();
+        let text = toml::to_string(&c.to_raw()).unwrap();
+        let again = RawConfig::from_toml(&text).unwrap().validate().unwrap();
+        assert_eq!(again.to_raw(), c.to_raw(), "{text}");
+        assert_eq!(again.external.unwrap().host, "::1");
     }
 }

@@ -1,72 +1,353 @@
-//! Ingest: reads what agents publish through the broker's in-process link and hands it to the
-//! [`Store`]. The thread is thin; the decisions are in the store.
+//! Ingest: one thread that reads what agents publish, hands it to the [`Store`], logs it for
+//! persistence, fans the store's events out to the HTTP event stream and the MQTT bridge, and
+//! does the periodic work (status ticks, log flushes, fsyncs, snapshots). The thread is thin; the
+//! decisions are in the store, the persister and the bridge.
+//!
+//! Messages come from a [`Bus`]: the embedded broker's in-process link ([`LinkBus`]) or, in
+//! external-broker mode, an MQTT client ([`ClientBus`]).
 
 use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
-use ember_wire::topic;
+use ember_wire::topic::{self, Kind};
+use futures_util::FutureExt;
 use rumqttd::local::{LinkRx, LinkTx};
-use rumqttd::protocol::{Filter, Packet, QoS, RetainForwardRule, Subscribe};
+use rumqttd::protocol::{Filter, Packet, Publish, QoS, RetainForwardRule, Subscribe};
 use rumqttd::Notification;
+use tokio::sync::broadcast;
 
-use crate::store::{Reject, Store};
+use crate::bridge::{self, Bridge};
+use crate::config::{Config, ExternalBroker};
+use crate::persist::Persister;
+use crate::store::{Event, Reject, Store};
 
-/// Subscribes to everything agents publish and starts the ingest thread.
-pub async fn spawn(
-    mut link_tx: LinkTx,
-    link_rx: LinkRx,
-    store: Arc<RwLock<Store>>,
-) -> anyhow::Result<()> {
-    // LinkTx::subscribe never forwards retained messages; ask for them explicitly, so that the
-    // hosts' retained status and inventory arrive even if they were published before we started.
-    let subscribe = Subscribe {
-        pkid: 1,
-        filters: vec![Filter {
-            path: topic::FROM_AGENTS.to_string(),
-            qos: QoS::AtMostOnce,
-            nolocal: true,
-            preserve_retain: true,
-            retain_forward_rule: RetainForwardRule::OnEverySubscribe,
-        }],
-    };
-    link_tx.send(Packet::Subscribe(subscribe, None)).await?;
+/// Why the bus stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    /// The embedded broker's link closed.
+    #[error("the broker link closed: {0}")]
+    Link(String),
+    /// The MQTT client stopped.
+    #[error("the MQTT client stopped")]
+    Client,
+}
+
+/// Where messages come from and bridge publications go.
+pub trait Bus: Send + 'static {
+    /// The next message, or `None` once `deadline` passes.
+    fn recv(&mut self, deadline: Instant) -> Result<Option<(String, Vec<u8>)>, BusError>;
+    /// Publishes at QoS 0; a full queue drops the message (the bridge repeats its state).
+    fn publish(&mut self, topic: &str, payload: Vec<u8>, retain: bool);
+}
+
+/// The embedded broker's in-process link.
+pub struct LinkBus {
+    tx: LinkTx,
+    rx: LinkRx,
+}
+
+fn filter(path: &str) -> Filter {
+    Filter {
+        path: path.to_string(),
+        qos: QoS::AtMostOnce,
+        nolocal: true,
+        preserve_retain: true,
+        // LinkTx::subscribe never forwards retained messages; ask for them, so that the hosts'
+        // retained status and inventory arrive even if they were published before we started.
+        retain_forward_rule: RetainForwardRule::OnEverySubscribe,
+    }
+}
+
+impl LinkBus {
+    /// Subscribes the link to everything agents publish and to `extra` topics.
+    pub fn new(mut tx: LinkTx, rx: LinkRx, extra: &[String]) -> Result<Self, BusError> {
+        let mut filters = vec![filter(topic::FROM_AGENTS)];
+        filters.extend(extra.iter().map(|e| filter(e)));
+        let subscribe = Subscribe { pkid: 1, filters };
+        // `send` only queues for the router: it completes at once.
+        match tx.send(Packet::Subscribe(subscribe, None)).now_or_never() {
+            Some(Ok(_)) => Ok(LinkBus { tx, rx }),
+            Some(Err(e)) => Err(BusError::Link(e.to_string())),
+            None => Err(BusError::Link("subscribe did not complete".into())),
+        }
+    }
+}
+
+impl Bus for LinkBus {
+    fn recv(&mut self, deadline: Instant) -> Result<Option<(String, Vec<u8>)>, BusError> {
+        loop {
+            match self.rx.recv_deadline(deadline) {
+                Ok(Some(Notification::Forward(f))) => {
+                    let topic = String::from_utf8_lossy(&f.publish.topic).into_owned();
+                    return Ok(Some((topic, f.publish.payload.to_vec())));
+                }
+                // The router pauses a link after `max_outgoing_packet_count` forwards until it
+                // says it is ready again; without this ingest stalls.
+                Ok(Some(Notification::Unschedule)) => {
+                    self.rx.ready().map_err(|e| BusError::Link(e.to_string()))?
+                }
+                Ok(_) => {}
+                // A timeout, rather than a closed channel, returns at the deadline.
+                Err(rumqttd::local::LinkError::RecvTimeout(_)) if Instant::now() >= deadline => {
+                    return Ok(None)
+                }
+                Err(e) => return Err(BusError::Link(e.to_string())),
+            }
+            if Instant::now() >= deadline {
+                return Ok(None);
+            }
+        }
+    }
+
+    fn publish(&mut self, topic: &str, payload: Vec<u8>, retain: bool) {
+        let publish = Publish::new(topic.as_bytes().to_vec(), payload, retain);
+        if let Some(Err(e)) = self.tx.send(Packet::Publish(publish, None)).now_or_never() {
+            tracing::warn!(%topic, "bridge publish failed: {e}");
+        }
+    }
+}
+
+/// An MQTT client of an external broker (Mosquitto, EMQX).
+pub struct ClientBus {
+    client: rumqttc::Client,
+    connection: rumqttc::Connection,
+    subscriptions: Vec<String>,
+    backoff: Duration,
+    connected: bool,
+}
+
+impl ClientBus {
+    /// Connects (in the background, retrying with backoff) and subscribes on every connection:
+    /// retained status and inventory with an ordinary subscription, samples and results through
+    /// the shared group if one is set, and `extra`.
+    pub fn new(e: &ExternalBroker, extra: &[String]) -> Self {
+        let mut options = rumqttc::MqttOptions::new(&e.client_id, &e.host, e.port);
+        options.set_keep_alive(Duration::from_secs(30));
+        options.set_max_packet_size(1 << 20, 1 << 20);
+        let (client, connection) = rumqttc::Client::new(options, 1000);
+        let mut subscriptions = Vec::new();
+        match &e.share_group {
+            Some(group) => {
+                // Shared subscriptions get no retained messages, and status and inventory are
+                // small: every collector takes all of them; samples and results are split.
+                let each = |k: Kind| format!("{}/+/{}", topic::PREFIX, k.suffix());
+                subscriptions.push(each(Kind::Status));
+                subscriptions.push(each(Kind::Info));
+                subscriptions.push(format!("$share/{group}/{}", each(Kind::Sample)));
+                subscriptions.push(format!("$share/{group}/{}", each(Kind::Result)));
+            }
+            None => subscriptions.push(topic::FROM_AGENTS.to_string()),
+        }
+        subscriptions.extend(extra.iter().cloned());
+        ClientBus {
+            client,
+            connection,
+            subscriptions,
+            backoff: Duration::from_millis(100),
+            connected: false,
+        }
+    }
+}
+
+impl Bus for ClientBus {
+    fn recv(&mut self, deadline: Instant) -> Result<Option<(String, Vec<u8>)>, BusError> {
+        use rumqttc::{Event, Packet, RecvTimeoutError};
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(None);
+            }
+            match self.connection.recv_timeout(left) {
+                Ok(Ok(Event::Incoming(Packet::Publish(p)))) => {
+                    return Ok(Some((p.topic, p.payload.to_vec())))
+                }
+                Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => {
+                    // rumqttc does not subscribe again after a reconnect: do it on every CONNACK.
+                    tracing::info!("connected to the external broker");
+                    self.connected = true;
+                    self.backoff = Duration::from_millis(100);
+                    for s in &self.subscriptions {
+                        if let Err(e) = self.client.try_subscribe(s, rumqttc::QoS::AtLeastOnce) {
+                            tracing::warn!("subscribing to {s}: {e}");
+                        }
+                    }
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    if self.connected {
+                        tracing::warn!("external broker connection lost: {e}");
+                    } else {
+                        tracing::debug!("external broker: {e}");
+                    }
+                    self.connected = false;
+                    // rumqttc reconnects at once on the next poll: back off here.
+                    let pause = self
+                        .backoff
+                        .min(deadline.saturating_duration_since(Instant::now()));
+                    std::thread::sleep(pause);
+                    self.backoff = (self.backoff * 2).min(Duration::from_secs(5));
+                }
+                Err(RecvTimeoutError::Timeout) => return Ok(None),
+                Err(RecvTimeoutError::Disconnected) => return Err(BusError::Client),
+            }
+        }
+    }
+
+    fn publish(&mut self, topic: &str, payload: Vec<u8>, retain: bool) {
+        if let Err(e) = self
+            .client
+            .try_publish(topic, rumqttc::QoS::AtMostOnce, retain, payload)
+        {
+            tracing::debug!(%topic, "bridge publish dropped: {e}");
+        }
+    }
+}
+
+/// What the ingest thread owns.
+pub struct Pipeline {
+    /// Hosts and history, shared with HTTP.
+    pub store: Arc<RwLock<Store>>,
+    /// The write-ahead log and snapshots.
+    pub persister: Persister,
+    /// JSON state and discovery.
+    pub bridge: Bridge,
+    /// Live events for the HTTP event stream.
+    pub events: broadcast::Sender<Event>,
+    /// Becomes true when the collector stops.
+    pub stopping: tokio::sync::watch::Receiver<bool>,
+}
+
+/// How often host status is re-evaluated.
+const TICK: Duration = Duration::from_millis(250);
+
+/// Starts the ingest thread.
+pub fn spawn(
+    mut bus: Box<dyn Bus>,
+    mut pipeline: Pipeline,
+    config: &Config,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let persist = config.persist;
     std::thread::Builder::new()
         .name("ember-ingest".into())
         .spawn(move || {
-            // Keep the sending half alive with the thread: dropping it disconnects the link.
-            let _link_tx = link_tx;
-            run(link_rx, &store)
-        })?;
-    Ok(())
-}
-
-fn run(mut link_rx: LinkRx, store: &RwLock<Store>) {
-    loop {
-        match link_rx.recv() {
-            Ok(Some(Notification::Forward(forward))) => {
-                let topic = String::from_utf8_lossy(&forward.publish.topic);
-                let result = store.write().unwrap_or_else(|e| e.into_inner()).ingest(
-                    &topic,
-                    &forward.publish.payload,
-                    crate::now_ms(),
-                );
-                if let Err(reject) = result {
-                    log_reject(&topic, reject);
-                }
+            let start = Instant::now();
+            let mut next_tick = start;
+            let mut next_flush = start + persist.flush_every;
+            let mut next_sync = start + persist.sync_every;
+            // After a recovery that replayed or dropped anything, a fresh snapshot at once.
+            let recovered = {
+                let st = pipeline.persister.status();
+                let st = st.lock().unwrap_or_else(|e| e.into_inner());
+                st.recovery.wal_records > 0 || !st.recovery.problems.is_empty()
+            };
+            let mut next_snapshot = if recovered {
+                start
+            } else {
+                start + persist.snapshot_every
+            };
+            // Everything known at start (after recovery) goes out on the bridge.
+            let initial = {
+                let store = read(&pipeline.store);
+                pipeline.bridge.announce_all(&store, crate::now_ms())
+            };
+            for p in initial {
+                bus.publish(&p.topic, p.payload, p.retain);
             }
-            // The router pauses a link after `max_outgoing_packet_count` forwards until it says
-            // it is ready again; without this ingest stalls.
-            Ok(Some(Notification::Unschedule)) => {
-                if let Err(e) = link_rx.ready() {
-                    tracing::error!("broker link closed: {e}");
+            loop {
+                if *pipeline.stopping.borrow() {
+                    let store = read(&pipeline.store);
+                    pipeline.persister.snapshot(&store);
+                    drop(store);
+                    pipeline.persister.wait();
+                    pipeline.persister.sync();
                     return;
                 }
+                let deadline = next_tick.min(next_flush).min(next_sync).min(next_snapshot);
+                match bus.recv(deadline) {
+                    Ok(Some((topic, payload))) => {
+                        handle(&mut pipeline, bus.as_mut(), &topic, &payload)
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::error!("ingest stopped: {e}");
+                        pipeline.persister.flush();
+                        pipeline.persister.sync();
+                        return;
+                    }
+                }
+                let now = Instant::now();
+                if now >= next_tick {
+                    next_tick = now + TICK;
+                    let events = {
+                        let mut store = write(&pipeline.store);
+                        store.tick(crate::now_ms());
+                        store.drain_events()
+                    };
+                    fan_out(&mut pipeline, bus.as_mut(), events);
+                }
+                if now >= next_flush {
+                    next_flush = now + persist.flush_every;
+                    pipeline.persister.flush();
+                }
+                if now >= next_sync {
+                    next_sync = now + persist.sync_every;
+                    pipeline.persister.sync();
+                }
+                if now >= next_snapshot {
+                    next_snapshot = now + persist.snapshot_every;
+                    let store = read(&pipeline.store);
+                    pipeline.persister.snapshot(&store);
+                }
             }
-            Ok(_) => {}
-            Err(e) => {
-                tracing::error!("broker link closed: {e}");
-                return;
-            }
+        })
+}
+
+fn read(store: &RwLock<Store>) -> std::sync::RwLockReadGuard<'_, Store> {
+    store.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn write(store: &RwLock<Store>) -> std::sync::RwLockWriteGuard<'_, Store> {
+    store.write().unwrap_or_else(|e| e.into_inner())
+}
+
+fn handle(p: &mut Pipeline, bus: &mut dyn Bus, topic: &str, payload: &[u8]) {
+    let now = crate::now_ms();
+    if p.bridge.wants(topic) {
+        let publishes = p.bridge.on_message(topic, payload, &read(&p.store), now);
+        for m in publishes {
+            bus.publish(&m.topic, m.payload, m.retain);
         }
+        return;
+    }
+    let events = {
+        let mut store = write(&p.store);
+        match store.ingest(topic, payload, now) {
+            Ok(accepted) => p.persister.record(now, topic, payload, accepted),
+            Err(reject) => log_reject(topic, reject),
+        }
+        store.drain_events()
+    };
+    fan_out(p, bus, events);
+}
+
+fn fan_out(p: &mut Pipeline, bus: &mut dyn Bus, events: Vec<Event>) {
+    if events.is_empty() {
+        return;
+    }
+    let now = crate::now_ms();
+    let mut publishes: Vec<bridge::Publish> = Vec::new();
+    {
+        let store = read(&p.store);
+        for e in &events {
+            publishes.extend(p.bridge.on_event(e, &store, now));
+        }
+    }
+    for e in events {
+        // No subscriber is not an error.
+        let _ = p.events.send(e);
+    }
+    for m in publishes {
+        bus.publish(&m.topic, m.payload, m.retain);
     }
 }
 

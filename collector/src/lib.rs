@@ -1,48 +1,66 @@
-//! Ember's collector: an embedded MQTT broker, per-host history and the HTTP API.
+//! Ember's collector: an embedded MQTT broker (or a client of an external one), per-host history
+//! that survives restarts, the HTTP API and event stream, Prometheus metrics and the MQTT bridge.
 //!
-//! The binary (`main.rs`) only parses flags and calls [`start`]; tests call the same function on
-//! port 0.
+//! The binary (`main.rs`) only loads the configuration and calls [`start`]; tests call the same
+//! function on port 0.
 
 #![deny(unsafe_code)]
 
+pub mod bridge;
 pub mod broker;
+pub mod codec;
 pub mod config;
 pub mod http;
 pub mod ingest;
+pub mod metrics;
+pub mod persist;
+pub mod prom;
+pub mod ring;
 pub mod store;
+pub mod tiers;
 
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::{Arc, RwLock};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
+use tokio::sync::{broadcast, watch};
 
 pub use config::Config;
 pub use store::Store;
 
 /// A started collector: where it listens, and the future that serves until shutdown.
 pub struct Collector {
-    /// The embedded broker's address.
+    /// The MQTT broker agents publish to: the embedded one, or the external one.
     pub mqtt_addr: SocketAddr,
     /// The HTTP API's address.
     pub http_addr: SocketAddr,
     /// Hosts and history, for tests and embedding.
     pub store: Arc<RwLock<Store>>,
+    /// Live events (samples, status changes), for embedding and benchmarks.
+    pub events: broadcast::Sender<store::Event>,
     serve: tokio::task::JoinHandle<std::io::Result<()>>,
+    ingest: std::thread::JoinHandle<()>,
 }
 
 impl Collector {
-    /// Waits until the HTTP server has shut down.
+    /// Waits until the HTTP server has shut down and ingest has written its last snapshot.
     pub async fn join(self) -> anyhow::Result<()> {
         self.serve.await.context("HTTP server task")??;
+        let ingest = self.ingest;
+        tokio::task::spawn_blocking(move || ingest.join())
+            .await
+            .context("ingest thread")?
+            .map_err(|_| anyhow::anyhow!("the ingest thread panicked"))?;
         Ok(())
     }
 }
 
-/// Starts the broker, ingest and the HTTP API, and returns once all of them accept
-/// connections. The HTTP server stops when `shutdown` resolves; the broker lives as long as the
-/// process (rumqttd cannot be stopped).
+/// Starts persistence (recovering what the data directory holds), the broker or the external
+/// connection, ingest and the HTTP API, and returns once they accept connections. Everything
+/// stops when `shutdown` resolves (ingest after a last snapshot); an embedded broker lives as
+/// long as the process (rumqttd cannot be stopped).
 pub async fn start(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -53,10 +71,68 @@ pub async fn start(
             config.data_dir.display()
         )
     })?;
-    let store = Arc::new(RwLock::new(Store::new(config.history, config.max_payload)));
-    let broker = broker::start(&config)?;
-    let mqtt_addr = broker.addr;
-    ingest::spawn(broker.link_tx, broker.link_rx, store.clone()).await?;
+    let disk = Box::new(persist::DirDisk::new(config.data_dir.clone()));
+    let store_config = store::StoreConfig::from_config(&config);
+    let (persister, store) =
+        tokio::task::spawn_blocking(move || persist::Persister::open(disk, store_config))
+            .await
+            .context("recovery")?;
+    let persist_status = persister.status();
+    {
+        let recovery = persist_status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .recovery
+            .clone();
+        for p in &recovery.problems {
+            tracing::warn!("recovery: {p}");
+        }
+        if recovery.snapshot_loaded || recovery.wal_records > 0 {
+            tracing::info!(
+                "recovered {} hosts ({} log records replayed)",
+                store.host_count(),
+                recovery.wal_records
+            );
+        }
+    }
+    let store = Arc::new(RwLock::new(store));
+    let bridge = bridge::Bridge::new(config.bridge.clone());
+    let extra = bridge.subscriptions();
+    let (bus, mqtt_addr, broker_kind): (Box<dyn ingest::Bus>, SocketAddr, &'static str) =
+        match &config.external {
+            None => {
+                let broker = broker::start(&config)?;
+                let bus = ingest::LinkBus::new(broker.link_tx, broker.link_rx, &extra)?;
+                (Box::new(bus), broker.addr, "embedded")
+            }
+            Some(e) => {
+                let addr = (e.host.as_str(), e.port)
+                    .to_socket_addrs()
+                    .ok()
+                    .and_then(|mut a| a.next())
+                    .with_context(|| {
+                        format!("cannot resolve the external broker {}:{}", e.host, e.port)
+                    })?;
+                (
+                    Box::new(ingest::ClientBus::new(e, &extra)),
+                    addr,
+                    "external",
+                )
+            }
+        };
+    let (events, _) = broadcast::channel(4096);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let ingest = ingest::spawn(
+        bus,
+        ingest::Pipeline {
+            store: store.clone(),
+            persister,
+            bridge,
+            events: events.clone(),
+            stopping: stop_rx.clone(),
+        },
+        &config,
+    )?;
 
     let listener = tokio::net::TcpListener::bind(config.http_listen)
         .await
@@ -66,17 +142,27 @@ pub async fn start(
         store: store.clone(),
         started: Instant::now(),
         mqtt_addr,
+        broker: broker_kind,
+        persist: persist_status,
+        events: events.clone(),
+        stopping: stop_rx,
     });
     let serve = tokio::spawn(async move {
         axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                // Ends the event streams (so that the graceful shutdown can finish) and ingest.
+                let _ = stop_tx.send(true);
+            })
             .await
     });
     Ok(Collector {
         mqtt_addr,
         http_addr,
         store,
+        events,
         serve,
+        ingest,
     })
 }
 

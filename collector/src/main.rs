@@ -1,30 +1,43 @@
-//! `ember-collector`: parses flags and runs [`ember_collector::start`].
+//! `ember-collector`: loads the configuration and runs [`ember_collector::start`].
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Parser;
-use ember_collector::Config;
+use ember_collector::config::{RawConfig, RawHistory};
 
-/// Ember's collector: embedded MQTT broker, per-host history and the HTTP API.
+/// Ember's collector: MQTT broker, per-host history, HTTP API, Prometheus metrics and the MQTT
+/// bridge.
+///
+/// Configuration comes from built-in defaults, then the TOML file (--config, or EMBER_CONFIG),
+/// then EMBER_* environment variables, then these flags; later ones win.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Flags {
-    /// Where the embedded MQTT broker listens.
-    #[arg(long, default_value = "127.0.0.1:1883", value_name = "ADDR")]
-    mqtt_listen: SocketAddr,
-    /// Where the dashboard and JSON API listen.
-    #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
-    http_listen: SocketAddr,
-    /// Where the collector keeps its files.
-    #[arg(long, default_value = "ember-data", value_name = "DIR")]
-    data_dir: PathBuf,
-    /// Samples kept per host.
-    #[arg(long, default_value_t = 3600, value_name = "N")]
-    history: usize,
-    /// Also run an agent for this machine, publishing to the embedded broker; its panel is
-    /// rendered to DATA_DIR/panel.png.
+    /// TOML configuration file.
+    #[arg(long, value_name = "FILE", env = "EMBER_CONFIG")]
+    config: Option<PathBuf>,
+    /// Where the embedded MQTT broker listens [default: 127.0.0.1:1883].
+    #[arg(long, value_name = "ADDR")]
+    mqtt_listen: Option<String>,
+    /// Where the dashboard and JSON API listen [default: 127.0.0.1:8080].
+    #[arg(long, value_name = "ADDR")]
+    http_listen: Option<String>,
+    /// Where the collector keeps its files [default: ember-data].
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Raw samples kept per host (`history.raw-samples`) [default: 3600].
+    #[arg(long, value_name = "N")]
+    history: Option<usize>,
+    /// Connect to this MQTT broker instead of embedding one (`broker.external`).
+    #[arg(long, value_name = "HOST:PORT")]
+    external_broker: Option<String>,
+    /// Print the effective configuration as TOML and exit.
+    #[arg(long)]
+    print_config: bool,
+    /// Also run an agent for this machine, publishing to the broker; its panel is rendered to
+    /// DATA_DIR/panel.png.
     #[cfg(feature = "local-agent")]
     #[arg(long)]
     local_agent: bool,
@@ -59,11 +72,32 @@ fn real_main() -> anyhow::Result<()> {
         )
         .init();
     let flags = Flags::parse();
-    if flags.history == 0 {
-        anyhow::bail!("invalid `history`: must be at least 1 sample per host");
+    let file = match &flags.config {
+        Some(path) => RawConfig::from_file(path)?,
+        None => RawConfig::default(),
+    };
+    let mut over = RawConfig {
+        mqtt_listen: flags.mqtt_listen.clone(),
+        http_listen: flags.http_listen.clone(),
+        data_dir: flags.data_dir.clone(),
+        history: RawHistory {
+            raw_samples: flags.history,
+            tiers: None,
+        },
+        ..RawConfig::default()
+    };
+    over.broker.external = flags.external_broker.clone();
+    let config = RawConfig::defaults()
+        .merge(file)
+        .merge(RawConfig::from_env(std::env::vars())?)
+        .merge(over)
+        .validate()?;
+    if flags.print_config {
+        print!("{}", toml::to_string(&config.to_raw())?);
+        return Ok(());
     }
-    let mut config = Config::new(flags.mqtt_listen, flags.http_listen, flags.data_dir.clone());
-    config.history = flags.history;
+    #[cfg(feature = "local-agent")]
+    let data_dir = config.data_dir.clone();
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -86,6 +120,7 @@ fn real_main() -> anyhow::Result<()> {
         println!("Ember collector {}", env!("CARGO_PKG_VERSION"));
         println!("  dashboard: http://{shown}/");
         println!("  API:       http://{shown}/api/hosts");
+        println!("  metrics:   http://{shown}/metrics");
         println!("  MQTT:      {}", collector.mqtt_addr);
 
         #[cfg(feature = "local-agent")]
@@ -96,7 +131,7 @@ fn real_main() -> anyhow::Result<()> {
             } else {
                 mqtt
             };
-            let preview = flags.data_dir.join("panel.png");
+            let preview = data_dir.join("panel.png");
             let agent_config = ember_agent::AgentConfig::new(
                 &broker.to_string(),
                 None,

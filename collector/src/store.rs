@@ -1,11 +1,22 @@
 //! Per-host state and history: the sans-I/O core of ingest. Messages go in as `(topic, payload)`
 //! with the current time; nothing here touches a socket, a file or a clock.
+//!
+//! Each host keeps its raw samples in a delta-encoded [`Ring`], downsampled min/avg/max
+//! [`TierState`]s, its latest sample, inventory and status. What changed is queued as [`Event`]s
+//! for the caller to publish ([`Store::drain_events`]); time-driven status changes (online →
+//! stale → offline) come from [`Store::tick`].
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use ember_wire::topic::{self, Kind};
 use ember_wire::{HostId, HostInfo, Message, Sample, Status};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Config, StatusConfig, Tier};
+use crate::ring::Ring;
+use crate::tiers::TierState;
+use crate::{codec, metrics};
 
 /// Why a message was dropped. Each reason has its own counter in [`Stats`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,15 +47,21 @@ pub enum Accepted {
     Status,
     /// The host's inventory was stored.
     Info,
+    /// A command result (kept by the command log, a later part).
+    Result,
 }
 
 /// Collector-wide counters.
-#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Stats {
     /// Messages accepted.
     pub accepted: u64,
+    /// Samples stored.
+    pub samples: u64,
     /// Samples dropped as duplicates.
     pub duplicates: u64,
+    /// Samples never received (gaps in sequence numbers), all hosts.
+    pub missing: u64,
     /// Messages on foreign topics.
     pub rejected_topic: u64,
     /// Messages over the payload limit.
@@ -55,13 +72,93 @@ pub struct Stats {
     pub rejected_mismatch: u64,
 }
 
+/// The store's settings.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// Raw samples kept per host.
+    pub raw_samples: usize,
+    /// Downsampled tiers, finest first.
+    pub tiers: Vec<Tier>,
+    /// Largest payload accepted.
+    pub max_payload: usize,
+    /// Status thresholds.
+    pub status: StatusConfig,
+}
+
+impl StoreConfig {
+    /// The store's part of the collector's configuration.
+    pub fn from_config(c: &Config) -> Self {
+        StoreConfig {
+            raw_samples: c.history.raw_samples,
+            tiers: c.history.tiers.clone(),
+            max_payload: c.max_payload,
+            status: c.status,
+        }
+    }
+}
+
+/// A host's state as the API shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HostStatus {
+    /// Connected and sampling on time.
+    Online,
+    /// Says it is online, but nothing came for longer than the stale threshold.
+    Stale,
+    /// Its agent disconnected (last will), stopped, or was silent past the offline threshold.
+    Offline,
+    /// Samples seen but no status message yet.
+    Unknown,
+}
+
+impl HostStatus {
+    /// The lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HostStatus::Online => "online",
+            HostStatus::Stale => "stale",
+            HostStatus::Offline => "offline",
+            HostStatus::Unknown => "unknown",
+        }
+    }
+}
+
+/// Something that changed, for the event stream and the MQTT bridge.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// A new sample was stored.
+    Sample {
+        /// Whose.
+        host: HostId,
+        /// The sample.
+        sample: Arc<Sample>,
+    },
+    /// A host's status changed.
+    Status {
+        /// Whose.
+        host: HostId,
+        /// Now.
+        status: HostStatus,
+        /// Before.
+        previous: HostStatus,
+    },
+    /// A host's inventory arrived or changed.
+    Info {
+        /// Whose.
+        host: HostId,
+    },
+}
+
 /// A host as the collector knows it.
-#[derive(Debug, Default)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Host {
-    samples: VecDeque<Stored>,
+    raw: Ring,
+    tiers: Vec<TierState>,
     latest: Option<Sample>,
     info: Option<HostInfo>,
     status: Option<Status>,
+    reported: HostStatus,
+    status_since_ms: u64,
     last_seen_ms: u64,
     last_seq: Option<u64>,
     last_timestamp_ms: u64,
@@ -71,27 +168,6 @@ pub struct Host {
     restarts: u64,
 }
 
-/// One stored sample, kept as its compact wire encoding and decoded when read.
-#[derive(Debug)]
-struct Stored {
-    seq: u64,
-    payload: Box<[u8]>,
-}
-
-/// A host's state as the API shows it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum HostStatus {
-    /// Connected and sampling on time.
-    Online,
-    /// Says it is online, but no sample came for three intervals.
-    Stale,
-    /// Its agent disconnected (last will) or stopped.
-    Offline,
-    /// Samples seen but no status message yet.
-    Unknown,
-}
-
 /// A host's summary for `/api/hosts`.
 #[derive(Debug, Serialize)]
 pub struct HostSummary<'a> {
@@ -99,11 +175,13 @@ pub struct HostSummary<'a> {
     pub id: &'a HostId,
     /// Online, stale, offline or unknown.
     pub status: HostStatus,
+    /// Since when the status has been what it is, ms since the Unix epoch.
+    pub status_since_ms: u64,
     /// When anything was last heard from the host, ms since the Unix epoch.
     pub last_seen_ms: u64,
     /// The agent's sampling interval, from its status.
     pub interval_ms: Option<u32>,
-    /// Samples held in the ring.
+    /// Raw samples held.
     pub samples: usize,
     /// Samples received and stored.
     pub received: u64,
@@ -113,31 +191,155 @@ pub struct HostSummary<'a> {
     pub duplicates: u64,
     /// Times the agent started again (sequence numbers restarted).
     pub restarts: u64,
+    /// Memory the host's history takes, in bytes.
+    pub history_bytes: usize,
     /// The newest sample.
     pub latest: Option<&'a Sample>,
     /// The host's inventory.
     pub info: Option<&'a HostInfo>,
 }
 
+/// Which history to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resolution {
+    /// Every stored sample.
+    Raw,
+    /// The tier at this index of the configuration.
+    Tier(usize),
+    /// The finest that covers the range in at most [`AUTO_MAX_POINTS`] points.
+    Auto,
+}
+
+/// Most events queued for [`Store::drain_events`]; beyond this the oldest half is dropped, so a
+/// caller that never drains cannot grow the store without bound.
+pub const MAX_EVENTS: usize = 65_536;
+
+/// Most points per series [`Resolution::Auto`] aims for.
+pub const AUTO_MAX_POINTS: u64 = 2000;
+
+/// One series of a history answer.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SeriesPoints {
+    /// Metric name (`cpu.busy`).
+    pub metric: String,
+    /// Label for per-device metrics (the mount, interface, sensor…).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    /// `[t_ms, min, avg, max]`, oldest first; raw points have min = avg = max.
+    pub points: Vec<[i64; 4]>,
+}
+
+/// A history answer.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct History {
+    /// `raw`, or the tier's resolution (`1m`).
+    pub resolution: String,
+    /// Bucket width in ms; for raw, the agent's interval.
+    pub step_ms: u64,
+    /// Every series with points in the range.
+    pub series: Vec<SeriesPoints>,
+}
+
+/// Memory the history takes.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct MemoryStats {
+    /// Raw samples held, all hosts.
+    pub raw_samples: usize,
+    /// Bytes of the raw rings.
+    pub raw_bytes: usize,
+    /// Downsampled buckets held, all hosts.
+    pub tier_buckets: usize,
+    /// Bytes of the tiers.
+    pub tier_bytes: usize,
+}
+
+impl MemoryStats {
+    /// Everything.
+    pub fn total_bytes(&self) -> usize {
+        self.raw_bytes + self.tier_bytes
+    }
+
+    /// Bytes per raw sample held.
+    pub fn bytes_per_sample(&self) -> f64 {
+        self.raw_bytes as f64 / self.raw_samples.max(1) as f64
+    }
+}
+
 /// Every host's state and history.
 #[derive(Debug)]
 pub struct Store {
     hosts: BTreeMap<HostId, Host>,
-    capacity: usize,
-    max_payload: usize,
+    config: StoreConfig,
+    stats: Stats,
+    events: Vec<Event>,
+    rate: (u64, u64, f64),
+}
+
+/// What a snapshot holds.
+#[derive(Serialize, Deserialize)]
+struct Persisted {
+    hosts: BTreeMap<HostId, Host>,
     stats: Stats,
 }
 
 impl Store {
-    /// A store keeping up to `capacity` samples per host and refusing payloads over
-    /// `max_payload` bytes.
-    pub fn new(capacity: usize, max_payload: usize) -> Self {
+    /// An empty store.
+    pub fn new(config: StoreConfig) -> Self {
         Store {
             hosts: BTreeMap::new(),
-            capacity: capacity.max(1),
-            max_payload,
+            config,
             stats: Stats::default(),
+            events: Vec::new(),
+            rate: (0, 0, 0.0),
         }
+    }
+
+    /// The whole store as bytes, for a snapshot.
+    pub fn to_bytes(&self) -> Result<Vec<u8>, postcard::Error> {
+        #[derive(Serialize)]
+        struct PersistedRef<'a> {
+            hosts: &'a BTreeMap<HostId, Host>,
+            stats: &'a Stats,
+        }
+        postcard::to_allocvec(&PersistedRef {
+            hosts: &self.hosts,
+            stats: &self.stats,
+        })
+    }
+
+    /// A store from snapshot bytes, resized to `config` (a tier whose resolution is no longer
+    /// configured is dropped; a new one starts empty).
+    pub fn from_bytes(config: StoreConfig, bytes: &[u8]) -> Result<Self, postcard::Error> {
+        let p: Persisted = postcard::from_bytes(bytes)?;
+        let mut store = Store::new(config);
+        store.stats = p.stats;
+        for (id, mut host) in p.hosts {
+            host.raw.set_capacity(store.config.raw_samples);
+            let mut old = std::mem::take(&mut host.tiers);
+            host.tiers = store
+                .config
+                .tiers
+                .iter()
+                .map(|t| {
+                    let res = t.resolution.as_millis() as u64;
+                    match old.iter().position(|o| o.resolution_ms() == res) {
+                        Some(i) => {
+                            let mut kept = old.swap_remove(i);
+                            kept.set_buckets(t.buckets());
+                            kept
+                        }
+                        None => TierState::new(res, t.buckets()),
+                    }
+                })
+                .collect();
+            store.hosts.insert(id, host);
+        }
+        Ok(store)
+    }
+
+    /// The store's settings.
+    pub fn config(&self) -> &StoreConfig {
+        &self.config
     }
 
     /// Takes in one MQTT message. Bad input is counted and reported, never a panic.
@@ -146,7 +348,13 @@ impl Store {
         let s = &mut self.stats;
         match result {
             Ok(Accepted::Duplicate) => s.duplicates += 1,
-            Ok(_) => s.accepted += 1,
+            Ok(a) => {
+                s.accepted += 1;
+                if let Accepted::Sample { missing } = a {
+                    s.samples += 1;
+                    s.missing += missing;
+                }
+            }
             Err(Reject::Topic) => s.rejected_topic += 1,
             Err(Reject::Oversized) => s.rejected_oversized += 1,
             Err(Reject::Decode(_)) => s.rejected_decode += 1,
@@ -165,7 +373,7 @@ impl Store {
         if matches!(kind, Kind::Command) {
             return Err(Reject::Topic);
         }
-        if payload.len() > self.max_payload {
+        if payload.len() > self.config.max_payload {
             return Err(Reject::Oversized);
         }
         let envelope = ember_wire::decode(payload).map_err(Reject::Decode)?;
@@ -175,23 +383,83 @@ impl Store {
         if envelope.message.kind() != kind {
             return Err(Reject::KindMismatch);
         }
-        let capacity = self.capacity;
-        let entry = self.hosts.entry(host).or_default();
+        let config = &self.config;
+        let entry = self.hosts.entry(host.clone()).or_insert_with(|| Host {
+            raw: Ring::new(config.raw_samples),
+            tiers: config
+                .tiers
+                .iter()
+                .map(|t| TierState::new(t.resolution.as_millis() as u64, t.buckets()))
+                .collect(),
+            latest: None,
+            info: None,
+            status: None,
+            reported: HostStatus::Unknown,
+            status_since_ms: now_ms,
+            last_seen_ms: now_ms,
+            last_seq: None,
+            last_timestamp_ms: 0,
+            received: 0,
+            missing: 0,
+            duplicates: 0,
+            restarts: 0,
+        });
         entry.last_seen_ms = entry.last_seen_ms.max(now_ms);
-        match envelope.message {
-            Message::Sample(sample) => Ok(entry.push_sample(sample, payload, capacity)),
+        let accepted = match envelope.message {
+            Message::Sample(sample) => {
+                let accepted = entry.push_sample(sample);
+                if let (Accepted::Sample { .. }, Some(latest)) = (accepted, &entry.latest) {
+                    self.events.push(Event::Sample {
+                        host: host.clone(),
+                        sample: Arc::new(latest.clone()),
+                    });
+                }
+                accepted
+            }
             Message::Status(status) => {
                 entry.status = Some(status);
-                Ok(Accepted::Status)
+                Accepted::Status
             }
             Message::HostInfo(info) => {
-                entry.info = Some(info);
-                Ok(Accepted::Info)
+                if entry.info.as_ref() != Some(&info) {
+                    entry.info = Some(info);
+                    self.events.push(Event::Info { host: host.clone() });
+                }
+                Accepted::Info
             }
-            // Results are kept by the command log (a later part); accepted and counted for now.
-            Message::CommandResult(_) => Ok(Accepted::Status),
-            Message::Command(_) => Err(Reject::Topic),
+            Message::CommandResult(_) => Accepted::Result,
+            Message::Command(_) => return Err(Reject::Topic),
+        };
+        let status = self.config.status;
+        if let Some(entry) = self.hosts.get_mut(&host) {
+            entry.report(&host, now_ms, &status, &mut self.events);
         }
+        if self.events.len() > MAX_EVENTS {
+            self.events.drain(..MAX_EVENTS / 2);
+        }
+        Ok(accepted)
+    }
+
+    /// Re-evaluates every host's status at `now_ms`, queueing an event for each change.
+    pub fn tick(&mut self, now_ms: u64) {
+        // The ingest rate over the last five seconds or more.
+        let (since, samples, _) = self.rate;
+        if since == 0 || now_ms < since {
+            self.rate = (now_ms, self.stats.samples, 0.0);
+        } else if now_ms - since >= 5000 {
+            let rate = self.stats.samples.saturating_sub(samples) as f64 * 1000.0
+                / (now_ms - since) as f64;
+            self.rate = (now_ms, self.stats.samples, rate);
+        }
+        let status = self.config.status;
+        for (id, host) in &mut self.hosts {
+            host.report(id, now_ms, &status, &mut self.events);
+        }
+    }
+
+    /// Takes the queued events.
+    pub fn drain_events(&mut self) -> Vec<Event> {
+        std::mem::take(&mut self.events)
     }
 
     /// Collector-wide counters.
@@ -199,16 +467,52 @@ impl Store {
         self.stats
     }
 
+    /// Samples stored per second, measured by [`Store::tick`] over about five seconds.
+    pub fn ingest_rate(&self) -> f64 {
+        self.rate.2
+    }
+
     /// Number of hosts known.
     pub fn host_count(&self) -> usize {
         self.hosts.len()
+    }
+
+    /// Hosts by status.
+    pub fn status_counts(&self, now_ms: u64) -> [(HostStatus, usize); 4] {
+        let mut counts = [
+            (HostStatus::Online, 0),
+            (HostStatus::Stale, 0),
+            (HostStatus::Offline, 0),
+            (HostStatus::Unknown, 0),
+        ];
+        for h in self.hosts.values() {
+            let s = h.status(now_ms, &self.config.status);
+            if let Some(c) = counts.iter_mut().find(|(k, _)| *k == s) {
+                c.1 += 1;
+            }
+        }
+        counts
+    }
+
+    /// Memory the history takes.
+    pub fn memory(&self) -> MemoryStats {
+        let mut m = MemoryStats::default();
+        for h in self.hosts.values() {
+            m.raw_samples += h.raw.len();
+            m.raw_bytes += h.raw.bytes();
+            for t in &h.tiers {
+                m.tier_buckets += t.len();
+                m.tier_bytes += t.bytes();
+            }
+        }
+        m
     }
 
     /// Every host's summary, ordered by id.
     pub fn summaries(&self, now_ms: u64) -> Vec<HostSummary<'_>> {
         self.hosts
             .iter()
-            .map(|(id, h)| h.summary(id, now_ms))
+            .map(|(id, h)| h.summary(id, now_ms, &self.config.status))
             .collect()
     }
 
@@ -216,7 +520,7 @@ impl Store {
     pub fn summary(&self, id: &HostId, now_ms: u64) -> Option<HostSummary<'_>> {
         self.hosts
             .get_key_value(id)
-            .map(|(id, h)| h.summary(id, now_ms))
+            .map(|(id, h)| h.summary(id, now_ms, &self.config.status))
     }
 
     /// Up to `limit` of a host's newest samples with a sequence number above `after_seq`,
@@ -228,29 +532,140 @@ impl Store {
         limit: usize,
     ) -> Option<Vec<Sample>> {
         let host = self.hosts.get(id)?;
-        let newer: Vec<&Stored> = host
-            .samples
-            .iter()
-            .filter(|s| after_seq.is_none_or(|a| s.seq > a))
-            .collect();
-        let skip = newer.len().saturating_sub(limit);
-        Some(
-            newer[skip..]
-                .iter()
-                .filter_map(|s| match ember_wire::decode(&s.payload) {
-                    Ok(e) => match e.message {
-                        Message::Sample(sample) => Some(sample),
-                        _ => None,
-                    },
-                    Err(_) => None,
+        let mut out: Vec<Sample> = Vec::new();
+        if limit == 0 {
+            return Some(out);
+        }
+        host.raw.newest_blocks(|records| {
+            for r in records.iter().rev() {
+                if let Some(s) = codec::unflatten(r) {
+                    if after_seq.is_none_or(|a| s.seq > a) {
+                        out.push(s);
+                        if out.len() >= limit {
+                            return false;
+                        }
+                    }
+                }
+            }
+            true
+        });
+        out.reverse();
+        Some(out)
+    }
+
+    /// A host's history in `from..=to` (ms since the Unix epoch, by the samples' own times),
+    /// keeping only the series whose metric or key is in `only` (all when empty). `None` if the
+    /// host is unknown or the resolution is not configured.
+    pub fn history(
+        &self,
+        id: &HostId,
+        from: u64,
+        to: u64,
+        resolution: Resolution,
+        only: &[String],
+    ) -> Option<History> {
+        let host = self.hosts.get(id)?;
+        let raw_step = match host.status {
+            Some(Status::Online { interval_ms }) => u64::from(interval_ms.max(1)),
+            _ => 1000,
+        };
+        let resolution =
+            match resolution {
+                Resolution::Auto => {
+                    let steps: Vec<(Resolution, u64, Option<u64>)> =
+                        std::iter::once((Resolution::Raw, raw_step, host.raw.oldest_ts()))
+                            .chain(host.tiers.iter().enumerate().map(|(i, t)| {
+                                (Resolution::Tier(i), t.resolution_ms(), t.oldest_ms())
+                            }))
+                            .collect();
+                    // Where the host's data starts: a tier's oldest bucket begins up to one
+                    // step before its first sample, so a young host's coarse buckets must not
+                    // make the raw ring look short.
+                    let oldest = steps
+                        .iter()
+                        .filter_map(|s| s.2.map(|o| o + s.1.saturating_sub(1)))
+                        .min()
+                        .unwrap_or(0);
+                    let need = from.max(oldest);
+                    steps
+                        .iter()
+                        .find(|(_, step, old)| {
+                            // Points this resolution would give: from where its data starts
+                            // (a young host has little), not from `from`.
+                            let points = to.saturating_sub(from.max(old.unwrap_or(from))) / step;
+                            points <= AUTO_MAX_POINTS && old.is_some_and(|o| o <= need)
+                        })
+                        .or(steps.last())
+                        .map(|s| s.0)
+                        .unwrap_or(Resolution::Raw)
+                }
+                r => r,
+            };
+        let wanted = |key: &str| {
+            only.is_empty() || {
+                let (metric, _) = metrics::split_key(key);
+                only.iter().any(|o| o == metric || o == key)
+            }
+        };
+        let mut series: BTreeMap<String, Vec<[i64; 4]>> = BTreeMap::new();
+        let (name, step_ms) = match resolution {
+            Resolution::Raw | Resolution::Auto => {
+                for r in host.raw.range(from, to) {
+                    let Some(s) = codec::unflatten(&r) else {
+                        continue;
+                    };
+                    if s.timestamp_ms < from || s.timestamp_ms > to {
+                        continue;
+                    }
+                    let t = s.timestamp_ms as i64;
+                    metrics::for_each(&s, |m, l, v| {
+                        let key = metrics::key(m, l);
+                        if wanted(&key) {
+                            series.entry(key).or_default().push([t, v, v, v]);
+                        }
+                    });
+                }
+                ("raw".to_string(), raw_step)
+            }
+            Resolution::Tier(i) => {
+                let tier = host.tiers.get(i)?;
+                for b in tier.range(from, to) {
+                    for (key, min, avg, max) in b.series {
+                        if wanted(&key) {
+                            series
+                                .entry(key)
+                                .or_default()
+                                .push([b.start_ms as i64, min, avg, max]);
+                        }
+                    }
+                }
+                let res = tier.resolution_ms();
+                (
+                    humantime::format_duration(std::time::Duration::from_millis(res)).to_string(),
+                    res,
+                )
+            }
+        };
+        Some(History {
+            resolution: name,
+            step_ms,
+            series: series
+                .into_iter()
+                .map(|(key, points)| {
+                    let (metric, label) = metrics::split_key(&key);
+                    SeriesPoints {
+                        metric: metric.to_string(),
+                        label: label.map(str::to_string),
+                        points,
+                    }
                 })
                 .collect(),
-        )
+        })
     }
 }
 
 impl Host {
-    fn push_sample(&mut self, sample: Sample, payload: &[u8], capacity: usize) -> Accepted {
+    fn push_sample(&mut self, sample: Sample) -> Accepted {
         let mut missing = 0;
         if let Some(last) = self.last_seq {
             if sample.seq <= last {
@@ -270,23 +685,29 @@ impl Host {
         self.received += 1;
         self.last_seq = Some(sample.seq);
         self.last_timestamp_ms = sample.timestamp_ms;
-        if self.samples.len() == capacity {
-            self.samples.pop_front();
+        let ts = sample.timestamp_ms;
+        self.raw.push(ts, codec::flatten(&sample));
+        if !self.tiers.is_empty() {
+            let mut series = Vec::with_capacity(48);
+            metrics::for_each(&sample, |m, l, v| series.push((metrics::key(m, l), v)));
+            for t in &mut self.tiers {
+                t.add(ts, &series);
+            }
         }
-        self.samples.push_back(Stored {
-            seq: sample.seq,
-            payload: payload.into(),
-        });
         self.latest = Some(sample);
         Accepted::Sample { missing }
     }
 
-    fn status(&self, now_ms: u64) -> HostStatus {
+    fn status(&self, now_ms: u64, c: &StatusConfig) -> HostStatus {
+        let silent = now_ms.saturating_sub(self.last_seen_ms);
+        let offline = silent > c.offline_after.as_millis() as u64;
         match self.status {
             Some(Status::Offline) => HostStatus::Offline,
+            _ if offline => HostStatus::Offline,
             Some(Status::Online { interval_ms }) => {
-                let allowed = u64::from(interval_ms).saturating_mul(3).max(3_000);
-                if now_ms.saturating_sub(self.last_seen_ms) > allowed {
+                let allowed = (u64::from(interval_ms) * u64::from(c.stale_intervals))
+                    .max(c.stale_after.as_millis() as u64);
+                if silent > allowed {
                     HostStatus::Stale
                 } else {
                     HostStatus::Online
@@ -296,20 +717,35 @@ impl Host {
         }
     }
 
-    fn summary<'a>(&'a self, id: &'a HostId, now_ms: u64) -> HostSummary<'a> {
+    fn report(&mut self, id: &HostId, now_ms: u64, c: &StatusConfig, events: &mut Vec<Event>) {
+        let status = self.status(now_ms, c);
+        if status != self.reported {
+            events.push(Event::Status {
+                host: id.clone(),
+                status,
+                previous: self.reported,
+            });
+            self.reported = status;
+            self.status_since_ms = now_ms;
+        }
+    }
+
+    fn summary<'a>(&'a self, id: &'a HostId, now_ms: u64, c: &StatusConfig) -> HostSummary<'a> {
         HostSummary {
             id,
-            status: self.status(now_ms),
+            status: self.status(now_ms, c),
+            status_since_ms: self.status_since_ms,
             last_seen_ms: self.last_seen_ms,
             interval_ms: match self.status {
                 Some(Status::Online { interval_ms }) => Some(interval_ms),
                 _ => None,
             },
-            samples: self.samples.len(),
+            samples: self.raw.len(),
             received: self.received,
             missing: self.missing,
             duplicates: self.duplicates,
             restarts: self.restarts,
+            history_bytes: self.raw.bytes() + self.tiers.iter().map(|t| t.bytes()).sum::<usize>(),
             latest: self.latest.as_ref(),
             info: self.info.as_ref(),
         }
@@ -320,9 +756,26 @@ impl Host {
 mod tests {
     use super::*;
     use ember_wire::{Envelope, MAX_ENCODED_LEN};
+    use std::time::Duration;
 
     fn id(s: &str) -> HostId {
         HostId::new(s).unwrap()
+    }
+
+    fn config(raw: usize, max_payload: usize) -> StoreConfig {
+        StoreConfig {
+            raw_samples: raw,
+            tiers: vec![Tier {
+                resolution: Duration::from_secs(60),
+                retention: Duration::from_secs(3600),
+            }],
+            max_payload,
+            status: StatusConfig {
+                stale_after: Duration::from_secs(3),
+                stale_intervals: 3,
+                offline_after: Duration::from_secs(60),
+            },
+        }
     }
 
     fn enc(host: &str, message: Message) -> Vec<u8> {
@@ -334,54 +787,54 @@ mod tests {
     }
 
     fn sample(host: &str, seq: u64, ts: u64) -> Vec<u8> {
-        enc(
-            host,
-            Message::Sample(Sample {
-                seq,
-                timestamp_ms: ts,
-                ..Sample::default()
-            }),
-        )
+        let mut s = Sample {
+            seq,
+            timestamp_ms: ts,
+            ..Sample::default()
+        };
+        s.cpu.busy = (seq % 100) as u16 * 100;
+        enc(host, Message::Sample(s))
+    }
+
+    fn seqs(s: &Store, after: Option<u64>, limit: usize) -> Vec<u64> {
+        s.samples(&id("pi"), after, limit)
+            .unwrap()
+            .iter()
+            .map(|x| x.seq)
+            .collect()
     }
 
     const T: &str = "ember/v1/pi/sample";
 
     #[test]
     fn stores_samples_in_order_and_rings_over() {
-        let mut s = Store::new(3, 4096);
+        let mut s = Store::new(config(3, 4096));
         for seq in 1..=5 {
             assert_eq!(
                 s.ingest(T, &sample("pi", seq, seq * 1000), seq * 1000),
                 Ok(Accepted::Sample { missing: 0 })
             );
         }
-        let got: Vec<u64> = s
-            .samples(&id("pi"), None, 10)
-            .unwrap()
-            .iter()
-            .map(|x| x.seq)
-            .collect();
-        assert_eq!(got, [3, 4, 5]);
-        let got: Vec<u64> = s
-            .samples(&id("pi"), Some(3), 10)
-            .unwrap()
-            .iter()
-            .map(|x| x.seq)
-            .collect();
-        assert_eq!(got, [4, 5]);
-        let got: Vec<u64> = s
-            .samples(&id("pi"), None, 1)
-            .unwrap()
-            .iter()
-            .map(|x| x.seq)
-            .collect();
-        assert_eq!(got, [5]);
+        // Blocks are dropped whole: at least 3 are kept.
+        assert_eq!(seqs(&s, None, 3), [3, 4, 5]);
+        assert_eq!(seqs(&s, Some(3), 10), [4, 5]);
+        assert_eq!(seqs(&s, None, 1), [5]);
+        assert_eq!(seqs(&s, None, 0), Vec::<u64>::new());
         assert_eq!(s.samples(&id("other"), None, 10), None);
+        let mut s = Store::new(config(100, 4096));
+        for seq in 1..=1000 {
+            s.ingest(T, &sample("pi", seq, seq * 1000), seq * 1000)
+                .unwrap();
+        }
+        let all = seqs(&s, None, usize::MAX);
+        assert!(all.len() >= 100 && all.len() < 100 + crate::ring::BLOCK as usize);
+        assert_eq!(*all.last().unwrap(), 1000);
+        assert!(all.windows(2).all(|w| w[1] == w[0] + 1));
     }
 
     #[test]
     fn gaps_duplicates_and_restarts() {
-        let mut s = Store::new(100, 4096);
+        let mut s = Store::new(config(100, 4096));
         s.ingest(T, &sample("pi", 1, 1000), 1000).unwrap();
         assert_eq!(
             s.ingest(T, &sample("pi", 4, 4000), 4000),
@@ -405,12 +858,13 @@ mod tests {
             (h.received, h.missing, h.duplicates, h.restarts),
             (3, 2, 2, 1)
         );
-        assert_eq!(s.stats().duplicates, 2);
+        let st = s.stats();
+        assert_eq!((st.duplicates, st.missing, st.samples), (2, 2, 3));
     }
 
     #[test]
     fn bad_input_is_counted_and_changes_nothing() {
-        let mut s = Store::new(10, 64);
+        let mut s = Store::new(config(10, 64));
         assert_eq!(
             s.ingest("other/topic", &sample("pi", 1, 1), 1),
             Err(Reject::Topic)
@@ -437,6 +891,7 @@ mod tests {
         let status = enc("pi", Message::Status(Status::Offline));
         assert_eq!(s.ingest(T, &status, 1), Err(Reject::KindMismatch));
         assert_eq!(s.host_count(), 0);
+        assert!(s.drain_events().is_empty());
         let st = s.stats();
         assert_eq!(
             (
@@ -450,29 +905,221 @@ mod tests {
         );
     }
 
+    fn statuses(s: &mut Store) -> Vec<(HostStatus, HostStatus)> {
+        s.drain_events()
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::Status {
+                    status, previous, ..
+                } => Some((previous, status)),
+                _ => None,
+            })
+            .collect()
+    }
+
     #[test]
-    fn status_online_stale_offline() {
-        let mut s = Store::new(10, 4096);
+    fn status_online_stale_offline_by_thresholds() {
+        use HostStatus::*;
+        let mut s = Store::new(config(10, 4096));
         s.ingest(T, &sample("pi", 1, 1000), 1000).unwrap();
-        assert_eq!(
-            s.summary(&id("pi"), 1000).unwrap().status,
-            HostStatus::Unknown
-        );
-        let online = enc("pi", Message::Status(Status::Online { interval_ms: 1000 }));
+        assert_eq!(s.summary(&id("pi"), 1000).unwrap().status, Unknown);
+        assert_eq!(statuses(&mut s), []);
+        let online = enc("pi", Message::Status(Status::Online { interval_ms: 2000 }));
         s.ingest("ember/v1/pi/status", &online, 1000).unwrap();
-        assert_eq!(
-            s.summary(&id("pi"), 3500).unwrap().status,
-            HostStatus::Online
-        );
-        assert_eq!(
-            s.summary(&id("pi"), 4001).unwrap().status,
-            HostStatus::Stale
-        );
+        assert_eq!(statuses(&mut s), [(Unknown, Online)]);
+        // Stale after max(3 s, 3 intervals) = 6 s of silence.
+        s.tick(7000);
+        assert_eq!(statuses(&mut s), []);
+        s.tick(7001);
+        assert_eq!(statuses(&mut s), [(Online, Stale)]);
+        assert_eq!(s.summary(&id("pi"), 7001).unwrap().status_since_ms, 7001);
+        // A sample brings it back.
+        s.ingest(T, &sample("pi", 2, 8000), 8000).unwrap();
+        assert_eq!(statuses(&mut s), [(Stale, Online)]);
+        // Silent past offline-after: offline even without a last will.
+        s.tick(68_001);
+        assert_eq!(statuses(&mut s), [(Online, Offline)]);
         let offline = enc("pi", Message::Status(Status::Offline));
-        s.ingest("ember/v1/pi/status", &offline, 5000).unwrap();
+        s.ingest("ember/v1/pi/status", &offline, 70_000).unwrap();
+        assert_eq!(statuses(&mut s), []);
+        assert_eq!(s.summary(&id("pi"), 70_000).unwrap().status, Offline);
         assert_eq!(
-            s.summary(&id("pi"), 5000).unwrap().status,
-            HostStatus::Offline
+            s.status_counts(70_000)[2],
+            (Offline, 1),
+            "counted as offline"
         );
+    }
+
+    #[test]
+    fn events_for_samples_and_changed_inventory() {
+        let mut s = Store::new(config(10, 4096));
+        s.ingest(T, &sample("pi", 1, 1000), 1000).unwrap();
+        let info = enc("pi", Message::HostInfo(HostInfo::default()));
+        s.ingest("ember/v1/pi/info", &info, 1000).unwrap();
+        s.ingest("ember/v1/pi/info", &info, 1000).unwrap();
+        s.ingest(T, &sample("pi", 1, 1000), 1000).unwrap(); // duplicate: no event
+        let e = s.drain_events();
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert!(matches!(&e[0], Event::Sample { sample, .. } if sample.seq == 1));
+        assert!(matches!(&e[1], Event::Info { .. }));
+    }
+
+    #[test]
+    fn history_raw_and_tiers_with_auto_resolution() {
+        let mut s = Store::new(config(10_000, 4096));
+        // Two hours of one sample per 10 s; busy = seq % 100 * 100.
+        for seq in 1..=720u64 {
+            let ts = 1_000_000_000 + seq * 10_000;
+            s.ingest(T, &sample("pi", seq, ts), ts).unwrap();
+        }
+        let only = ["cpu.busy".to_string()];
+        let raw = s
+            .history(&id("pi"), 0, u64::MAX, Resolution::Raw, &only)
+            .unwrap();
+        assert_eq!(raw.resolution, "raw");
+        assert_eq!(raw.series.len(), 1);
+        assert_eq!(raw.series[0].points.len(), 720);
+        assert_eq!(raw.series[0].points[0][1], 100);
+        let t = s
+            .history(&id("pi"), 0, u64::MAX, Resolution::Tier(0), &only)
+            .unwrap();
+        assert_eq!(t.resolution, "1m");
+        assert_eq!(t.step_ms, 60_000);
+        // The tier keeps 60 closed buckets plus up to a block more, and the open one.
+        let p = &t.series[0].points;
+        assert!(p.len() >= 60, "{}", p.len());
+        for w in p.windows(2) {
+            assert_eq!(w[1][0] - w[0][0], 60_000);
+        }
+        for pt in p {
+            assert!(pt[1] <= pt[2] && pt[2] <= pt[3], "{pt:?}");
+        }
+        // Auto: a long span is the tier, a short one raw.
+        let from = 1_000_000_000 + 700 * 10_000;
+        let auto = s
+            .history(&id("pi"), from, u64::MAX / 2, Resolution::Auto, &only)
+            .unwrap();
+        assert_eq!(auto.resolution, "1m", "the span is too long for raw points");
+        let auto = s
+            .history(&id("pi"), from, from + 1_000_000, Resolution::Auto, &only)
+            .unwrap();
+        assert_eq!(auto.resolution, "raw");
+        assert_eq!(auto.series[0].points.len(), 21);
+        assert!(s
+            .history(&id("pi"), 0, 1, Resolution::Tier(5), &only)
+            .is_none());
+        let all = s
+            .history(&id("pi"), 0, u64::MAX, Resolution::Raw, &[])
+            .unwrap();
+        assert!(all.series.len() > 10);
+    }
+
+    #[test]
+    fn snapshot_round_trips_and_resizes() {
+        let mut s = Store::new(config(1000, 4096));
+        for seq in 1..=300u64 {
+            s.ingest(T, &sample("pi", seq, seq * 1000), seq * 1000)
+                .unwrap();
+        }
+        let online = enc("pi", Message::Status(Status::Online { interval_ms: 1000 }));
+        s.ingest("ember/v1/pi/status", &online, 300_000).unwrap();
+        let info = HostInfo {
+            hostname: "pi".into(),
+            memory: 4 << 30,
+            ..HostInfo::default()
+        };
+        s.ingest(
+            "ember/v1/pi/info",
+            &enc("pi", Message::HostInfo(info.clone())),
+            300_000,
+        )
+        .unwrap();
+        let bytes = s.to_bytes().unwrap();
+        let back = Store::from_bytes(config(1000, 4096), &bytes).unwrap();
+        assert_eq!(back.stats(), s.stats());
+        let h = back.summary(&id("pi"), 300_000).unwrap();
+        assert_eq!(h.info, Some(&info), "inventory survives");
+        assert_eq!(h.status, HostStatus::Online);
+        assert_eq!(h.received, 300);
+        assert_eq!(
+            back.samples(&id("pi"), None, 1000),
+            s.samples(&id("pi"), None, 1000)
+        );
+        let h = |st: &Store| {
+            st.history(&id("pi"), 0, u64::MAX, Resolution::Tier(0), &[])
+                .unwrap()
+        };
+        assert_eq!(h(&back), h(&s));
+        // Smaller raw ring, a different tier: resized and rebuilt.
+        let mut small = config(10, 4096);
+        small.tiers[0].resolution = Duration::from_secs(300);
+        let back = Store::from_bytes(small, &bytes).unwrap();
+        assert!(back.summary(&id("pi"), 0).unwrap().samples < 10 + 64);
+        assert!(h(&back).series.is_empty());
+        // Garbage is an error, not a panic.
+        assert!(Store::from_bytes(config(10, 4096), &bytes[..bytes.len() / 2]).is_err());
+        assert!(Store::from_bytes(config(10, 4096), b"\xff\xff\xff\xff\xff").is_err());
+    }
+
+    #[test]
+    fn realistic_samples_are_compact() {
+        // A Raspberry Pi–like sample drifting a little each second.
+        let mut s = Store::new(config(3600, 4096));
+        let mut x = 12345u64;
+        let mut rnd = |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        let mut payload_bytes = 0;
+        for seq in 1..=3600u64 {
+            let mut smp = Sample {
+                seq,
+                timestamp_ms: 1_700_000_000_000 + seq * 1000,
+                uptime_s: 86_400 + seq,
+                ..Sample::default()
+            };
+            smp.cpu.busy = rnd(3000) as u16;
+            smp.cpu.user = smp.cpu.busy / 2;
+            smp.cpu.system = smp.cpu.busy / 4;
+            smp.cpu.cores.extend((0..4).map(|_| rnd(5000) as u16));
+            smp.load.one = 30 + rnd(20) as u32;
+            smp.load.five = 40;
+            smp.load.fifteen = 35;
+            smp.memory.total = 4 << 30;
+            smp.memory.used = (1 << 30) + rnd(1 << 16) * 4096;
+            smp.memory.available = smp.memory.total - smp.memory.used;
+            smp.memory.cached = 2 << 30;
+            smp.filesystems
+                .push(ember_wire::Filesystem {
+                    mount: "/".into(),
+                    total: 31 << 30,
+                    used: (9 << 30) + seq * 4096,
+                })
+                .unwrap();
+            smp.networks
+                .push(ember_wire::NetIo {
+                    interface: "eth0".into(),
+                    rx_bps: rnd(20_000),
+                    tx_bps: rnd(5_000),
+                    ..Default::default()
+                })
+                .unwrap();
+            smp.temperatures
+                .push(ember_wire::Temperature {
+                    sensor: "cpu_thermal".into(),
+                    millicelsius: 48_000 + rnd(3) as i32 * 487,
+                })
+                .unwrap();
+            let p = enc("pi", Message::Sample(smp));
+            payload_bytes += p.len();
+            s.ingest(T, &p, seq * 1000).unwrap();
+        }
+        let m = s.memory();
+        let per = m.bytes_per_sample();
+        let wire = payload_bytes as f64 / 3600.0;
+        eprintln!("postcard {wire:.0} B/sample, ring {per:.1} B/sample");
+        assert!(per < wire / 2.0, "ring {per} vs postcard {wire}");
     }
 }

@@ -3,14 +3,36 @@
 //!
 //! Modules:
 //! - `support`: starting a collector, HTTP and MQTT helpers shared by the tests.
+//! - `browser`: a small WebDriver client for Debian's headless Chromium.
+//! - `dashboard`: the dashboard in a real browser (issue #6).
+//! - `commands`: the agent answers commands it can do and refuses the rest.
 //! - `foundation`: one agent's real samples reach the API (issue #2).
 //! - `ingest`: bad payloads and spoofing are dropped and counted, good hosts keep flowing.
+//! - `harness`: helpers for the collector tests of issue #5 (edited config, event streams,
+//!   MQTT clients, a real Mosquitto).
+//! - `collector_api`: many agents, history by range and resolution, `/metrics` as Prometheus
+//!   text, every route of `docs/openapi.json` (issue #5).
+//! - `status_events`: online / stale / offline from thresholds and the last will, in the API and
+//!   the event stream (issue #5).
+//! - `mqtt_bridge`: JSON state and Home Assistant discovery read by an MQTT client (issue #5).
+//! - `external_broker`: two collectors sharing a Mosquitto broker's load (issue #5).
+//! - `inventory`: the inventory is published again when it changes.
 //! - `outage`: a 60 s broker outage loses no sample and duplicates none (issue #3).
 //! - `simulation`: many synthetic hosts from one process (issue #3).
 
+mod browser;
 mod support;
 
+mod commands;
+mod dashboard;
 mod foundation;
+mod harness;
 mod ingest;
+mod inventory;
 mod outage;
 mod simulation;
+
+mod collector_api;
+mod external_broker;
+mod mqtt_bridge;
+mod status_events;

@@ -1,0 +1,482 @@
+//! The MQTT bridge for subscribers that do not speak postcard: a retained JSON state per host and
+//! Home Assistant MQTT discovery. Plain state: it turns the store's [`Event`]s into the
+//! publications to make; the ingest thread sends them.
+//!
+//! Topics (retained):
+//!
+//! ```text
+//! ember/json/{host}                         JSON state: status, latest values, inventory summary
+//! ember/json/{host}/availability            "online" when the host's status is online, else "offline"
+//! {prefix}/device/ember_{host}/config       Home Assistant device discovery (prefix: homeassistant)
+//! ```
+//!
+//! Discovery is sent for a host when it first has a sample, again when its components or
+//! inventory change, and for every host when Home Assistant announces itself (`online` on
+//! `{prefix}/status`).
+
+use std::collections::HashMap;
+
+use ember_wire::{HostId, Sample};
+use serde_json::{json, Map, Value};
+
+use crate::config::BridgeConfig;
+use crate::metrics;
+use crate::store::{Event, HostStatus, HostSummary, Store};
+
+/// The first level of the bridge's topics.
+pub const JSON_PREFIX: &str = "ember/json";
+
+/// The JSON state topic of `host`.
+pub fn state_topic(host: &HostId) -> String {
+    format!("{JSON_PREFIX}/{host}")
+}
+
+/// The availability topic of `host`.
+pub fn availability_topic(host: &HostId) -> String {
+    format!("{JSON_PREFIX}/{host}/availability")
+}
+
+/// One publication to make.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Publish {
+    /// Topic.
+    pub topic: String,
+    /// Payload.
+    pub payload: Vec<u8>,
+    /// Whether the broker keeps it for new subscribers.
+    pub retain: bool,
+}
+
+/// The bridge's state.
+#[derive(Debug)]
+pub struct Bridge {
+    config: BridgeConfig,
+    last_state_ms: HashMap<HostId, u64>,
+    announced: HashMap<HostId, String>,
+}
+
+impl Bridge {
+    /// A bridge with nothing sent yet.
+    pub fn new(config: BridgeConfig) -> Self {
+        Bridge {
+            config,
+            last_state_ms: HashMap::new(),
+            announced: HashMap::new(),
+        }
+    }
+
+    /// Topics the bridge listens to: Home Assistant's birth message.
+    pub fn subscriptions(&self) -> Vec<String> {
+        if self.config.home_assistant {
+            vec![self.ha_status_topic()]
+        } else {
+            Vec::new()
+        }
+    }
+
+    fn ha_status_topic(&self) -> String {
+        format!("{}/status", self.config.discovery_prefix)
+    }
+
+    fn discovery_topic(&self, host: &HostId) -> String {
+        format!(
+            "{}/device/ember_{host}/config",
+            self.config.discovery_prefix
+        )
+    }
+
+    /// Whether `topic` is one of [`Bridge::subscriptions`].
+    pub fn wants(&self, topic: &str) -> bool {
+        self.config.home_assistant && topic == self.ha_status_topic()
+    }
+
+    /// A message on one of [`Bridge::subscriptions`]: Home Assistant came online, so discovery
+    /// is sent again for every host.
+    pub fn on_message(
+        &mut self,
+        topic: &str,
+        payload: &[u8],
+        store: &Store,
+        now_ms: u64,
+    ) -> Vec<Publish> {
+        if self.wants(topic) && payload.trim_ascii() == b"online" {
+            self.announced.clear();
+            self.announce_all(store, now_ms)
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// Availability, state and discovery for every host (at start, and for Home Assistant's
+    /// birth message).
+    pub fn announce_all(&mut self, store: &Store, now_ms: u64) -> Vec<Publish> {
+        let mut out = Vec::new();
+        for h in store.summaries(now_ms) {
+            self.host_all(&h, now_ms, &mut out);
+        }
+        out
+    }
+
+    fn host_all(&mut self, h: &HostSummary<'_>, now_ms: u64, out: &mut Vec<Publish>) {
+        if !self.config.json {
+            return;
+        }
+        out.push(availability(h));
+        out.push(self.state(h, now_ms));
+        if let Some(p) = self.discovery(h) {
+            out.push(p);
+        }
+    }
+
+    /// What to publish for one store event.
+    pub fn on_event(&mut self, event: &Event, store: &Store, now_ms: u64) -> Vec<Publish> {
+        let mut out = Vec::new();
+        if !self.config.json {
+            return out;
+        }
+        let host = match event {
+            Event::Sample { host, .. } | Event::Status { host, .. } | Event::Info { host } => host,
+        };
+        let Some(h) = store.summary(host, now_ms) else {
+            return out;
+        };
+        match event {
+            Event::Sample { .. } => {
+                let due = self.last_state_ms.get(host).is_none_or(|t| {
+                    now_ms.saturating_sub(*t) >= self.config.state_every.as_millis() as u64
+                });
+                if due {
+                    out.push(self.state(&h, now_ms));
+                }
+                if let Some(p) = self.discovery(&h) {
+                    out.push(p);
+                }
+            }
+            Event::Status { .. } => {
+                out.push(availability(&h));
+                out.push(self.state(&h, now_ms));
+            }
+            Event::Info { .. } => {
+                out.push(self.state(&h, now_ms));
+                if let Some(p) = self.discovery(&h) {
+                    out.push(p);
+                }
+            }
+        }
+        out
+    }
+
+    fn state(&mut self, h: &HostSummary<'_>, now_ms: u64) -> Publish {
+        self.last_state_ms.insert(h.id.clone(), now_ms);
+        Publish {
+            topic: state_topic(h.id),
+            payload: state_json(h).to_string().into_bytes(),
+            retain: true,
+        }
+    }
+
+    /// Discovery for `h` if it has a sample and the payload differs from the last one sent.
+    fn discovery(&mut self, h: &HostSummary<'_>) -> Option<Publish> {
+        if !self.config.home_assistant {
+            return None;
+        }
+        let latest = h.latest?;
+        let payload = discovery_json(h, latest).to_string();
+        if self.announced.get(h.id) == Some(&payload) {
+            return None;
+        }
+        self.announced.insert(h.id.clone(), payload.clone());
+        Some(Publish {
+            topic: self.discovery_topic(h.id),
+            payload: payload.into_bytes(),
+            retain: true,
+        })
+    }
+}
+
+fn availability(h: &HostSummary<'_>) -> Publish {
+    let online = h.status == HostStatus::Online;
+    Publish {
+        topic: availability_topic(h.id),
+        payload: if online { "online" } else { "offline" }.into(),
+        retain: true,
+    }
+}
+
+fn round2(v: f64) -> f64 {
+    (v * 100.0).round() / 100.0
+}
+
+fn hottest(s: &Sample) -> Option<f64> {
+    s.temperatures
+        .iter()
+        .map(|t| t.millicelsius)
+        .max()
+        .map(|m| round2(f64::from(m) / 1000.0))
+}
+
+fn root_used(s: &Sample) -> Option<f64> {
+    s.filesystems
+        .iter()
+        .find(|f| f.mount.as_str() == "/")
+        .filter(|f| f.total > 0)
+        .map(|f| round2(f.used as f64 * 100.0 / f.total as f64))
+}
+
+/// The JSON state of a host: flat fields for simple consumers, every series in base units
+/// under `values` (keys as in the history API), and a short inventory.
+pub fn state_json(h: &HostSummary<'_>) -> Value {
+    let mut v = json!({
+        "host": h.id,
+        "status": h.status,
+        "last_seen_ms": h.last_seen_ms,
+    });
+    if let Some(s) = h.latest {
+        let mut values = Map::new();
+        metrics::for_each(s, |m, l, x| {
+            values.insert(metrics::key(m, l), json!(metrics::scaled(m, x as f64)));
+        });
+        let mem = if s.memory.total > 0 {
+            Some(round2(s.memory.used as f64 * 100.0 / s.memory.total as f64))
+        } else {
+            None
+        };
+        let extra = json!({
+            "seq": s.seq,
+            "timestamp_ms": s.timestamp_ms,
+            "cpu_percent": round2(f64::from(s.cpu.busy) / 100.0),
+            "memory_percent": mem,
+            "memory_used_bytes": s.memory.used,
+            "load1": f64::from(s.load.one) / 100.0,
+            "load5": f64::from(s.load.five) / 100.0,
+            "load15": f64::from(s.load.fifteen) / 100.0,
+            "temperature_celsius": hottest(s),
+            "root_used_percent": root_used(s),
+            "uptime_s": s.uptime_s,
+            "values": values,
+        });
+        if let (Value::Object(a), Value::Object(b)) = (&mut v, extra) {
+            a.extend(b);
+        }
+    }
+    if let (Value::Object(a), Some(i)) = (&mut v, h.info) {
+        a.insert(
+            "info".into(),
+            json!({
+                "hostname": i.hostname.as_str(),
+                "board": i.board.as_str(),
+                "os": i.os.as_str(),
+                "kernel": i.kernel.as_str(),
+                "arch": i.arch.as_str(),
+                "agent_version": i.agent_version.as_str(),
+            }),
+        );
+    }
+    v
+}
+
+/// Home Assistant device discovery for a host: one device, a sensor per headline figure, each
+/// reading the JSON state and bound to the host's availability.
+pub fn discovery_json(h: &HostSummary<'_>, s: &Sample) -> Value {
+    let id = h.id.as_str();
+    let uid = format!("ember_{id}");
+    let mut cmps = Map::new();
+    let mut sensor =
+        |key: &str, name: &str, unit: Option<&str>, class: Option<&str>, field: &str| {
+            let mut c = json!({
+                "p": "sensor",
+                "name": name,
+                "uniq_id": format!("{uid}_{key}"),
+                "obj_id": format!("{uid}_{key}"),
+                "val_tpl": format!("{{{{ value_json.{field} }}}}"),
+                "stat_cla": "measurement",
+            });
+            if let Some(u) = unit {
+                c["unit_of_meas"] = json!(u);
+            }
+            if let Some(d) = class {
+                c["dev_cla"] = json!(d);
+            }
+            cmps.insert(format!("{uid}_{key}"), c);
+        };
+    sensor("cpu", "CPU", Some("%"), None, "cpu_percent");
+    sensor("memory", "Memory used", Some("%"), None, "memory_percent");
+    sensor("load1", "Load (1 min)", None, None, "load1");
+    sensor("uptime", "Uptime", Some("s"), Some("duration"), "uptime_s");
+    if hottest(s).is_some() {
+        sensor(
+            "temperature",
+            "Temperature",
+            Some("°C"),
+            Some("temperature"),
+            "temperature_celsius",
+        );
+    }
+    if root_used(s).is_some() {
+        sensor(
+            "root",
+            "Root filesystem used",
+            Some("%"),
+            None,
+            "root_used_percent",
+        );
+    }
+    let (model, sw) = match h.info {
+        Some(i) if !i.board.is_empty() => (i.board.as_str(), i.os.as_str()),
+        Some(i) => ("Linux host", i.os.as_str()),
+        None => ("Linux host", ""),
+    };
+    let mut dev = json!({
+        "ids": [uid],
+        "name": id,
+        "mf": "Ember",
+        "mdl": model,
+    });
+    if !sw.is_empty() {
+        dev["sw"] = json!(sw);
+    }
+    json!({
+        "dev": dev,
+        "o": { "name": "ember-collector", "sw": env!("CARGO_PKG_VERSION") },
+        "stat_t": state_topic(h.id),
+        "avty_t": availability_topic(h.id),
+        "pl_avail": "online",
+        "pl_not_avail": "offline",
+        "qos": 0,
+        "cmps": cmps,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::RawConfig;
+    use crate::store::StoreConfig;
+    use ember_wire::{Envelope, Message, Status, MAX_ENCODED_LEN};
+    use std::time::Duration;
+
+    fn enc(message: Message) -> Vec<u8> {
+        let mut buf = [0u8; MAX_ENCODED_LEN];
+        Envelope::new(HostId::new("pi").unwrap(), message)
+            .encode(&mut buf)
+            .unwrap()
+            .to_vec()
+    }
+
+    fn setup() -> (Bridge, Store) {
+        let c = RawConfig::default().validate().unwrap();
+        let mut bc = c.bridge.clone();
+        bc.state_every = Duration::from_secs(5);
+        (Bridge::new(bc), Store::new(StoreConfig::from_config(&c)))
+    }
+
+    fn sample(seq: u64, temp: bool) -> Vec<u8> {
+        let mut s = Sample {
+            seq,
+            timestamp_ms: seq * 1000,
+            ..Sample::default()
+        };
+        s.cpu.busy = 2550;
+        s.memory.total = 1000;
+        s.memory.used = 250;
+        if temp {
+            s.temperatures
+                .push(ember_wire::Temperature {
+                    sensor: "cpu_thermal".into(),
+                    millicelsius: 48_512,
+                })
+                .unwrap();
+        }
+        enc(Message::Sample(s))
+    }
+
+    fn run(b: &mut Bridge, st: &mut Store, topic: &str, payload: &[u8], now: u64) -> Vec<Publish> {
+        st.ingest(topic, payload, now).unwrap();
+        let mut out = Vec::new();
+        for e in st.drain_events() {
+            out.extend(b.on_event(&e, st, now));
+        }
+        out
+    }
+
+    fn topics(p: &[Publish]) -> Vec<&str> {
+        p.iter().map(|p| p.topic.as_str()).collect()
+    }
+
+    #[test]
+    fn state_discovery_availability_and_throttling() {
+        let (mut b, mut st) = setup();
+        let online = enc(Message::Status(Status::Online { interval_ms: 1000 }));
+        let p = run(&mut b, &mut st, "ember/v1/pi/status", &online, 1000);
+        assert_eq!(topics(&p), ["ember/json/pi/availability", "ember/json/pi"]);
+        assert_eq!(p[0].payload, b"online");
+        assert!(p.iter().all(|p| p.retain));
+        // The state went out with the status: within state-every only discovery is new.
+        let p = run(
+            &mut b,
+            &mut st,
+            "ember/v1/pi/sample",
+            &sample(1, false),
+            2000,
+        );
+        assert_eq!(topics(&p), ["homeassistant/device/ember_pi/config"]);
+        let disc: Value = serde_json::from_slice(&p[0].payload).unwrap();
+        assert_eq!(disc["dev"]["ids"][0], "ember_pi");
+        assert_eq!(disc["avty_t"], "ember/json/pi/availability");
+        assert_eq!(
+            disc["cmps"]["ember_pi_cpu"]["val_tpl"],
+            "{{ value_json.cpu_percent }}"
+        );
+        assert!(disc["cmps"].get("ember_pi_temperature").is_none());
+        // The same discovery is not repeated.
+        let p = run(
+            &mut b,
+            &mut st,
+            "ember/v1/pi/sample",
+            &sample(2, false),
+            3000,
+        );
+        assert!(p.is_empty(), "{p:?}");
+        // State is due again at 6 s; a temperature appears, so discovery changes.
+        let p = run(
+            &mut b,
+            &mut st,
+            "ember/v1/pi/sample",
+            &sample(3, true),
+            7000,
+        );
+        assert_eq!(
+            topics(&p),
+            ["ember/json/pi", "homeassistant/device/ember_pi/config"]
+        );
+        let state: Value = serde_json::from_slice(&p[0].payload).unwrap();
+        assert_eq!(state["cpu_percent"], 25.5);
+        assert_eq!(state["memory_percent"], 25.0);
+        assert_eq!(state["values"]["cpu.busy"], 0.255);
+        assert_eq!(state["temperature_celsius"], 48.51);
+        assert_eq!(state["status"], "online");
+        let disc: Value = serde_json::from_slice(&p[1].payload).unwrap();
+        assert_eq!(
+            disc["cmps"]["ember_pi_temperature"]["dev_cla"],
+            "temperature"
+        );
+        // The last will: availability goes offline at once.
+        let offline = enc(Message::Status(Status::Offline));
+        let p = run(&mut b, &mut st, "ember/v1/pi/status", &offline, 7500);
+        assert_eq!(p[0].payload, b"offline");
+        // Home Assistant restarts: everything again.
+        assert!(b
+            .on_message("homeassistant/status", b"offline", &st, 8000)
+            .is_empty());
+        let p = b.on_message("homeassistant/status", b"online", &st, 8000);
+        assert_eq!(
+            topics(&p),
+            [
+                "ember/json/pi/availability",
+                "ember/json/pi",
+                "homeassistant/device/ember_pi/config"
+            ]
+        );
+        assert_eq!(b.subscriptions(), ["homeassistant/status"]);
+    }
+}

@@ -1,0 +1,384 @@
+//! A compact fixed-capacity ring of records, the storage under every history tier.
+//!
+//! A record is a list of [`Tok`]ens (integers and strings, from [`crate::codec`]). Records are
+//! packed into blocks of [`BLOCK`] records; the first record of a block is written in full and
+//! every later one as the difference from the record before it, token by token: an integer as the
+//! zigzag varint of its change, a string by its bytes only when it changed, and a run of unchanged
+//! tokens as one byte. Consecutive samples of a host differ little, so a sample takes a fraction
+//! of its postcard size. The oldest whole block is dropped when
+//! the ring holds more than its capacity, so a ring holds between `capacity` and
+//! `capacity + BLOCK - 1` records once full.
+//!
+//! Bad bytes (from a damaged snapshot) are never a panic: decoding stops at the first record that
+//! does not make sense.
+
+use std::collections::VecDeque;
+
+use serde::{Deserialize, Serialize};
+
+/// Records per block.
+pub const BLOCK: u32 = 64;
+/// Most tokens in one record (a sample has a few hundred at most).
+const MAX_TOKENS: u64 = 8192;
+/// Longest string token.
+const MAX_STR: u64 = 4096;
+
+/// One value of a record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Tok {
+    /// An integer; signed values are stored as their two's complement.
+    Int(u64),
+    /// A string.
+    Str(String),
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Block {
+    min_ts: u64,
+    max_ts: u64,
+    count: u32,
+    bytes: Vec<u8>,
+}
+
+/// A ring of delta-encoded records.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Ring {
+    blocks: VecDeque<Block>,
+    capacity: usize,
+    len: usize,
+    /// The newest record, which the next one is encoded against.
+    last: Vec<Tok>,
+}
+
+impl Ring {
+    /// An empty ring keeping at least `capacity` records.
+    pub fn new(capacity: usize) -> Self {
+        Ring {
+            capacity: capacity.max(1),
+            ..Ring::default()
+        }
+    }
+
+    /// Records held.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the ring holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The capacity asked for.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Changes the capacity (after a configuration change); drops the oldest blocks if needed.
+    pub fn set_capacity(&mut self, capacity: usize) {
+        self.capacity = capacity.max(1);
+        self.evict();
+    }
+
+    /// Memory held, in bytes (encoded data, block headers and the last record).
+    pub fn bytes(&self) -> usize {
+        let last: usize = self
+            .last
+            .iter()
+            .map(|t| match t {
+                Tok::Int(_) => std::mem::size_of::<Tok>(),
+                Tok::Str(s) => std::mem::size_of::<Tok>() + s.capacity(),
+            })
+            .sum();
+        self.blocks
+            .iter()
+            .map(|b| b.bytes.capacity() + std::mem::size_of::<Block>())
+            .sum::<usize>()
+            + last
+    }
+
+    /// Bytes of encoded records only.
+    pub fn encoded_bytes(&self) -> usize {
+        self.blocks.iter().map(|b| b.bytes.len()).sum()
+    }
+
+    /// The newest record.
+    pub fn last(&self) -> Option<&[Tok]> {
+        (!self.is_empty()).then_some(self.last.as_slice())
+    }
+
+    /// Appends a record taken at `ts` (any monotonic-ish time; used to find records by range).
+    pub fn push(&mut self, ts: u64, record: Vec<Tok>) {
+        let new_block = self.blocks.back().is_none_or(|b| b.count >= BLOCK);
+        if new_block {
+            if let Some(b) = self.blocks.back_mut() {
+                b.bytes.shrink_to_fit();
+            }
+            self.blocks.push_back(Block {
+                min_ts: ts,
+                max_ts: ts,
+                count: 0,
+                bytes: Vec::with_capacity(256),
+            });
+        }
+        let block = self.blocks.back_mut().expect("a block was just ensured");
+        let prev: &[Tok] = if new_block { &[] } else { &self.last };
+        encode_record(prev, &record, &mut block.bytes);
+        block.count += 1;
+        block.min_ts = block.min_ts.min(ts);
+        block.max_ts = block.max_ts.max(ts);
+        self.len += 1;
+        self.last = record;
+        self.evict();
+    }
+
+    fn evict(&mut self) {
+        while let Some(front) = self.blocks.front() {
+            if self.blocks.len() > 1 && self.len - front.count as usize >= self.capacity {
+                self.len -= front.count as usize;
+                self.blocks.pop_front();
+            } else {
+                break;
+            }
+        }
+    }
+
+    /// Every record of the blocks that may hold times in `from..=to`, oldest first. The caller
+    /// filters by the record's own time.
+    pub fn range(&self, from: u64, to: u64) -> Vec<Vec<Tok>> {
+        let mut out = Vec::new();
+        for b in &self.blocks {
+            if b.max_ts >= from && b.min_ts <= to {
+                decode_block(b, &mut out);
+            }
+        }
+        out
+    }
+
+    /// Blocks from the newest back, each decoded oldest first; stops when `f` returns false.
+    pub fn newest_blocks(&self, mut f: impl FnMut(Vec<Vec<Tok>>) -> bool) {
+        for b in self.blocks.iter().rev() {
+            let mut records = Vec::with_capacity(b.count as usize);
+            decode_block(b, &mut records);
+            if !f(records) {
+                return;
+            }
+        }
+    }
+
+    /// Time of the oldest block's first record.
+    pub fn oldest_ts(&self) -> Option<u64> {
+        self.blocks.front().map(|b| b.min_ts)
+    }
+}
+
+fn decode_block(b: &Block, out: &mut Vec<Vec<Tok>>) {
+    let mut at = 0;
+    let mut prev: Vec<Tok> = Vec::new();
+    for _ in 0..b.count {
+        match decode_record(&prev, &b.bytes, &mut at) {
+            Some(r) => {
+                out.push(r.clone());
+                prev = r;
+            }
+            None => return,
+        }
+    }
+}
+
+fn zigzag(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
+fn unzigzag(v: u64) -> i64 {
+    ((v >> 1) as i64) ^ -((v & 1) as i64)
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u128) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn get_varint(bytes: &[u8], at: &mut usize) -> Option<u128> {
+    let mut v: u128 = 0;
+    for shift in (0..133).step_by(7) {
+        let b = *bytes.get(*at)?;
+        *at += 1;
+        v |= u128::from(b & 0x7f).checked_shl(shift)?;
+        if b & 0x80 == 0 {
+            return Some(v);
+        }
+    }
+    None
+}
+
+/// Writes `cur` as the difference from `prev`: a token count, then per token a varint whose
+/// two low bits say what follows — `0`: an integer's zigzag change, `1`: a new string's length
+/// and bytes, `2`: a run of tokens equal to `prev`'s at the same place.
+pub fn encode_record(prev: &[Tok], cur: &[Tok], out: &mut Vec<u8>) {
+    put_varint(out, cur.len() as u128);
+    let mut run: u128 = 0;
+    for (i, t) in cur.iter().enumerate() {
+        let same = match (t, prev.get(i)) {
+            (Tok::Int(v), Some(Tok::Int(p))) => v == p,
+            (Tok::Str(s), Some(Tok::Str(p))) => s == p,
+            _ => false,
+        };
+        if same {
+            run += 1;
+            continue;
+        }
+        if run > 0 {
+            put_varint(out, (run << 2) | 2);
+            run = 0;
+        }
+        match (t, prev.get(i)) {
+            (Tok::Int(v), Some(Tok::Int(p))) => {
+                put_varint(out, u128::from(zigzag(v.wrapping_sub(*p) as i64)) << 2)
+            }
+            (Tok::Int(v), _) => put_varint(out, u128::from(zigzag(*v as i64)) << 2),
+            (Tok::Str(s), _) => {
+                put_varint(out, ((s.len() as u128) << 2) | 1);
+                out.extend_from_slice(s.as_bytes());
+            }
+        }
+    }
+    if run > 0 {
+        put_varint(out, (run << 2) | 2);
+    }
+}
+
+/// Reads one record written by [`encode_record`] against the same `prev`.
+pub fn decode_record(prev: &[Tok], bytes: &[u8], at: &mut usize) -> Option<Vec<Tok>> {
+    let n = u64::try_from(get_varint(bytes, at)?).ok()?;
+    if n > MAX_TOKENS {
+        return None;
+    }
+    let n = n as usize;
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        let i = out.len();
+        let v = get_varint(bytes, at)?;
+        let arg = u64::try_from(v >> 2).ok()?;
+        match v & 3 {
+            0 => {
+                let delta = unzigzag(arg) as u64;
+                let base = match prev.get(i) {
+                    Some(Tok::Int(p)) => *p,
+                    _ => 0,
+                };
+                out.push(Tok::Int(base.wrapping_add(delta)));
+            }
+            1 => {
+                if arg > MAX_STR {
+                    return None;
+                }
+                let end = at.checked_add(arg as usize)?;
+                let s = std::str::from_utf8(bytes.get(*at..end)?).ok()?;
+                *at = end;
+                out.push(Tok::Str(s.to_string()));
+            }
+            2 => {
+                let end = i.checked_add(usize::try_from(arg).ok()?)?;
+                if arg == 0 || end > n {
+                    return None;
+                }
+                out.extend_from_slice(prev.get(i..end)?);
+            }
+            _ => return None,
+        }
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(i: u64) -> Vec<Tok> {
+        vec![
+            Tok::Int(i),
+            Tok::Int(1000 * i),
+            Tok::Str("eth0".into()),
+            Tok::Int((-(i as i64)) as u64),
+            Tok::Str(if i % 3 == 0 { "a" } else { "bb" }.into()),
+            Tok::Int(u64::MAX - i),
+        ]
+    }
+
+    #[test]
+    fn round_trips_extremes_and_changes_of_shape() {
+        let records = [
+            vec![],
+            vec![Tok::Int(0), Tok::Int(u64::MAX), Tok::Str(String::new())],
+            vec![Tok::Str("x".into()), Tok::Int(5)],
+            vec![Tok::Int(i64::MIN as u64), Tok::Int(i64::MAX as u64)],
+            rec(1),
+            rec(2),
+        ];
+        let mut bytes = Vec::new();
+        let mut prev: Vec<Tok> = Vec::new();
+        for r in &records {
+            encode_record(&prev, r, &mut bytes);
+            prev = r.clone();
+        }
+        let mut at = 0;
+        let mut prev: Vec<Tok> = Vec::new();
+        for r in &records {
+            let got = decode_record(&prev, &bytes, &mut at).unwrap();
+            assert_eq!(&got, r);
+            prev = got;
+        }
+        assert_eq!(at, bytes.len());
+    }
+
+    #[test]
+    fn ring_keeps_its_capacity_and_finds_ranges() {
+        let mut r = Ring::new(100);
+        for i in 0..1000 {
+            r.push(i * 1000, rec(i));
+            assert!(r.len() < 100 + BLOCK as usize);
+        }
+        assert!(r.len() >= 100);
+        let all = r.range(0, u64::MAX);
+        assert_eq!(all.len(), r.len());
+        assert_eq!(all.last().unwrap(), &rec(999));
+        assert_eq!(r.last().unwrap(), rec(999).as_slice());
+        // Consecutive similar records take a few bytes each.
+        let per = r.encoded_bytes() as f64 / r.len() as f64;
+        assert!(per < 12.0, "{per} bytes per record");
+        let some = r.range(990_000, 995_000);
+        assert!(some.iter().any(|x| x == &rec(992)));
+        assert!(r.range(2_000_000, 3_000_000).is_empty());
+        r.set_capacity(10);
+        assert!(r.len() < 10 + BLOCK as usize);
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        let mut seed = 0x1234_5678_u64;
+        for n in 0..2000 {
+            let bytes: Vec<u8> = (0..n % 64)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    seed as u8
+                })
+                .collect();
+            let mut at = 0;
+            let _ = decode_record(&rec(1), &bytes, &mut at);
+            let b = Block {
+                min_ts: 0,
+                max_ts: 0,
+                count: 64,
+                bytes,
+            };
+            let mut out = Vec::new();
+            decode_block(&b, &mut out);
+        }
+    }
+}

@@ -1,0 +1,164 @@
+//! Issue #5: many agents at once, history by range and resolution, `/metrics` parsed as
+//! Prometheus text, and every route of `docs/openapi.json` answering.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::harness::Running;
+use crate::support::{eventually, spawn_agent};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_agents_history_metrics_and_every_documented_route() {
+    let c = Running::start(|_| {}).await;
+    const N: usize = 10;
+    let agents: Vec<_> = (0..N)
+        .map(|i| spawn_agent(c.agent_config(&format!("many-{i:02}"), "200ms")))
+        .collect();
+    eventually(
+        Duration::from_secs(30),
+        "every agent with 5 samples",
+        || async {
+            let (_, hosts) = c.get("/api/hosts").await;
+            let ready = hosts
+                .as_array()?
+                .iter()
+                .filter(|h| h["samples"].as_u64() >= Some(5) && h["status"] == "online")
+                .count();
+            (ready == N).then_some(())
+        },
+    )
+    .await;
+
+    // Raw history of two series.
+    let (status, h) = c
+        .get("/api/hosts/many-03/history?resolution=raw&series=cpu.busy,memory.used")
+        .await;
+    assert_eq!(status, 200, "{h}");
+    assert_eq!(h["resolution"], "raw");
+    let series = h["series"].as_array().unwrap();
+    let names: Vec<&str> = series
+        .iter()
+        .map(|s| s["metric"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["cpu.busy", "memory.used"]);
+    for s in series {
+        let points = s["points"].as_array().unwrap();
+        assert!(points.len() >= 5, "{s}");
+        let mut last = 0;
+        for p in points {
+            let p: Vec<i64> = serde_json::from_value(p.clone()).unwrap();
+            assert_eq!(p.len(), 4);
+            assert!(p[0] > last, "times increase: {points:?}");
+            last = p[0];
+            assert!(p[1] == p[2] && p[2] == p[3], "raw point {p:?}");
+        }
+    }
+    // The 1-minute tier: the open bucket already holds min <= avg <= max.
+    let (status, h) = c.get("/api/hosts/many-03/history?resolution=1m").await;
+    assert_eq!(status, 200, "{h}");
+    assert_eq!(
+        (h["resolution"].as_str(), h["step_ms"].as_u64()),
+        (Some("1m"), Some(60_000))
+    );
+    let busy = h["series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["metric"] == "cpu.busy")
+        .expect("cpu.busy downsampled");
+    for p in busy["points"].as_array().unwrap() {
+        let p: Vec<i64> = serde_json::from_value(p.clone()).unwrap();
+        assert!(p[1] <= p[2] && p[2] <= p[3], "{p:?}");
+        assert_eq!(p[0] % 60_000, 0);
+    }
+    // A filesystem series carries its mount as a label.
+    let (_, h) = c.get("/api/hosts/many-03/history?series=fs.used").await;
+    assert!(h["series"][0]["label"].is_string(), "{h}");
+    // Bad queries are 400 with a reason; unknown hosts 404.
+    let (status, e) = c.get("/api/hosts/many-03/history?resolution=7m").await;
+    assert_eq!(status, 400);
+    assert!(e["error"].as_str().unwrap().contains("1m"), "{e}");
+    let (status, _) = c.get("/api/hosts/many-03/history?from=10&to=5").await;
+    assert_eq!(status, 400);
+    let (status, _) = c.get("/api/hosts/many-03/history?from=soon").await;
+    assert_eq!(status, 400);
+    let (status, _) = c.get("/api/hosts/nobody/history").await;
+    assert_eq!(status, 404);
+
+    // /metrics, parsed as Prometheus text; every sample line must parse.
+    let (status, text) = c.get_text("/metrics").await;
+    assert_eq!(status, 200);
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
+        .expect("Prometheus text");
+    let sample_lines = text
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .count();
+    assert_eq!(scrape.samples.len(), sample_lines, "every line parses");
+    let value = |s: &prometheus_parse::Sample| match s.value {
+        prometheus_parse::Value::Gauge(v)
+        | prometheus_parse::Value::Counter(v)
+        | prometheus_parse::Value::Untyped(v) => v,
+        _ => panic!("{s:?}"),
+    };
+    let find = |metric: &str, host: Option<&str>| -> Vec<f64> {
+        scrape
+            .samples
+            .iter()
+            .filter(|s| s.metric == metric && host.is_none_or(|h| s.labels.get("host") == Some(h)))
+            .map(value)
+            .collect()
+    };
+    for i in 0..N {
+        let host = format!("many-{i:02}");
+        assert_eq!(find("ember_host_up", Some(&host)), [1.0], "{host}");
+        let busy = find("ember_cpu_busy_ratio", Some(&host));
+        assert!(
+            busy.len() == 1 && (0.0..=1.0).contains(&busy[0]),
+            "{busy:?}"
+        );
+        assert!(find("ember_memory_total_bytes", Some(&host))[0] > 0.0);
+    }
+    assert!(find("ember_collector_samples_total", None)[0] >= (5 * N) as f64);
+    let reasons: Vec<&str> = scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == "ember_collector_rejected_total")
+        .filter_map(|s| s.labels.get("reason"))
+        .collect();
+    assert_eq!(reasons, ["topic", "oversized", "decode", "mismatch"]);
+    assert!(find("ember_collector_history_bytes", None)[0] > 0.0);
+    assert!(find("ember_collector_history_bytes_per_sample", None)[0] > 0.0);
+    assert_eq!(
+        find("ember_collector_hosts", None).iter().sum::<f64>(),
+        N as f64
+    );
+    assert!(
+        scrape.docs.contains_key("ember_host_up"),
+        "HELP lines parsed"
+    );
+
+    // Every documented route answers from its own handler.
+    let (status, doc) = c.get("/api/openapi.json").await;
+    assert_eq!(status, 200);
+    let paths: Vec<String> = doc["paths"].as_object().unwrap().keys().cloned().collect();
+    assert!(paths.len() >= 9, "{paths:?}");
+    for path in paths {
+        let path = path.replace("{id}", "many-03");
+        if path == "/api/events" {
+            continue; // A stream: covered by the status-events test.
+        }
+        let (status, kind, body) = c.get_bytes(&path).await;
+        assert_eq!(status, 200, "{path}: {}", String::from_utf8_lossy(&body));
+        if kind.starts_with("application/json") {
+            let _: Value = serde_json::from_slice(&body).unwrap_or_else(|e| panic!("{path}: {e}"));
+        } else {
+            assert!(
+                kind.starts_with("text/") || kind.starts_with("image/"),
+                "{path}: {kind}"
+            );
+        }
+    }
+    drop(agents);
+}
