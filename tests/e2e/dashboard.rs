@@ -122,6 +122,19 @@ async fn the_dashboard_shows_the_fleet_live_and_a_hosts_history() {
         );
         let pressed = b.eval("return document.querySelector('button[data-range=\"1h\"]').getAttribute('aria-pressed');");
         assert_eq!(pressed, "true");
+        let inventory = b.eval("return document.querySelector('dl').textContent;");
+        let inventory = inventory.as_str().unwrap();
+        assert!(
+            inventory.contains("Kernel") && !inventory.contains("[object"),
+            "the inventory reads as text: {inventory}"
+        );
+        // The screenshot at 15 minutes, where a test's few seconds of samples show as lines.
+        b.click("button[data-range=\"15m\"]");
+        b.wait_for(
+            "the 15 min range with points",
+            Duration::from_secs(10),
+            "const c = document.querySelector('canvas[data-chart=cpu]'); return document.querySelector('button[data-range=\"15m\"]').getAttribute('aria-pressed') === 'true' && c && +c.dataset.points > 0;",
+        );
         b.screenshot(&screenshot("host.png"));
         // Another range loads history again, from the tiers.
         b.eval("window.__fetches = []; const f = window.fetch; window.fetch = (u, ...a) => { window.__fetches.push(String(u)); return f(u, ...a); }; return null;");

@@ -10,7 +10,7 @@ const el = (tag, attrs = {}, ...kids) => {
     else if (k.startsWith('on')) e.addEventListener(k.slice(2), v);
     else if (v !== undefined && v !== null) e.setAttribute(k, v);
   }
-  for (const k of kids.flat()) if (k !== undefined && k !== null) e.append(k.nodeType ? k : String(k));
+  for (const k of kids.flat(Infinity)) if (k !== undefined && k !== null) e.append(k.nodeType ? k : String(k));
   return e;
 };
 
@@ -168,6 +168,7 @@ function drawChart(canvas, series, fmt, range) {
   let lo = 0, hi = 0, n = 0;
   for (const s of series) for (const p of s.points) { hi = Math.max(hi, p[3]); lo = Math.min(lo, p[1]); n++; }
   canvas.dataset.points = n;
+  if (!n) { g.font = '13px system-ui, sans-serif'; g.fillStyle = fg; g.globalAlpha = .6; g.fillText('no data in this range', w / 2 - 60, h / 2); g.globalAlpha = 1; return; }
   if (hi === lo) hi = lo + 1;
   const X = t => pad.l + (t - t0) / (t1 - t0 || 1) * (w - pad.l - pad.r);
   const Y = v => h - pad.b - (v - lo) / (hi - lo) * (h - pad.t - pad.b);
