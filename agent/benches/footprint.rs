@@ -138,8 +138,10 @@ fn main() {
         ])
         .arg("--data-dir")
         .arg(&data)
+        // The collector refuses EMBER_* variables it does not know: these are the benchmark's.
+        .env_remove("EMBER_BENCH_SECS")
+        .env_remove("EMBER_BENCH_EVERY")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
         .spawn()
         .expect("collector starts");
     let mqtt = BufReader::new(collector.stdout.take().unwrap())
