@@ -393,8 +393,14 @@ impl PanelConfig {
 
     /// The page to show `elapsed` after start.
     pub fn page_at(&self, elapsed: Duration) -> Page {
-        let n = (elapsed.as_millis() / self.page_every.as_millis().max(1)) as usize;
-        self.pages[n % self.pages.len()]
+        self.page_turned(elapsed, 0)
+    }
+
+    /// The page to show `elapsed` after start, `offset` pages on (negative: back).
+    pub fn page_turned(&self, elapsed: Duration, offset: i64) -> Page {
+        let n = (elapsed.as_millis() / self.page_every.as_millis().max(1)) as i64;
+        let len = self.pages.len().max(1) as i64;
+        self.pages[n.wrapping_add(offset).rem_euclid(len) as usize]
     }
 
     /// The burn-in offset `elapsed` after start: OLEDs only, cycling through (0,0), (1,0),
@@ -419,6 +425,43 @@ struct Shared {
     fresh: bool,
     ip: Option<[u8; 4]>,
     stop: bool,
+    /// Pages moved by next/previous commands.
+    page_offset: i64,
+    /// Flash until then (identify).
+    identify_until: Option<Instant>,
+    /// Draw again now (a command changed what to show).
+    poke: bool,
+}
+
+/// How long identify flashes the panel.
+pub const IDENTIFY_FOR: Duration = Duration::from_secs(10);
+/// Identify's flash period: the picture turns over this often.
+const FLASH: Duration = Duration::from_millis(500);
+
+/// Commands to the running panel, from the MQTT side; cheap to clone, never blocks.
+#[derive(Clone)]
+pub struct PanelControl {
+    shared: Arc<(Mutex<Shared>, Condvar)>,
+}
+
+impl PanelControl {
+    fn poke(&self, f: impl FnOnce(&mut Shared)) {
+        let (m, cv) = &*self.shared;
+        let mut s = lock(m);
+        f(&mut s);
+        s.poke = true;
+        cv.notify_one();
+    }
+
+    /// Shows the next page (`+1`) or the previous one (`-1`); rotation goes on from there.
+    pub fn turn(&self, by: i64) {
+        self.poke(|s| s.page_offset = s.page_offset.wrapping_add(by));
+    }
+
+    /// Flashes the panel (inverting it twice a second) for [`IDENTIFY_FOR`].
+    pub fn identify(&self) {
+        self.poke(|s| s.identify_until = Some(Instant::now() + IDENTIFY_FOR));
+    }
 }
 
 /// The running panel; dropping it stops the thread.
@@ -444,6 +487,13 @@ impl PanelHandle {
     /// The address shown on the overview.
     pub fn set_ip(&self, ip: Option<[u8; 4]>) {
         lock(&self.shared.0).ip = ip;
+    }
+
+    /// A handle for commands (page turns, identify).
+    pub fn control(&self) -> PanelControl {
+        PanelControl {
+            shared: self.shared.clone(),
+        }
     }
 }
 
@@ -512,7 +562,7 @@ impl Panel {
                 let mut sample: Option<Sample> = None;
                 let mut last_page = None;
                 loop {
-                    let (ip, fresh) = {
+                    let (ip, fresh, offset, flash) = {
                         let (m, cv) = &*inner;
                         let mut s = lock(m);
                         // Wake for a sample, a page change or a retry, whichever comes first.
@@ -522,12 +572,15 @@ impl Panel {
                                     as u64,
                             );
                         let until_retry = retry_at.saturating_duration_since(Instant::now());
-                        let wait = if device.is_none() {
+                        let mut wait = if device.is_none() {
                             until_page.min(until_retry)
                         } else {
                             until_page
                         };
-                        if !s.fresh && !s.stop {
+                        if s.identify_until.is_some() {
+                            wait = wait.min(FLASH);
+                        }
+                        if !s.fresh && !s.stop && !s.poke {
                             s = cv
                                 .wait_timeout(s, wait.max(Duration::from_millis(10)))
                                 .map(|(g, _)| g)
@@ -538,7 +591,16 @@ impl Panel {
                         }
                         let fresh = s.fresh.then(|| s.sample.take()).flatten();
                         s.fresh = false;
-                        (s.ip, fresh)
+                        s.poke = false;
+                        let now = Instant::now();
+                        if s.identify_until.is_some_and(|t| now >= t) {
+                            s.identify_until = None;
+                        }
+                        // Inverted every other half second while identifying.
+                        let flash = s
+                            .identify_until
+                            .is_some_and(|t| ((t - now).as_millis() / FLASH.as_millis()) % 2 == 1);
+                        (s.ip, fresh, s.page_offset, flash)
                     };
                     if let Some(new) = fresh {
                         histories.record(&new);
@@ -574,7 +636,7 @@ impl Panel {
                         continue;
                     };
                     let elapsed = started.elapsed();
-                    let page = config.page_at(elapsed);
+                    let page = config.page_turned(elapsed, offset);
                     let _ = last_page.replace(page);
                     let model = ember_display::Model {
                         host: &host,
@@ -583,7 +645,10 @@ impl Panel {
                         history: &histories,
                         fleet: &[],
                     };
-                    let frame = renderer.render(page, &model, config.shift_at(elapsed));
+                    let mut frame = renderer.render(page, &model, config.shift_at(elapsed));
+                    if flash {
+                        frame.invert();
+                    }
                     if let Err(e) = d.show(&frame) {
                         log::warn!("{e}");
                         last_error = Some(e.to_string());

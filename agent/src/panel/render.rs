@@ -27,6 +27,29 @@ pub enum Frame {
     Text(Vec<Vec<u8>>),
 }
 
+impl Frame {
+    /// Turns the picture over: pixels inverted, colours complemented; a character LCD shows
+    /// `IDENTIFY` on its first line instead (it cannot invert).
+    pub fn invert(&mut self) {
+        match self {
+            Frame::Mono(fb) => fb.invert(),
+            Frame::Color { pixels, .. } => {
+                for p in pixels.iter_mut() {
+                    *p = Rgb565::new(31 - p.r(), 63 - p.g(), 31 - p.b());
+                }
+            }
+            Frame::Text(lines) => {
+                if let Some(first) = lines.first_mut() {
+                    let n = first.len();
+                    let mut line: Vec<u8> = b"** IDENTIFY **".iter().copied().take(n).collect();
+                    line.resize(n, b' ');
+                    *first = line;
+                }
+            }
+        }
+    }
+}
+
 /// Renders pages for one board.
 #[derive(Debug, Clone)]
 pub struct Renderer {

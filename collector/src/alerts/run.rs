@@ -1,0 +1,217 @@
+//! The alert engine's edge: called by the ingest thread on its tick, it gathers each host's facts
+//! from the store, evaluates, appends the recorded events to `alerts.jsonl` in the data
+//! directory (read back at start, so the history and the firing alerts survive a restart), queues
+//! the notifications and publishes the retained MQTT alert topic when the active list changes.
+
+use std::collections::HashMap;
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use super::notify::{Notifier, Retry};
+use super::{AlertEvent, AlertsConfig, Engine, FsTrend, HostFacts};
+use crate::bridge::{Publish, ALERTS_TOPIC};
+use crate::store::{Resolution, Store};
+
+/// What HTTP and the ingest thread share.
+#[derive(Debug)]
+pub struct Alerting {
+    engine: Mutex<Engine>,
+    /// The webhook deliveries.
+    pub notifier: Notifier,
+}
+
+impl Alerting {
+    /// The engine, locked.
+    pub fn engine(&self) -> MutexGuard<'_, Engine> {
+        // Evaluation leaves the engine consistent between statements that can panic.
+        self.engine.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The ingest thread's side.
+pub struct Evaluator {
+    shared: Arc<Alerting>,
+    every: Duration,
+    next: Instant,
+    log_path: PathBuf,
+    last_topic: Option<Vec<u8>>,
+}
+
+const LOG: &str = "alerts.jsonl";
+
+/// Reads the recorded events, skipping (and reporting) lines that do not parse.
+fn load(path: &Path, keep: usize) -> Vec<AlertEvent> {
+    let Ok(file) = std::fs::File::open(path) else {
+        return Vec::new();
+    };
+    let mut events = std::collections::VecDeque::new();
+    for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
+        let Ok(line) = line else { break };
+        match serde_json::from_str::<AlertEvent>(&line) {
+            Ok(e) => {
+                events.push_back(e);
+                if events.len() > keep {
+                    events.pop_front();
+                }
+            }
+            Err(e) => tracing::warn!("{}:{}: skipped: {e}", path.display(), i + 1),
+        }
+    }
+    events.into()
+}
+
+fn append(path: &Path, events: &[AlertEvent]) {
+    let mut text = String::new();
+    for e in events {
+        if let Ok(line) = serde_json::to_string(e) {
+            text.push_str(&line);
+            text.push('\n');
+        }
+    }
+    let written = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .and_then(|mut f| f.write_all(text.as_bytes()));
+    if let Err(e) = written {
+        tracing::warn!("cannot record alerts in {}: {e}", path.display());
+    }
+}
+
+impl Evaluator {
+    /// Loads the recorded history from `data_dir`, starts the webhook tasks (on the current
+    /// tokio runtime) and returns the ingest thread's side and the shared state.
+    pub fn start(config: AlertsConfig, data_dir: &Path) -> (Evaluator, Arc<Alerting>) {
+        let log_path = data_dir.join(LOG);
+        // The state is rebuilt from the whole kept history; fired-and-never-resolved events
+        // older than that are lost, which `history` (1000 by default) makes rare.
+        let keep = config.history;
+        let events = load(&log_path, keep);
+        // Keep the file from growing without bound: rewrite it with what was kept.
+        if events.len() == keep {
+            let tmp = data_dir.join("alerts.jsonl.tmp");
+            let _ = std::fs::remove_file(&tmp);
+            append(&tmp, &events);
+            if let Err(e) = std::fs::rename(&tmp, &log_path) {
+                tracing::warn!("cannot compact {}: {e}", log_path.display());
+            }
+        }
+        let notifier = Notifier::spawn(
+            &config.webhooks,
+            Retry {
+                attempts: config.retry_attempts,
+                initial: config.retry_initial,
+                max: config.retry_max,
+            },
+        );
+        let every = config.evaluate_every;
+        let mut engine = Engine::new(config);
+        engine.restore(events);
+        engine.take_recorded();
+        let shared = Arc::new(Alerting {
+            engine: Mutex::new(engine),
+            notifier,
+        });
+        (
+            Evaluator {
+                shared: shared.clone(),
+                every,
+                next: Instant::now(),
+                log_path,
+                last_topic: None,
+            },
+            shared,
+        )
+    }
+
+    /// Evaluates if it is time; returns what to publish on MQTT.
+    pub fn tick(&mut self, store: &Store, now: Instant, now_ms: u64) -> Vec<Publish> {
+        if now < self.next {
+            return Vec::new();
+        }
+        self.next = now + self.every;
+        let mut engine = self.shared.engine();
+        let summaries = store.summaries(now_ms);
+        let trends: Vec<Vec<FsTrend>> = match engine.trend_window() {
+            Some(w) => summaries
+                .iter()
+                .map(|h| trends(store, h, now_ms, w))
+                .collect(),
+            None => vec![Vec::new(); summaries.len()],
+        };
+        let facts: Vec<HostFacts<'_>> = summaries
+            .iter()
+            .zip(&trends)
+            .map(|(h, t)| HostFacts {
+                id: h.id,
+                status: h.status,
+                sample: h.latest,
+                trends: t,
+            })
+            .collect();
+        let notifications = engine.evaluate(now_ms, &facts);
+        let recorded = engine.take_recorded();
+        let active = engine.active(now_ms);
+        drop(engine);
+        if !recorded.is_empty() {
+            append(&self.log_path, &recorded);
+        }
+        for n in &notifications {
+            tracing::info!("alert {:?}: {} on {}", n.change, n.alert.rule, n.alert.host);
+            self.shared.notifier.send(n);
+        }
+        let payload = json!(active).to_string().into_bytes();
+        if self.last_topic.as_ref() == Some(&payload) {
+            return Vec::new();
+        }
+        self.last_topic = Some(payload.clone());
+        vec![Publish {
+            topic: ALERTS_TOPIC.to_string(),
+            payload,
+            retain: true,
+        }]
+    }
+}
+
+/// Each filesystem's use over `window`, with its size from the newest sample.
+fn trends(
+    store: &Store,
+    h: &crate::store::HostSummary<'_>,
+    now_ms: u64,
+    window: Duration,
+) -> Vec<FsTrend> {
+    let Some(latest) = h.latest else {
+        return Vec::new();
+    };
+    let from = now_ms.saturating_sub(window.as_millis() as u64);
+    let only = ["fs.used".to_string()];
+    let Some(history) = store.history(h.id, from, now_ms, Resolution::Auto, &only) else {
+        return Vec::new();
+    };
+    let totals: HashMap<&str, u64> = latest
+        .filesystems
+        .iter()
+        .map(|f| (f.mount.as_str(), f.total))
+        .collect();
+    history
+        .series
+        .into_iter()
+        .filter_map(|s| {
+            let mount = s.label?;
+            let total = *totals.get(mount.as_str())? as f64;
+            Some(FsTrend {
+                points: s
+                    .points
+                    .iter()
+                    .map(|p| (p[0] as u64, p[2] as f64))
+                    .collect(),
+                mount,
+                total,
+            })
+        })
+        .collect()
+}
