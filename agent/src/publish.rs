@@ -67,6 +67,8 @@ enum Ev {
     Sent(u16),
     Acked(u16),
     Command(Vec<u8>),
+    /// The collector's alerts about this host (retained), for the panel.
+    Alerts(Vec<u8>),
     /// The connection failed; reply once nothing more will be sent on it.
     Lost(oneshot::Sender<()>),
 }
@@ -131,7 +133,7 @@ impl Publisher {
             panel,
         };
         let pump = tokio::spawn(pump.run(ev_rx, control_rx, wake.clone()));
-        let events = tokio::spawn(drive(eventloop, ev_tx, topic::topic(&host, Kind::Command)));
+        let events = tokio::spawn(drive(eventloop, ev_tx, host.clone()));
         Publisher {
             outbox,
             wake,
@@ -265,9 +267,11 @@ impl Pump {
                 );
                 self.publish(Kind::Status, online, true);
                 self.publish_info();
-                let cmd = topic::topic(&self.host, Kind::Command);
-                if let Err(e) = self.client.try_subscribe(cmd.as_str(), QoS::AtLeastOnce) {
-                    log::warn!("cannot subscribe to {cmd}: {e}");
+                for kind in [Kind::Command, Kind::Alerts] {
+                    let t = topic::topic(&self.host, kind);
+                    if let Err(e) = self.client.try_subscribe(t.as_str(), QoS::AtLeastOnce) {
+                        log::warn!("cannot subscribe to {t}: {e}");
+                    }
                 }
             }
             Ev::Sent(pkid) => {
@@ -283,6 +287,19 @@ impl Pump {
                 }
             }
             Ev::Command(payload) => self.on_command(&payload),
+            Ev::Alerts(payload) => match ember_wire::decode(&payload) {
+                Ok(Envelope {
+                    host,
+                    message: Message::Alerts(a),
+                    ..
+                }) if host == self.host => {
+                    if let Some(p) = &self.panel {
+                        p.set_alerts(&a);
+                    }
+                }
+                Ok(_) => log::warn!("ignored an alerts envelope for another host or kind"),
+                Err(e) => log::warn!("ignored undecodable alerts: {e}"),
+            },
             Ev::Lost(paused) => {
                 self.connected = false;
                 self.unassigned.clear();
@@ -431,7 +448,9 @@ impl Pump {
 }
 
 /// Polls the event loop until the client disconnects.
-async fn drive(mut eventloop: EventLoop, pump: mpsc::Sender<Ev>, cmd_topic: impl AsRef<str>) {
+async fn drive(mut eventloop: EventLoop, pump: mpsc::Sender<Ev>, host: HostId) {
+    let cmd_topic = topic::topic(&host, Kind::Command);
+    let alerts_topic = topic::topic(&host, Kind::Alerts);
     let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(30));
     loop {
         let ev = match eventloop.poll().await {
@@ -442,8 +461,11 @@ async fn drive(mut eventloop: EventLoop, pump: mpsc::Sender<Ev>, cmd_topic: impl
             }
             Ok(Event::Outgoing(Outgoing::Publish(pkid))) => Some(Ev::Sent(pkid)),
             Ok(Event::Incoming(Packet::PubAck(ack))) => Some(Ev::Acked(ack.pkid)),
-            Ok(Event::Incoming(Packet::Publish(p))) if p.topic == cmd_topic.as_ref() => {
+            Ok(Event::Incoming(Packet::Publish(p))) if p.topic == cmd_topic.as_str() => {
                 Some(Ev::Command(p.payload.to_vec()))
+            }
+            Ok(Event::Incoming(Packet::Publish(p))) if p.topic == alerts_topic.as_str() => {
+                Some(Ev::Alerts(p.payload.to_vec()))
             }
             Ok(Event::Outgoing(Outgoing::Disconnect)) => {
                 // Let the DISCONNECT reach the socket, then stop.

@@ -335,8 +335,8 @@ fn lock(c: &Mutex<Commands>) -> std::sync::MutexGuard<'_, Commands> {
 
 fn handle(p: &mut Pipeline, bus: &mut dyn Bus, topic: &str, payload: &[u8]) {
     let now = crate::now_ms();
-    if let Some((_, Kind::Command)) = topic::parse(topic) {
-        // Our own commands, echoed by an external broker: not for the store.
+    if topic::parse(topic).is_some_and(|(_, k)| k.from_collector()) {
+        // Our own commands and banners, echoed by an external broker: not for the store.
         return;
     }
     if p.bridge.wants(topic) {

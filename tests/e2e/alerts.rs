@@ -153,6 +153,19 @@ async fn webhook_retries_and_mqtt_topic_follow_firing_and_resolving() {
         .subscribe("ember/alerts", QoS::AtLeastOnce)
         .await
         .unwrap();
+    // And of the host's banner topic, which its agent reads.
+    watcher
+        .client
+        .subscribe("ember/v1/hot/alerts", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    let banner = |p: &[u8]| match ember_wire::decode(p) {
+        Ok(Envelope {
+            message: Message::Alerts(a),
+            ..
+        }) => (a.firing, a.text.to_string()),
+        other => panic!("not an alerts envelope: {other:?}"),
+    };
 
     // A host that reports 95 % CPU, then 85 % (between clear and threshold), then 10 %.
     let host = mqtt(options("hot-host", port));
@@ -193,6 +206,14 @@ async fn webhook_retries_and_mqtt_topic_follow_firing_and_resolving() {
     assert_eq!(list[0]["rule"], "cpu-high");
     assert_eq!(list[0]["host"], "hot");
     assert_eq!(list[0]["severity"], "critical");
+    let b = next_publish(
+        &mut watcher,
+        Duration::from_secs(5),
+        "ember/v1/hot/alerts",
+        |_| true,
+    )
+    .await;
+    assert_eq!(banner(&b), (1, "cpu-high".to_string()));
     // What came before (the empty list retained at start) is not news.
     watcher.forget();
     // Retained: a client that comes later reads it too.
@@ -222,6 +243,14 @@ async fn webhook_retries_and_mqtt_topic_follow_firing_and_resolving() {
     })
     .await;
     assert_eq!(resolved, b"[]");
+    let b = next_publish(
+        &mut watcher,
+        Duration::from_secs(5),
+        "ember/v1/hot/alerts",
+        |_| true,
+    )
+    .await;
+    assert_eq!(banner(&b), (0, String::new()));
     assert_eq!(mosquitto_sub(port), json!([]));
     eventually(Duration::from_secs(10), "the resolving webhook", || async {
         (receiver.bodies().len() == 2).then_some(())

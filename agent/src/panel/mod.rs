@@ -431,6 +431,8 @@ struct Shared {
     identify_until: Option<Instant>,
     /// Draw again now (a command changed what to show).
     poke: bool,
+    /// The collector's alert banner.
+    alert: Option<ember_display::model::Alert>,
 }
 
 /// How long identify flashes the panel.
@@ -461,6 +463,30 @@ impl PanelControl {
     /// Flashes the panel (inverting it twice a second) for [`IDENTIFY_FOR`].
     pub fn identify(&self) {
         self.poke(|s| s.identify_until = Some(Instant::now() + IDENTIFY_FOR));
+    }
+
+    /// The collector's alerts about this host: the banner shows the most severe, `+N` the
+    /// others; `firing == 0` takes it down.
+    pub fn set_alerts(&self, alerts: &ember_wire::HostAlerts) {
+        let banner = (alerts.firing > 0).then(|| {
+            let mut text = ember_wire::heapless::String::<32>::new();
+            let extra = alerts.firing.saturating_sub(1);
+            let suffix = if extra > 0 {
+                format!(" +{extra}")
+            } else {
+                String::new()
+            };
+            let room = 32usize.saturating_sub(suffix.len());
+            for c in alerts.text.chars() {
+                if text.len() + c.len_utf8() > room {
+                    break;
+                }
+                let _ = text.push(c);
+            }
+            let _ = text.push_str(&suffix);
+            ember_display::model::Alert { text }
+        });
+        self.poke(|s| s.alert = banner);
     }
 }
 
@@ -562,7 +588,7 @@ impl Panel {
                 let mut sample: Option<Sample> = None;
                 let mut last_page = None;
                 loop {
-                    let (ip, fresh, offset, flash) = {
+                    let (ip, fresh, offset, flash, banner) = {
                         let (m, cv) = &*inner;
                         let mut s = lock(m);
                         // Wake for a sample, a page change or a retry, whichever comes first.
@@ -600,7 +626,7 @@ impl Panel {
                         let flash = s
                             .identify_until
                             .is_some_and(|t| ((t - now).as_millis() / FLASH.as_millis()) % 2 == 1);
-                        (s.ip, fresh, s.page_offset, flash)
+                        (s.ip, fresh, s.page_offset, flash, s.alert.clone())
                     };
                     if let Some(new) = fresh {
                         histories.record(&new);
@@ -645,7 +671,12 @@ impl Panel {
                         history: &histories,
                         fleet: &[],
                     };
-                    let mut frame = renderer.render(page, &model, config.shift_at(elapsed));
+                    let mut frame = renderer.render_with_alert(
+                        page,
+                        &model,
+                        config.shift_at(elapsed),
+                        banner.as_ref(),
+                    );
                     if flash {
                         frame.invert();
                     }

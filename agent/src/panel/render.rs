@@ -5,7 +5,7 @@ use embedded_graphics::geometry::{Point, Size};
 use embedded_graphics::pixelcolor::{Rgb565, RgbColor};
 use ember_display::framebuffer::Mono128x64;
 use ember_display::layout::Layout;
-use ember_display::model::{alert, Model};
+use ember_display::model::{alert, Alert, Model};
 use ember_display::text::{self, Grid};
 use ember_display::{pages, Canvas, Page, Settings};
 
@@ -62,9 +62,10 @@ fn lines<const C: usize, const R: usize>(
     page: Page,
     model: &Model<'_>,
     settings: &Settings,
+    banner: Option<&Alert>,
 ) -> Vec<Vec<u8>> {
     let mut grid = Grid::<C, R>::new();
-    text::render(page, model, settings, &mut grid);
+    text::render_with(page, model, settings, banner, &mut grid);
     grid.lines().iter().map(|l| l.to_vec()).collect()
 }
 
@@ -81,14 +82,26 @@ impl Renderer {
     /// `page` of `model`, moved by `shift` pixels (burn-in protection; what moves past the
     /// edge is cut off).
     pub fn render(&self, page: Page, model: &Model<'_>, shift: (i32, i32)) -> Frame {
+        self.render_with_alert(page, model, shift, None)
+    }
+
+    /// [`Renderer::render`] with the collector's alert, which takes the banner over the one
+    /// the sample itself raises.
+    pub fn render_with_alert(
+        &self,
+        page: Page,
+        model: &Model<'_>,
+        shift: (i32, i32),
+        collector: Option<&Alert>,
+    ) -> Frame {
         let (w, h) = self.size;
-        let banner = alert(model, &self.settings);
+        let banner = collector.cloned().or_else(|| alert(model, &self.settings));
         let layout = Layout::for_size(Size::new(w, h));
         let offset = Point::new(shift.0, shift.1);
         match self.controller {
             Controller::Hd44780 => Frame::Text(match (w, h) {
-                (20, 4) => lines::<20, 4>(page, model, &self.settings),
-                _ => lines::<16, 2>(page, model, &self.settings),
+                (20, 4) => lines::<20, 4>(page, model, &self.settings, banner.as_ref()),
+                _ => lines::<16, 2>(page, model, &self.settings, banner.as_ref()),
             }),
             c if c.is_oled() => {
                 let mut fb = Mono128x64::new();

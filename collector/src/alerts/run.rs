@@ -12,9 +12,11 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use super::notify::{Notifier, Retry};
-use super::{AlertEvent, AlertsConfig, Engine, FsTrend, HostFacts};
+use super::{Alert, AlertEvent, AlertsConfig, Engine, FsTrend, HostFacts};
 use crate::bridge::{Publish, ALERTS_TOPIC};
 use crate::store::{Resolution, Store};
+use ember_wire::topic::{self, Kind};
+use ember_wire::{Envelope, HostAlerts, HostId, Message};
 
 /// What HTTP and the ingest thread share.
 #[derive(Debug)]
@@ -39,6 +41,8 @@ pub struct Evaluator {
     next: Instant,
     log_path: PathBuf,
     last_topic: Option<Vec<u8>>,
+    /// What each host's panel was last told: (firing, text).
+    banners: HashMap<HostId, (u8, String)>,
 }
 
 const LOG: &str = "alerts.jsonl";
@@ -123,6 +127,7 @@ impl Evaluator {
                 next: Instant::now(),
                 log_path,
                 last_topic: None,
+                banners: HashMap::new(),
             },
             shared,
         )
@@ -164,16 +169,77 @@ impl Evaluator {
             tracing::info!("alert {:?}: {} on {}", n.change, n.alert.rule, n.alert.host);
             self.shared.notifier.send(n);
         }
+        let mut out = self.banners(&active);
         let payload = json!(active).to_string().into_bytes();
-        if self.last_topic.as_ref() == Some(&payload) {
-            return Vec::new();
+        if self.last_topic.as_ref() != Some(&payload) {
+            self.last_topic = Some(payload.clone());
+            out.push(Publish {
+                topic: ALERTS_TOPIC.to_string(),
+                payload,
+                retain: true,
+            });
         }
-        self.last_topic = Some(payload.clone());
-        vec![Publish {
-            topic: ALERTS_TOPIC.to_string(),
-            payload,
-            retain: true,
-        }]
+        out
+    }
+
+    /// Each host's banner (retained on `ember/v1/{host}/alerts`) where it changed: how many
+    /// alerts fire and the most severe (the oldest among equals).
+    fn banners(&mut self, active: &[Alert]) -> Vec<Publish> {
+        let mut now: HashMap<HostId, (u8, String)> = HashMap::new();
+        let mut worst: HashMap<&HostId, &Alert> = HashMap::new();
+        for a in active {
+            let e = now.entry(a.host.clone()).or_insert((0, String::new()));
+            e.0 = e.0.saturating_add(1);
+            let w = worst.entry(&a.host).or_insert(a);
+            if (a.severity, std::cmp::Reverse(a.since_ms))
+                > (w.severity, std::cmp::Reverse(w.since_ms))
+            {
+                *w = a;
+            }
+        }
+        for (host, a) in worst {
+            if let Some(e) = now.get_mut(host) {
+                e.1 = a.rule.clone();
+            }
+        }
+        let mut out = Vec::new();
+        let gone: Vec<HostId> = self
+            .banners
+            .keys()
+            .filter(|h| !now.contains_key(*h))
+            .cloned()
+            .collect();
+        for host in gone {
+            self.banners.remove(&host);
+            out.push(banner(&host, 0, ""));
+        }
+        for (host, b) in now {
+            if self.banners.get(&host) != Some(&b) {
+                out.push(banner(&host, b.0, &b.1));
+                self.banners.insert(host, b);
+            }
+        }
+        out
+    }
+}
+
+fn banner(host: &HostId, firing: u8, text: &str) -> Publish {
+    let mut t = ember_wire::heapless::String::<32>::new();
+    for c in text.chars() {
+        if t.push(c).is_err() {
+            break;
+        }
+    }
+    let message = Message::Alerts(HostAlerts { firing, text: t });
+    let mut buf = [0u8; ember_wire::MAX_ENCODED_LEN];
+    let payload = Envelope::new(host.clone(), message)
+        .encode(&mut buf)
+        .map(|b| b.to_vec())
+        .unwrap_or_default();
+    Publish {
+        topic: topic::topic(host, Kind::Alerts).to_string(),
+        payload,
+        retain: true,
     }
 }
 
