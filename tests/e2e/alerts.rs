@@ -477,3 +477,59 @@ async fn silences_are_set_listed_and_removed_through_the_api() {
         .collect();
     assert!(rules.contains(&"host-offline") && rules.contains(&"disk-filling"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_shows_alerts_and_sends_commands() {
+    let alerts = alerts_config(
+        "default-rules = false\nevaluate-every = \"100ms\"\n\
+         [[rules]]\nname = \"always\"\nseverity = \"critical\"\n\
+         when = { metric = \"cpu.busy\", below = 2.0 }\n",
+    );
+    let c = Running::start(|cfg| cfg.alerts = alerts).await;
+    let (_stop, _agent) = spawn_agent(c.agent_config("dash-pi", "300ms"));
+    eventually(Duration::from_secs(10), "the alert firing", || async {
+        let (_, a) = c.get("/api/alerts").await;
+        (a["active"].as_array()?.len() == 1).then_some(())
+    })
+    .await;
+    let url = c.url("/");
+    tokio::task::spawn_blocking(move || {
+        let b = crate::browser::Browser::start(1280, 1000, false);
+        b.goto(&url);
+        b.wait_for(
+            "the firing alert on the fleet page",
+            Duration::from_secs(10),
+            "return document.querySelector('#alerts li[data-rule=always][data-host=dash-pi]') ? 1 : null;",
+        );
+        b.goto(&format!("{url}#/host/dash-pi"));
+        b.wait_for(
+            "the host's alerts",
+            Duration::from_secs(10),
+            "return document.querySelector('#alerts li[data-rule=always]') ? 1 : null;",
+        );
+        b.click("button[data-action=republish-inventory]");
+        b.wait_for(
+            "the command done",
+            Duration::from_secs(10),
+            "return document.querySelector('#commands tr[data-status=done]') ? 1 : null;",
+        );
+        b.click("button[data-action=identify]");
+        let detail = b.wait_for(
+            "identify failed (no panel)",
+            Duration::from_secs(10),
+            "const r = document.querySelector('#commands tr[data-status=failed]'); return r ? r.textContent : null;",
+        );
+        assert!(
+            detail.as_str().unwrap().contains("no panel attached"),
+            "{detail}"
+        );
+        b.screenshot(
+            &std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../docs/screenshots/host-alerts-commands.png"),
+        );
+    })
+    .await
+    .unwrap();
+    let (_, log) = c.get("/api/commands").await;
+    assert_eq!(log["commands"].as_array().unwrap().len(), 2);
+}
