@@ -398,10 +398,13 @@ impl Pump {
             Action::Identify => panel(&|p| p.identify()),
             Action::NextPage => panel(&|p| p.turn(1)),
             Action::PreviousPage => panel(&|p| p.turn(-1)),
-            Action::Brightness(_) => (
-                Outcome::Refused,
-                "brightness is not supported by this agent's panel drivers yet",
-            ),
+            Action::Brightness(level) => match &self.panel {
+                Some(p) => match p.set_brightness(*level) {
+                    Ok(()) => (Outcome::Done, ""),
+                    Err(why) => (Outcome::Refused, why),
+                },
+                None => (Outcome::Failed, "no panel attached to this agent"),
+            },
             Action::Named(name) => {
                 let Some(named) = self.named.iter().find(|n| n.name == name.as_str()) else {
                     log::warn!("refused command {name:?}: not on this agent's allow-list");

@@ -620,6 +620,8 @@ async fn add_silence(
         actor(who),
         now,
     );
+    drop(e);
+    state.alerts.save_silences();
     Ok((StatusCode::CREATED, Json(s)).into_response())
 }
 
@@ -630,7 +632,9 @@ async fn remove_silence(
     let id: u64 = id
         .parse()
         .map_err(|_| bad(format!("silence ids are numbers, got {id:?}")))?;
-    if state.alerts.engine().unsilence(id) {
+    let removed = state.alerts.engine().unsilence(id);
+    if removed {
+        state.alerts.save_silences();
         Ok(StatusCode::NO_CONTENT.into_response())
     } else {
         Err(ApiError(StatusCode::NOT_FOUND, format!("no silence {id}")))

@@ -444,6 +444,10 @@ async fn silences_are_set_listed_and_removed_through_the_api() {
     assert_eq!(s["created_by"], "anonymous");
     let (_, list) = c.get("/api/alerts/silences").await;
     assert_eq!(list["silences"][0]["comment"], "upgrade");
+    // Saved for the next start.
+    let saved: Value =
+        serde_json::from_slice(&std::fs::read(c.data_dir.join("silences.json")).unwrap()).unwrap();
+    assert_eq!(saved[0]["id"], s["id"]);
     let (status, e) = post(
         &c,
         "/api/alerts/silences",
@@ -467,6 +471,8 @@ async fn silences_are_set_listed_and_removed_through_the_api() {
     assert_eq!(status, 204);
     let (_, list) = c.get("/api/alerts/silences").await;
     assert_eq!(list["silences"], json!([]));
+    let saved = std::fs::read_to_string(c.data_dir.join("silences.json")).unwrap();
+    assert_eq!(saved.trim(), "[]");
     // The built-in rules are there with no configuration.
     let (_, a) = c.get("/api/alerts").await;
     let rules: Vec<&str> = a["rules"]

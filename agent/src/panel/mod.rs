@@ -65,6 +65,11 @@ impl PanelError {
 pub trait Device: Send {
     /// Shows `frame`; returns the bytes of picture sent (what changed).
     fn show(&mut self, frame: &Frame) -> Result<usize, PanelError>;
+    /// Sets the brightness (an OLED's contrast), 0 to 255. Only called for panels whose
+    /// controller has one ([`board::Controller::is_oled`]); others ignore it.
+    fn set_brightness(&mut self, _level: u8) -> Result<(), PanelError> {
+        Ok(())
+    }
 }
 
 /// An OLED as a [`Device`].
@@ -84,6 +89,12 @@ impl<D: oled::OledDriver + Send> Device for OledDevice<D> {
                 .map_err(|e| PanelError::display(&self.name, e)),
             _ => Err(PanelError::bus(&self.name, "not a monochrome frame")),
         }
+    }
+
+    fn set_brightness(&mut self, level: u8) -> Result<(), PanelError> {
+        self.oled
+            .set_contrast(level)
+            .map_err(|e| PanelError::display(&self.name, e))
     }
 }
 
@@ -433,6 +444,8 @@ struct Shared {
     poke: bool,
     /// The collector's alert banner.
     alert: Option<ember_display::model::Alert>,
+    /// Brightness asked for by a command, not yet applied.
+    brightness: Option<u8>,
 }
 
 /// How long identify flashes the panel.
@@ -444,6 +457,8 @@ const FLASH: Duration = Duration::from_millis(500);
 #[derive(Clone)]
 pub struct PanelControl {
     shared: Arc<(Mutex<Shared>, Condvar)>,
+    /// Whether the panel has a brightness (an OLED's contrast).
+    dimmable: bool,
 }
 
 impl PanelControl {
@@ -458,6 +473,16 @@ impl PanelControl {
     /// Shows the next page (`+1`) or the previous one (`-1`); rotation goes on from there.
     pub fn turn(&self, by: i64) {
         self.poke(|s| s.page_offset = s.page_offset.wrapping_add(by));
+    }
+
+    /// Sets the brightness, 0 to 255 (an OLED's contrast, kept across reconnects); refused,
+    /// with the reason, by panels without one.
+    pub fn set_brightness(&self, level: u8) -> Result<(), &'static str> {
+        if !self.dimmable {
+            return Err("this panel has no brightness control (OLEDs only)");
+        }
+        self.poke(|s| s.brightness = Some(level));
+        Ok(())
     }
 
     /// Flashes the panel (inverting it twice a second) for [`IDENTIFY_FOR`].
@@ -493,6 +518,7 @@ impl PanelControl {
 /// The running panel; dropping it stops the thread.
 pub struct PanelHandle {
     shared: Arc<(Mutex<Shared>, Condvar)>,
+    dimmable: bool,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -519,6 +545,7 @@ impl PanelHandle {
     pub fn control(&self) -> PanelControl {
         PanelControl {
             shared: self.shared.clone(),
+            dimmable: self.dimmable,
         }
     }
 }
@@ -574,6 +601,7 @@ impl Panel {
         backoff: Backoff,
     ) -> PanelHandle {
         let shared = Arc::new((Mutex::new(Shared::default()), Condvar::new()));
+        let dimmable = config.board.controller.is_oled();
         let (config, host, inner) = (config.clone(), host.to_string(), shared.clone());
         let thread = std::thread::Builder::new()
             .name("ember-panel".into())
@@ -587,8 +615,9 @@ impl Panel {
                 let mut last_error: Option<String> = None;
                 let mut sample: Option<Sample> = None;
                 let mut last_page = None;
+                let mut brightness: Option<u8> = None;
                 loop {
-                    let (ip, fresh, offset, flash, banner) = {
+                    let (ip, fresh, offset, flash, banner, asked) = {
                         let (m, cv) = &*inner;
                         let mut s = lock(m);
                         // Wake for a sample, a page change or a retry, whichever comes first.
@@ -626,11 +655,23 @@ impl Panel {
                         let flash = s
                             .identify_until
                             .is_some_and(|t| ((t - now).as_millis() / FLASH.as_millis()) % 2 == 1);
-                        (s.ip, fresh, s.page_offset, flash, s.alert.clone())
+                        (
+                            s.ip,
+                            fresh,
+                            s.page_offset,
+                            flash,
+                            s.alert.clone(),
+                            s.brightness.take(),
+                        )
                     };
                     if let Some(new) = fresh {
                         histories.record(&new);
                         sample = Some(new);
+                    }
+                    // Applied now if the device is there, and again whenever it is reopened.
+                    let mut apply = asked.is_some();
+                    if asked.is_some() {
+                        brightness = asked;
                     }
                     if device.is_none() && Instant::now() >= retry_at {
                         match open(&config.board) {
@@ -643,6 +684,7 @@ impl Panel {
                                 device = Some(d);
                                 delay = backoff.min;
                                 last_error = None;
+                                apply = brightness.is_some();
                             }
                             Err(e) => {
                                 let text = e.to_string();
@@ -656,6 +698,11 @@ impl Panel {
                                 retry_at = Instant::now() + delay;
                                 delay = (delay * 2).min(backoff.max);
                             }
+                        }
+                    }
+                    if let (true, Some(level), Some(d)) = (apply, brightness, device.as_mut()) {
+                        if let Err(e) = d.set_brightness(level) {
+                            log::warn!("{e}");
                         }
                     }
                     let (Some(d), Some(s)) = (device.as_mut(), sample.as_ref()) else {
@@ -696,7 +743,11 @@ impl Panel {
                 None
             }
         };
-        PanelHandle { shared, thread }
+        PanelHandle {
+            shared,
+            thread,
+            dimmable,
+        }
     }
 }
 

@@ -618,3 +618,53 @@ fn commands_turn_pages_flash_identify_and_raise_the_collectors_banner() {
     last(&|f| first_line(f) != "** IDENTIFY **", "identify off");
     drop(handle);
 }
+
+#[test]
+fn brightness_sets_an_oleds_contrast_and_is_refused_by_an_lcd() {
+    let config = PanelConfig::from_raw(Some("pi-ssd1306"), None)
+        .unwrap()
+        .unwrap();
+    let bus = RecordingI2c::new(&[0x3c]);
+    let b2 = bus.clone();
+    let open: Opener = Box::new(move |_: &Board| {
+        let di = I2CDisplayInterface::new(b2.clone());
+        let mut oled = Oled::new(Ssd1306Driver::new(di, 64, false), 64, 0x7f);
+        oled.init().map_err(|e| PanelError::display("test", e))?;
+        Ok(Box::new(OledDevice {
+            oled,
+            name: "test".into(),
+        }))
+    });
+    let handle = Panel::start_with(&config, "kitchen-pi", open, Backoff::default());
+    handle.update(&sample(1));
+    let contrast_set = |level: u8| {
+        bus.writes()
+            .iter()
+            .any(|w| w.bytes.windows(2).any(|p| p == [0x81, level]))
+    };
+    for _ in 0..300 {
+        if bus.stats().bytes > 1024 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(!contrast_set(0x11));
+    handle.control().set_brightness(0x11).unwrap();
+    for _ in 0..300 {
+        if contrast_set(0x11) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(contrast_set(0x11), "the contrast command reached the bus");
+    drop(handle);
+    let lcd = PanelConfig::from_raw(Some("pi-hd44780-16x2"), None)
+        .unwrap()
+        .unwrap();
+    let open: Opener = Box::new(|_: &Board| Err(PanelError::bus("none", "absent")));
+    let handle = Panel::start_with(&lcd, "kitchen-pi", open, Backoff::default());
+    assert_eq!(
+        handle.control().set_brightness(10),
+        Err("this panel has no brightness control (OLEDs only)")
+    );
+}

@@ -486,6 +486,18 @@ impl Engine {
         s
     }
 
+    /// Puts back silences saved before a restart (those already over are dropped).
+    pub fn restore_silences(&mut self, silences: Vec<Silence>, now_ms: u64) {
+        self.next_silence = silences
+            .iter()
+            .map(|s| s.id + 1)
+            .max()
+            .unwrap_or(1)
+            .max(self.next_silence);
+        self.silences = silences;
+        self.silences.retain(|s| s.until_ms > now_ms);
+    }
+
     /// Removes a silence; `false` if there was none of that id.
     pub fn unsilence(&mut self, id: u64) -> bool {
         let before = self.silences.len();

@@ -24,9 +24,24 @@ pub struct Alerting {
     engine: Mutex<Engine>,
     /// The webhook deliveries.
     pub notifier: Notifier,
+    silences_path: PathBuf,
 }
 
 impl Alerting {
+    /// Writes the silences in force to `silences.json` in the data directory (after a change
+    /// through the API), so that a restart keeps them.
+    pub fn save_silences(&self) {
+        let list = self.engine().silences(crate::now_ms());
+        let tmp = self.silences_path.with_extension("json.tmp");
+        let written = serde_json::to_vec_pretty(&list)
+            .map_err(std::io::Error::other)
+            .and_then(|b| std::fs::write(&tmp, b))
+            .and_then(|_| std::fs::rename(&tmp, &self.silences_path));
+        if let Err(e) = written {
+            tracing::warn!("cannot save {}: {e}", self.silences_path.display());
+        }
+    }
+
     /// The engine, locked.
     pub fn engine(&self) -> MutexGuard<'_, Engine> {
         // Evaluation leaves the engine consistent between statements that can panic.
@@ -116,9 +131,19 @@ impl Evaluator {
         let mut engine = Engine::new(config);
         engine.restore(events);
         engine.take_recorded();
+        let silences_path = data_dir.join("silences.json");
+        match std::fs::read(&silences_path) {
+            Ok(bytes) => match serde_json::from_slice(&bytes) {
+                Ok(list) => engine.restore_silences(list, crate::now_ms()),
+                Err(e) => tracing::warn!("{}: ignored: {e}", silences_path.display()),
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!("cannot read {}: {e}", silences_path.display()),
+        }
         let shared = Arc::new(Alerting {
             engine: Mutex::new(engine),
             notifier,
+            silences_path,
         });
         (
             Evaluator {

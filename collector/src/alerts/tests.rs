@@ -386,3 +386,25 @@ fn the_history_is_bounded() {
     assert_eq!(hist.len(), 3);
     assert_eq!(hist[0].at_ms, 9 * S);
 }
+
+#[test]
+fn restored_silences_keep_their_ids_and_drop_the_expired() {
+    let mut e = engine(CPU);
+    let a = e.silence(
+        None,
+        Some("pi".into()),
+        10 * MIN,
+        String::new(),
+        "ops".into(),
+        0,
+    );
+    let b = e.silence(None, None, MIN, String::new(), "ops".into(), 0);
+    let saved = e.silences(0);
+    let mut again = engine(CPU);
+    again.restore_silences(saved, 2 * MIN);
+    let left = again.silences(2 * MIN);
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].id, a.id);
+    let c = again.silence(None, None, 20 * MIN, String::new(), "ops".into(), 2 * MIN);
+    assert!(c.id > b.id, "ids are not reused");
+}
