@@ -13,6 +13,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::auth::{ReadAccess, Role, TokenEntry, TokenHash};
+
 /// A validated collector configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -36,6 +38,71 @@ pub struct Config {
     pub bridge: BridgeConfig,
     /// `None`: embed rumqttd. `Some`: connect to an existing broker instead.
     pub external: Option<ExternalBroker>,
+    /// Who may read and command over HTTP.
+    pub http: HttpConfig,
+}
+
+/// `[http]`: read access and tokens (see `auth.rs`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpConfig {
+    /// Whether reading needs a token.
+    pub read_access: ReadAccessSetting,
+    /// The tokens, hashed.
+    pub tokens: Vec<TokenEntry>,
+}
+
+/// `http.read-access`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadAccessSetting {
+    /// Open on a loopback listener without read tokens, a token otherwise.
+    Auto,
+    /// Open, wherever the listener is (say, behind a proxy that authenticates).
+    Open,
+    /// A token, always.
+    Token,
+}
+
+impl ReadAccessSetting {
+    fn as_str(self) -> &'static str {
+        match self {
+            ReadAccessSetting::Auto => "auto",
+            ReadAccessSetting::Open => "open",
+            ReadAccessSetting::Token => "token",
+        }
+    }
+}
+
+impl HttpConfig {
+    /// What read access is on `listen`; refuses a configuration where reading needs a token
+    /// and there is none.
+    pub fn resolve(&self, listen: SocketAddr) -> Result<ReadAccess, ConfigError> {
+        let readers = self.tokens.iter().any(|t| t.role == Role::Read);
+        let access = match self.read_access {
+            ReadAccessSetting::Open => ReadAccess::Open,
+            ReadAccessSetting::Token => ReadAccess::Token,
+            ReadAccessSetting::Auto if listen.ip().is_loopback() && !readers => ReadAccess::Open,
+            ReadAccessSetting::Auto => ReadAccess::Token,
+        };
+        if access == ReadAccess::Token && self.tokens.is_empty() {
+            let why = if self.read_access == ReadAccessSetting::Token {
+                "http.read-access = \"token\" but no token is configured".to_string()
+            } else {
+                format!(
+                    "the HTTP listener {listen} is not loopback, so reading needs a token, and \
+                     none is configured"
+                )
+            };
+            return Err(err(
+                "http.tokens",
+                format!(
+                    "{why}: run `ember-collector --config FILE token add NAME --role read`, or \
+                     listen on 127.0.0.1 (`http-listen`), or set http.read-access = \"open\" \
+                     to let anyone who reaches it read"
+                ),
+            ));
+        }
+        Ok(access)
+    }
 }
 
 /// History: raw samples, then downsampled tiers.
@@ -178,6 +245,21 @@ impl Config {
                 client_id: self.external.as_ref().map(|e| e.client_id.clone()),
                 share_group: self.external.as_ref().and_then(|e| e.share_group.clone()),
             },
+            // The hashes, never tokens: a printed configuration holds no secret.
+            http: RawHttp {
+                read_access: Some(self.http.read_access.as_str().to_string()),
+                tokens: (!self.http.tokens.is_empty()).then(|| {
+                    self.http
+                        .tokens
+                        .iter()
+                        .map(|t| RawToken {
+                            name: t.name.clone(),
+                            role: t.role.as_str().to_string(),
+                            sha256: t.hash.to_hex(),
+                        })
+                        .collect()
+                }),
+            },
         }
     }
 }
@@ -236,6 +318,33 @@ pub struct RawConfig {
     /// `[broker]`
     #[serde(default)]
     pub broker: RawBroker,
+    /// `[http]`
+    #[serde(default)]
+    pub http: RawHttp,
+}
+
+/// `[http]`
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawHttp {
+    /// `auto`, `open` or `token`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub read_access: Option<String>,
+    /// `[[http.tokens]]`: the tokens, hashed. Set in the file only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<Vec<RawToken>>,
+}
+
+/// One `[[http.tokens]]` entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawToken {
+    /// Who holds it; shown in logs.
+    pub name: String,
+    /// `read` or `operator`.
+    pub role: String,
+    /// The token's SHA-256, 64 hex digits.
+    pub sha256: String,
 }
 
 /// `[history]`
@@ -335,6 +444,7 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("EMBER_BROKER_EXTERNAL", "broker.external"),
     ("EMBER_BROKER_CLIENT_ID", "broker.client-id"),
     ("EMBER_BROKER_SHARE_GROUP", "broker.share-group"),
+    ("EMBER_HTTP_READ_ACCESS", "http.read-access"),
 ];
 
 /// Ember's variables that are not the collector's keys: shared ones, and the agent's (the
@@ -391,6 +501,10 @@ impl RawConfig {
                 external: None,
                 client_id: s("ember-collector"),
                 share_group: None,
+            },
+            http: RawHttp {
+                read_access: s("auto"),
+                tokens: None,
             },
         }
     }
@@ -504,6 +618,7 @@ impl RawConfig {
                 "broker.external" => raw.broker.external = s(),
                 "broker.client-id" => raw.broker.client_id = s(),
                 "broker.share-group" => raw.broker.share_group = s(),
+                "http.read-access" => raw.http.read_access = s(),
                 _ => unreachable!("ENV_KEYS and this match list the same keys"),
             }
         }
@@ -545,6 +660,10 @@ impl RawConfig {
                 external: over.broker.external.or(self.broker.external),
                 client_id: over.broker.client_id.or(self.broker.client_id),
                 share_group: over.broker.share_group.or(self.broker.share_group),
+            },
+            http: RawHttp {
+                read_access: over.http.read_access.or(self.http.read_access),
+                tokens: over.http.tokens.or(self.http.tokens),
             },
         }
     }
@@ -677,6 +796,7 @@ impl RawConfig {
                 "Home Assistant reads the JSON state: set bridge.json = true too, or turn this off",
             ));
         }
+        let http = validate_http(&raw.http, http_listen)?;
         let external = match raw.broker.external.as_deref() {
             None => None,
             Some(spec) => {
@@ -718,8 +838,76 @@ impl RawConfig {
             persist,
             bridge,
             external,
+            http,
         })
     }
+}
+
+fn validate_http(raw: &RawHttp, listen: SocketAddr) -> Result<HttpConfig, ConfigError> {
+    let read_access = match raw.read_access.as_deref().unwrap_or("auto") {
+        "auto" => ReadAccessSetting::Auto,
+        "open" => ReadAccessSetting::Open,
+        "token" => ReadAccessSetting::Token,
+        other => {
+            return Err(err(
+                "http.read-access",
+                format!("expected auto, open or token, got {other:?}"),
+            ))
+        }
+    };
+    let make = "make one with `ember-collector --config FILE token add NAME --role read|operator`";
+    let mut tokens: Vec<TokenEntry> = Vec::new();
+    for t in raw.tokens.iter().flatten() {
+        let name_ok = (1..=64).contains(&t.name.len())
+            && t.name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.@".contains(&b));
+        if !name_ok {
+            return Err(err(
+                "http.tokens",
+                format!(
+                    "name {:?}: 1 to 64 letters, digits, `-`, `_`, `.` or `@`",
+                    t.name
+                ),
+            ));
+        }
+        if tokens.iter().any(|e| e.name == t.name) {
+            return Err(err(
+                "http.tokens",
+                format!("two tokens are named {:?}: names must differ", t.name),
+            ));
+        }
+        let role = Role::parse(&t.role).ok_or_else(|| {
+            err(
+                "http.tokens",
+                format!(
+                    "token {:?}: role must be read or operator, got {:?}",
+                    t.name, t.role
+                ),
+            )
+        })?;
+        let hash = TokenHash::from_hex(&t.sha256).ok_or_else(|| {
+            err(
+                "http.tokens",
+                format!(
+                    "token {:?}: sha256 must be 64 hex digits (the token's SHA-256, never the \
+                     token itself); {make}",
+                    t.name
+                ),
+            )
+        })?;
+        tokens.push(TokenEntry {
+            name: t.name.clone(),
+            role,
+            hash,
+        });
+    }
+    let http = HttpConfig {
+        read_access,
+        tokens,
+    };
+    http.resolve(listen)?;
+    Ok(http)
 }
 
 fn parse_host_port(s: &str) -> Option<(String, u16)> {
@@ -840,7 +1028,7 @@ mod tests {
     #[test]
     fn layers_win_in_order_defaults_file_env_flags() {
         let file = RawConfig::from_toml(
-            "http-listen = \"0.0.0.0:9000\"\ndata-dir = \"/file\"\n[status]\nstale-after = \"10s\"\n[history]\ntiers = [\"1m:1h\"]\n",
+            "http-listen = \"0.0.0.0:9000\"\ndata-dir = \"/file\"\n[status]\nstale-after = \"10s\"\n[history]\ntiers = [\"1m:1h\"]\n[http]\nread-access = \"open\"\n",
         )
         .unwrap();
         let env = RawConfig::from_env(env(&[
@@ -878,6 +1066,83 @@ mod tests {
         assert!(e.to_string().contains("EMBER_MAX_PAYLOAD"), "{e}");
         let e = RawConfig::from_env(env(&[("EMBER_BRIDGE_JSON", "maybe")])).unwrap_err();
         assert_eq!(e.key, "bridge.json");
+    }
+
+    const OP: &str = "[[http.tokens]]\nname = \"alice\"\nrole = \"operator\"\nsha256 = \"ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad\"\n";
+
+    #[test]
+    fn http_read_access_and_tokens() {
+        let check = |toml: &str, want: Result<ReadAccess, &str>| {
+            let got = RawConfig::from_toml(toml)
+                .and_then(|r| r.validate())
+                .and_then(|c| c.http.resolve(c.http_listen));
+            match want {
+                Ok(access) => assert_eq!(got, Ok(access), "{toml}"),
+                Err(part) => {
+                    let e = got.unwrap_err();
+                    assert!(e.to_string().contains(part), "{toml}: {e}");
+                }
+            }
+        };
+        let read = OP.replace("alice", "viewer").replace("operator", "read");
+        // Loopback: open unless a read token exists; operator tokens alone leave reading open.
+        check("", Ok(ReadAccess::Open));
+        check(OP, Ok(ReadAccess::Open));
+        check(&read, Ok(ReadAccess::Token));
+        // Elsewhere: a token, and a token must exist; the error names the key and the fixes.
+        let wide = "http-listen = \"0.0.0.0:8080\"\n";
+        check(
+            wide,
+            Err("invalid `http.tokens`: the HTTP listener 0.0.0.0:8080 is not loopback"),
+        );
+        check(wide, Err("token add NAME --role read"));
+        check(&format!("{wide}{OP}"), Ok(ReadAccess::Token));
+        check(
+            &format!("{wide}[http]\nread-access = \"open\"\n"),
+            Ok(ReadAccess::Open),
+        );
+        check("[http]\nread-access = \"token\"\n", Err("`http.tokens`"));
+        check(
+            &format!("[http]\nread-access = \"token\"\n{OP}"),
+            Ok(ReadAccess::Token),
+        );
+        check(
+            "[http]\nread-access = \"maybe\"\n",
+            Err("`http.read-access`: expected auto, open or token"),
+        );
+        check(&format!("{OP}{OP}"), Err("two tokens are named \"alice\""));
+        check(&OP.replace("alice", "a b"), Err("name \"a b\""));
+        check(
+            &OP.replace("operator", "admin"),
+            Err("role must be read or operator"),
+        );
+        check(
+            &OP.replace("ba78", "zz78"),
+            Err("sha256 must be 64 hex digits"),
+        );
+        check(&OP.replace("ba78", ""), Err("never the token itself"));
+        check(&OP.replace("role", "rank"), Err("unknown field `rank`"));
+        let e = RawConfig::from_env(env(&[("EMBER_HTTP_READ_ACCESS", "token")])).unwrap();
+        assert_eq!(e.http.read_access.as_deref(), Some("token"));
+    }
+
+    #[test]
+    fn secrets_do_not_show_in_debug_or_printed_config() {
+        let token = "ember_0123456789abcdef";
+        let toml = crate::auth::config_lines("bob", Role::Read, token);
+        let c = RawConfig::from_toml(&toml).unwrap().validate().unwrap();
+        let printed = toml::to_string(&c.to_raw()).unwrap();
+        let debug = format!("{c:?}");
+        for shown in [&printed, &debug] {
+            assert!(!shown.contains(token), "{shown}");
+        }
+        assert!(
+            printed.contains(&TokenHash::of(token).to_hex()),
+            "{printed}"
+        );
+        assert!(!debug.contains(&TokenHash::of(token).to_hex()), "{debug}");
+        let again = RawConfig::from_toml(&printed).unwrap().validate().unwrap();
+        assert_eq!(again.http, c.http);
     }
 
     #[test]

@@ -1,15 +1,19 @@
 //! The HTTP interface: the JSON API, the live event stream, Prometheus `/metrics` and the
 //! OpenAPI document (`docs/openapi.json`, checked against [`ROUTES`] by a test).
+//!
+//! Every request passes [`auth::guard`](crate::auth::guard) (read access, operator tokens for
+//! every non-`GET` under `/api`) and every response gets [`security_headers`].
 
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use axum::extract::{Path, Query, State};
-use axum::http::{header, StatusCode};
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::{get, MethodRouter};
+use axum::routing::{get, post, MethodRouter};
 use axum::{Json, Router};
 use ember_wire::HostId;
 use futures_util::Stream;
@@ -17,8 +21,9 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::{broadcast, watch};
 
+use crate::auth::{self, Auth};
 use crate::persist::PersistStatus;
-use crate::store::{Event, Resolution, Store};
+use crate::store::{Event, Store};
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -37,61 +42,192 @@ pub struct AppState {
     pub events: broadcast::Sender<Event>,
     /// Becomes true when the collector stops: event streams end then.
     pub stopping: watch::Receiver<bool>,
+    /// Who may read and command.
+    pub auth: Arc<Auth>,
 }
 
-/// Every route: path and what it serves. The router is built from this list, and a test checks
-/// it against `docs/openapi.json`.
-pub const ROUTES: &[(&str, &str)] = &[
-    ("/", "the dashboard"),
+/// Every route: method, path and what it serves. The router is built from this list, and a test
+/// checks it against `docs/openapi.json`.
+pub const ROUTES: &[(&str, &str, &str)] = &[
+    ("get", "/", "the dashboard"),
     (
+        "get",
         "/api/health",
         "status, version, uptime, counters, memory and persistence",
     ),
-    ("/api/hosts", "every host"),
-    ("/api/hosts/{id}", "one host"),
-    ("/api/hosts/{id}/samples", "a host's newest raw samples"),
+    ("get", "/api/hosts", "every host"),
+    ("get", "/api/hosts/{id}", "one host"),
     (
+        "get",
+        "/api/hosts/{id}/samples",
+        "a host's newest raw samples",
+    ),
+    (
+        "get",
         "/api/hosts/{id}/panel.png",
         "the host's panel as its display shows it",
     ),
     (
+        "get",
         "/api/hosts/{id}/history",
         "a host's history by range and resolution",
     ),
     (
+        "get",
         "/api/events",
         "live samples and status changes (Server-Sent Events)",
     ),
-    ("/api/openapi.json", "this API's OpenAPI document"),
-    ("/metrics", "Prometheus metrics"),
+    ("get", "/api/openapi.json", "this API's OpenAPI document"),
+    ("get", "/metrics", "Prometheus metrics"),
+    (
+        "post",
+        "/login",
+        "a dashboard session (read access) for a token",
+    ),
+    ("post", "/logout", "ends the dashboard session"),
 ];
 
 /// The OpenAPI document.
 pub const OPENAPI: &str = include_str!("../../docs/openapi.json");
 
-fn handler(path: &str) -> MethodRouter<AppState> {
-    match path {
-        "/" => get(index),
-        "/api/health" => get(health),
-        "/api/hosts" => get(hosts),
-        "/api/hosts/{id}" => get(host),
-        "/api/hosts/{id}/samples" => get(samples),
-        "/api/hosts/{id}/panel.png" => get(panel),
-        "/api/hosts/{id}/history" => get(history),
-        "/api/events" => get(events),
-        "/api/openapi.json" => get(openapi),
-        "/metrics" => get(metrics),
+fn handler(method: &str, path: &str) -> MethodRouter<AppState> {
+    match (method, path) {
+        ("get", "/") => get(index),
+        ("get", "/api/health") => get(health),
+        ("get", "/api/hosts") => get(hosts),
+        ("get", "/api/hosts/{id}") => get(host),
+        ("get", "/api/hosts/{id}/samples") => get(samples),
+        ("get", "/api/hosts/{id}/panel.png") => get(panel),
+        ("get", "/api/hosts/{id}/history") => get(history),
+        ("get", "/api/events") => get(events),
+        ("get", "/api/openapi.json") => get(openapi),
+        ("get", "/metrics") => get(metrics),
+        ("post", "/login") => post(login),
+        ("post", "/logout") => post(logout),
         _ => get(not_found),
     }
 }
 
-/// The routes.
+/// The routes, behind the access check and with the security headers. Every route is added
+/// before the layers, so that none escapes them: add new routes to [`ROUTES`].
 pub fn router(state: AppState) -> Router {
+    let auth = state.auth.clone();
     ROUTES
         .iter()
-        .fold(Router::new(), |r, (path, _)| r.route(path, handler(path)))
+        .fold(Router::new(), |r, (method, path, _)| {
+            r.route(path, handler(method, path))
+        })
         .fallback(not_found)
         .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(auth, auth::guard))
+        .layer(axum::middleware::map_response(security_headers))
+}
+
+/// The Content-Security-Policy: the dashboard's one inline script and one inline style are
+/// allowed by their SHA-256, nothing else inline; data only from this origin; no framing.
+pub fn content_security_policy() -> &'static str {
+    static CSP: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    CSP.get_or_init(|| {
+        let between = |open: &str, close: &str| -> &'static str {
+            let start = DASHBOARD.find(open).map(|i| i + open.len()).unwrap_or(0);
+            let end = DASHBOARD[start..]
+                .find(close)
+                .map(|i| start + i)
+                .unwrap_or(start);
+            &DASHBOARD[start..end]
+        };
+        format!(
+            "default-src 'none'; script-src {}; style-src {}; img-src 'self' data:; \
+             connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'",
+            csp_hash(between("<script>", "</script>")),
+            csp_hash(between("<style>", "</style>")),
+        )
+    })
+}
+
+/// `'sha256-BASE64'`: a CSP source that allows the inline element whose text is `text`.
+fn csp_hash(text: &str) -> String {
+    use sha2::{Digest, Sha256};
+    use std::fmt::Write;
+    let digest = Sha256::digest(text.as_bytes());
+    const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in digest.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                let _ = write!(out, "{}", B64[(n >> (18 - 6 * i)) as usize & 63] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    format!("'sha256-{out}'")
+}
+
+/// Adds the security headers to every response (the dashboard, the API, errors).
+pub async fn security_headers(mut response: Response) -> Response {
+    let h = response.headers_mut();
+    let csp = HeaderValue::from_static(content_security_policy());
+    h.insert(header::CONTENT_SECURITY_POLICY, csp);
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(
+        HeaderName::from_static("cross-origin-opener-policy"),
+        HeaderValue::from_static("same-origin"),
+    );
+    response
+}
+
+/// Body of `POST /login`.
+#[derive(Deserialize)]
+struct Login {
+    token: String,
+}
+
+/// A dashboard session for a valid token: an HMAC-signed, `HttpOnly`, `SameSite=Strict` cookie
+/// that grants read access (never commands). The token is not logged nor echoed.
+async fn login(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+    let Ok(Login { token }) = serde_json::from_slice::<Login>(&body) else {
+        return Err(bad(r#"expected {"token": "…"}"#.into()));
+    };
+    let Some((name, role)) = state.auth.verify(&token) else {
+        tracing::warn!("dashboard login refused: unknown token");
+        return Err(ApiError(StatusCode::UNAUTHORIZED, "unknown token".into()));
+    };
+    tracing::info!("dashboard login by {name:?} ({})", role.as_str());
+    let cookie = format!(
+        "{}={}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}",
+        auth::SESSION_COOKIE,
+        state.auth.session(name, crate::now_ms()),
+        auth::SESSION_MS / 1000
+    );
+    Ok((
+        [(header::SET_COOKIE, cookie)],
+        Json(json!({ "name": name, "access": "read" })),
+    )
+        .into_response())
+}
+
+/// Ends the dashboard session (clears the cookie).
+async fn logout() -> Response {
+    let cookie = format!(
+        "{}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0",
+        auth::SESSION_COOKIE
+    );
+    (StatusCode::NO_CONTENT, [(header::SET_COOKIE, cookie)]).into_response()
 }
 
 /// An API error: a status and a reason, served as `{"error": reason}`.
@@ -225,88 +361,36 @@ async fn host(State(state): State<AppState>, Path(id): Path<String>) -> Result<R
     Ok(Json(summary).into_response())
 }
 
-/// Query of `/api/hosts/{id}/samples`.
-#[derive(Debug, Deserialize)]
-struct SamplesQuery {
-    /// Most samples to return (newest ones); default 300.
-    limit: Option<usize>,
-    /// Only samples with a higher sequence number.
-    after_seq: Option<u64>,
-}
-
 async fn samples(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    query: Result<Query<SamplesQuery>, axum::extract::rejection::QueryRejection>,
+    RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let id = host_id(&id)?;
-    let Query(q) = query.map_err(|e| bad(format!("{e} (allowed: limit=N, after_seq=N)")))?;
+    let q = crate::query::samples(query.as_deref().unwrap_or("")).map_err(bad)?;
     let store = read(&state);
     let samples = store
-        .samples(&id, q.after_seq, q.limit.unwrap_or(300))
+        .samples(&id, q.after_seq, q.limit)
         .ok_or_else(|| no_host(&id))?;
     Ok(Json(json!({ "host": id, "samples": samples })).into_response())
-}
-
-/// Query of `/api/hosts/{id}/history`.
-#[derive(Debug, Deserialize)]
-struct HistoryQuery {
-    /// Start, ms since the Unix epoch; default: an hour before `to`.
-    from: Option<u64>,
-    /// End, ms since the Unix epoch; default: now.
-    to: Option<u64>,
-    /// `auto` (default), `raw`, or a tier's resolution (`1m`, `15m`).
-    resolution: Option<String>,
-    /// Comma-separated metrics (`cpu.busy`) or series (`temp|cpu_thermal`); default all.
-    series: Option<String>,
 }
 
 async fn history(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    query: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
+    RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let id = host_id(&id)?;
-    let allowed = "allowed: from=MS, to=MS, resolution=auto|raw|<tier>, series=a,b";
-    let Query(q) = query.map_err(|e| bad(format!("{e} ({allowed})")))?;
-    let to = q.to.unwrap_or_else(crate::now_ms);
-    let from = q.from.unwrap_or(to.saturating_sub(3_600_000));
-    if from > to {
-        return Err(bad(format!("`from` ({from}) is after `to` ({to})")));
-    }
     let store = read(&state);
-    let tiers = &store.config().tiers;
-    let resolution = match q.resolution.as_deref().unwrap_or("auto") {
-        "auto" => Resolution::Auto,
-        "raw" => Resolution::Raw,
-        other => {
-            let names: Vec<String> = tiers
-                .iter()
-                .map(|t| humantime::format_duration(t.resolution).to_string())
-                .collect();
-            let wanted = humantime::parse_duration(other).ok();
-            match tiers.iter().position(|t| Some(t.resolution) == wanted) {
-                Some(i) => Resolution::Tier(i),
-                None => {
-                    return Err(bad(format!(
-                        "unknown resolution {other:?}; configured: auto, raw, {}",
-                        names.join(", ")
-                    )))
-                }
-            }
-        }
-    };
-    let only: Vec<String> = q
-        .series
-        .as_deref()
-        .unwrap_or("")
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
-        .collect();
+    let q = crate::query::history(
+        query.as_deref().unwrap_or(""),
+        crate::now_ms(),
+        &store.config().tiers,
+    )
+    .map_err(bad)?;
+    let (from, to) = (q.from, q.to);
     let h = store
-        .history(&id, from, to, resolution, &only)
+        .history(&id, from, to, q.resolution, &q.series)
         .ok_or_else(|| no_host(&id))?;
     Ok(Json(json!({
         "host": id,
@@ -317,13 +401,6 @@ async fn history(
         "series": h.series,
     }))
     .into_response())
-}
-
-/// Query of `/api/events`.
-#[derive(Debug, Deserialize)]
-struct EventsQuery {
-    /// Comma-separated host ids; default every host.
-    hosts: Option<String>,
 }
 
 fn sse_event(e: &Event) -> SseEvent {
@@ -350,17 +427,9 @@ fn event_host(e: &Event) -> &HostId {
 
 async fn events(
     State(state): State<AppState>,
-    query: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
+    RawQuery(query): RawQuery,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
-    let Query(q) = query.map_err(|e| bad(format!("{e} (allowed: hosts=a,b)")))?;
-    let only: Vec<HostId> = q
-        .hosts
-        .as_deref()
-        .unwrap_or("")
-        .split(',')
-        .filter(|s| !s.is_empty())
-        .map(host_id)
-        .collect::<Result<_, _>>()?;
+    let only = crate::query::events(query.as_deref().unwrap_or("")).map_err(bad)?;
     let rx = state.events.subscribe();
     // First, every host's current status, so that a client starts from the whole picture.
     let hello = {
@@ -441,14 +510,23 @@ async fn not_found() -> ApiError {
 mod tests {
     use super::*;
 
-    /// The OpenAPI document lists exactly the routes served, each with a `get`.
+    /// The OpenAPI document lists exactly the routes served, with their methods.
     #[test]
     fn openapi_matches_the_routes() {
         let doc: serde_json::Value = serde_json::from_str(OPENAPI).expect("valid JSON");
         assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
         let paths = doc["paths"].as_object().expect("paths");
-        let mut documented: Vec<&str> = paths.keys().map(String::as_str).collect();
-        let mut served: Vec<&str> = ROUTES.iter().map(|(p, _)| *p).collect();
+        let mut documented: Vec<(&str, &str)> = paths
+            .iter()
+            .flat_map(|(p, item)| {
+                let methods = item.as_object().expect("a path item");
+                methods
+                    .keys()
+                    .filter(|k| *k != "parameters")
+                    .map(move |m| (m.as_str(), p.as_str()))
+            })
+            .collect();
+        let mut served: Vec<(&str, &str)> = ROUTES.iter().map(|(m, p, _)| (*m, *p)).collect();
         documented.sort_unstable();
         served.sort_unstable();
         assert_eq!(
@@ -456,17 +534,13 @@ mod tests {
             "docs/openapi.json and http::ROUTES differ"
         );
         for (path, item) in paths {
-            assert!(item.get("get").is_some(), "{path} has no get");
-            for (method, _) in item.as_object().unwrap() {
-                assert_eq!(method, "get", "{path}: only GET is served");
-            }
+            let Some(op) = item.get("get").or_else(|| item.get("post")) else {
+                continue;
+            };
             // Every {parameter} in the path is declared.
             for seg in path.split('/').filter(|s| s.starts_with('{')) {
                 let name = seg.trim_matches(|c| c == '{' || c == '}');
-                let params = item["get"]["parameters"]
-                    .as_array()
-                    .cloned()
-                    .unwrap_or_default();
+                let params = op["parameters"].as_array().cloned().unwrap_or_default();
                 let declared = params.iter().any(|p| {
                     let p = if let Some(r) = p.get("$ref") {
                         let key = r.as_str().unwrap().rsplit('/').next().unwrap();
@@ -479,5 +553,30 @@ mod tests {
                 assert!(declared, "{path}: parameter {name} not declared");
             }
         }
+    }
+
+    /// CSP hashes are base64 SHA-256; the dashboard's script and style are hashed.
+    #[test]
+    fn the_csp_allows_exactly_the_dashboards_inline_script_and_style() {
+        let csp = content_security_policy();
+        // SHA-256 of nothing, as browsers' consoles print it.
+        assert_eq!(
+            csp_hash(""),
+            "'sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU='"
+        );
+        assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+        assert!(csp.contains("default-src 'none'"), "{csp}");
+        assert!(!csp.contains("unsafe-inline"), "{csp}");
+        assert_eq!(csp.matches("'sha256-").count(), 2, "{csp}");
+        assert_eq!(DASHBOARD.matches("<script").count(), 1);
+        assert_eq!(DASHBOARD.matches("<style").count(), 1);
+        assert!(
+            !DASHBOARD.contains(" style=\""),
+            "inline style attributes need unsafe-inline"
+        );
+        assert!(
+            !DASHBOARD.contains(" onclick=\""),
+            "inline handlers need unsafe-inline"
+        );
     }
 }

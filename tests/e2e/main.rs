@@ -19,6 +19,8 @@
 //! - `inventory`: the inventory is published again when it changes.
 //! - `outage`: a 60 s broker outage loses no sample and duplicates none (issue #3).
 //! - `simulation`: many synthetic hosts from one process (issue #3).
+//! - `http_security`: read and operator tokens, the dashboard's login, security headers, no
+//!   secret in the logs (issue #8).
 
 mod browser;
 mod support;
@@ -34,5 +36,6 @@ mod simulation;
 
 mod collector_api;
 mod external_broker;
+mod http_security;
 mod mqtt_bridge;
 mod status_events;
