@@ -843,6 +843,22 @@ impl RawConfig {
     }
 }
 
+/// `text` (a configuration file) with a `[[http.tokens]]` entry for `token` appended, checked:
+/// the result must be a valid configuration (so a duplicate or bad name is refused here, not at
+/// the next start). What `ember-collector token add` writes.
+pub fn add_token(text: &str, name: &str, role: Role, token: &str) -> Result<String, ConfigError> {
+    let mut out = text.to_string();
+    if !out.is_empty() && !out.ends_with('\n') {
+        out.push('\n');
+    }
+    if !out.is_empty() {
+        out.push('\n');
+    }
+    out.push_str(&crate::auth::config_lines(name, role, token));
+    RawConfig::from_toml(&out)?.validate()?;
+    Ok(out)
+}
+
 fn validate_http(raw: &RawHttp, listen: SocketAddr) -> Result<HttpConfig, ConfigError> {
     let read_access = match raw.read_access.as_deref().unwrap_or("auto") {
         "auto" => ReadAccessSetting::Auto,
@@ -1124,6 +1140,29 @@ mod tests {
         check(&OP.replace("role", "rank"), Err("unknown field `rank`"));
         let e = RawConfig::from_env(env(&[("EMBER_HTTP_READ_ACCESS", "token")])).unwrap();
         assert_eq!(e.http.read_access.as_deref(), Some("token"));
+    }
+
+    #[test]
+    fn token_add_appends_a_checked_entry() {
+        let t = "ember_abc";
+        let one = add_token("", "grafana", Role::Read, t).unwrap();
+        let c = RawConfig::from_toml(&one).unwrap().validate().unwrap();
+        assert_eq!(c.http.tokens.len(), 1);
+        assert_eq!(c.http.tokens[0].hash, TokenHash::of(t));
+        // After other tables and an existing [http] table; a config that needed a token to
+        // start becomes valid.
+        let wide = "http-listen = \"0.0.0.0:8080\"\n[http]\nread-access = \"auto\"";
+        let two = add_token(wide, "alice", Role::Operator, "ember_def").unwrap();
+        let two = add_token(&two, "bob", Role::Read, "ember_ghi").unwrap();
+        let c = RawConfig::from_toml(&two).unwrap().validate().unwrap();
+        assert_eq!(c.http.tokens.len(), 2);
+        assert_eq!(c.http.resolve(c.http_listen), Ok(ReadAccess::Token));
+        let e = add_token(&two, "bob", Role::Read, "ember_x").unwrap_err();
+        assert!(e.reason.contains("two tokens are named \"bob\""), "{e}");
+        let e = add_token("", "no spaces", Role::Read, "ember_x").unwrap_err();
+        assert_eq!(e.key, "http.tokens");
+        let e = add_token("max-payload = 1", "ok", Role::Read, "ember_x").unwrap_err();
+        assert_eq!(e.key, "max-payload");
     }
 
     #[test]
