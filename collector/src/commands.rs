@@ -13,11 +13,6 @@ use ember_wire::heapless::String as HString;
 use ember_wire::{Action, Command, CommandResult, Envelope, HostId, Message, Outcome};
 use serde::{Deserialize, Serialize};
 
-/// Who made a request: set as a request extension by the authentication middleware (the
-/// operator's name). Without it the audit log records `anonymous`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Actor(pub String);
-
 /// Where a command stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

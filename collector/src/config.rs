@@ -13,6 +13,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::auth::{ReadAccess, Role, TokenEntry, TokenHash};
+
 /// A validated collector configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -38,6 +40,71 @@ pub struct Config {
     pub external: Option<ExternalBroker>,
     /// Alert rules, notifications, silences' defaults and maintenance windows.
     pub alerts: crate::alerts::AlertsConfig,
+    /// Who may read and command over HTTP.
+    pub http: HttpConfig,
+}
+
+/// `[http]`: read access and tokens (see `auth.rs`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpConfig {
+    /// Whether reading needs a token.
+    pub read_access: ReadAccessSetting,
+    /// The tokens, hashed.
+    pub tokens: Vec<TokenEntry>,
+}
+
+/// `http.read-access`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadAccessSetting {
+    /// Open on a loopback listener without read tokens, a token otherwise.
+    Auto,
+    /// Open, wherever the listener is (say, behind a proxy that authenticates).
+    Open,
+    /// A token, always.
+    Token,
+}
+
+impl ReadAccessSetting {
+    fn as_str(self) -> &'static str {
+        match self {
+            ReadAccessSetting::Auto => "auto",
+            ReadAccessSetting::Open => "open",
+            ReadAccessSetting::Token => "token",
+        }
+    }
+}
+
+impl HttpConfig {
+    /// What read access is on `listen`; refuses a configuration where reading needs a token
+    /// and there is none.
+    pub fn resolve(&self, listen: SocketAddr) -> Result<ReadAccess, ConfigError> {
+        let readers = self.tokens.iter().any(|t| t.role == Role::Read);
+        let access = match self.read_access {
+            ReadAccessSetting::Open => ReadAccess::Open,
+            ReadAccessSetting::Token => ReadAccess::Token,
+            ReadAccessSetting::Auto if listen.ip().is_loopback() && !readers => ReadAccess::Open,
+            ReadAccessSetting::Auto => ReadAccess::Token,
+        };
+        if access == ReadAccess::Token && self.tokens.is_empty() {
+            let why = if self.read_access == ReadAccessSetting::Token {
+                "http.read-access = \"token\" but no token is configured".to_string()
+            } else {
+                format!(
+                    "the HTTP listener {listen} is not loopback, so reading needs a token, and \
+                     none is configured"
+                )
+            };
+            return Err(err(
+                "http.tokens",
+                format!(
+                    "{why}: run `ember-collector --config FILE token add NAME --role read`, or \
+                     listen on 127.0.0.1 (`http-listen`), or set http.read-access = \"open\" \
+                     to let anyone who reaches it read"
+                ),
+            ));
+        }
+        Ok(access)
+    }
 }
 
 /// History: raw samples, then downsampled tiers.
@@ -181,6 +248,21 @@ impl Config {
                 share_group: self.external.as_ref().and_then(|e| e.share_group.clone()),
             },
             alerts: self.alerts.raw.clone(),
+            // The hashes, never tokens: a printed configuration holds no secret.
+            http: RawHttp {
+                read_access: Some(self.http.read_access.as_str().to_string()),
+                tokens: (!self.http.tokens.is_empty()).then(|| {
+                    self.http
+                        .tokens
+                        .iter()
+                        .map(|t| RawToken {
+                            name: t.name.clone(),
+                            role: t.role.as_str().to_string(),
+                            sha256: t.hash.to_hex(),
+                        })
+                        .collect()
+                }),
+            },
         }
     }
 }
@@ -249,6 +331,33 @@ pub struct RawConfig {
     /// `[alerts]`
     #[serde(default)]
     pub alerts: crate::alerts::RawAlerts,
+    /// `[http]`
+    #[serde(default)]
+    pub http: RawHttp,
+}
+
+/// `[http]`
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawHttp {
+    /// `auto`, `open` or `token`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub read_access: Option<String>,
+    /// `[[http.tokens]]`: the tokens, hashed. Set in the file only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<Vec<RawToken>>,
+}
+
+/// One `[[http.tokens]]` entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawToken {
+    /// Who holds it; shown in logs.
+    pub name: String,
+    /// `read` or `operator`.
+    pub role: String,
+    /// The token's SHA-256, 64 hex digits.
+    pub sha256: String,
 }
 
 /// `[history]`
@@ -348,6 +457,7 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("EMBER_BROKER_EXTERNAL", "broker.external"),
     ("EMBER_BROKER_CLIENT_ID", "broker.client-id"),
     ("EMBER_BROKER_SHARE_GROUP", "broker.share-group"),
+    ("EMBER_HTTP_READ_ACCESS", "http.read-access"),
 ];
 
 /// Ember's variables that are not the collector's keys: shared ones, and the agent's (the
@@ -406,6 +516,10 @@ impl RawConfig {
                 share_group: None,
             },
             alerts: crate::alerts::RawAlerts::defaults(),
+            http: RawHttp {
+                read_access: s("auto"),
+                tokens: None,
+            },
         }
     }
 
@@ -518,6 +632,7 @@ impl RawConfig {
                 "broker.external" => raw.broker.external = s(),
                 "broker.client-id" => raw.broker.client_id = s(),
                 "broker.share-group" => raw.broker.share_group = s(),
+                "http.read-access" => raw.http.read_access = s(),
                 _ => unreachable!("ENV_KEYS and this match list the same keys"),
             }
         }
@@ -561,6 +676,10 @@ impl RawConfig {
                 share_group: over.broker.share_group.or(self.broker.share_group),
             },
             alerts: self.alerts.merge(over.alerts),
+            http: RawHttp {
+                read_access: over.http.read_access.or(self.http.read_access),
+                tokens: over.http.tokens.or(self.http.tokens),
+            },
         }
     }
 
@@ -692,6 +811,7 @@ impl RawConfig {
                 "Home Assistant reads the JSON state: set bridge.json = true too, or turn this off",
             ));
         }
+        let http = validate_http(&raw.http, http_listen)?;
         let external = match raw.broker.external.as_deref() {
             None => None,
             Some(spec) => {
@@ -735,8 +855,92 @@ impl RawConfig {
             bridge,
             external,
             alerts,
+            http,
         })
     }
+}
+
+/// `text` (a configuration file) with a `[[http.tokens]]` entry for `token` appended, checked:
+/// the result must be a valid configuration (so a duplicate or bad name is refused here, not at
+/// the next start). What `ember-collector token add` writes.
+pub fn add_token(text: &str, name: &str, role: Role, token: &str) -> Result<String, ConfigError> {
+    let mut out = text.to_string();
+    if !out.is_empty() && !out.ends_with('\n') {
+        out.push('\n');
+    }
+    if !out.is_empty() {
+        out.push('\n');
+    }
+    out.push_str(&crate::auth::config_lines(name, role, token));
+    RawConfig::from_toml(&out)?.validate()?;
+    Ok(out)
+}
+
+fn validate_http(raw: &RawHttp, listen: SocketAddr) -> Result<HttpConfig, ConfigError> {
+    let read_access = match raw.read_access.as_deref().unwrap_or("auto") {
+        "auto" => ReadAccessSetting::Auto,
+        "open" => ReadAccessSetting::Open,
+        "token" => ReadAccessSetting::Token,
+        other => {
+            return Err(err(
+                "http.read-access",
+                format!("expected auto, open or token, got {other:?}"),
+            ))
+        }
+    };
+    let make = "make one with `ember-collector --config FILE token add NAME --role read|operator`";
+    let mut tokens: Vec<TokenEntry> = Vec::new();
+    for t in raw.tokens.iter().flatten() {
+        let name_ok = (1..=64).contains(&t.name.len())
+            && t.name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.@".contains(&b));
+        if !name_ok {
+            return Err(err(
+                "http.tokens",
+                format!(
+                    "name {:?}: 1 to 64 letters, digits, `-`, `_`, `.` or `@`",
+                    t.name
+                ),
+            ));
+        }
+        if tokens.iter().any(|e| e.name == t.name) {
+            return Err(err(
+                "http.tokens",
+                format!("two tokens are named {:?}: names must differ", t.name),
+            ));
+        }
+        let role = Role::parse(&t.role).ok_or_else(|| {
+            err(
+                "http.tokens",
+                format!(
+                    "token {:?}: role must be read or operator, got {:?}",
+                    t.name, t.role
+                ),
+            )
+        })?;
+        let hash = TokenHash::from_hex(&t.sha256).ok_or_else(|| {
+            err(
+                "http.tokens",
+                format!(
+                    "token {:?}: sha256 must be 64 hex digits (the token's SHA-256, never the \
+                     token itself); {make}",
+                    t.name
+                ),
+            )
+        })?;
+        tokens.push(TokenEntry {
+            name: t.name.clone(),
+            role,
+            hash,
+        });
+    }
+    let http = HttpConfig {
+        read_access,
+        tokens,
+    };
+    http.resolve(listen)?;
+    Ok(http)
 }
 
 fn parse_host_port(s: &str) -> Option<(String, u16)> {
@@ -857,7 +1061,7 @@ mod tests {
     #[test]
     fn layers_win_in_order_defaults_file_env_flags() {
         let file = RawConfig::from_toml(
-            "http-listen = \"0.0.0.0:9000\"\ndata-dir = \"/file\"\n[status]\nstale-after = \"10s\"\n[history]\ntiers = [\"1m:1h\"]\n",
+            "http-listen = \"0.0.0.0:9000\"\ndata-dir = \"/file\"\n[status]\nstale-after = \"10s\"\n[history]\ntiers = [\"1m:1h\"]\n[http]\nread-access = \"open\"\n",
         )
         .unwrap();
         let env = RawConfig::from_env(env(&[
@@ -895,6 +1099,106 @@ mod tests {
         assert!(e.to_string().contains("EMBER_MAX_PAYLOAD"), "{e}");
         let e = RawConfig::from_env(env(&[("EMBER_BRIDGE_JSON", "maybe")])).unwrap_err();
         assert_eq!(e.key, "bridge.json");
+    }
+
+    const OP: &str = "[[http.tokens]]\nname = \"alice\"\nrole = \"operator\"\nsha256 = \"ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad\"\n";
+
+    #[test]
+    fn http_read_access_and_tokens() {
+        let check = |toml: &str, want: Result<ReadAccess, &str>| {
+            let got = RawConfig::from_toml(toml)
+                .and_then(|r| r.validate())
+                .and_then(|c| c.http.resolve(c.http_listen));
+            match want {
+                Ok(access) => assert_eq!(got, Ok(access), "{toml}"),
+                Err(part) => {
+                    let e = got.unwrap_err();
+                    assert!(e.to_string().contains(part), "{toml}: {e}");
+                }
+            }
+        };
+        let read = OP.replace("alice", "viewer").replace("operator", "read");
+        // Loopback: open unless a read token exists; operator tokens alone leave reading open.
+        check("", Ok(ReadAccess::Open));
+        check(OP, Ok(ReadAccess::Open));
+        check(&read, Ok(ReadAccess::Token));
+        // Elsewhere: a token, and a token must exist; the error names the key and the fixes.
+        let wide = "http-listen = \"0.0.0.0:8080\"\n";
+        check(
+            wide,
+            Err("invalid `http.tokens`: the HTTP listener 0.0.0.0:8080 is not loopback"),
+        );
+        check(wide, Err("token add NAME --role read"));
+        check(&format!("{wide}{OP}"), Ok(ReadAccess::Token));
+        check(
+            &format!("{wide}[http]\nread-access = \"open\"\n"),
+            Ok(ReadAccess::Open),
+        );
+        check("[http]\nread-access = \"token\"\n", Err("`http.tokens`"));
+        check(
+            &format!("[http]\nread-access = \"token\"\n{OP}"),
+            Ok(ReadAccess::Token),
+        );
+        check(
+            "[http]\nread-access = \"maybe\"\n",
+            Err("`http.read-access`: expected auto, open or token"),
+        );
+        check(&format!("{OP}{OP}"), Err("two tokens are named \"alice\""));
+        check(&OP.replace("alice", "a b"), Err("name \"a b\""));
+        check(
+            &OP.replace("operator", "admin"),
+            Err("role must be read or operator"),
+        );
+        check(
+            &OP.replace("ba78", "zz78"),
+            Err("sha256 must be 64 hex digits"),
+        );
+        check(&OP.replace("ba78", ""), Err("never the token itself"));
+        check(&OP.replace("role", "rank"), Err("unknown field `rank`"));
+        let e = RawConfig::from_env(env(&[("EMBER_HTTP_READ_ACCESS", "token")])).unwrap();
+        assert_eq!(e.http.read_access.as_deref(), Some("token"));
+    }
+
+    #[test]
+    fn token_add_appends_a_checked_entry() {
+        let t = "ember_abc";
+        let one = add_token("", "grafana", Role::Read, t).unwrap();
+        let c = RawConfig::from_toml(&one).unwrap().validate().unwrap();
+        assert_eq!(c.http.tokens.len(), 1);
+        assert_eq!(c.http.tokens[0].hash, TokenHash::of(t));
+        // After other tables and an existing [http] table; a config that needed a token to
+        // start becomes valid.
+        let wide = "http-listen = \"0.0.0.0:8080\"\n[http]\nread-access = \"auto\"";
+        let two = add_token(wide, "alice", Role::Operator, "ember_def").unwrap();
+        let two = add_token(&two, "bob", Role::Read, "ember_ghi").unwrap();
+        let c = RawConfig::from_toml(&two).unwrap().validate().unwrap();
+        assert_eq!(c.http.tokens.len(), 2);
+        assert_eq!(c.http.resolve(c.http_listen), Ok(ReadAccess::Token));
+        let e = add_token(&two, "bob", Role::Read, "ember_x").unwrap_err();
+        assert!(e.reason.contains("two tokens are named \"bob\""), "{e}");
+        let e = add_token("", "no spaces", Role::Read, "ember_x").unwrap_err();
+        assert_eq!(e.key, "http.tokens");
+        let e = add_token("max-payload = 1", "ok", Role::Read, "ember_x").unwrap_err();
+        assert_eq!(e.key, "max-payload");
+    }
+
+    #[test]
+    fn secrets_do_not_show_in_debug_or_printed_config() {
+        let token = "ember_0123456789abcdef";
+        let toml = crate::auth::config_lines("bob", Role::Read, token);
+        let c = RawConfig::from_toml(&toml).unwrap().validate().unwrap();
+        let printed = toml::to_string(&c.to_raw()).unwrap();
+        let debug = format!("{c:?}");
+        for shown in [&printed, &debug] {
+            assert!(!shown.contains(token), "{shown}");
+        }
+        assert!(
+            printed.contains(&TokenHash::of(token).to_hex()),
+            "{printed}"
+        );
+        assert!(!debug.contains(&TokenHash::of(token).to_hex()), "{debug}");
+        let again = RawConfig::from_toml(&printed).unwrap().validate().unwrap();
+        assert_eq!(again.http, c.http);
     }
 
     #[test]

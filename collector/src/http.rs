@@ -1,15 +1,19 @@
 //! The HTTP interface: the JSON API, the live event stream, Prometheus `/metrics` and the
 //! OpenAPI document (`docs/openapi.json`, checked against [`ROUTES`] by a test).
+//!
+//! Every request passes [`auth::guard`](crate::auth::guard) (read access, operator tokens for
+//! every non-`GET` under `/api`) and every response gets [`security_headers`].
 
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use axum::extract::{Path, Query, State};
-use axum::http::{header, StatusCode};
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::{delete, get, MethodRouter};
+use axum::routing::{delete, get, post, MethodRouter};
 use axum::Extension;
 use axum::{Json, Router};
 use ember_wire::HostId;
@@ -19,10 +23,11 @@ use serde_json::json;
 use tokio::sync::{broadcast, watch};
 
 use crate::alerts::run::Alerting;
+use crate::auth::{self, Auth, Operator};
 use crate::bridge::Publish;
-use crate::commands::{Actor, CommandRequest, Commands};
+use crate::commands::{CommandRequest, Commands};
 use crate::persist::PersistStatus;
-use crate::store::{Event, Resolution, Store};
+use crate::store::{Event, Store};
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -47,102 +52,254 @@ pub struct AppState {
     pub commands: Arc<Mutex<Commands>>,
     /// Publications for the ingest thread to send (commands).
     pub outgoing: std::sync::mpsc::Sender<Publish>,
+    /// Who may read and command.
+    pub auth: Arc<Auth>,
 }
 
-/// Every route: path and what it serves. The router is built from this list, and a test checks
-/// it against `docs/openapi.json`.
-pub const ROUTES: &[(&str, &str)] = &[
-    ("/", "the dashboard"),
+/// Every route: method, path and what it serves. The router is built from this list, and a test
+/// checks it against `docs/openapi.json`.
+pub const ROUTES: &[(&str, &str, &str)] = &[
+    ("get", "/", "the dashboard"),
     (
+        "get",
         "/api/health",
         "status, version, uptime, counters, memory and persistence",
     ),
-    ("/api/hosts", "every host"),
-    ("/api/hosts/{id}", "one host"),
-    ("/api/hosts/{id}/samples", "a host's newest raw samples"),
+    ("get", "/api/hosts", "every host"),
+    ("get", "/api/hosts/{id}", "one host"),
     (
+        "get",
+        "/api/hosts/{id}/samples",
+        "a host's newest raw samples",
+    ),
+    (
+        "get",
         "/api/hosts/{id}/panel.png",
         "the host's panel as its display shows it",
     ),
     (
+        "get",
         "/api/hosts/{id}/history",
         "a host's history by range and resolution",
     ),
     (
+        "get",
         "/api/events",
         "live samples and status changes (Server-Sent Events)",
     ),
-    ("/api/openapi.json", "this API's OpenAPI document"),
+    ("get", "/api/openapi.json", "this API's OpenAPI document"),
     (
+        "get",
         "/api/alerts",
         "firing and pending alerts, silences and webhook delivery",
     ),
     (
+        "get",
         "/api/alerts/history",
         "alerts fired and resolved, newest first",
     ),
-    ("/api/alerts/silences", "silences: list (GET), add (POST)"),
-    ("/api/alerts/silences/{id}", "remove a silence (DELETE)"),
+    ("get", "/api/alerts/silences", "the current silences"),
     (
+        "post",
+        "/api/alerts/silences",
+        "adds a silence (operator token)",
+    ),
+    (
+        "delete",
+        "/api/alerts/silences/{id}",
+        "removes a silence (operator token)",
+    ),
+    (
+        "get",
         "/api/hosts/{id}/alerts",
         "a host's firing alerts and alert history",
     ),
+    ("get", "/api/hosts/{id}/commands", "a host's commands"),
     (
+        "post",
         "/api/hosts/{id}/commands",
-        "a host's commands: list (GET), send (POST)",
+        "sends a command to a host (operator token)",
     ),
     (
+        "get",
         "/api/commands",
         "the audit log: every command, newest first",
     ),
-    ("/api/commands/{cmd}", "one command and its result"),
-    ("/metrics", "Prometheus metrics"),
+    ("get", "/api/commands/{cmd}", "one command and its result"),
+    ("get", "/metrics", "Prometheus metrics"),
+    (
+        "post",
+        "/login",
+        "a dashboard session (read access) for a token",
+    ),
+    ("post", "/logout", "ends the dashboard session"),
 ];
 
 /// The OpenAPI document.
 pub const OPENAPI: &str = include_str!("../../docs/openapi.json");
 
-fn handler(path: &str) -> MethodRouter<AppState> {
-    match path {
-        "/" => get(index),
-        "/api/health" => get(health),
-        "/api/hosts" => get(hosts),
-        "/api/hosts/{id}" => get(host),
-        "/api/hosts/{id}/samples" => get(samples),
-        "/api/hosts/{id}/panel.png" => get(panel),
-        "/api/hosts/{id}/history" => get(history),
-        "/api/events" => get(events),
-        "/api/openapi.json" => get(openapi),
-        "/api/alerts" => get(alerts),
-        "/api/alerts/history" => get(alert_history),
-        "/api/alerts/silences" => get(silences).post(add_silence),
-        "/api/alerts/silences/{id}" => delete(remove_silence),
-        "/api/hosts/{id}/alerts" => get(host_alerts),
-        "/api/hosts/{id}/commands" => get(host_commands).post(send_command),
-        "/api/commands" => get(commands),
-        "/api/commands/{cmd}" => get(command),
-        "/metrics" => get(metrics),
+/// The handler of one row of [`ROUTES`]. Every method other than GET changes state, and all of
+/// those under `/api` need an operator token ([`auth::guard`]).
+fn handler(method: &str, path: &str) -> MethodRouter<AppState> {
+    match (method, path) {
+        ("get", "/") => get(index),
+        ("get", "/api/health") => get(health),
+        ("get", "/api/hosts") => get(hosts),
+        ("get", "/api/hosts/{id}") => get(host),
+        ("get", "/api/hosts/{id}/samples") => get(samples),
+        ("get", "/api/hosts/{id}/panel.png") => get(panel),
+        ("get", "/api/hosts/{id}/history") => get(history),
+        ("get", "/api/events") => get(events),
+        ("get", "/api/openapi.json") => get(openapi),
+        ("get", "/api/alerts") => get(alerts),
+        ("get", "/api/alerts/history") => get(alert_history),
+        ("get", "/api/alerts/silences") => get(silences),
+        ("post", "/api/alerts/silences") => post(add_silence),
+        ("delete", "/api/alerts/silences/{id}") => delete(remove_silence),
+        ("get", "/api/hosts/{id}/alerts") => get(host_alerts),
+        ("get", "/api/hosts/{id}/commands") => get(host_commands),
+        ("post", "/api/hosts/{id}/commands") => post(send_command),
+        ("get", "/api/commands") => get(commands),
+        ("get", "/api/commands/{cmd}") => get(command),
+        ("get", "/metrics") => get(metrics),
+        ("post", "/login") => post(login),
+        ("post", "/logout") => post(logout),
         _ => get(not_found),
     }
 }
 
-/// The HTTP methods served on `path` (the OpenAPI check compares them with the document). Every
-/// method other than GET changes state; all of them are under `/api`.
-pub fn methods(path: &str) -> &'static [&'static str] {
-    match path {
-        "/api/alerts/silences" | "/api/hosts/{id}/commands" => &["get", "post"],
-        "/api/alerts/silences/{id}" => &["delete"],
-        _ => &["get"],
+/// [`ROUTES`] grouped by path, in the table's order: each path's methods in one
+/// [`MethodRouter`] (axum wants one per path).
+fn method_routers() -> Vec<(&'static str, MethodRouter<AppState>)> {
+    let mut out: Vec<(&'static str, MethodRouter<AppState>)> = Vec::new();
+    for (method, path, _) in ROUTES {
+        let h = handler(method, path);
+        match out.iter_mut().find(|(p, _)| p == path) {
+            Some((_, m)) => *m = std::mem::take(m).merge(h),
+            None => out.push((path, h)),
+        }
     }
+    out
 }
 
-/// The routes.
+/// The routes, behind the access check and with the security headers. Every route is added
+/// before the layers, so that none escapes them: add new routes to [`ROUTES`].
 pub fn router(state: AppState) -> Router {
-    ROUTES
-        .iter()
-        .fold(Router::new(), |r, (path, _)| r.route(path, handler(path)))
+    let auth = state.auth.clone();
+    method_routers()
+        .into_iter()
+        .fold(Router::new(), |r, (path, methods)| r.route(path, methods))
         .fallback(not_found)
         .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(auth, auth::guard))
+        .layer(axum::middleware::map_response(security_headers))
+}
+
+/// The Content-Security-Policy: the dashboard's one inline script and one inline style are
+/// allowed by their SHA-256, nothing else inline; data only from this origin; no framing.
+pub fn content_security_policy() -> &'static str {
+    static CSP: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    CSP.get_or_init(|| {
+        let between = |open: &str, close: &str| -> &'static str {
+            let start = DASHBOARD.find(open).map(|i| i + open.len()).unwrap_or(0);
+            let end = DASHBOARD[start..]
+                .find(close)
+                .map(|i| start + i)
+                .unwrap_or(start);
+            &DASHBOARD[start..end]
+        };
+        format!(
+            "default-src 'none'; script-src {}; style-src {}; img-src 'self' data:; \
+             connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'",
+            csp_hash(between("<script>", "</script>")),
+            csp_hash(between("<style>", "</style>")),
+        )
+    })
+}
+
+/// `'sha256-BASE64'`: a CSP source that allows the inline element whose text is `text`.
+fn csp_hash(text: &str) -> String {
+    use sha2::{Digest, Sha256};
+    use std::fmt::Write;
+    let digest = Sha256::digest(text.as_bytes());
+    const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in digest.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                let _ = write!(out, "{}", B64[(n >> (18 - 6 * i)) as usize & 63] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    format!("'sha256-{out}'")
+}
+
+/// Adds the security headers to every response (the dashboard, the API, errors).
+pub async fn security_headers(mut response: Response) -> Response {
+    let h = response.headers_mut();
+    let csp = HeaderValue::from_static(content_security_policy());
+    h.insert(header::CONTENT_SECURITY_POLICY, csp);
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(
+        HeaderName::from_static("cross-origin-opener-policy"),
+        HeaderValue::from_static("same-origin"),
+    );
+    response
+}
+
+/// Body of `POST /login`.
+#[derive(Deserialize)]
+struct Login {
+    token: String,
+}
+
+/// A dashboard session for a valid token: an HMAC-signed, `HttpOnly`, `SameSite=Strict` cookie
+/// that grants read access (never commands). The token is not logged nor echoed.
+async fn login(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+    let Ok(Login { token }) = serde_json::from_slice::<Login>(&body) else {
+        return Err(bad(r#"expected {"token": "…"}"#.into()));
+    };
+    let Some((name, role)) = state.auth.verify(&token) else {
+        tracing::warn!("dashboard login refused: unknown token");
+        return Err(ApiError(StatusCode::UNAUTHORIZED, "unknown token".into()));
+    };
+    tracing::info!("dashboard login by {name:?} ({})", role.as_str());
+    let cookie = format!(
+        "{}={}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}",
+        auth::SESSION_COOKIE,
+        state.auth.session(name, crate::now_ms()),
+        auth::SESSION_MS / 1000
+    );
+    Ok((
+        [(header::SET_COOKIE, cookie)],
+        Json(json!({ "name": name, "access": "read" })),
+    )
+        .into_response())
+}
+
+/// Ends the dashboard session (clears the cookie).
+async fn logout() -> Response {
+    let cookie = format!(
+        "{}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0",
+        auth::SESSION_COOKIE
+    );
+    (StatusCode::NO_CONTENT, [(header::SET_COOKIE, cookie)]).into_response()
 }
 
 /// An API error: a status and a reason, served as `{"error": reason}`.
@@ -276,88 +433,36 @@ async fn host(State(state): State<AppState>, Path(id): Path<String>) -> Result<R
     Ok(Json(summary).into_response())
 }
 
-/// Query of `/api/hosts/{id}/samples`.
-#[derive(Debug, Deserialize)]
-struct SamplesQuery {
-    /// Most samples to return (newest ones); default 300.
-    limit: Option<usize>,
-    /// Only samples with a higher sequence number.
-    after_seq: Option<u64>,
-}
-
 async fn samples(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    query: Result<Query<SamplesQuery>, axum::extract::rejection::QueryRejection>,
+    RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let id = host_id(&id)?;
-    let Query(q) = query.map_err(|e| bad(format!("{e} (allowed: limit=N, after_seq=N)")))?;
+    let q = crate::query::samples(query.as_deref().unwrap_or("")).map_err(bad)?;
     let store = read(&state);
     let samples = store
-        .samples(&id, q.after_seq, q.limit.unwrap_or(300))
+        .samples(&id, q.after_seq, q.limit)
         .ok_or_else(|| no_host(&id))?;
     Ok(Json(json!({ "host": id, "samples": samples })).into_response())
-}
-
-/// Query of `/api/hosts/{id}/history`.
-#[derive(Debug, Deserialize)]
-struct HistoryQuery {
-    /// Start, ms since the Unix epoch; default: an hour before `to`.
-    from: Option<u64>,
-    /// End, ms since the Unix epoch; default: now.
-    to: Option<u64>,
-    /// `auto` (default), `raw`, or a tier's resolution (`1m`, `15m`).
-    resolution: Option<String>,
-    /// Comma-separated metrics (`cpu.busy`) or series (`temp|cpu_thermal`); default all.
-    series: Option<String>,
 }
 
 async fn history(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    query: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
+    RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let id = host_id(&id)?;
-    let allowed = "allowed: from=MS, to=MS, resolution=auto|raw|<tier>, series=a,b";
-    let Query(q) = query.map_err(|e| bad(format!("{e} ({allowed})")))?;
-    let to = q.to.unwrap_or_else(crate::now_ms);
-    let from = q.from.unwrap_or(to.saturating_sub(3_600_000));
-    if from > to {
-        return Err(bad(format!("`from` ({from}) is after `to` ({to})")));
-    }
     let store = read(&state);
-    let tiers = &store.config().tiers;
-    let resolution = match q.resolution.as_deref().unwrap_or("auto") {
-        "auto" => Resolution::Auto,
-        "raw" => Resolution::Raw,
-        other => {
-            let names: Vec<String> = tiers
-                .iter()
-                .map(|t| humantime::format_duration(t.resolution).to_string())
-                .collect();
-            let wanted = humantime::parse_duration(other).ok();
-            match tiers.iter().position(|t| Some(t.resolution) == wanted) {
-                Some(i) => Resolution::Tier(i),
-                None => {
-                    return Err(bad(format!(
-                        "unknown resolution {other:?}; configured: auto, raw, {}",
-                        names.join(", ")
-                    )))
-                }
-            }
-        }
-    };
-    let only: Vec<String> = q
-        .series
-        .as_deref()
-        .unwrap_or("")
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
-        .collect();
+    let q = crate::query::history(
+        query.as_deref().unwrap_or(""),
+        crate::now_ms(),
+        &store.config().tiers,
+    )
+    .map_err(bad)?;
+    let (from, to) = (q.from, q.to);
     let h = store
-        .history(&id, from, to, resolution, &only)
+        .history(&id, from, to, q.resolution, &q.series)
         .ok_or_else(|| no_host(&id))?;
     Ok(Json(json!({
         "host": id,
@@ -368,13 +473,6 @@ async fn history(
         "series": h.series,
     }))
     .into_response())
-}
-
-/// Query of `/api/events`.
-#[derive(Debug, Deserialize)]
-struct EventsQuery {
-    /// Comma-separated host ids; default every host.
-    hosts: Option<String>,
 }
 
 fn sse_event(e: &Event) -> SseEvent {
@@ -401,17 +499,9 @@ fn event_host(e: &Event) -> &HostId {
 
 async fn events(
     State(state): State<AppState>,
-    query: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
+    RawQuery(query): RawQuery,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
-    let Query(q) = query.map_err(|e| bad(format!("{e} (allowed: hosts=a,b)")))?;
-    let only: Vec<HostId> = q
-        .hosts
-        .as_deref()
-        .unwrap_or("")
-        .split(',')
-        .filter(|s| !s.is_empty())
-        .map(host_id)
-        .collect::<Result<_, _>>()?;
+    let only = crate::query::events(query.as_deref().unwrap_or("")).map_err(bad)?;
     let rx = state.events.subscribe();
     // First, every host's current status, so that a client starts from the whole picture.
     let hello = {
@@ -484,26 +574,8 @@ async fn metrics(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
-/// Query of the alert history and the command lists.
-#[derive(Debug, Deserialize)]
-struct ListQuery {
-    /// Only this host.
-    host: Option<String>,
-    /// Most entries (newest first); default 100.
-    limit: Option<usize>,
-}
-
-fn list_query(
-    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<(Option<HostId>, usize), ApiError> {
-    let Query(q) = query.map_err(|e| bad(format!("{e} (allowed: host=ID, limit=N)")))?;
-    let host = q.host.as_deref().map(host_id).transpose()?;
-    Ok((host, q.limit.unwrap_or(100).min(10_000)))
-}
-
-fn actor(a: Option<Extension<Actor>>) -> String {
-    a.map(|Extension(Actor(name))| name)
-        .unwrap_or_else(|| "anonymous".into())
+fn list_query(query: Option<String>) -> Result<(Option<HostId>, usize), ApiError> {
+    crate::query::list(query.as_deref().unwrap_or("")).map_err(bad)
 }
 
 fn commands_lock(state: &AppState) -> std::sync::MutexGuard<'_, Commands> {
@@ -540,7 +612,7 @@ async fn alerts(State(state): State<AppState>) -> Response {
 
 async fn alert_history(
     State(state): State<AppState>,
-    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+    RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let (host, limit) = list_query(query)?;
     let history = state.alerts.engine().history(host.as_ref(), limit);
@@ -588,7 +660,7 @@ struct SilenceRequest {
 
 async fn add_silence(
     State(state): State<AppState>,
-    who: Option<Extension<Actor>>,
+    Extension(operator): Extension<Operator>,
     body: Result<Json<SilenceRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(req) = body.map_err(|e| {
@@ -617,7 +689,7 @@ async fn add_silence(
         req.host,
         now + d.as_millis() as u64,
         req.comment,
-        actor(who),
+        operator.name,
         now,
     );
     drop(e);
@@ -644,7 +716,7 @@ async fn remove_silence(
 async fn send_command(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    who: Option<Extension<Actor>>,
+    Extension(operator): Extension<Operator>,
     body: Result<Json<CommandRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
     let id = host_id(&id)?;
@@ -665,7 +737,7 @@ async fn send_command(
         Some(_) => {}
     }
     let (record, payload) = commands_lock(&state)
-        .request(id.clone(), &req, &actor(who), now)
+        .request(id.clone(), &req, &operator.name, now)
         .map_err(bad)?;
     let topic = ember_wire::topic::topic(&id, ember_wire::topic::Kind::Command).to_string();
     let sent = state.outgoing.send(Publish {
@@ -685,7 +757,7 @@ async fn send_command(
 async fn host_commands(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+    RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let id = host_id(&id)?;
     let (_, limit) = list_query(query)?;
@@ -695,7 +767,7 @@ async fn host_commands(
 
 async fn commands(
     State(state): State<AppState>,
-    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+    RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let (host, limit) = list_query(query)?;
     let list = commands_lock(&state).list(host.as_ref(), limit);
@@ -724,14 +796,23 @@ async fn not_found() -> ApiError {
 mod tests {
     use super::*;
 
-    /// The OpenAPI document lists exactly the routes served, each with a `get`.
+    /// The OpenAPI document lists exactly the routes served, with their methods.
     #[test]
     fn openapi_matches_the_routes() {
         let doc: serde_json::Value = serde_json::from_str(OPENAPI).expect("valid JSON");
         assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
         let paths = doc["paths"].as_object().expect("paths");
-        let mut documented: Vec<&str> = paths.keys().map(String::as_str).collect();
-        let mut served: Vec<&str> = ROUTES.iter().map(|(p, _)| *p).collect();
+        let mut documented: Vec<(&str, &str)> = paths
+            .iter()
+            .flat_map(|(p, item)| {
+                let methods = item.as_object().expect("a path item");
+                methods
+                    .keys()
+                    .filter(|k| *k != "parameters")
+                    .map(move |m| (m.as_str(), p.as_str()))
+            })
+            .collect();
+        let mut served: Vec<(&str, &str)> = ROUTES.iter().map(|(m, p, _)| (*m, *p)).collect();
         documented.sort_unstable();
         served.sort_unstable();
         assert_eq!(
@@ -739,43 +820,56 @@ mod tests {
             "docs/openapi.json and http::ROUTES differ"
         );
         for (path, item) in paths {
-            let mut documented: Vec<&str> = item
-                .as_object()
-                .unwrap()
-                .keys()
-                .map(String::as_str)
-                .collect();
-            documented.retain(|m| *m != "parameters");
-            documented.sort_unstable();
-            let mut served = methods(path).to_vec();
-            served.sort_unstable();
-            assert_eq!(
-                documented, served,
-                "{path}: documented and served methods differ"
-            );
-            // Every {parameter} in the path is declared.
-            for seg in path.split('/').filter(|s| s.starts_with('{')) {
-                let name = seg.trim_matches(|c| c == '{' || c == '}');
-                let params: Vec<serde_json::Value> = served
-                    .iter()
-                    .flat_map(|m| {
-                        item[*m]["parameters"]
-                            .as_array()
-                            .cloned()
-                            .unwrap_or_default()
-                    })
-                    .collect();
-                let declared = params.iter().any(|p| {
-                    let p = if let Some(r) = p.get("$ref") {
-                        let key = r.as_str().unwrap().rsplit('/').next().unwrap();
-                        &doc["components"]["parameters"][key]
-                    } else {
-                        p
-                    };
-                    p["name"] == name && p["in"] == "path"
-                });
-                assert!(declared, "{path}: parameter {name} not declared");
+            // Every {parameter} in the path is declared, for every method.
+            for (method, op) in item.as_object().unwrap() {
+                if method == "parameters" {
+                    continue;
+                }
+                for seg in path.split('/').filter(|s| s.starts_with('{')) {
+                    let name = seg.trim_matches(|c| c == '{' || c == '}');
+                    let params = op["parameters"].as_array().cloned().unwrap_or_default();
+                    let declared = params.iter().any(|p| {
+                        let p = if let Some(r) = p.get("$ref") {
+                            let key = r.as_str().unwrap().rsplit('/').next().unwrap();
+                            &doc["components"]["parameters"][key]
+                        } else {
+                            p
+                        };
+                        p["name"] == name && p["in"] == "path"
+                    });
+                    assert!(declared, "{method} {path}: parameter {name} not declared");
+                }
             }
         }
+    }
+
+    /// CSP hashes are base64 SHA-256; the dashboard's script and style are hashed.
+    #[test]
+    fn the_csp_allows_exactly_the_dashboards_inline_script_and_style() {
+        let csp = content_security_policy();
+        // SHA-256 of nothing, as browsers' consoles print it.
+        assert_eq!(
+            csp_hash(""),
+            "'sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU='"
+        );
+        assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+        assert!(csp.contains("default-src 'none'"), "{csp}");
+        assert!(!csp.contains("unsafe-inline"), "{csp}");
+        assert_eq!(csp.matches("'sha256-").count(), 2, "{csp}");
+        // The hashed script is the whole of app.js (so a change to it changes the hash).
+        let open = DASHBOARD.find("<script>").unwrap() + "<script>".len();
+        let script = &DASHBOARD[open..DASHBOARD.find("</script>").unwrap()];
+        assert!(script.contains(include_str!("dashboard/app.js")));
+        assert!(csp.contains(&csp_hash(script)), "{csp}");
+        assert_eq!(DASHBOARD.matches("<script").count(), 1);
+        assert_eq!(DASHBOARD.matches("<style").count(), 1);
+        assert!(
+            !DASHBOARD.contains(" style=\""),
+            "inline style attributes need unsafe-inline"
+        );
+        assert!(
+            !DASHBOARD.contains(" onclick=\""),
+            "inline handlers need unsafe-inline"
+        );
     }
 }

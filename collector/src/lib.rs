@@ -7,6 +7,7 @@
 #![deny(unsafe_code)]
 
 pub mod alerts;
+pub mod auth;
 pub mod bridge;
 pub mod broker;
 pub mod codec;
@@ -17,6 +18,7 @@ pub mod ingest;
 pub mod metrics;
 pub mod persist;
 pub mod prom;
+pub mod query;
 pub mod ring;
 pub mod store;
 pub mod tiers;
@@ -67,6 +69,12 @@ pub async fn start(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<Collector> {
+    // Refuses to serve reads to the network without a token (the error names the key and fix).
+    let read_access = config.http.resolve(config.http_listen)?;
+    let auth = Arc::new(
+        auth::Auth::new(read_access, config.http.tokens.clone())
+            .context("no random numbers from the OS for the session key")?,
+    );
     std::fs::create_dir_all(&config.data_dir).with_context(|| {
         format!(
             "cannot create the data directory {} (set --data-dir to a writable place)",
@@ -160,6 +168,7 @@ pub async fn start(
         alerts: alerting,
         commands,
         outgoing: outgoing_tx,
+        auth,
     });
     let serve = tokio::spawn(async move {
         axum::serve(listener, app)

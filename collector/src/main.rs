@@ -4,7 +4,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{Parser, Subcommand};
+use ember_collector::auth::Role;
 use ember_collector::config::{RawConfig, RawHistory};
 
 /// Ember's collector: MQTT broker, per-host history, HTTP API, Prometheus metrics and the MQTT
@@ -16,7 +17,7 @@ use ember_collector::config::{RawConfig, RawHistory};
 #[command(version, about)]
 struct Flags {
     /// TOML configuration file.
-    #[arg(long, value_name = "FILE", env = "EMBER_CONFIG")]
+    #[arg(long, value_name = "FILE", env = "EMBER_CONFIG", global = true)]
     config: Option<PathBuf>,
     /// Where the embedded MQTT broker listens [default: 127.0.0.1:1883].
     #[arg(long, value_name = "ADDR")]
@@ -50,6 +51,71 @@ struct Flags {
         requires = "local_agent"
     )]
     local_agent_interval: String,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// HTTP tokens for the API, the dashboard and /metrics.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Make a random token, print it once, and append its SHA-256 to the --config file (or,
+    /// without --config, print the lines to add). Restart the collector to use it.
+    Add {
+        /// Who or what holds it (`grafana`, `alice`): shown in logs.
+        name: String,
+        /// `read`: the API, the event stream, /metrics; `operator`: also commands and changes.
+        #[arg(long, value_parser = ["read", "operator"])]
+        role: String,
+    },
+}
+
+/// `token add`: the token goes to stdout once; the file gets only its hash.
+fn token_add(config: Option<&std::path::Path>, name: &str, role: &str) -> anyhow::Result<()> {
+    let role = Role::parse(role).context("role must be read or operator")?;
+    let token = ember_collector::auth::generate_token()
+        .map_err(|e| anyhow::anyhow!("no random numbers from the OS: {e}"))?;
+    match config {
+        Some(path) => {
+            let text = match std::fs::read_to_string(path) {
+                Ok(t) => t,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+                Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+            };
+            let new = ember_collector::config::add_token(&text, name, role, &token)
+                .with_context(|| format!("not changed: {}", path.display()))?;
+            // Written beside and renamed over, so that a crash leaves the old file or the new.
+            let tmp = path.with_extension("toml.new");
+            std::fs::write(&tmp, new).with_context(|| format!("writing {}", tmp.display()))?;
+            std::fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))?;
+            println!("{token}");
+            eprintln!(
+                "Token {name:?} ({}) added to {} as its SHA-256. It is shown only now: keep it. \
+                 Restart the collector to use it.",
+                role.as_str(),
+                path.display()
+            );
+        }
+        None => {
+            ember_collector::config::add_token("", name, role, &token)?;
+            println!("{token}");
+            eprintln!(
+                "Token {name:?} ({}): shown only now, keep it. No --config given: add these \
+                 lines to the collector's configuration file and restart it:\n",
+                role.as_str()
+            );
+            eprint!(
+                "{}",
+                ember_collector::auth::config_lines(name, role, &token)
+            );
+        }
+    }
+    Ok(())
 }
 
 fn main() -> std::process::ExitCode {
@@ -72,6 +138,9 @@ fn real_main() -> anyhow::Result<()> {
         )
         .init();
     let flags = Flags::parse();
+    if let Some(Command::Token(TokenCommand::Add { name, role })) = &flags.command {
+        return token_add(flags.config.as_deref(), name, role);
+    }
     let file = match &flags.config {
         Some(path) => RawConfig::from_file(path)?,
         None => RawConfig::default(),

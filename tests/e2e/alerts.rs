@@ -1,7 +1,8 @@
 //! Alerts and commands through the real collector (issue #7): a webhook delivered to a real
 //! local HTTP receiver that fails at first (retried; firing and resolving both arrive), the
 //! retained MQTT alert topic read by rumqttc and by Mosquitto's `mosquitto_sub`, and commands
-//! from the HTTP API to a real agent and back, with the audit log.
+//! from the HTTP API to a real agent and back, with the audit log. Commands and silences need
+//! an operator token (issue #8): the collectors here have one, and the audit log names it.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
@@ -14,7 +15,9 @@ use ember_wire::{Envelope, HostId, Message, Sample, Status, MAX_ENCODED_LEN};
 use rumqttc::QoS;
 use serde_json::{json, Value};
 
-use crate::harness::{mqtt, next_publish, options, Running};
+use crate::harness::{
+    mqtt, next_publish, options, with_operator, Running, OPERATOR_NAME, OPERATOR_TOKEN,
+};
 use crate::support::{eventually, spawn_agent};
 
 /// A tiny HTTP/1.1 server on a thread: answers the first `fail` requests 503, the rest 200,
@@ -281,26 +284,9 @@ async fn webhook_retries_and_mqtt_topic_follow_firing_and_resolving() {
     watcher.task.abort();
 }
 
-/// POST with a JSON body: (status, body).
+/// POST with a JSON body, as the operator: (status, body).
 async fn post(c: &Running, path: &str, body: Value) -> (u16, Value) {
-    let url = c.url(path);
-    tokio::task::spawn_blocking(move || {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(5)))
-            .build()
-            .into();
-        let mut r = agent
-            .post(&url)
-            .header("content-type", "application/json")
-            .send(body.to_string())
-            .expect("HTTP request");
-        let status = r.status().as_u16();
-        let text = r.body_mut().read_to_string().unwrap_or_default();
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-    })
-    .await
-    .unwrap()
+    c.send("POST", path, body, Some(OPERATOR_TOKEN)).await
 }
 
 async fn finished(c: &Running, id: &Value) -> Value {
@@ -313,7 +299,7 @@ async fn finished(c: &Running, id: &Value) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commands_round_trip_through_api_and_agent_with_the_allow_list() {
-    let c = Running::start(|_| {}).await;
+    let c = Running::start(with_operator).await;
     let mut config = c.agent_config("cmd-api", "300ms");
     config.commands = ember_agent::command::validate(
         &toml::from_str(
@@ -330,6 +316,42 @@ async fn commands_round_trip_through_api_and_agent_with_the_allow_list() {
     })
     .await;
 
+    // Issue #8: without an operator token (or with an unknown one) a command is refused with 401
+    // and nothing is published to the agent: the first command on its topic is the one sent
+    // with the token below.
+    let cmd_topic = topic::topic(&HostId::new("cmd-api").unwrap(), Kind::Command).to_string();
+    let mut watcher = mqtt(options("e2e-cmd-watcher", c.mqtt_port()));
+    watcher
+        .client
+        .subscribe(&cmd_topic, QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    // The subscription is in place once a probe on a topic subscribed after it comes back.
+    let probe = "e2e/probe/cmd-watcher";
+    watcher
+        .client
+        .subscribe(probe, QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    watcher
+        .client
+        .publish(probe, QoS::AtLeastOnce, false, "probe")
+        .await
+        .unwrap();
+    next_publish(&mut watcher, Duration::from_secs(10), probe, |_| true).await;
+    for token in [None, Some("ember_not_a_token")] {
+        let (status, e) = c
+            .send(
+                "POST",
+                "/api/hosts/cmd-api/commands",
+                json!({"action": "identify"}),
+                token,
+            )
+            .await;
+        assert_eq!(status, 401, "{token:?}: {e}");
+        assert!(e["error"].as_str().unwrap().contains("token"), "{e}");
+    }
+
     // An allow-listed command runs, without a shell, and its output comes back.
     let (status, sent) = post(
         &c,
@@ -339,6 +361,12 @@ async fn commands_round_trip_through_api_and_agent_with_the_allow_list() {
     .await;
     assert_eq!(status, 202, "{sent}");
     assert_eq!(sent["status"], "pending");
+    let first = next_publish(&mut watcher, Duration::from_secs(10), &cmd_topic, |_| true).await;
+    match ember_wire::decode(&first).map(|e| e.message) {
+        Ok(Message::Command(cmd)) => assert_eq!(u64::from(cmd.id), sent["id"].as_u64().unwrap()),
+        other => panic!("not a command: {other:?}"),
+    }
+    watcher.task.abort();
     let r = finished(&c, &sent["id"]).await;
     assert_eq!(r["status"], "done", "{r}");
     assert_eq!(r["detail"], "hello from the agent");
@@ -420,7 +448,8 @@ async fn commands_round_trip_through_api_and_agent_with_the_allow_list() {
             ("named", "done"),
         ]
     );
-    assert!(log.iter().all(|r| r["actor"] == "anonymous"));
+    // Who: the operator token's name, on every command.
+    assert!(log.iter().all(|r| r["actor"] == OPERATOR_NAME), "{log:?}");
     assert!(log.iter().all(|r| r["requested_ms"].as_u64().unwrap() > 0));
     let (_, host_log) = c.get("/api/hosts/cmd-api/commands?limit=2").await;
     assert_eq!(host_log["commands"].as_array().unwrap().len(), 2);
@@ -433,7 +462,17 @@ async fn commands_round_trip_through_api_and_agent_with_the_allow_list() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silences_are_set_listed_and_removed_through_the_api() {
-    let c = Running::start(|_| {}).await;
+    let c = Running::start(with_operator).await;
+    // Without an operator token: refused, nothing set.
+    let (status, _) = c
+        .send(
+            "POST",
+            "/api/alerts/silences",
+            json!({"duration": "2h"}),
+            None,
+        )
+        .await;
+    assert_eq!(status, 401);
     let (status, s) = post(
         &c,
         "/api/alerts/silences",
@@ -441,7 +480,7 @@ async fn silences_are_set_listed_and_removed_through_the_api() {
     )
     .await;
     assert_eq!(status, 201, "{s}");
-    assert_eq!(s["created_by"], "anonymous");
+    assert_eq!(s["created_by"], OPERATOR_NAME);
     let (_, list) = c.get("/api/alerts/silences").await;
     assert_eq!(list["silences"][0]["comment"], "upgrade");
     // Saved for the next start.
@@ -458,16 +497,17 @@ async fn silences_are_set_listed_and_removed_through_the_api() {
     assert!(e["error"].as_str().unwrap().contains("no rule"), "{e}");
     let (status, _) = post(&c, "/api/alerts/silences", json!({"duration": "forever"})).await;
     assert_eq!(status, 400);
-    let url = c.url(&format!("/api/alerts/silences/{}", s["id"]));
-    let status = tokio::task::spawn_blocking(move || {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .build()
-            .into();
-        agent.delete(&url).call().unwrap().status().as_u16()
-    })
-    .await
-    .unwrap();
+    let path = format!("/api/alerts/silences/{}", s["id"]);
+    let (status, _) = c.send("DELETE", &path, Value::Null, None).await;
+    assert_eq!(
+        status, 401,
+        "a silence is not removed without an operator token"
+    );
+    let (_, list) = c.get("/api/alerts/silences").await;
+    assert_eq!(list["silences"].as_array().unwrap().len(), 1);
+    let (status, _) = c
+        .send("DELETE", &path, Value::Null, Some(OPERATOR_TOKEN))
+        .await;
     assert_eq!(status, 204);
     let (_, list) = c.get("/api/alerts/silences").await;
     assert_eq!(list["silences"], json!([]));

@@ -5,12 +5,12 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::harness::Running;
+use crate::harness::{with_operator, Running, OPERATOR_TOKEN};
 use crate::support::{eventually, spawn_agent};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_agents_history_metrics_and_every_documented_route() {
-    let c = Running::start(|_| {}).await;
+    let c = Running::start(with_operator).await;
     const N: usize = 10;
     let agents: Vec<_> = (0..N)
         .map(|i| spawn_agent(c.agent_config(&format!("many-{i:02}"), "200ms")))
@@ -139,13 +139,30 @@ async fn many_agents_history_metrics_and_every_documented_route() {
         "HELP lines parsed"
     );
 
-    // Every documented route answers from its own handler.
+    // Every documented GET route answers from its own handler (a command, for `{cmd}`).
+    let (status, sent) = c
+        .send(
+            "POST",
+            "/api/hosts/many-03/commands",
+            serde_json::json!({"action": "republish-inventory"}),
+            Some(OPERATOR_TOKEN),
+        )
+        .await;
+    assert_eq!(status, 202, "{sent}");
     let (status, doc) = c.get("/api/openapi.json").await;
     assert_eq!(status, 200);
-    let paths: Vec<String> = doc["paths"].as_object().unwrap().keys().cloned().collect();
+    let paths: Vec<String> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(_, item)| item.get("get").is_some())
+        .map(|(p, _)| p.clone())
+        .collect();
     assert!(paths.len() >= 9, "{paths:?}");
     for path in paths {
-        let path = path.replace("{id}", "many-03");
+        let path = path
+            .replace("{id}", "many-03")
+            .replace("{cmd}", &sent["id"].to_string());
         if path == "/api/events" {
             continue; // A stream: covered by the status-events test.
         }

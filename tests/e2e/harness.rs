@@ -104,6 +104,46 @@ impl Running {
         (status, body)
     }
 
+    /// `method` (`POST` or `DELETE`) with a JSON body and `token` as the bearer token:
+    /// (status, body; `null` if it is not JSON).
+    pub async fn send(
+        &self,
+        method: &'static str,
+        path: &str,
+        body: Value,
+        token: Option<&'static str>,
+    ) -> (u16, Value) {
+        let url = self.url(path);
+        tokio::task::spawn_blocking(move || {
+            let agent: ureq::Agent = ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .timeout_global(Some(Duration::from_secs(5)))
+                .build()
+                .into();
+            let auth = token.map(|t| format!("Bearer {t}"));
+            let mut r = if method == "DELETE" {
+                let mut req = agent.delete(&url);
+                if let Some(a) = &auth {
+                    req = req.header("authorization", a);
+                }
+                req.call()
+            } else {
+                assert_eq!(method, "POST");
+                let mut req = agent.post(&url).header("content-type", "application/json");
+                if let Some(a) = &auth {
+                    req = req.header("authorization", a);
+                }
+                req.send(body.to_string())
+            }
+            .expect("HTTP request");
+            let status = r.status().as_u16();
+            let text = r.body_mut().read_to_string().unwrap_or_default();
+            (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+        })
+        .await
+        .unwrap()
+    }
+
     /// An agent configuration pointing at this collector's broker.
     pub fn agent_config(&self, host: &str, interval: &str) -> ember_agent::AgentConfig {
         agent_config(self.collector.mqtt_addr, host, interval)
@@ -112,6 +152,22 @@ impl Running {
     pub fn mqtt_port(&self) -> u16 {
         self.collector.mqtt_addr.port()
     }
+}
+
+/// The operator token that tests sending commands and silences give the collector
+/// ([`with_operator`]), and the name the audit log records for it.
+pub const OPERATOR_TOKEN: &str = "ember_e2e_operator_token";
+/// The name of [`OPERATOR_TOKEN`] in the configuration.
+pub const OPERATOR_NAME: &str = "e2e-operator";
+
+/// Adds [`OPERATOR_TOKEN`] to a collector's configuration (reading stays open on loopback: an
+/// operator token does not close it).
+pub fn with_operator(config: &mut Config) {
+    config.http.tokens.push(ember_collector::auth::TokenEntry {
+        name: OPERATOR_NAME.into(),
+        role: ember_collector::auth::Role::Operator,
+        hash: ember_collector::auth::TokenHash::of(OPERATOR_TOKEN),
+    });
 }
 
 impl Drop for Running {

@@ -22,6 +22,8 @@
 //! - `alerts`: webhooks to a real HTTP receiver with retries, the MQTT alert topic and the
 //!   host's banner topic, silences, commands from the API to a real agent and back with the
 //!   audit log, and the dashboard's alerts and command buttons in Chromium (issue #7).
+//! - `http_security`: read and operator tokens, the dashboard's login, security headers, no
+//!   secret in the logs (issue #8).
 
 mod browser;
 mod support;
@@ -38,5 +40,6 @@ mod simulation;
 
 mod collector_api;
 mod external_broker;
+mod http_security;
 mod mqtt_bridge;
 mod status_events;

@@ -1,5 +1,8 @@
 // Ember's dashboard: one page, no framework, no build step. The fleet comes from /api/hosts,
 // history from /api/hosts/{id}/history, live changes from the /api/events stream.
+// Where reading needs a token, a login form posts it once to /login, which sets an HttpOnly
+// session cookie: fetch, EventSource and <img> then all send it (EventSource cannot send headers).
+// The Content-Security-Policy allows no inline style attributes: styles are set through CSSOM.
 'use strict';
 
 const $ = (sel, root = document) => root.querySelector(sel);
@@ -7,6 +10,7 @@ const el = (tag, attrs = {}, ...kids) => {
   const e = document.createElement(tag);
   for (const [k, v] of Object.entries(attrs)) {
     if (k === 'class') e.className = v;
+    else if (k === 'style') e.style.cssText = v;
     else if (k.startsWith('on')) e.addEventListener(k.slice(2), v);
     else if (v !== undefined && v !== null) e.setAttribute(k, v);
   }
@@ -61,12 +65,14 @@ const state = {
   history: null,
   alerts: { active: [], history: [] },
   host: { alerts: null, commands: [] },
+  locked: false,
 };
 let dirty = false;
 const redraw = () => { if (!dirty) { dirty = true; requestAnimationFrame(() => { dirty = false; render(); }); } };
 
 async function getJSON(url) {
   const r = await fetch(url);
+  if (r.status === 401) { showLogin(); throw new Error('log in to read'); }
   if (!r.ok) throw new Error((await r.json().catch(() => ({}))).error || r.statusText);
   return r.json();
 }
@@ -115,10 +121,32 @@ function alertsCard(active, history, title) {
     history.length ? el('details', {}, el('summary', { class: 'muted' }, 'Recent'), el('ul', { class: 'history' }, history.map(eventRow))) : null);
 }
 
+// ---- login, where reading needs a token
+function showLogin() {
+  if (state.locked) return;
+  state.locked = true;
+  const token = el('input', { type: 'password', id: 'token', placeholder: 'Token', 'aria-label': 'token', autocomplete: 'current-password', required: '' });
+  const note = el('span', { class: 'muted', id: 'login-error' });
+  const form = el('form', { id: 'login', class: 'card', onsubmit: async e => {
+    e.preventDefault();
+    const r = await fetch('/login', { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ token: token.value }) });
+    if (!r.ok) { note.textContent = 'Unknown token.'; token.select(); return; }
+    state.locked = false;
+    start();
+  } },
+  el('h2', {}, 'Log in'),
+  el('p', {}, 'This collector needs a token to read. ', el('code', {}, 'ember-collector token add NAME --role read'), ' makes one.'),
+  token, el('button', { type: 'submit', id: 'login-submit' }, 'Log in'), note);
+  $('#app').replaceChildren(form);
+  token.focus();
+}
+
 // ---- live events
+let es = null;
 function connect() {
   const live = $('#live');
-  const es = new EventSource('/api/events');
+  if (es) es.close();
+  es = new EventSource('/api/events');
   es.onopen = () => { live.style.color = 'var(--ok)'; live.title = 'live'; };
   es.onerror = () => { live.style.color = 'var(--bad)'; live.title = 'reconnecting…'; };
   es.addEventListener('sample', e => {
@@ -358,12 +386,13 @@ function route() {
   state.view = m ? { name: 'host', id: m[1] } : { name: 'fleet' };
   if (m) {
     state.range = { preset: '1h' }; state.history = null; state.host = { alerts: null, commands: [] };
-    loadHistory(m[1]); loadHostExtras(m[1]);
+    loadHistory(m[1]); loadHostExtras(m[1]).catch(() => {});
   }
   redraw();
 }
 
 function render() {
+  if (state.locked) return;
   const hosts = [...state.hosts.values()];
   const up = hosts.filter(h => h.status === 'online').length;
   $('#counts').textContent = `${hosts.length} hosts · ${up} up · ${hosts.length - up} down`;
@@ -381,12 +410,16 @@ $('#theme').addEventListener('click', () => {
   redraw();
 });
 addEventListener('hashchange', route);
-loadAlerts().catch(() => {});
-loadHosts().then(route).catch(e => { $('#app').replaceChildren(el('div', { class: 'empty' }, 'Cannot reach the collector: ' + e.message)); });
-connect();
+function start() {
+  loadAlerts().catch(() => {});
+  loadHosts().then(route).catch(e => { if (!state.locked) $('#app').replaceChildren(el('div', { class: 'empty' }, 'Cannot reach the collector: ' + e.message)); });
+  connect();
+}
+start();
 // Ages and stale states move on without events; refresh the list now and then.
 setInterval(() => {
-  loadHosts();
+  if (state.locked) return;
+  loadHosts().catch(() => {});
   loadAlerts().catch(() => {});
   if (state.view.name === 'host') loadHostExtras(state.view.id).catch(() => {});
 }, 10000);
