@@ -531,7 +531,11 @@ async fn the_dashboard_shows_alerts_and_sends_commands() {
          [[rules]]\nname = \"always\"\nseverity = \"critical\"\n\
          when = { metric = \"cpu.busy\", below = 2.0 }\n",
     );
-    let c = Running::start(|cfg| cfg.alerts = alerts).await;
+    let c = Running::start(|cfg| {
+        cfg.alerts = alerts;
+        with_operator(cfg);
+    })
+    .await;
     let (_stop, _agent) = spawn_agent(c.agent_config("dash-pi", "300ms"));
     eventually(Duration::from_secs(10), "the alert firing", || async {
         let (_, a) = c.get("/api/alerts").await;
@@ -553,12 +557,46 @@ async fn the_dashboard_shows_alerts_and_sends_commands() {
             Duration::from_secs(10),
             "return document.querySelector('#alerts li[data-rule=always]') ? 1 : null;",
         );
+        // The page reads without a token (loopback), but a command needs an operator token: the
+        // collector refuses the first click, and the page asks for one in its own form.
         b.click("button[data-action=republish-inventory]");
+        b.wait_for(
+            "the operator token form",
+            Duration::from_secs(10),
+            "return document.querySelector('#commands #operator #operator-token') ? 1 : null;",
+        );
+        let note = b.eval("return document.querySelector('#operator-note').textContent;");
+        assert!(note.as_str().unwrap().contains("operator token"), "{note}");
+        b.screenshot(
+            &std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../docs/screenshots/host-operator-token.png"),
+        );
+        // A wrong token is refused and asked for again.
+        b.eval("document.querySelector('#operator-token').value = 'ember_wrong';");
+        b.click("#operator-submit");
+        b.wait_for(
+            "the wrong token refused",
+            Duration::from_secs(10),
+            "const n = document.querySelector('#operator-note'); return n && n.textContent === 'Unknown token.' || null;",
+        );
+        b.eval(&format!(
+            "document.querySelector('#operator-token').value = {};",
+            serde_json::to_string(OPERATOR_TOKEN).unwrap()
+        ));
+        b.click("#operator-submit");
         b.wait_for(
             "the command done",
             Duration::from_secs(10),
             "return document.querySelector('#commands tr[data-status=done]') ? 1 : null;",
         );
+        assert_eq!(
+            b.eval("return document.querySelector('#operator');"),
+            Value::Null,
+            "the form is gone"
+        );
+        // The tab keeps the token for the next command: no form this time.
+        let kept = b.eval("return sessionStorage.getItem('ember.operator-token');");
+        assert_eq!(kept, OPERATOR_TOKEN);
         b.click("button[data-action=identify]");
         let detail = b.wait_for(
             "identify failed (no panel)",
@@ -576,6 +614,9 @@ async fn the_dashboard_shows_alerts_and_sends_commands() {
     })
     .await
     .unwrap();
+    // Two commands, both by the operator; the refused clicks recorded nothing.
     let (_, log) = c.get("/api/commands").await;
-    assert_eq!(log["commands"].as_array().unwrap().len(), 2);
+    let log = log["commands"].as_array().unwrap();
+    assert_eq!(log.len(), 2, "{log:?}");
+    assert!(log.iter().all(|r| r["actor"] == OPERATOR_NAME), "{log:?}");
 }

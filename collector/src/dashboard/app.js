@@ -66,6 +66,7 @@ const state = {
   alerts: { active: [], history: [] },
   host: { alerts: null, commands: [] },
   locked: false,
+  operator: null,
 };
 let dirty = false;
 const redraw = () => { if (!dirty) { dirty = true; requestAnimationFrame(() => { dirty = false; render(); }); } };
@@ -99,8 +100,54 @@ async function loadHostExtras(id) {
   if (c.commands.some(x => x.status === 'pending')) setTimeout(() => loadHostExtras(id), 500);
 }
 
+// ---- the operator token: commands (and every other change) need one as a bearer token; the
+// session cookie only reads. Asked for on a 401/403 in a small form, kept in sessionStorage.
+const OPERATOR_KEY = 'ember.operator-token';
+
+// A change (POST/DELETE) with the operator token, if there is one. On a refusal it forgets the
+// token, shows the form, and runs `retry` once a token is given; the answer is then null.
+async function operatorFetch(url, opts, retry) {
+  const token = sessionStorage.getItem(OPERATOR_KEY);
+  const headers = { 'content-type': 'application/json' };
+  if (token) headers.authorization = 'Bearer ' + token;
+  const r = await fetch(url, { ...opts, headers });
+  if (r.status !== 401 && r.status !== 403) return r;
+  sessionStorage.removeItem(OPERATOR_KEY);
+  const why = !token ? 'Commands need an operator token.'
+    : r.status === 403 ? 'That token may only read: commands need an operator token.' : 'Unknown token.';
+  askOperatorToken(why, retry);
+  return null;
+}
+
+// The form is made once and kept across renders, so that what is typed survives live updates.
+function askOperatorToken(why, retry) {
+  if (!state.operator) {
+    const input = el('input', { type: 'password', id: 'operator-token', placeholder: 'Operator token', 'aria-label': 'operator token', autocomplete: 'off', required: '' });
+    const note = el('span', { class: 'muted', id: 'operator-note' });
+    const form = el('form', { id: 'operator', class: 'operator', onsubmit: e => {
+      e.preventDefault();
+      sessionStorage.setItem(OPERATOR_KEY, input.value.trim());
+      input.value = '';
+      const again = state.operator.retry;
+      state.operator = null;
+      redraw();
+      if (again) again();
+    } },
+    note, ' ', el('code', {}, 'ember-collector token add NAME --role operator'), ' makes one.',
+    el('div', { class: 'toolbar' }, input,
+      el('button', { type: 'submit', id: 'operator-submit' }, 'Send'),
+      el('button', { type: 'button', id: 'operator-cancel', onclick: () => { state.operator = null; redraw(); } }, 'Cancel')));
+    state.operator = { form, input, note };
+  }
+  state.operator.note.textContent = why;
+  state.operator.retry = retry;
+  redraw();
+  requestAnimationFrame(() => state.operator && state.operator.input.focus());
+}
+
 async function sendCommand(id, action) {
-  const r = await fetch(`/api/hosts/${id}/commands`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ action }) });
+  const r = await operatorFetch(`/api/hosts/${id}/commands`, { method: 'POST', body: JSON.stringify({ action }) }, () => sendCommand(id, action));
+  if (!r) return;
   const body = await r.json().catch(() => ({}));
   if (!r.ok) { state.host.error = body.error || r.statusText; redraw(); return; }
   state.host.error = null;
@@ -366,6 +413,7 @@ function hostView(id) {
   const commands = el('div', { class: 'card commands', id: 'commands' },
     el('h3', {}, 'Commands', el('span', {}, 'sent to the agent over MQTT')),
     el('div', { class: 'toolbar' }, actions.map(([a, label]) => el('button', { 'data-action': a, onclick: () => sendCommand(id, a) }, label))),
+    state.operator ? state.operator.form : null,
     extras.error ? el('div', { class: 'error' }, extras.error) : null,
     el('table', {}, el('tbody', {}, extras.commands.map(c => el('tr', { 'data-id': c.id, 'data-status': c.status },
       el('td', {}, c.name || c.action), el('td', { class: 'status' }, c.status), el('td', { class: 'muted' }, c.detail || ''),
@@ -385,7 +433,7 @@ function route() {
   const m = location.hash.match(/^#\/host\/([a-z0-9-]+)/);
   state.view = m ? { name: 'host', id: m[1] } : { name: 'fleet' };
   if (m) {
-    state.range = { preset: '1h' }; state.history = null; state.host = { alerts: null, commands: [] };
+    state.range = { preset: '1h' }; state.history = null; state.host = { alerts: null, commands: [] }; state.operator = null;
     loadHistory(m[1]); loadHostExtras(m[1]).catch(() => {});
   }
   redraw();
@@ -399,8 +447,10 @@ function render() {
   const app = $('#app');
   // Keep the filter's focus and caret across renders.
   const focused = document.activeElement && document.activeElement.matches('input[type=search]');
+  const typing = state.operator && document.activeElement === state.operator.input;
   app.replaceChildren(...[state.view.name === 'host' ? hostView(state.view.id) : fleet()].flat());
   if (focused) { const i = $('input[type=search]'); i.focus(); i.setSelectionRange(i.value.length, i.value.length); }
+  if (typing && state.operator.input.isConnected) state.operator.input.focus();
 }
 
 $('#theme').addEventListener('click', () => {
