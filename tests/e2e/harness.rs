@@ -13,6 +13,16 @@ use rumqttc::{AsyncClient, EventLoop, MqttOptions};
 use serde_json::Value;
 use tokio::sync::watch;
 
+/// A blocking HTTP client for the tests: 5 s at most per request, and an error status is an
+/// answer to look at, not an `Err`.
+pub fn http_agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(5)))
+        .build()
+        .into()
+}
+
 /// A collector with an edited configuration, stopped when dropped.
 pub struct Running {
     pub collector: Collector,
@@ -57,11 +67,7 @@ impl Running {
     pub async fn get_text(&self, path: &str) -> (u16, String) {
         let url = self.url(path);
         tokio::task::spawn_blocking(move || {
-            let agent: ureq::Agent = ureq::Agent::config_builder()
-                .http_status_as_error(false)
-                .timeout_global(Some(Duration::from_secs(5)))
-                .build()
-                .into();
+            let agent = http_agent();
             let mut response = agent.get(&url).call().expect("HTTP request");
             let status = response.status().as_u16();
             (
@@ -77,11 +83,7 @@ impl Running {
     pub async fn get_bytes(&self, path: &str) -> (u16, String, Vec<u8>) {
         let url = self.url(path);
         tokio::task::spawn_blocking(move || {
-            let agent: ureq::Agent = ureq::Agent::config_builder()
-                .http_status_as_error(false)
-                .timeout_global(Some(Duration::from_secs(5)))
-                .build()
-                .into();
+            let agent = http_agent();
             let mut response = agent.get(&url).call().expect("HTTP request");
             let status = response.status().as_u16();
             let kind = response
@@ -115,11 +117,7 @@ impl Running {
     ) -> (u16, Value) {
         let url = self.url(path);
         tokio::task::spawn_blocking(move || {
-            let agent: ureq::Agent = ureq::Agent::config_builder()
-                .http_status_as_error(false)
-                .timeout_global(Some(Duration::from_secs(5)))
-                .build()
-                .into();
+            let agent = http_agent();
             let auth = token.map(|t| format!("Bearer {t}"));
             let mut r = if method == "DELETE" {
                 let mut req = agent.delete(&url);

@@ -39,11 +39,7 @@ async fn request(method: &str, url: String, headers: &[(&str, &str)], body: &str
     let method = method.to_string();
     let body = body.to_string();
     tokio::task::spawn_blocking(move || {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(5)))
-            .build()
-            .into();
+        let agent = crate::harness::http_agent();
         macro_rules! with_headers {
             ($builder:expr) => {{
                 let mut b = $builder;

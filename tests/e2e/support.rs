@@ -45,11 +45,7 @@ impl TestCollector {
     pub async fn get(&self, path: &str) -> (u16, Value) {
         let url = self.url(path);
         tokio::task::spawn_blocking(move || {
-            let agent: ureq::Agent = ureq::Agent::config_builder()
-                .http_status_as_error(false)
-                .timeout_global(Some(Duration::from_secs(5)))
-                .build()
-                .into();
+            let agent = crate::harness::http_agent();
             let mut response = agent.get(&url).call().expect("HTTP request");
             let status = response.status().as_u16();
             let body: Value = response.body_mut().read_json().expect("JSON body");
