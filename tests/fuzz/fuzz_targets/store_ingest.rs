@@ -4,17 +4,26 @@
 //! Input: records of `[topic selector][payload length (2 bytes)][payload][clock step]`.
 #![no_main]
 
+use std::sync::OnceLock;
+
 use ember_collector::store::{Resolution, Store, StoreConfig};
 use ember_collector::Config;
 use libfuzzer_sys::fuzz_target;
+
+fn config() -> &'static StoreConfig {
+    static CONFIG: OnceLock<StoreConfig> = OnceLock::new();
+    CONFIG.get_or_init(|| {
+        let mut config = StoreConfig::from_config(&Config::ephemeral("unused".into()));
+        config.raw_samples = 8;
+        config
+    })
+}
 
 const HOSTS: [&str; 3] = ["pi", "kitchen-pi", "sim-0001"];
 const KINDS: [&str; 6] = ["sample", "info", "status", "result", "command", "x"];
 
 fuzz_target!(|data: &[u8]| {
-    let mut config = StoreConfig::from_config(&Config::ephemeral("unused".into()));
-    config.raw_samples = 8;
-    let mut store = Store::new(config);
+    let mut store = Store::new(config().clone());
     let mut now: u64 = 1_700_000_000_000;
     let mut rest = data;
     while rest.len() >= 3 {
