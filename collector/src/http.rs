@@ -881,6 +881,28 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// axum gets one MethodRouter per path (two `route` calls on a path would conflict): the
+    /// rows of a path with several methods are folded into one, in the table's order.
+    #[test]
+    fn one_method_router_per_path() {
+        let grouped: Vec<&str> = method_routers().into_iter().map(|(p, _)| p).collect();
+        let mut distinct: Vec<&str> = Vec::new();
+        for (_, path, _) in ROUTES {
+            if !distinct.contains(path) {
+                distinct.push(path);
+            }
+        }
+        assert_eq!(grouped, distinct);
+        assert!(
+            grouped.len() < ROUTES.len(),
+            "some path has several methods"
+        );
+        // The routes build as `router` folds them (axum panics on a conflicting route).
+        let _ = method_routers()
+            .into_iter()
+            .fold(Router::<AppState>::new(), |r, (path, m)| r.route(path, m));
+    }
+
     /// The OpenAPI document lists exactly the routes served, with their methods.
     #[test]
     fn openapi_matches_the_routes() {
