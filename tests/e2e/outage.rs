@@ -151,8 +151,10 @@ async fn every_sample_arrives_exactly_once_in_order_after_a_60_s_outage() {
         (h["received"].as_u64()? == latest && h["status"] == "offline").then_some(latest)
     })
     .await;
+    // Five samples a second nominally; a loaded machine (a debug build, other tests) takes
+    // fewer. Lost samples show below as a gap; this only checks that sampling went on.
     assert!(
-        last > still + OUTAGE.as_secs() * 4,
+        last > still + OUTAGE.as_secs() * 2,
         "the outage's samples were kept: last seq {last}, {still} before the outage"
     );
     let (_, body) = c
