@@ -46,6 +46,8 @@ pub struct AgentConfig {
     pub preview: Option<Preview>,
     /// The attached panel (`board` and the `[panel]` table), if any.
     pub panel: Option<crate::panel::PanelConfig>,
+    /// Named commands the collector may ask for: the allow-list.
+    pub commands: Vec<crate::command::Named>,
 }
 
 /// Why a configuration was refused: names the key and what is allowed.
@@ -111,6 +113,9 @@ pub struct RawConfig {
     /// Pages, rotation, units, thresholds, burn-in shift and contrast of the panel.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub panel: Option<crate::panel::PanelRaw>,
+    /// `[commands.NAME]`: the commands the collector may ask this agent to run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub commands: Option<std::collections::BTreeMap<String, crate::command::RawNamed>>,
 }
 
 /// The environment variables read, and the key each sets.
@@ -251,6 +256,7 @@ impl RawConfig {
             preview: over.preview.or(self.preview),
             board: over.board.or(self.board),
             panel: over.panel.or(self.panel),
+            commands: over.commands.or(self.commands),
         }
     }
 
@@ -345,6 +351,8 @@ impl RawConfig {
             preview: self.preview.clone().map(Preview::new),
             panel: crate::panel::PanelConfig::from_raw(self.board.as_deref(), self.panel.as_ref())
                 .map_err(|e| err(&e.key, e.reason))?,
+            commands: crate::command::validate(&self.commands.clone().unwrap_or_default())
+                .map_err(|(key, reason)| err(&key, reason))?,
         })
     }
 }
@@ -389,6 +397,12 @@ impl AgentConfig {
             preview: self.preview.as_ref().map(|p| p.path().to_path_buf()),
             board: self.panel.as_ref().map(|p| p.board_source.clone()),
             panel: self.panel.as_ref().map(|p| p.to_raw()),
+            commands: (!self.commands.is_empty()).then(|| {
+                self.commands
+                    .iter()
+                    .map(|c| (c.name.clone(), c.to_raw()))
+                    .collect()
+            }),
         }
     }
 }

@@ -5,6 +5,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod command;
 pub mod config;
 pub mod outbox;
 pub mod panel;
@@ -48,7 +49,8 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> any
         h.set_ip(first_ipv4(&info));
         h
     });
-    let publisher = publish::Publisher::start(&config, info);
+    let publisher =
+        publish::Publisher::start_with_panel(&config, info, panel.as_ref().map(|p| p.control()));
     let probes = probe::spawn(&config.probes, config.interval);
 
     let mut ticker = tokio::time::interval(config.interval);

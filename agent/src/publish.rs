@@ -18,6 +18,7 @@
 //! rumqttc's request queue; the pump resumes only after the next CONNACK.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -30,8 +31,10 @@ use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Outgoing, Pa
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinHandle;
 
+use crate::command::{Named, MAX_RUNNING};
 use crate::config::AgentConfig;
 use crate::outbox::Outbox;
+use crate::panel::PanelControl;
 
 /// Samples in flight (sent, not yet acknowledged) at most.
 const WINDOW: usize = 16;
@@ -49,6 +52,8 @@ pub struct Publisher {
 
 /// Requests from the agent to the pump.
 enum Control {
+    /// A named command finished: publish its result.
+    Result(CommandResult),
     /// New inventory: publish it (retained) if it changed.
     Info(Box<HostInfo>),
     /// Publish `Offline`, disconnect, and tell when done.
@@ -62,6 +67,8 @@ enum Ev {
     Sent(u16),
     Acked(u16),
     Command(Vec<u8>),
+    /// The collector's alerts about this host (retained), for the panel.
+    Alerts(Vec<u8>),
     /// The connection failed; reply once nothing more will be sent on it.
     Lost(oneshot::Sender<()>),
 }
@@ -78,6 +85,15 @@ fn encode(host: &HostId, message: Message) -> Vec<u8> {
 impl Publisher {
     /// Starts both tasks; connects in the background and retries for ever.
     pub fn start(config: &AgentConfig, info: HostInfo) -> Self {
+        Self::start_with_panel(config, info, None)
+    }
+
+    /// [`Publisher::start`] with the panel that identify and page commands act on.
+    pub fn start_with_panel(
+        config: &AgentConfig,
+        info: HostInfo,
+        panel: Option<PanelControl>,
+    ) -> Self {
         let host = config.host_id.clone();
         let mut options = MqttOptions::new(
             format!("ember-agent-{host}"),
@@ -111,9 +127,13 @@ impl Publisher {
             connected: false,
             unassigned: VecDeque::new(),
             in_flight: Vec::new(),
+            named: config.commands.clone(),
+            running: Arc::new(AtomicUsize::new(0)),
+            results: control.downgrade(),
+            panel,
         };
         let pump = tokio::spawn(pump.run(ev_rx, control_rx, wake.clone()));
-        let events = tokio::spawn(drive(eventloop, ev_tx, topic::topic(&host, Kind::Command)));
+        let events = tokio::spawn(drive(eventloop, ev_tx, host.clone()));
         Publisher {
             outbox,
             wake,
@@ -185,6 +205,15 @@ struct Pump {
     unassigned: VecDeque<Entry>,
     /// Packet ids of requests sent and not yet acknowledged.
     in_flight: Vec<(u16, Entry)>,
+    /// The allow-list of named commands.
+    named: Vec<Named>,
+    /// Named commands running now.
+    running: Arc<AtomicUsize>,
+    /// Where a finished named command sends its result (weak: the publisher's going ends the
+    /// pump as before).
+    results: mpsc::WeakSender<Control>,
+    /// The attached panel, if any.
+    panel: Option<PanelControl>,
 }
 
 impl Pump {
@@ -202,6 +231,10 @@ impl Pump {
                     None => return,
                 },
                 c = control.recv() => match c {
+                    Some(Control::Result(r)) => {
+                        let payload = encode(&self.host, Message::CommandResult(r));
+                        self.publish(Kind::Result, payload, false);
+                    }
                     Some(Control::Info(info)) => {
                         if *info != self.info {
                             self.info = *info;
@@ -234,9 +267,11 @@ impl Pump {
                 );
                 self.publish(Kind::Status, online, true);
                 self.publish_info();
-                let cmd = topic::topic(&self.host, Kind::Command);
-                if let Err(e) = self.client.try_subscribe(cmd.as_str(), QoS::AtLeastOnce) {
-                    log::warn!("cannot subscribe to {cmd}: {e}");
+                for kind in [Kind::Command, Kind::Alerts] {
+                    let t = topic::topic(&self.host, kind);
+                    if let Err(e) = self.client.try_subscribe(t.as_str(), QoS::AtLeastOnce) {
+                        log::warn!("cannot subscribe to {t}: {e}");
+                    }
                 }
             }
             Ev::Sent(pkid) => {
@@ -252,6 +287,19 @@ impl Pump {
                 }
             }
             Ev::Command(payload) => self.on_command(&payload),
+            Ev::Alerts(payload) => match ember_wire::decode(&payload) {
+                Ok(Envelope {
+                    host,
+                    message: Message::Alerts(a),
+                    ..
+                }) if host == self.host => {
+                    if let Some(p) = &self.panel {
+                        p.set_alerts(&a);
+                    }
+                }
+                Ok(_) => log::warn!("ignored an alerts envelope for another host or kind"),
+                Err(e) => log::warn!("ignored undecodable alerts: {e}"),
+            },
             Ev::Lost(paused) => {
                 self.connected = false;
                 self.unassigned.clear();
@@ -320,7 +368,10 @@ impl Pump {
                 return;
             }
         };
-        let (outcome, detail) = self.execute(&command);
+        let Some((outcome, detail)) = self.execute(&command) else {
+            // A named command started: its result comes later.
+            return;
+        };
         let result = CommandResult {
             id: command.id,
             outcome,
@@ -330,14 +381,62 @@ impl Pump {
         self.publish(Kind::Result, payload, false);
     }
 
-    fn execute(&mut self, command: &Command) -> (Outcome, &'static str) {
-        match command.action {
+    /// Does what `command` asks, or starts it; `None` when the result will come later.
+    fn execute(&mut self, command: &Command) -> Option<(Outcome, &'static str)> {
+        let panel = |f: &dyn Fn(&PanelControl)| match &self.panel {
+            Some(p) => {
+                f(p);
+                (Outcome::Done, "")
+            }
+            None => (Outcome::Failed, "no panel attached to this agent"),
+        };
+        Some(match &command.action {
             Action::RepublishInventory => {
                 self.publish_info();
                 (Outcome::Done, "")
             }
-            _ => (Outcome::Refused, "not supported by this agent"),
-        }
+            Action::Identify => panel(&|p| p.identify()),
+            Action::NextPage => panel(&|p| p.turn(1)),
+            Action::PreviousPage => panel(&|p| p.turn(-1)),
+            Action::Brightness(level) => match &self.panel {
+                Some(p) => match p.set_brightness(*level) {
+                    Ok(()) => (Outcome::Done, ""),
+                    Err(why) => (Outcome::Refused, why),
+                },
+                None => (Outcome::Failed, "no panel attached to this agent"),
+            },
+            Action::Named(name) => {
+                let Some(named) = self.named.iter().find(|n| n.name == name.as_str()) else {
+                    log::warn!("refused command {name:?}: not on this agent's allow-list");
+                    return Some((Outcome::Refused, "not on this agent's allow-list"));
+                };
+                let Some(results) = self.results.upgrade() else {
+                    return Some((Outcome::Failed, "the agent is stopping"));
+                };
+                if self.running.fetch_add(1, Ordering::SeqCst) >= MAX_RUNNING {
+                    self.running.fetch_sub(1, Ordering::SeqCst);
+                    return Some((Outcome::Refused, "busy: too many commands running"));
+                }
+                log::info!("running command {name:?} (id {})", command.id);
+                let (named, id) = (named.clone(), command.id);
+                let limit = Duration::from_millis(command.timeout_ms.into());
+                let running = self.running.clone();
+                tokio::spawn(async move {
+                    let done = tokio::task::spawn_blocking(move || named.run(limit)).await;
+                    running.fetch_sub(1, Ordering::SeqCst);
+                    let (outcome, detail) = done.unwrap_or_else(|e| {
+                        (Outcome::Failed, format!("the command's task failed: {e}"))
+                    });
+                    let result = CommandResult {
+                        id,
+                        outcome,
+                        detail: crate::sampler::truncated(&detail),
+                    };
+                    let _ = results.send(Control::Result(result)).await;
+                });
+                return None;
+            }
+        })
     }
 
     async fn stop(&mut self) {
@@ -352,7 +451,9 @@ impl Pump {
 }
 
 /// Polls the event loop until the client disconnects.
-async fn drive(mut eventloop: EventLoop, pump: mpsc::Sender<Ev>, cmd_topic: impl AsRef<str>) {
+async fn drive(mut eventloop: EventLoop, pump: mpsc::Sender<Ev>, host: HostId) {
+    let cmd_topic = topic::topic(&host, Kind::Command);
+    let alerts_topic = topic::topic(&host, Kind::Alerts);
     let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(30));
     loop {
         let ev = match eventloop.poll().await {
@@ -363,8 +464,11 @@ async fn drive(mut eventloop: EventLoop, pump: mpsc::Sender<Ev>, cmd_topic: impl
             }
             Ok(Event::Outgoing(Outgoing::Publish(pkid))) => Some(Ev::Sent(pkid)),
             Ok(Event::Incoming(Packet::PubAck(ack))) => Some(Ev::Acked(ack.pkid)),
-            Ok(Event::Incoming(Packet::Publish(p))) if p.topic == cmd_topic.as_ref() => {
+            Ok(Event::Incoming(Packet::Publish(p))) if p.topic == cmd_topic.as_str() => {
                 Some(Ev::Command(p.payload.to_vec()))
+            }
+            Ok(Event::Incoming(Packet::Publish(p))) if p.topic == alerts_topic.as_str() => {
+                Some(Ev::Alerts(p.payload.to_vec()))
             }
             Ok(Event::Outgoing(Outgoing::Disconnect)) => {
                 // Let the DISCONNECT reach the socket, then stop.

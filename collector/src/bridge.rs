@@ -8,6 +8,7 @@
 //! ember/json/{host}                         JSON state: status, latest values, inventory summary
 //! ember/json/{host}/availability            "online" when the host's status is online, else "offline"
 //! {prefix}/device/ember_{host}/config       Home Assistant device discovery (prefix: homeassistant)
+//! ember/alerts                              JSON list of the firing alerts (published by `alerts::run`)
 //! ```
 //!
 //! Discovery is sent for a host when it first has a sample, again when its components or
@@ -25,6 +26,9 @@ use crate::store::{Event, HostStatus, HostSummary, Store};
 
 /// The first level of the bridge's topics.
 pub const JSON_PREFIX: &str = "ember/json";
+
+/// The retained JSON list of firing alerts (`alerts::Alert`s), published when it changes.
+pub const ALERTS_TOPIC: &str = "ember/alerts";
 
 /// The JSON state topic of `host`.
 pub fn state_topic(host: &HostId) -> String {

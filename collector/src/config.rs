@@ -36,6 +36,8 @@ pub struct Config {
     pub bridge: BridgeConfig,
     /// `None`: embed rumqttd. `Some`: connect to an existing broker instead.
     pub external: Option<ExternalBroker>,
+    /// Alert rules, notifications, silences' defaults and maintenance windows.
+    pub alerts: crate::alerts::AlertsConfig,
 }
 
 /// History: raw samples, then downsampled tiers.
@@ -178,6 +180,7 @@ impl Config {
                 client_id: self.external.as_ref().map(|e| e.client_id.clone()),
                 share_group: self.external.as_ref().and_then(|e| e.share_group.clone()),
             },
+            alerts: self.alerts.raw.clone(),
         }
     }
 }
@@ -192,6 +195,13 @@ pub struct ConfigError {
     pub reason: String,
     /// Where the value came from, for the message (" (from EMBER_HTTP_LISTEN)").
     source_note: String,
+}
+
+impl ConfigError {
+    /// An error about `key`.
+    pub fn new(key: &str, reason: impl Into<String>) -> Self {
+        err(key, reason)
+    }
 }
 
 fn err(key: &str, reason: impl Into<String>) -> ConfigError {
@@ -236,6 +246,9 @@ pub struct RawConfig {
     /// `[broker]`
     #[serde(default)]
     pub broker: RawBroker,
+    /// `[alerts]`
+    #[serde(default)]
+    pub alerts: crate::alerts::RawAlerts,
 }
 
 /// `[history]`
@@ -392,6 +405,7 @@ impl RawConfig {
                 client_id: s("ember-collector"),
                 share_group: None,
             },
+            alerts: crate::alerts::RawAlerts::defaults(),
         }
     }
 
@@ -546,6 +560,7 @@ impl RawConfig {
                 client_id: over.broker.client_id.or(self.broker.client_id),
                 share_group: over.broker.share_group.or(self.broker.share_group),
             },
+            alerts: self.alerts.merge(over.alerts),
         }
     }
 
@@ -707,6 +722,7 @@ impl RawConfig {
                 })
             }
         };
+        let alerts = raw.alerts.validate()?;
         Ok(Config {
             mqtt_listen,
             http_listen,
@@ -718,6 +734,7 @@ impl RawConfig {
             persist,
             bridge,
             external,
+            alerts,
         })
     }
 }

@@ -9,7 +9,8 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::{get, MethodRouter};
+use axum::routing::{delete, get, MethodRouter};
+use axum::Extension;
 use axum::{Json, Router};
 use ember_wire::HostId;
 use futures_util::Stream;
@@ -17,6 +18,9 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::{broadcast, watch};
 
+use crate::alerts::run::Alerting;
+use crate::bridge::Publish;
+use crate::commands::{Actor, CommandRequest, Commands};
 use crate::persist::PersistStatus;
 use crate::store::{Event, Resolution, Store};
 
@@ -37,6 +41,12 @@ pub struct AppState {
     pub events: broadcast::Sender<Event>,
     /// Becomes true when the collector stops: event streams end then.
     pub stopping: watch::Receiver<bool>,
+    /// Alerts, silences and webhook delivery.
+    pub alerts: Arc<Alerting>,
+    /// Commands and the audit log.
+    pub commands: Arc<Mutex<Commands>>,
+    /// Publications for the ingest thread to send (commands).
+    pub outgoing: std::sync::mpsc::Sender<Publish>,
 }
 
 /// Every route: path and what it serves. The router is built from this list, and a test checks
@@ -63,6 +73,29 @@ pub const ROUTES: &[(&str, &str)] = &[
         "live samples and status changes (Server-Sent Events)",
     ),
     ("/api/openapi.json", "this API's OpenAPI document"),
+    (
+        "/api/alerts",
+        "firing and pending alerts, silences and webhook delivery",
+    ),
+    (
+        "/api/alerts/history",
+        "alerts fired and resolved, newest first",
+    ),
+    ("/api/alerts/silences", "silences: list (GET), add (POST)"),
+    ("/api/alerts/silences/{id}", "remove a silence (DELETE)"),
+    (
+        "/api/hosts/{id}/alerts",
+        "a host's firing alerts and alert history",
+    ),
+    (
+        "/api/hosts/{id}/commands",
+        "a host's commands: list (GET), send (POST)",
+    ),
+    (
+        "/api/commands",
+        "the audit log: every command, newest first",
+    ),
+    ("/api/commands/{cmd}", "one command and its result"),
     ("/metrics", "Prometheus metrics"),
 ];
 
@@ -80,8 +113,26 @@ fn handler(path: &str) -> MethodRouter<AppState> {
         "/api/hosts/{id}/history" => get(history),
         "/api/events" => get(events),
         "/api/openapi.json" => get(openapi),
+        "/api/alerts" => get(alerts),
+        "/api/alerts/history" => get(alert_history),
+        "/api/alerts/silences" => get(silences).post(add_silence),
+        "/api/alerts/silences/{id}" => delete(remove_silence),
+        "/api/hosts/{id}/alerts" => get(host_alerts),
+        "/api/hosts/{id}/commands" => get(host_commands).post(send_command),
+        "/api/commands" => get(commands),
+        "/api/commands/{cmd}" => get(command),
         "/metrics" => get(metrics),
         _ => get(not_found),
+    }
+}
+
+/// The HTTP methods served on `path` (the OpenAPI check compares them with the document). Every
+/// method other than GET changes state; all of them are under `/api`.
+pub fn methods(path: &str) -> &'static [&'static str] {
+    match path {
+        "/api/alerts/silences" | "/api/hosts/{id}/commands" => &["get", "post"],
+        "/api/alerts/silences/{id}" => &["delete"],
+        _ => &["get"],
     }
 }
 
@@ -433,6 +484,238 @@ async fn metrics(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
+/// Query of the alert history and the command lists.
+#[derive(Debug, Deserialize)]
+struct ListQuery {
+    /// Only this host.
+    host: Option<String>,
+    /// Most entries (newest first); default 100.
+    limit: Option<usize>,
+}
+
+fn list_query(
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<(Option<HostId>, usize), ApiError> {
+    let Query(q) = query.map_err(|e| bad(format!("{e} (allowed: host=ID, limit=N)")))?;
+    let host = q.host.as_deref().map(host_id).transpose()?;
+    Ok((host, q.limit.unwrap_or(100).min(10_000)))
+}
+
+fn actor(a: Option<Extension<Actor>>) -> String {
+    a.map(|Extension(Actor(name))| name)
+        .unwrap_or_else(|| "anonymous".into())
+}
+
+fn commands_lock(state: &AppState) -> std::sync::MutexGuard<'_, Commands> {
+    state.commands.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+async fn alerts(State(state): State<AppState>) -> Response {
+    let now = crate::now_ms();
+    let delivery = state.alerts.notifier.stats();
+    let e = state.alerts.engine();
+    let c = e.config();
+    let maintenance: Vec<_> = c
+        .maintenance
+        .iter()
+        .map(|m| json!({ "name": m.name, "open": m.open_at(now) }))
+        .collect();
+    let rules: Vec<_> = c
+        .rules
+        .iter()
+        .map(|r| json!({ "name": r.name, "severity": r.severity }))
+        .collect();
+    Json(json!({
+        "enabled": c.enabled,
+        "active": e.active(now),
+        "pending": e.pending(now),
+        "silences": e.silences(now),
+        "maintenance": maintenance,
+        "rules": rules,
+        "webhooks": c.webhooks.len(),
+        "delivery": delivery,
+    }))
+    .into_response()
+}
+
+async fn alert_history(
+    State(state): State<AppState>,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let (host, limit) = list_query(query)?;
+    let history = state.alerts.engine().history(host.as_ref(), limit);
+    Ok(Json(json!({ "history": history })).into_response())
+}
+
+async fn host_alerts(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = host_id(&id)?;
+    if read(&state).summary(&id, crate::now_ms()).is_none() {
+        return Err(no_host(&id));
+    }
+    let now = crate::now_ms();
+    let e = state.alerts.engine();
+    let active: Vec<_> = e.active(now).into_iter().filter(|a| a.host == id).collect();
+    Ok(Json(json!({
+        "host": id,
+        "active": active,
+        "history": e.history(Some(&id), 50),
+    }))
+    .into_response())
+}
+
+async fn silences(State(state): State<AppState>) -> Response {
+    let list = state.alerts.engine().silences(crate::now_ms());
+    Json(json!({ "silences": list })).into_response()
+}
+
+/// Body of `POST /api/alerts/silences`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SilenceRequest {
+    /// Only this rule.
+    rule: Option<String>,
+    /// Only this host (or `prefix*`).
+    host: Option<String>,
+    /// How long, e.g. `2h`.
+    duration: String,
+    /// Why.
+    #[serde(default)]
+    comment: String,
+}
+
+async fn add_silence(
+    State(state): State<AppState>,
+    who: Option<Extension<Actor>>,
+    body: Result<Json<SilenceRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(req) = body.map_err(|e| {
+        bad(format!(
+            "{e} (expected {{\"duration\": \"2h\", \"rule\"?: NAME, \"host\"?: ID or PREFIX*, \"comment\"?: TEXT}})"
+        ))
+    })?;
+    let d = humantime::parse_duration(&req.duration)
+        .ok()
+        .filter(|d| !d.is_zero() && *d <= Duration::from_secs(366 * 86_400))
+        .ok_or_else(|| {
+            bad(format!(
+                "`duration` must be a time span up to a year such as `30m` or `2h`, got {:?}",
+                req.duration
+            ))
+        })?;
+    let now = crate::now_ms();
+    let mut e = state.alerts.engine();
+    if let Some(r) = &req.rule {
+        if !e.config().rules.iter().any(|x| &x.name == r) {
+            return Err(bad(format!("no rule {r:?} (GET /api/alerts lists them)")));
+        }
+    }
+    let s = e.silence(
+        req.rule,
+        req.host,
+        now + d.as_millis() as u64,
+        req.comment,
+        actor(who),
+        now,
+    );
+    drop(e);
+    state.alerts.save_silences();
+    Ok((StatusCode::CREATED, Json(s)).into_response())
+}
+
+async fn remove_silence(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id: u64 = id
+        .parse()
+        .map_err(|_| bad(format!("silence ids are numbers, got {id:?}")))?;
+    let removed = state.alerts.engine().unsilence(id);
+    if removed {
+        state.alerts.save_silences();
+        Ok(StatusCode::NO_CONTENT.into_response())
+    } else {
+        Err(ApiError(StatusCode::NOT_FOUND, format!("no silence {id}")))
+    }
+}
+
+async fn send_command(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    who: Option<Extension<Actor>>,
+    body: Result<Json<CommandRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, ApiError> {
+    let id = host_id(&id)?;
+    let Json(req) = body.map_err(|e| {
+        bad(format!(
+            "{e} (expected {{\"action\": \"identify\"|\"next-page\"|\"previous-page\"|\"brightness\"|\"republish-inventory\"|\"named\", \"value\"?: 0-255, \"name\"?: NAME, \"timeout_ms\"?: MS}})"
+        ))
+    })?;
+    let now = crate::now_ms();
+    match read(&state).summary(&id, now).map(|h| h.status) {
+        None => return Err(no_host(&id)),
+        Some(crate::store::HostStatus::Offline) => {
+            return Err(ApiError(
+                StatusCode::CONFLICT,
+                format!("{id} is offline: the command could not arrive"),
+            ))
+        }
+        Some(_) => {}
+    }
+    let (record, payload) = commands_lock(&state)
+        .request(id.clone(), &req, &actor(who), now)
+        .map_err(bad)?;
+    let topic = ember_wire::topic::topic(&id, ember_wire::topic::Kind::Command).to_string();
+    let sent = state.outgoing.send(Publish {
+        topic,
+        payload,
+        retain: false,
+    });
+    if sent.is_err() {
+        return Err(ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the collector is stopping".into(),
+        ));
+    }
+    Ok((StatusCode::ACCEPTED, Json(record)).into_response())
+}
+
+async fn host_commands(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let id = host_id(&id)?;
+    let (_, limit) = list_query(query)?;
+    let list = commands_lock(&state).list(Some(&id), limit);
+    Ok(Json(json!({ "host": id, "commands": list })).into_response())
+}
+
+async fn commands(
+    State(state): State<AppState>,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let (host, limit) = list_query(query)?;
+    let list = commands_lock(&state).list(host.as_ref(), limit);
+    Ok(Json(json!({ "commands": list })).into_response())
+}
+
+async fn command(
+    State(state): State<AppState>,
+    Path(cmd): Path<String>,
+) -> Result<Response, ApiError> {
+    let n: u32 = cmd
+        .parse()
+        .map_err(|_| bad(format!("command ids are numbers, got {cmd:?}")))?;
+    let c = commands_lock(&state);
+    let r = c
+        .get(n)
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no command {n}")))?;
+    Ok(Json(r).into_response())
+}
+
 async fn not_found() -> ApiError {
     ApiError(StatusCode::NOT_FOUND, "no such endpoint".into())
 }
@@ -456,17 +739,32 @@ mod tests {
             "docs/openapi.json and http::ROUTES differ"
         );
         for (path, item) in paths {
-            assert!(item.get("get").is_some(), "{path} has no get");
-            for (method, _) in item.as_object().unwrap() {
-                assert_eq!(method, "get", "{path}: only GET is served");
-            }
+            let mut documented: Vec<&str> = item
+                .as_object()
+                .unwrap()
+                .keys()
+                .map(String::as_str)
+                .collect();
+            documented.retain(|m| *m != "parameters");
+            documented.sort_unstable();
+            let mut served = methods(path).to_vec();
+            served.sort_unstable();
+            assert_eq!(
+                documented, served,
+                "{path}: documented and served methods differ"
+            );
             // Every {parameter} in the path is declared.
             for seg in path.split('/').filter(|s| s.starts_with('{')) {
                 let name = seg.trim_matches(|c| c == '{' || c == '}');
-                let params = item["get"]["parameters"]
-                    .as_array()
-                    .cloned()
-                    .unwrap_or_default();
+                let params: Vec<serde_json::Value> = served
+                    .iter()
+                    .flat_map(|m| {
+                        item[*m]["parameters"]
+                            .as_array()
+                            .cloned()
+                            .unwrap_or_default()
+                    })
+                    .collect();
                 let declared = params.iter().any(|p| {
                     let p = if let Some(r) = p.get("$ref") {
                         let key = r.as_str().unwrap().rsplit('/').next().unwrap();

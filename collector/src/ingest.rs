@@ -6,7 +6,7 @@
 //! Messages come from a [`Bus`]: the embedded broker's in-process link ([`LinkBus`]) or, in
 //! external-broker mode, an MQTT client ([`ClientBus`]).
 
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use ember_wire::topic::{self, Kind};
@@ -17,6 +17,7 @@ use rumqttd::Notification;
 use tokio::sync::broadcast;
 
 use crate::bridge::{self, Bridge};
+use crate::commands::Commands;
 use crate::config::{Config, ExternalBroker};
 use crate::persist::Persister;
 use crate::store::{Event, Reject, Store};
@@ -215,6 +216,12 @@ pub struct Pipeline {
     pub events: broadcast::Sender<Event>,
     /// Becomes true when the collector stops.
     pub stopping: tokio::sync::watch::Receiver<bool>,
+    /// Alert evaluation, run on the tick.
+    pub alerts: crate::alerts::run::Evaluator,
+    /// Commands sent and their results.
+    pub commands: Arc<Mutex<Commands>>,
+    /// Publications asked for by HTTP (commands), sent from this thread.
+    pub outgoing: std::sync::mpsc::Receiver<bridge::Publish>,
 }
 
 /// How often host status is re-evaluated.
@@ -275,6 +282,10 @@ pub fn spawn(
                         return;
                     }
                 }
+                // Commands from HTTP go out at once (the wait above is at most a tick).
+                while let Ok(p) = pipeline.outgoing.try_recv() {
+                    bus.publish(&p.topic, p.payload, p.retain);
+                }
                 let now = Instant::now();
                 if now >= next_tick {
                     next_tick = now + TICK;
@@ -284,6 +295,14 @@ pub fn spawn(
                         store.drain_events()
                     };
                     fan_out(&mut pipeline, bus.as_mut(), events);
+                    let publishes = {
+                        let store = read(&pipeline.store);
+                        pipeline.alerts.tick(&store, now, crate::now_ms())
+                    };
+                    for p in publishes {
+                        bus.publish(&p.topic, p.payload, p.retain);
+                    }
+                    lock(&pipeline.commands).expire(crate::now_ms());
                 }
                 if now >= next_flush {
                     next_flush = now + persist.flush_every;
@@ -310,8 +329,16 @@ fn write(store: &RwLock<Store>) -> std::sync::RwLockWriteGuard<'_, Store> {
     store.write().unwrap_or_else(|e| e.into_inner())
 }
 
+fn lock(c: &Mutex<Commands>) -> std::sync::MutexGuard<'_, Commands> {
+    c.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn handle(p: &mut Pipeline, bus: &mut dyn Bus, topic: &str, payload: &[u8]) {
     let now = crate::now_ms();
+    if topic::parse(topic).is_some_and(|(_, k)| k.from_collector()) {
+        // Our own commands and banners, echoed by an external broker: not for the store.
+        return;
+    }
     if p.bridge.wants(topic) {
         let publishes = p.bridge.on_message(topic, payload, &read(&p.store), now);
         for m in publishes {
@@ -322,7 +349,20 @@ fn handle(p: &mut Pipeline, bus: &mut dyn Bus, topic: &str, payload: &[u8]) {
     let events = {
         let mut store = write(&p.store);
         match store.ingest(topic, payload, now) {
-            Ok(accepted) => p.persister.record(now, topic, payload, accepted),
+            Ok(accepted) => {
+                p.persister.record(now, topic, payload, accepted);
+                if let crate::store::Accepted::Result = accepted {
+                    // Valid (the store checked it): hand it to the commands.
+                    if let Ok(ember_wire::Envelope {
+                        host,
+                        message: ember_wire::Message::CommandResult(r),
+                        ..
+                    }) = ember_wire::decode(payload)
+                    {
+                        lock(&p.commands).on_result(&host, &r, now);
+                    }
+                }
+            }
             Err(reject) => log_reject(topic, reject),
         }
         store.drain_events()

@@ -6,9 +6,11 @@
 
 #![deny(unsafe_code)]
 
+pub mod alerts;
 pub mod bridge;
 pub mod broker;
 pub mod codec;
+pub mod commands;
 pub mod config;
 pub mod http;
 pub mod ingest;
@@ -121,6 +123,12 @@ pub async fn start(
             }
         };
     let (events, _) = broadcast::channel(4096);
+    let (evaluator, alerting) =
+        alerts::run::Evaluator::start(config.alerts.clone(), &config.data_dir);
+    let commands = Arc::new(std::sync::Mutex::new(commands::Commands::open(
+        &config.data_dir,
+    )));
+    let (outgoing_tx, outgoing) = std::sync::mpsc::channel();
     let (stop_tx, stop_rx) = watch::channel(false);
     let ingest = ingest::spawn(
         bus,
@@ -130,6 +138,9 @@ pub async fn start(
             bridge,
             events: events.clone(),
             stopping: stop_rx.clone(),
+            alerts: evaluator,
+            commands: commands.clone(),
+            outgoing,
         },
         &config,
     )?;
@@ -146,6 +157,9 @@ pub async fn start(
         persist: persist_status,
         events: events.clone(),
         stopping: stop_rx,
+        alerts: alerting,
+        commands,
+        outgoing: outgoing_tx,
     });
     let serve = tokio::spawn(async move {
         axum::serve(listener, app)

@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use ember_wire::topic::{self, Kind};
+use ember_wire::topic;
 use ember_wire::{HostId, HostInfo, Message, Sample, Status};
 use serde::{Deserialize, Serialize};
 
@@ -370,7 +370,7 @@ impl Store {
         now_ms: u64,
     ) -> Result<Accepted, Reject> {
         let (host, kind) = topic::parse(topic).ok_or(Reject::Topic)?;
-        if matches!(kind, Kind::Command) {
+        if kind.from_collector() {
             return Err(Reject::Topic);
         }
         if payload.len() > self.config.max_payload {
@@ -428,7 +428,7 @@ impl Store {
                 Accepted::Info
             }
             Message::CommandResult(_) => Accepted::Result,
-            Message::Command(_) => return Err(Reject::Topic),
+            Message::Command(_) | Message::Alerts(_) => return Err(Reject::Topic),
         };
         let status = self.config.status;
         if let Some(entry) = self.hosts.get_mut(&host) {

@@ -110,6 +110,15 @@ impl<const W: usize, const PAGES: usize> Framebuffer<W, PAGES> {
         }
     }
 
+    /// Turns every pixel over (the agent's identify flash).
+    pub fn invert(&mut self) {
+        for page in &mut self.pages {
+            for byte in page.iter_mut() {
+                *byte = !*byte;
+            }
+        }
+    }
+
     /// The whole buffer, page after page: `PAGES * W` bytes in the panel's RAM order.
     pub fn as_bytes(&self) -> &[u8] {
         self.pages.as_flattened()

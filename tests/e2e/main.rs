@@ -19,10 +19,14 @@
 //! - `inventory`: the inventory is published again when it changes.
 //! - `outage`: a 60 s broker outage loses no sample and duplicates none (issue #3).
 //! - `simulation`: many synthetic hosts from one process (issue #3).
+//! - `alerts`: webhooks to a real HTTP receiver with retries, the MQTT alert topic and the
+//!   host's banner topic, silences, commands from the API to a real agent and back with the
+//!   audit log, and the dashboard's alerts and command buttons in Chromium (issue #7).
 
 mod browser;
 mod support;
 
+mod alerts;
 mod commands;
 mod dashboard;
 mod foundation;

@@ -65,6 +65,11 @@ impl PanelError {
 pub trait Device: Send {
     /// Shows `frame`; returns the bytes of picture sent (what changed).
     fn show(&mut self, frame: &Frame) -> Result<usize, PanelError>;
+    /// Sets the brightness (an OLED's contrast), 0 to 255. Only called for panels whose
+    /// controller has one ([`board::Controller::is_oled`]); others ignore it.
+    fn set_brightness(&mut self, _level: u8) -> Result<(), PanelError> {
+        Ok(())
+    }
 }
 
 /// An OLED as a [`Device`].
@@ -84,6 +89,12 @@ impl<D: oled::OledDriver + Send> Device for OledDevice<D> {
                 .map_err(|e| PanelError::display(&self.name, e)),
             _ => Err(PanelError::bus(&self.name, "not a monochrome frame")),
         }
+    }
+
+    fn set_brightness(&mut self, level: u8) -> Result<(), PanelError> {
+        self.oled
+            .set_contrast(level)
+            .map_err(|e| PanelError::display(&self.name, e))
     }
 }
 
@@ -393,8 +404,14 @@ impl PanelConfig {
 
     /// The page to show `elapsed` after start.
     pub fn page_at(&self, elapsed: Duration) -> Page {
-        let n = (elapsed.as_millis() / self.page_every.as_millis().max(1)) as usize;
-        self.pages[n % self.pages.len()]
+        self.page_turned(elapsed, 0)
+    }
+
+    /// The page to show `elapsed` after start, `offset` pages on (negative: back).
+    pub fn page_turned(&self, elapsed: Duration, offset: i64) -> Page {
+        let n = (elapsed.as_millis() / self.page_every.as_millis().max(1)) as i64;
+        let len = self.pages.len().max(1) as i64;
+        self.pages[n.wrapping_add(offset).rem_euclid(len) as usize]
     }
 
     /// The burn-in offset `elapsed` after start: OLEDs only, cycling through (0,0), (1,0),
@@ -419,11 +436,89 @@ struct Shared {
     fresh: bool,
     ip: Option<[u8; 4]>,
     stop: bool,
+    /// Pages moved by next/previous commands.
+    page_offset: i64,
+    /// Flash until then (identify).
+    identify_until: Option<Instant>,
+    /// Draw again now (a command changed what to show).
+    poke: bool,
+    /// The collector's alert banner.
+    alert: Option<ember_display::model::Alert>,
+    /// Brightness asked for by a command, not yet applied.
+    brightness: Option<u8>,
+}
+
+/// How long identify flashes the panel.
+pub const IDENTIFY_FOR: Duration = Duration::from_secs(10);
+/// Identify's flash period: the picture turns over this often.
+const FLASH: Duration = Duration::from_millis(500);
+
+/// Commands to the running panel, from the MQTT side; cheap to clone, never blocks.
+#[derive(Clone)]
+pub struct PanelControl {
+    shared: Arc<(Mutex<Shared>, Condvar)>,
+    /// Whether the panel has a brightness (an OLED's contrast).
+    dimmable: bool,
+}
+
+impl PanelControl {
+    fn poke(&self, f: impl FnOnce(&mut Shared)) {
+        let (m, cv) = &*self.shared;
+        let mut s = lock(m);
+        f(&mut s);
+        s.poke = true;
+        cv.notify_one();
+    }
+
+    /// Shows the next page (`+1`) or the previous one (`-1`); rotation goes on from there.
+    pub fn turn(&self, by: i64) {
+        self.poke(|s| s.page_offset = s.page_offset.wrapping_add(by));
+    }
+
+    /// Sets the brightness, 0 to 255 (an OLED's contrast, kept across reconnects); refused,
+    /// with the reason, by panels without one.
+    pub fn set_brightness(&self, level: u8) -> Result<(), &'static str> {
+        if !self.dimmable {
+            return Err("this panel has no brightness control (OLEDs only)");
+        }
+        self.poke(|s| s.brightness = Some(level));
+        Ok(())
+    }
+
+    /// Flashes the panel (inverting it twice a second) for [`IDENTIFY_FOR`].
+    pub fn identify(&self) {
+        self.poke(|s| s.identify_until = Some(Instant::now() + IDENTIFY_FOR));
+    }
+
+    /// The collector's alerts about this host: the banner shows the most severe, `+N` the
+    /// others; `firing == 0` takes it down.
+    pub fn set_alerts(&self, alerts: &ember_wire::HostAlerts) {
+        let banner = (alerts.firing > 0).then(|| {
+            let mut text = ember_wire::heapless::String::<32>::new();
+            let extra = alerts.firing.saturating_sub(1);
+            let suffix = if extra > 0 {
+                format!(" +{extra}")
+            } else {
+                String::new()
+            };
+            let room = 32usize.saturating_sub(suffix.len());
+            for c in alerts.text.chars() {
+                if text.len() + c.len_utf8() > room {
+                    break;
+                }
+                let _ = text.push(c);
+            }
+            let _ = text.push_str(&suffix);
+            ember_display::model::Alert { text }
+        });
+        self.poke(|s| s.alert = banner);
+    }
 }
 
 /// The running panel; dropping it stops the thread.
 pub struct PanelHandle {
     shared: Arc<(Mutex<Shared>, Condvar)>,
+    dimmable: bool,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -444,6 +539,14 @@ impl PanelHandle {
     /// The address shown on the overview.
     pub fn set_ip(&self, ip: Option<[u8; 4]>) {
         lock(&self.shared.0).ip = ip;
+    }
+
+    /// A handle for commands (page turns, identify).
+    pub fn control(&self) -> PanelControl {
+        PanelControl {
+            shared: self.shared.clone(),
+            dimmable: self.dimmable,
+        }
     }
 }
 
@@ -498,6 +601,7 @@ impl Panel {
         backoff: Backoff,
     ) -> PanelHandle {
         let shared = Arc::new((Mutex::new(Shared::default()), Condvar::new()));
+        let dimmable = config.board.controller.is_oled();
         let (config, host, inner) = (config.clone(), host.to_string(), shared.clone());
         let thread = std::thread::Builder::new()
             .name("ember-panel".into())
@@ -511,8 +615,9 @@ impl Panel {
                 let mut last_error: Option<String> = None;
                 let mut sample: Option<Sample> = None;
                 let mut last_page = None;
+                let mut brightness: Option<u8> = None;
                 loop {
-                    let (ip, fresh) = {
+                    let (ip, fresh, offset, flash, banner, asked) = {
                         let (m, cv) = &*inner;
                         let mut s = lock(m);
                         // Wake for a sample, a page change or a retry, whichever comes first.
@@ -522,12 +627,15 @@ impl Panel {
                                     as u64,
                             );
                         let until_retry = retry_at.saturating_duration_since(Instant::now());
-                        let wait = if device.is_none() {
+                        let mut wait = if device.is_none() {
                             until_page.min(until_retry)
                         } else {
                             until_page
                         };
-                        if !s.fresh && !s.stop {
+                        if s.identify_until.is_some() {
+                            wait = wait.min(FLASH);
+                        }
+                        if !s.fresh && !s.stop && !s.poke {
                             s = cv
                                 .wait_timeout(s, wait.max(Duration::from_millis(10)))
                                 .map(|(g, _)| g)
@@ -538,11 +646,32 @@ impl Panel {
                         }
                         let fresh = s.fresh.then(|| s.sample.take()).flatten();
                         s.fresh = false;
-                        (s.ip, fresh)
+                        s.poke = false;
+                        let now = Instant::now();
+                        if s.identify_until.is_some_and(|t| now >= t) {
+                            s.identify_until = None;
+                        }
+                        // Inverted every other half second while identifying.
+                        let flash = s
+                            .identify_until
+                            .is_some_and(|t| ((t - now).as_millis() / FLASH.as_millis()) % 2 == 1);
+                        (
+                            s.ip,
+                            fresh,
+                            s.page_offset,
+                            flash,
+                            s.alert.clone(),
+                            s.brightness.take(),
+                        )
                     };
                     if let Some(new) = fresh {
                         histories.record(&new);
                         sample = Some(new);
+                    }
+                    // Applied now if the device is there, and again whenever it is reopened.
+                    let mut apply = asked.is_some();
+                    if asked.is_some() {
+                        brightness = asked;
                     }
                     if device.is_none() && Instant::now() >= retry_at {
                         match open(&config.board) {
@@ -555,6 +684,7 @@ impl Panel {
                                 device = Some(d);
                                 delay = backoff.min;
                                 last_error = None;
+                                apply = brightness.is_some();
                             }
                             Err(e) => {
                                 let text = e.to_string();
@@ -570,11 +700,16 @@ impl Panel {
                             }
                         }
                     }
+                    if let (true, Some(level), Some(d)) = (apply, brightness, device.as_mut()) {
+                        if let Err(e) = d.set_brightness(level) {
+                            log::warn!("{e}");
+                        }
+                    }
                     let (Some(d), Some(s)) = (device.as_mut(), sample.as_ref()) else {
                         continue;
                     };
                     let elapsed = started.elapsed();
-                    let page = config.page_at(elapsed);
+                    let page = config.page_turned(elapsed, offset);
                     let _ = last_page.replace(page);
                     let model = ember_display::Model {
                         host: &host,
@@ -583,7 +718,15 @@ impl Panel {
                         history: &histories,
                         fleet: &[],
                     };
-                    let frame = renderer.render(page, &model, config.shift_at(elapsed));
+                    let mut frame = renderer.render_with_alert(
+                        page,
+                        &model,
+                        config.shift_at(elapsed),
+                        banner.as_ref(),
+                    );
+                    if flash {
+                        frame.invert();
+                    }
                     if let Err(e) = d.show(&frame) {
                         log::warn!("{e}");
                         last_error = Some(e.to_string());
@@ -600,7 +743,11 @@ impl Panel {
                 None
             }
         };
-        PanelHandle { shared, thread }
+        PanelHandle {
+            shared,
+            thread,
+            dimmable,
+        }
     }
 }
 

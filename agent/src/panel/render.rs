@@ -5,7 +5,7 @@ use embedded_graphics::geometry::{Point, Size};
 use embedded_graphics::pixelcolor::{Rgb565, RgbColor};
 use ember_display::framebuffer::Mono128x64;
 use ember_display::layout::Layout;
-use ember_display::model::{alert, Model};
+use ember_display::model::{alert, Alert, Model};
 use ember_display::text::{self, Grid};
 use ember_display::{pages, Canvas, Page, Settings};
 
@@ -27,6 +27,29 @@ pub enum Frame {
     Text(Vec<Vec<u8>>),
 }
 
+impl Frame {
+    /// Turns the picture over: pixels inverted, colours complemented; a character LCD shows
+    /// `IDENTIFY` on its first line instead (it cannot invert).
+    pub fn invert(&mut self) {
+        match self {
+            Frame::Mono(fb) => fb.invert(),
+            Frame::Color { pixels, .. } => {
+                for p in pixels.iter_mut() {
+                    *p = Rgb565::new(31 - p.r(), 63 - p.g(), 31 - p.b());
+                }
+            }
+            Frame::Text(lines) => {
+                if let Some(first) = lines.first_mut() {
+                    let n = first.len();
+                    let mut line: Vec<u8> = b"** IDENTIFY **".iter().copied().take(n).collect();
+                    line.resize(n, b' ');
+                    *first = line;
+                }
+            }
+        }
+    }
+}
+
 /// Renders pages for one board.
 #[derive(Debug, Clone)]
 pub struct Renderer {
@@ -39,9 +62,10 @@ fn lines<const C: usize, const R: usize>(
     page: Page,
     model: &Model<'_>,
     settings: &Settings,
+    banner: Option<&Alert>,
 ) -> Vec<Vec<u8>> {
     let mut grid = Grid::<C, R>::new();
-    text::render(page, model, settings, &mut grid);
+    text::render_with(page, model, settings, banner, &mut grid);
     grid.lines().iter().map(|l| l.to_vec()).collect()
 }
 
@@ -58,14 +82,26 @@ impl Renderer {
     /// `page` of `model`, moved by `shift` pixels (burn-in protection; what moves past the
     /// edge is cut off).
     pub fn render(&self, page: Page, model: &Model<'_>, shift: (i32, i32)) -> Frame {
+        self.render_with_alert(page, model, shift, None)
+    }
+
+    /// [`Renderer::render`] with the collector's alert, which takes the banner over the one
+    /// the sample itself raises.
+    pub fn render_with_alert(
+        &self,
+        page: Page,
+        model: &Model<'_>,
+        shift: (i32, i32),
+        collector: Option<&Alert>,
+    ) -> Frame {
         let (w, h) = self.size;
-        let banner = alert(model, &self.settings);
+        let banner = collector.cloned().or_else(|| alert(model, &self.settings));
         let layout = Layout::for_size(Size::new(w, h));
         let offset = Point::new(shift.0, shift.1);
         match self.controller {
             Controller::Hd44780 => Frame::Text(match (w, h) {
-                (20, 4) => lines::<20, 4>(page, model, &self.settings),
-                _ => lines::<16, 2>(page, model, &self.settings),
+                (20, 4) => lines::<20, 4>(page, model, &self.settings, banner.as_ref()),
+                _ => lines::<16, 2>(page, model, &self.settings, banner.as_ref()),
             }),
             c if c.is_oled() => {
                 let mut fb = Mono128x64::new();

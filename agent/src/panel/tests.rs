@@ -542,3 +542,129 @@ fn render_png_for_every_builtin_board() {
         }
     }
 }
+
+/// A device that keeps every frame it is shown.
+struct Keeper(Arc<Mutex<Vec<Frame>>>);
+
+impl Device for Keeper {
+    fn show(&mut self, frame: &Frame) -> Result<usize, PanelError> {
+        self.0.lock().unwrap().push(frame.clone());
+        Ok(0)
+    }
+}
+
+fn first_line(f: &Frame) -> String {
+    let Frame::Text(lines) = f else {
+        panic!("not text")
+    };
+    String::from_utf8_lossy(&lines[0]).trim_end().to_string()
+}
+
+#[test]
+fn commands_turn_pages_flash_identify_and_raise_the_collectors_banner() {
+    let raw = PanelRaw {
+        pages: Some(vec!["overview".into(), "cpu".into()]),
+        page_every: Some("1h".into()),
+        ..PanelRaw::default()
+    };
+    let config = PanelConfig::from_raw(Some("pi-hd44780-20x4"), Some(&raw))
+        .unwrap()
+        .unwrap();
+    let frames = Arc::new(Mutex::new(Vec::new()));
+    let f2 = frames.clone();
+    let open: Opener = Box::new(move |_: &Board| Ok(Box::new(Keeper(f2.clone()))));
+    let handle = Panel::start_with(&config, "kitchen-pi", open, Backoff::default());
+    let control = handle.control();
+    let last = |check: &dyn Fn(&Frame) -> bool, what: &str| {
+        for _ in 0..300 {
+            if frames.lock().unwrap().last().is_some_and(check) {
+                return frames.lock().unwrap().last().unwrap().clone();
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("timed out waiting for {what}");
+    };
+    handle.update(&sample(1));
+    let overview = last(&|_| true, "a frame");
+    let r = Renderer::new(&config.board, &config.settings);
+    let s = sample(1);
+    let mut hist = Histories::new();
+    hist.record(&s);
+    let cpu = r.render(Page::Cpu, &model(&s, &hist, &[]), (0, 0));
+    assert_ne!(first_line(&overview), first_line(&cpu));
+    // Next page: the CPU page; previous twice: round to the CPU page again (two pages).
+    control.turn(1);
+    last(&|f| first_line(f) == first_line(&cpu), "the next page");
+    control.turn(-1);
+    last(
+        &|f| first_line(f) == first_line(&overview),
+        "the previous page",
+    );
+    // The collector's alert takes the banner (the first line of a character LCD).
+    control.set_alerts(&ember_wire::HostAlerts {
+        firing: 3,
+        text: "cpu-high".into(),
+    });
+    let f = last(&|f| first_line(f).contains("cpu-high"), "the banner");
+    assert!(first_line(&f).contains("cpu-high +2"), "{}", first_line(&f));
+    control.set_alerts(&ember_wire::HostAlerts {
+        firing: 0,
+        text: "".into(),
+    });
+    last(&|f| !first_line(f).contains("cpu-high"), "the banner gone");
+    // Identify flashes: the LCD's first line says so, on and off.
+    control.identify();
+    last(&|f| first_line(f) == "** IDENTIFY **", "identify on");
+    last(&|f| first_line(f) != "** IDENTIFY **", "identify off");
+    drop(handle);
+}
+
+#[test]
+fn brightness_sets_an_oleds_contrast_and_is_refused_by_an_lcd() {
+    let config = PanelConfig::from_raw(Some("pi-ssd1306"), None)
+        .unwrap()
+        .unwrap();
+    let bus = RecordingI2c::new(&[0x3c]);
+    let b2 = bus.clone();
+    let open: Opener = Box::new(move |_: &Board| {
+        let di = I2CDisplayInterface::new(b2.clone());
+        let mut oled = Oled::new(Ssd1306Driver::new(di, 64, false), 64, 0x7f);
+        oled.init().map_err(|e| PanelError::display("test", e))?;
+        Ok(Box::new(OledDevice {
+            oled,
+            name: "test".into(),
+        }))
+    });
+    let handle = Panel::start_with(&config, "kitchen-pi", open, Backoff::default());
+    handle.update(&sample(1));
+    let contrast_set = |level: u8| {
+        bus.writes()
+            .iter()
+            .any(|w| w.bytes.windows(2).any(|p| p == [0x81, level]))
+    };
+    for _ in 0..300 {
+        if bus.stats().bytes > 1024 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(!contrast_set(0x11));
+    handle.control().set_brightness(0x11).unwrap();
+    for _ in 0..300 {
+        if contrast_set(0x11) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(contrast_set(0x11), "the contrast command reached the bus");
+    drop(handle);
+    let lcd = PanelConfig::from_raw(Some("pi-hd44780-16x2"), None)
+        .unwrap()
+        .unwrap();
+    let open: Opener = Box::new(|_: &Board| Err(PanelError::bus("none", "absent")));
+    let handle = Panel::start_with(&lcd, "kitchen-pi", open, Backoff::default());
+    assert_eq!(
+        handle.control().set_brightness(10),
+        Err("this panel has no brightness control (OLEDs only)")
+    );
+}

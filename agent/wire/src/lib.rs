@@ -28,6 +28,7 @@ pub mod sample;
 pub mod topic;
 
 pub use command::{Action, Command, CommandResult, Outcome};
+// `HostAlerts` is defined below, beside `Message`.
 pub use host::{HostId, HostIdError, HOST_ID_MAX_LEN};
 pub use info::{DiskInfo, HostInfo, Interface};
 pub use sample::{
@@ -71,6 +72,18 @@ pub enum Message {
     Command(Command),
     /// The result of a command (agent → collector).
     CommandResult(CommandResult),
+    /// The collector's firing alerts about the host, for its panel's banner (collector →
+    /// agent, retained).
+    Alerts(HostAlerts),
+}
+
+/// The collector's firing alerts about one host, as its panel shows them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, MaxSize)]
+pub struct HostAlerts {
+    /// How many alerts are firing; 0 clears the banner.
+    pub firing: u8,
+    /// The most severe one, short (`cpu-high`), for the banner; empty when none.
+    pub text: heapless::String<32>,
 }
 
 /// Whether a host's agent is connected. Variants are only ever appended.
@@ -108,7 +121,7 @@ impl Envelope {
 
 impl Message {
     /// How many message kinds this version knows; the kind byte is below this.
-    pub const KINDS: u8 = 5;
+    pub const KINDS: u8 = 6;
 
     /// The topic kind this message travels on.
     pub fn kind(&self) -> topic::Kind {
@@ -118,6 +131,7 @@ impl Message {
             Message::Status(_) => topic::Kind::Status,
             Message::Command(_) => topic::Kind::Command,
             Message::CommandResult(_) => topic::Kind::Result,
+            Message::Alerts(_) => topic::Kind::Alerts,
         }
     }
 }

@@ -6,6 +6,7 @@
 //! ember/v1/{host}/status   agent → collector   QoS 1   retained       Message::Status (last will: Offline)
 //! ember/v1/{host}/cmd      collector → agent   QoS 1   not retained   Message::Command
 //! ember/v1/{host}/result   agent → collector   QoS 1   not retained   Message::CommandResult
+//! ember/v1/{host}/alerts   collector → agent   QoS 1   retained       Message::Alerts
 //! ```
 //!
 //! Every payload is a postcard [`Envelope`](crate::Envelope) whose host equals the topic's
@@ -39,6 +40,8 @@ pub enum Kind {
     Command,
     /// `result`
     Result,
+    /// `alerts`
+    Alerts,
 }
 
 /// MQTT quality of service levels used by the scheme.
@@ -52,12 +55,13 @@ pub enum Qos {
 
 impl Kind {
     /// Every kind, in scheme order.
-    pub const ALL: [Kind; 5] = [
+    pub const ALL: [Kind; 6] = [
         Kind::Sample,
         Kind::Info,
         Kind::Status,
         Kind::Command,
         Kind::Result,
+        Kind::Alerts,
     ];
 
     /// The topic's last level.
@@ -68,12 +72,18 @@ impl Kind {
             Kind::Status => "status",
             Kind::Command => "cmd",
             Kind::Result => "result",
+            Kind::Alerts => "alerts",
         }
+    }
+
+    /// Whether the collector, not the agent, publishes on this kind's topic.
+    pub const fn from_collector(self) -> bool {
+        matches!(self, Kind::Command | Kind::Alerts)
     }
 
     /// Whether the broker keeps the last message for new subscribers.
     pub const fn retained(self) -> bool {
-        matches!(self, Kind::Info | Kind::Status)
+        matches!(self, Kind::Info | Kind::Status | Kind::Alerts)
     }
 
     /// The QoS messages of this kind are published with.

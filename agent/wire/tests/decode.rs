@@ -56,10 +56,10 @@ fn future_and_past_versions_are_refused_by_number() {
 
 #[test]
 fn unknown_message_kind_is_refused() {
-    // Envelope of version 1 for host "pi4" with message kind 5, which does not exist (yet).
+    // Envelope of version 1 for host "pi4" with message kind 6, which does not exist (yet).
     assert_eq!(
-        decode(&[1, 3, b'p', b'i', b'4', 5, 0]),
-        Err(Error::UnknownMessage(5))
+        decode(&[1, 3, b'p', b'i', b'4', 6, 0]),
+        Err(Error::UnknownMessage(6))
     );
     // A Status with an unknown variant.
     assert_eq!(decode(&[1, 3, b'p', b'i', b'4', 2, 9]), Err(Error::Invalid));

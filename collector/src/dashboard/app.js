@@ -59,6 +59,8 @@ const state = {
   view: { name: 'fleet' },
   range: { preset: '1h' },
   history: null,
+  alerts: { active: [], history: [] },
+  host: { alerts: null, commands: [] },
 };
 let dirty = false;
 const redraw = () => { if (!dirty) { dirty = true; requestAnimationFrame(() => { dirty = false; render(); }); } };
@@ -73,6 +75,44 @@ async function loadHosts() {
   const list = await getJSON('/api/hosts');
   state.hosts = new Map(list.map(h => [h.id, h]));
   redraw();
+}
+
+// ---- alerts and commands (small: the newest 20 events, a host's newest 8 commands)
+async function loadAlerts() {
+  const [a, h] = await Promise.all([getJSON('/api/alerts'), getJSON('/api/alerts/history?limit=20')]);
+  state.alerts = { active: a.active, history: h.history };
+  redraw();
+}
+
+async function loadHostExtras(id) {
+  const [a, c] = await Promise.all([getJSON(`/api/hosts/${id}/alerts`).catch(() => null), getJSON(`/api/hosts/${id}/commands?limit=8`)]);
+  if (state.view.name !== 'host' || state.view.id !== id) return;
+  state.host = { alerts: a, commands: c.commands };
+  redraw();
+  // A pending command's result comes back within its timeout: look again shortly.
+  if (c.commands.some(x => x.status === 'pending')) setTimeout(() => loadHostExtras(id), 500);
+}
+
+async function sendCommand(id, action) {
+  const r = await fetch(`/api/hosts/${id}/commands`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ action }) });
+  const body = await r.json().catch(() => ({}));
+  if (!r.ok) { state.host.error = body.error || r.statusText; redraw(); return; }
+  state.host.error = null;
+  loadHostExtras(id);
+}
+
+const alertRow = a => el('li', { class: 'sev-' + a.severity, 'data-rule': a.rule, 'data-host': a.host },
+  el('b', {}, a.rule), ' on ', el('a', { href: '#/host/' + a.host }, a.host), a.summary ? ': ' + a.summary : '',
+  el('span', { class: 'muted' }, ` · since ${ago(a.since_ms)}${a.silenced ? ' · silenced' : ''}`));
+const eventRow = e => el('li', { class: 'sev-' + e.alert.severity },
+  el('span', { class: 'change ' + e.change }, e.change), ' ', el('b', {}, e.alert.rule), ' on ', e.alert.host,
+  el('span', { class: 'muted' }, ' · ' + ago(e.at_ms)));
+
+function alertsCard(active, history, title) {
+  return el('div', { class: 'card alerts', id: 'alerts' },
+    el('h3', {}, title, el('span', {}, active.length ? `${active.length} firing` : 'none firing')),
+    active.length ? el('ul', { class: 'active' }, active.map(alertRow)) : null,
+    history.length ? el('details', {}, el('summary', { class: 'muted' }, 'Recent'), el('ul', { class: 'history' }, history.map(eventRow))) : null);
 }
 
 // ---- live events
@@ -145,6 +185,7 @@ function fleet() {
   const status = el('select', { 'aria-label': 'status', onchange: e => { state.status = e.target.value; redraw(); } },
     ['all', 'online', 'stale', 'offline', 'unknown'].map(s => el('option', { value: s, selected: s === state.status ? '' : null }, s)));
   return [
+    alertsCard(state.alerts.active, state.alerts.history, 'Alerts'),
     el('div', { class: 'toolbar' }, search, status),
     hosts.length
       ? el('table', { id: 'fleet' }, el('thead', {}, head), el('tbody', {}, rows))
@@ -291,13 +332,23 @@ function hostView(id) {
   const panel = el('div', { class: 'card panel' }, el('h3', {}, 'Panel', el('span', {}, 'what its display shows')),
     el('img', { id: 'panel', alt: `${id}'s panel`, src: `/api/hosts/${id}/panel.png?seq=${s ? s.seq : 0}`, onerror: e => { e.target.parentNode.hidden = true; } }));
 
+  const extras = state.host;
+  const alerts = extras.alerts ? alertsCard(extras.alerts.active, extras.alerts.history, 'Alerts') : null;
+  const actions = [['identify', 'Identify'], ['previous-page', '◀ Page'], ['next-page', 'Page ▶'], ['republish-inventory', 'Republish inventory']];
+  const commands = el('div', { class: 'card commands', id: 'commands' },
+    el('h3', {}, 'Commands', el('span', {}, 'sent to the agent over MQTT')),
+    el('div', { class: 'toolbar' }, actions.map(([a, label]) => el('button', { 'data-action': a, onclick: () => sendCommand(id, a) }, label))),
+    extras.error ? el('div', { class: 'error' }, extras.error) : null,
+    el('table', {}, el('tbody', {}, extras.commands.map(c => el('tr', { 'data-id': c.id, 'data-status': c.status },
+      el('td', {}, c.name || c.action), el('td', { class: 'status' }, c.status), el('td', { class: 'muted' }, c.detail || ''),
+      el('td', { class: 'muted' }, `${c.actor} · ${ago(c.requested_ms)}`))))));
   return [
     el('div', { class: 'hosthead' },
       el('a', { href: '#/' }, '← Fleet'),
       el('h2', { class: h.status, id: 'host-status', 'data-status': h.status }, el('span', { class: 'dot' }), id),
       el('span', { class: 'muted' }, `${h.status} · last seen ${ago(h.last_seen_ms)}`)),
     el('div', { class: 'toolbar' }, buttons, from, to, apply, hist && hist.error ? el('span', { class: 'muted' }, hist.error) : null),
-    el('div', { class: 'grid' }, charts, panel, inventory, procs('Top CPU', s && s.top_cpu), procs('Top memory', s && s.top_memory)),
+    el('div', { class: 'grid' }, alerts, commands, charts, panel, inventory, procs('Top CPU', s && s.top_cpu), procs('Top memory', s && s.top_memory)),
   ];
 }
 
@@ -305,7 +356,10 @@ function hostView(id) {
 function route() {
   const m = location.hash.match(/^#\/host\/([a-z0-9-]+)/);
   state.view = m ? { name: 'host', id: m[1] } : { name: 'fleet' };
-  if (m) { state.range = { preset: '1h' }; state.history = null; loadHistory(m[1]); }
+  if (m) {
+    state.range = { preset: '1h' }; state.history = null; state.host = { alerts: null, commands: [] };
+    loadHistory(m[1]); loadHostExtras(m[1]);
+  }
   redraw();
 }
 
@@ -327,7 +381,12 @@ $('#theme').addEventListener('click', () => {
   redraw();
 });
 addEventListener('hashchange', route);
+loadAlerts().catch(() => {});
 loadHosts().then(route).catch(e => { $('#app').replaceChildren(el('div', { class: 'empty' }, 'Cannot reach the collector: ' + e.message)); });
 connect();
 // Ages and stale states move on without events; refresh the list now and then.
-setInterval(loadHosts, 10000);
+setInterval(() => {
+  loadHosts();
+  loadAlerts().catch(() => {});
+  if (state.view.name === 'host') loadHostExtras(state.view.id).catch(() => {});
+}, 10000);
