@@ -19,6 +19,7 @@
 //! - `inventory`: the inventory is published again when it changes.
 //! - `outage`: a 60 s broker outage loses no sample and duplicates none (issue #3).
 //! - `simulation`: many synthetic hosts from one process (issue #3).
+//! - `limits`: the connection limit, refused clients reconnecting (issue #9).
 
 mod browser;
 mod support;
@@ -29,6 +30,7 @@ mod foundation;
 mod harness;
 mod ingest;
 mod inventory;
+mod limits;
 mod outage;
 mod simulation;
 
