@@ -43,8 +43,13 @@ pub struct Message {
     pub payload: Bytes,
 }
 
-/// Most messages handled under one lock of the store (see [`handle_batch`]).
-pub const BATCH: usize = 256;
+/// Most messages one [`Bus::recv`] takes. rumqttd fills the link's buffer with up to 200
+/// messages and then pauses the link until it says it is ready again: taking the whole buffer
+/// at once means that answer goes back at once, and the router refills while ingest works.
+pub const BATCH: usize = 1024;
+
+/// Most messages handled under one lock of the store, so that HTTP readers wait at most that.
+const LOCK_BATCH: usize = 256;
 
 /// Where messages come from and bridge publications go.
 pub trait Bus: Send + 'static {
@@ -452,26 +457,29 @@ fn handle_batch(p: &mut Pipeline, bus: &mut dyn Bus, batch: &mut Vec<Message>) -
     // Sample events cost a copy of each sample: made only while someone reads them.
     let sample_events = p.events.receiver_count() > 0 || p.bridge.wants_samples();
     let mut for_bridge = Vec::new();
-    let events = {
-        let mut store = write(&p.store);
-        if dropped > 0 {
-            store.count_broker_dropped(dropped);
-        }
-        store.set_sample_events(sample_events);
-        for m in batch.drain(..) {
-            let topic = std::str::from_utf8(&m.topic).unwrap_or("");
-            if p.bridge.wants(topic) {
-                for_bridge.push(m);
-                continue;
+    if dropped > 0 {
+        write(&p.store).count_broker_dropped(dropped);
+    }
+    for chunk in batch.chunks(LOCK_BATCH) {
+        let events = {
+            let mut store = write(&p.store);
+            store.set_sample_events(sample_events);
+            for m in chunk {
+                let topic = std::str::from_utf8(&m.topic).unwrap_or("");
+                if p.bridge.wants(topic) {
+                    for_bridge.push(m.clone());
+                    continue;
+                }
+                match store.ingest(topic, &m.payload, now) {
+                    Ok(accepted) => p.persister.record(now, topic, &m.payload, accepted),
+                    Err(reject) => log_reject(topic, reject),
+                }
             }
-            match store.ingest(topic, &m.payload, now) {
-                Ok(accepted) => p.persister.record(now, topic, &m.payload, accepted),
-                Err(reject) => log_reject(topic, reject),
-            }
-        }
-        store.drain_events()
-    };
-    fan_out(p, bus, events);
+            store.drain_events()
+        };
+        fan_out(p, bus, events);
+    }
+    batch.clear();
     for m in for_bridge {
         let topic = std::str::from_utf8(&m.topic).unwrap_or("");
         let publishes = p.bridge.on_message(topic, &m.payload, &read(&p.store), now);
