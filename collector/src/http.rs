@@ -47,6 +47,8 @@ pub struct AppState {
     pub commands: Arc<Mutex<Commands>>,
     /// Publications for the ingest thread to send (commands).
     pub outgoing: std::sync::mpsc::Sender<Publish>,
+    /// The MQTT gate's connection counters (embedded broker only).
+    pub gate: Option<Arc<crate::gate::Gate>>,
 }
 
 /// Every route: path and what it serves. The router is built from this list, and a test checks
@@ -250,6 +252,7 @@ async fn health(State(state): State<AppState>) -> Response {
         "broker": state.broker,
         "ingest": store.stats(),
         "ingest_rate": store.ingest_rate(),
+        "connections": state.gate.as_ref().map(|g| g.stats()),
         "memory": {
             "raw_samples": memory.raw_samples,
             "raw_bytes": memory.raw_bytes,
@@ -472,6 +475,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
     let extra = crate::prom::Extra {
         uptime_s: state.started.elapsed().as_secs(),
         event_subscribers: state.events.receiver_count(),
+        gate: state.gate.as_ref().map(|g| g.stats()),
     };
     let text = crate::prom::render(&store, &persistence, extra, crate::now_ms());
     (

@@ -70,6 +70,10 @@ pub struct Stats {
     pub rejected_decode: u64,
     /// Payloads whose host or kind disagreed with the topic.
     pub rejected_mismatch: u64,
+    /// Messages the broker acknowledged but dropped before ingest read them: its log for the
+    /// collector's subscription overran (ingest fell too far behind).
+    #[serde(default)]
+    pub broker_dropped: u64,
 }
 
 /// The store's settings.
@@ -272,6 +276,8 @@ pub struct Store {
     config: StoreConfig,
     stats: Stats,
     events: Vec<Event>,
+    /// Whether stored samples become [`Event::Sample`]s (see [`Store::set_sample_events`]).
+    sample_events: bool,
     rate: (u64, u64, f64),
 }
 
@@ -290,6 +296,7 @@ impl Store {
             config,
             stats: Stats::default(),
             events: Vec::new(),
+            sample_events: true,
             rate: (0, 0, 0.0),
         }
     }
@@ -408,7 +415,10 @@ impl Store {
         let accepted = match envelope.message {
             Message::Sample(sample) => {
                 let accepted = entry.push_sample(sample);
-                if let (Accepted::Sample { .. }, Some(latest)) = (accepted, &entry.latest) {
+                let wanted = self.sample_events;
+                if let (Accepted::Sample { .. }, Some(latest), true) =
+                    (accepted, &entry.latest, wanted)
+                {
                     self.events.push(Event::Sample {
                         host: host.clone(),
                         sample: Arc::new(latest.clone()),
@@ -460,6 +470,18 @@ impl Store {
     /// Takes the queued events.
     pub fn drain_events(&mut self) -> Vec<Event> {
         std::mem::take(&mut self.events)
+    }
+
+    /// Whether stored samples become [`Event::Sample`]s (on by default). Each such event holds a
+    /// copy of the sample: ingest turns them off while nothing reads them (no event-stream
+    /// client, no JSON bridge). Status and inventory events are always made.
+    pub fn set_sample_events(&mut self, on: bool) {
+        self.sample_events = on;
+    }
+
+    /// Counts messages the broker dropped before ingest read them (see [`Stats::broker_dropped`]).
+    pub fn count_broker_dropped(&mut self, n: u64) {
+        self.stats.broker_dropped += n;
     }
 
     /// Collector-wide counters.

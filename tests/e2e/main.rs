@@ -22,6 +22,7 @@
 //! - `alerts`: webhooks to a real HTTP receiver with retries, the MQTT alert topic and the
 //!   host's banner topic, silences, commands from the API to a real agent and back with the
 //!   audit log, and the dashboard's alerts and command buttons in Chromium (issue #7).
+//! - `limits`: the connection limit, refused clients reconnecting (issue #9).
 
 mod browser;
 mod support;
@@ -33,6 +34,7 @@ mod foundation;
 mod harness;
 mod ingest;
 mod inventory;
+mod limits;
 mod outage;
 mod simulation;
 
