@@ -14,7 +14,7 @@ use ember_wire::{HostId, HostInfo, Message, Sample, Status};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, StatusConfig, Tier};
-use crate::ring::Ring;
+use crate::ring::{Ring, Tok};
 use crate::tiers::TierState;
 use crate::{codec, metrics};
 
@@ -276,6 +276,11 @@ pub struct Store {
     config: StoreConfig,
     stats: Stats,
     events: Vec<Event>,
+    /// Series keys and values of the sample being folded into the tiers, kept between samples
+    /// so that their strings are reused rather than allocated for each sample.
+    series: Vec<(String, i64)>,
+    /// The sample being stored as ring tokens, likewise kept between samples.
+    tokens: Vec<Tok>,
     /// Whether stored samples become [`Event::Sample`]s (see [`Store::set_sample_events`]).
     sample_events: bool,
     rate: (u64, u64, f64),
@@ -296,6 +301,8 @@ impl Store {
             config,
             stats: Stats::default(),
             events: Vec::new(),
+            series: Vec::new(),
+            tokens: Vec::new(),
             sample_events: true,
             rate: (0, 0, 0.0),
         }
@@ -414,7 +421,7 @@ impl Store {
         entry.last_seen_ms = entry.last_seen_ms.max(now_ms);
         let accepted = match envelope.message {
             Message::Sample(sample) => {
-                let accepted = entry.push_sample(sample);
+                let accepted = entry.push_sample(sample, &mut self.series, &mut self.tokens);
                 let wanted = self.sample_events;
                 if let (Accepted::Sample { .. }, Some(latest), true) =
                     (accepted, &entry.latest, wanted)
@@ -687,7 +694,12 @@ impl Store {
 }
 
 impl Host {
-    fn push_sample(&mut self, sample: Sample) -> Accepted {
+    fn push_sample(
+        &mut self,
+        sample: Sample,
+        series: &mut Vec<(String, i64)>,
+        tokens: &mut Vec<Tok>,
+    ) -> Accepted {
         let mut missing = 0;
         if let Some(last) = self.last_seq {
             if sample.seq <= last {
@@ -708,12 +720,21 @@ impl Host {
         self.last_seq = Some(sample.seq);
         self.last_timestamp_ms = sample.timestamp_ms;
         let ts = sample.timestamp_ms;
-        self.raw.push(ts, codec::flatten(&sample));
+        codec::flatten_into(&sample, tokens);
+        self.raw.push_swap(ts, tokens);
         if !self.tiers.is_empty() {
-            let mut series = Vec::with_capacity(48);
-            metrics::for_each(&sample, |m, l, v| series.push((metrics::key(m, l), v)));
+            let mut n = 0;
+            metrics::for_each(&sample, |m, l, v| {
+                if n == series.len() {
+                    series.push((String::new(), 0));
+                }
+                let (key, value) = &mut series[n];
+                metrics::key_into(m, l, key);
+                *value = v;
+                n += 1;
+            });
             for t in &mut self.tiers {
-                t.add(ts, &series);
+                t.add(ts, &series[..n]);
             }
         }
         self.latest = Some(sample);
