@@ -728,6 +728,86 @@ async fn not_found() -> ApiError {
 mod tests {
     use super::*;
 
+    /// Issue #7: the audit log's "who" comes from the `Actor` request extension that the
+    /// authentication layer sets; without one it is `anonymous`.
+    #[tokio::test]
+    async fn the_audit_log_records_the_actor_from_the_request() {
+        use crate::store::StoreConfig;
+        use ember_wire::{Envelope, Message, Status};
+        let config = crate::config::RawConfig::default().validate().unwrap();
+        let mut store = Store::new(StoreConfig::from_config(&config));
+        let mut buf = [0u8; ember_wire::MAX_ENCODED_LEN];
+        let online = Envelope::new(
+            HostId::new("pi").unwrap(),
+            Message::Status(Status::Online { interval_ms: 1000 }),
+        )
+        .encode(&mut buf)
+        .unwrap()
+        .to_vec();
+        store
+            .ingest("ember/v1/pi/status", &online, crate::now_ms())
+            .unwrap();
+        let dir = std::env::temp_dir().join(format!("ember-http-actor-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let (_, alerts) = crate::alerts::run::Evaluator::start(config.alerts.clone(), &dir);
+        let (outgoing, sent) = std::sync::mpsc::channel();
+        let state = AppState {
+            store: Arc::new(RwLock::new(store)),
+            started: Instant::now(),
+            mqtt_addr: "127.0.0.1:1883".parse().unwrap(),
+            broker: "embedded",
+            persist: Arc::default(),
+            events: broadcast::channel(4).0,
+            stopping: watch::channel(false).1,
+            alerts,
+            commands: Arc::new(Mutex::new(Commands::open(&dir))),
+            outgoing,
+        };
+        let req = |json: &str| Ok(Json(serde_json::from_str(json).unwrap()));
+        let alice = Some(Extension(Actor("alice".into())));
+        let r = send_command(
+            State(state.clone()),
+            Path("pi".into()),
+            alice.clone(),
+            req(r#"{"action":"identify"}"#),
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.status(), StatusCode::ACCEPTED);
+        let published = sent.try_recv().unwrap();
+        assert_eq!(published.topic, "ember/v1/pi/cmd");
+        send_command(
+            State(state.clone()),
+            Path("pi".into()),
+            None,
+            req(r#"{"action":"next-page"}"#),
+        )
+        .await
+        .unwrap();
+        let log = commands_lock(&state).list(None, 10);
+        assert_eq!(log[0].actor, "anonymous");
+        assert_eq!(log[1].actor, "alice");
+        let silence = add_silence(
+            State(state.clone()),
+            alice,
+            Ok(Json(SilenceRequest {
+                rule: None,
+                host: Some("pi".into()),
+                duration: "1h".into(),
+                comment: String::new(),
+            })),
+        )
+        .await
+        .unwrap();
+        assert_eq!(silence.status(), StatusCode::CREATED);
+        assert_eq!(
+            state.alerts.engine().silences(crate::now_ms())[0].created_by,
+            "alice"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     /// The OpenAPI document lists exactly the routes served, each with a `get`.
     #[test]
     fn openapi_matches_the_routes() {

@@ -142,12 +142,22 @@ async fn many_agents_history_metrics_and_every_documented_route() {
     // Every documented route answers from its own handler.
     let (status, doc) = c.get("/api/openapi.json").await;
     assert_eq!(status, 200);
-    let paths: Vec<String> = doc["paths"].as_object().unwrap().keys().cloned().collect();
+    let paths: Vec<String> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        // Routes without GET (removing a silence) are the alerts tests'.
+        .filter(|(_, item)| item.get("get").is_some())
+        .map(|(p, _)| p.clone())
+        .collect();
     assert!(paths.len() >= 9, "{paths:?}");
     for path in paths {
         let path = path.replace("{id}", "many-03");
         if path == "/api/events" {
             continue; // A stream: covered by the status-events test.
+        }
+        if path == "/api/commands/{cmd}" {
+            continue; // Needs a command: covered by the alerts tests.
         }
         let (status, kind, body) = c.get_bytes(&path).await;
         assert_eq!(status, 200, "{path}: {}", String::from_utf8_lossy(&body));

@@ -58,7 +58,14 @@ pub struct Evaluator {
     last_topic: Option<Vec<u8>>,
     /// What each host's panel was last told: (firing, text).
     banners: HashMap<HostId, (u8, String)>,
+    /// Filesystem trends, refitted every [`TREND_EVERY`] (a trend over hours moves slowly, and
+    /// reading hours of history for every host at every evaluation would hold up ingest).
+    trends: HashMap<HostId, Vec<FsTrend>>,
+    trends_at: Option<Instant>,
 }
+
+/// How often the filesystem trends are read again from the history.
+pub const TREND_EVERY: Duration = Duration::from_secs(60);
 
 const LOG: &str = "alerts.jsonl";
 
@@ -153,6 +160,8 @@ impl Evaluator {
                 log_path,
                 last_topic: None,
                 banners: HashMap::new(),
+                trends: HashMap::new(),
+                trends_at: None,
             },
             shared,
         )
@@ -166,22 +175,21 @@ impl Evaluator {
         self.next = now + self.every;
         let mut engine = self.shared.engine();
         let summaries = store.summaries(now_ms);
-        let trends: Vec<Vec<FsTrend>> = match engine.trend_window() {
-            Some(w) => summaries
-                .iter()
-                .map(|h| trends(store, h, now_ms, w))
-                .collect(),
-            None => vec![Vec::new(); summaries.len()],
-        };
+        if let Some(w) = engine.trend_window() {
+            if self
+                .trends_at
+                .is_none_or(|t| now.duration_since(t) >= TREND_EVERY)
+            {
+                self.trends_at = Some(now);
+                self.trends = summaries
+                    .iter()
+                    .map(|h| (h.id.clone(), trends(store, h, now_ms, w)))
+                    .collect();
+            }
+        }
         let facts: Vec<HostFacts<'_>> = summaries
             .iter()
-            .zip(&trends)
-            .map(|(h, t)| HostFacts {
-                id: h.id,
-                status: h.status,
-                sample: h.latest,
-                trends: t,
-            })
+            .map(|h| HostFacts::of(h, self.trends.get(h.id).map(Vec::as_slice).unwrap_or(&[])))
             .collect();
         let notifications = engine.evaluate(now_ms, &facts);
         let recorded = engine.take_recorded();
