@@ -763,6 +763,7 @@ mod tests {
             alerts,
             commands: Arc::new(Mutex::new(Commands::open(&dir))),
             outgoing,
+            gate: None,
         };
         let req = |json: &str| Ok(Json(serde_json::from_str(json).unwrap()));
         let alice = Some(Extension(Actor("alice".into())));
