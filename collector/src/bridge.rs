@@ -89,6 +89,11 @@ impl Bridge {
         )
     }
 
+    /// Whether [`Bridge::on_event`] does anything with sample events (the JSON state).
+    pub fn wants_samples(&self) -> bool {
+        self.config.json
+    }
+
     /// Whether `topic` is one of [`Bridge::subscriptions`].
     pub fn wants(&self, topic: &str) -> bool {
         self.config.home_assistant && topic == self.ha_status_topic()

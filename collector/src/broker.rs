@@ -29,14 +29,17 @@ pub enum BrokerError {
     NotListening(SocketAddr),
 }
 
+/// Bytes in one segment of a filter's in-memory log.
+pub const SEGMENT_SIZE: usize = 1 << 20;
+/// Segments a filter's log keeps; when a new one is needed the oldest goes, read or not.
+pub const SEGMENT_COUNT: usize = 4;
+
 /// The broker's settings, derived from the collector's config.
 ///
 /// rumqttd keeps each subscribed filter's log in memory as segments; the collector's own
 /// subscription and every external subscriber's filter get `SEGMENT_SIZE * SEGMENT_COUNT`
 /// bytes at most, so the broker's memory stays bounded however long it runs.
 pub fn rumqttd_config(config: &Config, listen: SocketAddr) -> rumqttd::Config {
-    const SEGMENT_SIZE: usize = 1 << 20;
-    const SEGMENT_COUNT: usize = 4;
     let connections = ConnectionSettings {
         connection_timeout_ms: 5_000,
         max_payload_size: config.max_payload,
@@ -55,7 +58,11 @@ pub fn rumqttd_config(config: &Config, listen: SocketAddr) -> rumqttd::Config {
     rumqttd::Config {
         id: 0,
         router: RouterConfig {
-            max_connections: config.max_connections,
+            // The gate (`gate.rs`) enforces `max-connections`; the router must never refuse a
+            // connection itself (rumqttd then panics when the client id comes back). The
+            // headroom covers the collector's own link, the readiness probe and connections
+            // rumqttd has not yet finished closing.
+            max_connections: config.max_connections + ROUTER_HEADROOM,
             max_outgoing_packet_count: 200,
             max_segment_size: SEGMENT_SIZE,
             max_segment_count: SEGMENT_COUNT,
@@ -75,9 +82,12 @@ pub fn rumqttd_config(config: &Config, listen: SocketAddr) -> rumqttd::Config {
     }
 }
 
+/// Router connections beyond `max-connections`: see [`rumqttd_config`].
+pub const ROUTER_HEADROOM: usize = 16;
+
 /// A running broker: its address and the collector's link into it.
 pub struct Running {
-    /// The address the broker listens on.
+    /// The loopback address the broker listens on, for the gate.
     pub addr: SocketAddr,
     /// Sends into the broker as the collector.
     pub link_tx: LinkTx,
@@ -85,11 +95,12 @@ pub struct Running {
     pub link_rx: LinkRx,
 }
 
-/// Starts rumqttd on its own threads and waits until it accepts connections.
+/// Starts rumqttd on its own threads, listening on a free loopback port for the gate
+/// (`gate.rs`) only, and waits until it accepts connections.
 ///
 /// rumqttd has no way to stop; its threads end with the process.
 pub fn start(config: &Config) -> Result<Running, BrokerError> {
-    let addr = resolve_port(config.mqtt_listen)?;
+    let addr = resolve_port(SocketAddr::from(([127, 0, 0, 1], 0)))?;
     let mut broker = Broker::new(rumqttd_config(config, addr));
     let (link_tx, link_rx) = broker
         .link("ember-collector")

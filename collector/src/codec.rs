@@ -15,8 +15,16 @@ use crate::ring::Tok;
 /// The sample as tokens.
 pub fn flatten(s: &Sample) -> Vec<Tok> {
     let mut t = Vec::with_capacity(96);
-    let int = |t: &mut Vec<Tok>, v: u64| t.push(Tok::Int(v));
-    let str = |t: &mut Vec<Tok>, v: &str| t.push(Tok::Str(v.to_string()));
+    flatten_into(s, &mut t);
+    t
+}
+
+/// Writes the sample's tokens into `out` over what it held, reusing the strings there: storing
+/// a sample then allocates nothing once `out` has held one of the same shape.
+pub fn flatten_into(s: &Sample, out: &mut Vec<Tok>) {
+    let mut t = Writer { out, n: 0 };
+    let int = |t: &mut Writer<'_>, v: u64| t.int(v);
+    let str = |t: &mut Writer<'_>, v: &str| t.str(v);
     let Sample {
         seq,
         timestamp_ms,
@@ -165,7 +173,36 @@ pub fn flatten(s: &Sample) -> Vec<Tok> {
         int(&mut t, (*loss).into());
     }
     int(&mut t, (*dropped).into());
-    t
+    let n = t.n;
+    out.truncate(n);
+}
+
+/// Overwrites tokens in place.
+struct Writer<'a> {
+    out: &'a mut Vec<Tok>,
+    n: usize,
+}
+
+impl Writer<'_> {
+    fn int(&mut self, v: u64) {
+        match self.out.get_mut(self.n) {
+            Some(tok) => *tok = Tok::Int(v),
+            None => self.out.push(Tok::Int(v)),
+        }
+        self.n += 1;
+    }
+
+    fn str(&mut self, v: &str) {
+        match self.out.get_mut(self.n) {
+            Some(Tok::Str(s)) => {
+                s.clear();
+                s.push_str(v);
+            }
+            Some(tok) => *tok = Tok::Str(v.to_string()),
+            None => self.out.push(Tok::Str(v.to_string())),
+        }
+        self.n += 1;
+    }
 }
 
 struct Reader<'a> {
@@ -387,6 +424,20 @@ mod tests {
             })
             .unwrap();
         s
+    }
+
+    #[test]
+    fn flatten_into_overwrites_whatever_the_buffer_held() {
+        let (full, empty) = (full(), Sample::default());
+        let mut buf = Vec::new();
+        for s in [&full, &empty, &full, &full, &empty] {
+            flatten_into(s, &mut buf);
+            assert_eq!(buf, flatten(s));
+        }
+        // Strings where integers were, and the other way round.
+        let mut buf: Vec<Tok> = (0..200).map(|i| Tok::Str(i.to_string())).collect();
+        flatten_into(&full, &mut buf);
+        assert_eq!(buf, flatten(&full));
     }
 
     #[test]

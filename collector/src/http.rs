@@ -54,6 +54,8 @@ pub struct AppState {
     pub outgoing: std::sync::mpsc::Sender<Publish>,
     /// Who may read and command.
     pub auth: Arc<Auth>,
+    /// The MQTT gate's connection counters (embedded broker only).
+    pub gate: Option<Arc<crate::gate::Gate>>,
 }
 
 /// Every route: method, path and what it serves. The router is built from this list, and a test
@@ -407,6 +409,7 @@ async fn health(State(state): State<AppState>) -> Response {
         "broker": state.broker,
         "ingest": store.stats(),
         "ingest_rate": store.ingest_rate(),
+        "connections": state.gate.as_ref().map(|g| g.stats()),
         "memory": {
             "raw_samples": memory.raw_samples,
             "raw_bytes": memory.raw_bytes,
@@ -562,6 +565,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
     let extra = crate::prom::Extra {
         uptime_s: state.started.elapsed().as_secs(),
         event_subscribers: state.events.receiver_count(),
+        gate: state.gate.as_ref().map(|g| g.stats()),
     };
     let text = crate::prom::render(&store, &persistence, extra, crate::now_ms());
     (
@@ -832,6 +836,7 @@ mod tests {
             commands: Arc::new(Mutex::new(Commands::open(&dir))),
             outgoing,
             auth: Arc::new(Auth::with_key(auth::ReadAccess::Open, Vec::new(), [7; 32])),
+            gate: None,
         };
         let req = |json: &str| Ok(Json(serde_json::from_str(json).unwrap()));
         let operator = |name: &str| {

@@ -9,6 +9,7 @@
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use ember_wire::topic::{self, Kind};
 use futures_util::FutureExt;
 use rumqttd::local::{LinkRx, LinkTx};
@@ -19,6 +20,7 @@ use tokio::sync::broadcast;
 use crate::bridge::{self, Bridge};
 use crate::commands::Commands;
 use crate::config::{Config, ExternalBroker};
+use crate::gate::Flow;
 use crate::persist::Persister;
 use crate::store::{Event, Reject, Store};
 
@@ -33,18 +35,72 @@ pub enum BusError {
     Client,
 }
 
+/// One message from the bus: the broker's own buffers, not copied.
+#[derive(Debug, Clone)]
+pub struct Message {
+    /// The topic, as published (UTF-8 if the publisher kept to MQTT).
+    pub topic: Bytes,
+    /// The payload.
+    pub payload: Bytes,
+}
+
+/// Most messages one [`Bus::recv`] takes. rumqttd fills the link's buffer with up to 200
+/// messages and then pauses the link until it says it is ready again: taking the whole buffer
+/// at once means that answer goes back at once, and the router refills while ingest works.
+pub const BATCH: usize = 1024;
+
+/// Most messages handled under one lock of the store, so that HTTP readers wait at most that.
+const LOCK_BATCH: usize = 256;
+
 /// Where messages come from and bridge publications go.
 pub trait Bus: Send + 'static {
-    /// The next message, or `None` once `deadline` passes.
-    fn recv(&mut self, deadline: Instant) -> Result<Option<(String, Vec<u8>)>, BusError>;
+    /// Waits until at least one message is there or `deadline` passes, then appends what is
+    /// ready, at most [`BATCH`], to `out`.
+    fn recv(&mut self, deadline: Instant, out: &mut Vec<Message>) -> Result<(), BusError>;
+    /// Messages the broker acknowledged but dropped before this bus read them, since the last
+    /// call.
+    fn take_dropped(&mut self) -> u64 {
+        0
+    }
     /// Publishes at QoS 0; a full queue drops the message (the bridge repeats its state).
     fn publish(&mut self, topic: &str, payload: Vec<u8>, retain: bool);
 }
 
 /// The embedded broker's in-process link.
+///
+/// rumqttd acknowledges a QoS 1 publish once it is in the broker's in-memory log for each
+/// matching filter, and forwards to subscribers from there; a subscriber that falls more than
+/// the log's size behind is moved on to the oldest message still held. Each forwarded message
+/// carries its offset in the log, so such a jump shows here as a gap, and is counted
+/// ([`Bus::take_dropped`]).
 pub struct LinkBus {
     tx: LinkTx,
     rx: LinkRx,
+    /// Offset of the last message read from the agents' filter's log.
+    last_offset: Option<u64>,
+    dropped: u64,
+    /// The gate's flow control, told what ingest has read.
+    flow: Option<Arc<Flow>>,
+    last_read: Instant,
+}
+
+/// Nothing to read for this long means the broker has given ingest all it had.
+const SETTLE_AFTER: Duration = Duration::from_millis(100);
+
+/// Whether `topic` matches [`topic::FROM_AGENTS`] (`ember/v1/+/+`).
+pub fn from_agents(topic: &[u8]) -> bool {
+    topic
+        .strip_prefix(topic::PREFIX.as_bytes())
+        .and_then(|rest| rest.strip_prefix(b"/"))
+        .is_some_and(|rest| rest.iter().filter(|b| **b == b'/').count() == 1)
+}
+
+/// Messages skipped between two offsets read in turn from one log.
+fn skipped(last: Option<u64>, offset: u64) -> u64 {
+    match last {
+        Some(last) if offset > last + 1 => offset - last - 1,
+        _ => 0,
+    }
 }
 
 fn filter(path: &str) -> Filter {
@@ -67,37 +123,47 @@ impl LinkBus {
         let subscribe = Subscribe { pkid: 1, filters };
         // `send` only queues for the router: it completes at once.
         match tx.send(Packet::Subscribe(subscribe, None)).now_or_never() {
-            Some(Ok(_)) => Ok(LinkBus { tx, rx }),
+            Some(Ok(_)) => Ok(LinkBus {
+                tx,
+                rx,
+                last_offset: None,
+                dropped: 0,
+                flow: None,
+                last_read: Instant::now(),
+            }),
             Some(Err(e)) => Err(BusError::Link(e.to_string())),
             None => Err(BusError::Link("subscribe did not complete".into())),
         }
     }
 }
 
+impl LinkBus {
+    /// Tells `flow` (the gate's flow control) what ingest reads.
+    pub fn with_flow(mut self, flow: Arc<Flow>) -> Self {
+        self.flow = Some(flow);
+        self
+    }
+}
+
 impl Bus for LinkBus {
-    fn recv(&mut self, deadline: Instant) -> Result<Option<(String, Vec<u8>)>, BusError> {
-        loop {
-            match self.rx.recv_deadline(deadline) {
-                Ok(Some(Notification::Forward(f))) => {
-                    let topic = String::from_utf8_lossy(&f.publish.topic).into_owned();
-                    return Ok(Some((topic, f.publish.payload.to_vec())));
-                }
-                // The router pauses a link after `max_outgoing_packet_count` forwards until it
-                // says it is ready again; without this ingest stalls.
-                Ok(Some(Notification::Unschedule)) => {
-                    self.rx.ready().map_err(|e| BusError::Link(e.to_string()))?
-                }
-                Ok(_) => {}
-                // A timeout, rather than a closed channel, returns at the deadline.
-                Err(rumqttd::local::LinkError::RecvTimeout(_)) if Instant::now() >= deadline => {
-                    return Ok(None)
-                }
-                Err(e) => return Err(BusError::Link(e.to_string())),
-            }
-            if Instant::now() >= deadline {
-                return Ok(None);
+    fn recv(&mut self, deadline: Instant, out: &mut Vec<Message>) -> Result<(), BusError> {
+        let start = out.len();
+        let mut read = 0u64;
+        let result = self.recv_into(deadline, out, &mut read);
+        if let Some(flow) = &self.flow {
+            let now = Instant::now();
+            if out.len() > start {
+                self.last_read = now;
+                flow.read(read);
+            } else if now.duration_since(self.last_read) >= SETTLE_AFTER {
+                flow.settle();
             }
         }
+        result
+    }
+
+    fn take_dropped(&mut self) -> u64 {
+        std::mem::take(&mut self.dropped)
     }
 
     fn publish(&mut self, topic: &str, payload: Vec<u8>, retain: bool) {
@@ -105,6 +171,58 @@ impl Bus for LinkBus {
         if let Some(Err(e)) = self.tx.send(Packet::Publish(publish, None)).now_or_never() {
             tracing::warn!(%topic, "bridge publish failed: {e}");
         }
+    }
+}
+
+impl LinkBus {
+    fn recv_into(
+        &mut self,
+        deadline: Instant,
+        out: &mut Vec<Message>,
+        read: &mut u64,
+    ) -> Result<(), BusError> {
+        let start = out.len();
+        while out.len() - start < BATCH {
+            // Block for the first message only; then take what is already there.
+            let until = if out.len() == start {
+                deadline
+            } else {
+                Instant::now()
+            };
+            match self.rx.recv_deadline(until) {
+                Ok(Some(Notification::Forward(f))) => {
+                    if let Some((_, offset)) = f.cursor {
+                        if from_agents(&f.publish.topic) {
+                            self.dropped += skipped(self.last_offset, offset);
+                            self.last_offset = Some(offset);
+                            // As rumqttd's log and the gate count it.
+                            *read += (4 + f.publish.topic.len() + f.publish.payload.len()) as u64;
+                        }
+                    }
+                    out.push(Message {
+                        topic: f.publish.topic,
+                        payload: f.publish.payload,
+                    });
+                }
+                // The router pauses a link whose buffer is full until it says it is ready
+                // again; without this ingest stalls.
+                Ok(Some(Notification::Unschedule)) => {
+                    self.rx.ready().map_err(|e| BusError::Link(e.to_string()))?
+                }
+                Ok(_) => {}
+                // A timeout, rather than a closed channel, returns.
+                Err(rumqttd::local::LinkError::RecvTimeout(_)) => {
+                    if out.len() > start || Instant::now() >= deadline {
+                        return Ok(());
+                    }
+                }
+                Err(e) => return Err(BusError::Link(e.to_string())),
+            }
+            if out.len() == start && Instant::now() >= deadline {
+                return Ok(());
+            }
+        }
+        Ok(())
     }
 }
 
@@ -151,16 +269,20 @@ impl ClientBus {
 }
 
 impl Bus for ClientBus {
-    fn recv(&mut self, deadline: Instant) -> Result<Option<(String, Vec<u8>)>, BusError> {
+    fn recv(&mut self, deadline: Instant, out: &mut Vec<Message>) -> Result<(), BusError> {
         use rumqttc::{Event, Packet, RecvTimeoutError};
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Ok(None);
+                return Ok(());
             }
             match self.connection.recv_timeout(left) {
                 Ok(Ok(Event::Incoming(Packet::Publish(p)))) => {
-                    return Ok(Some((p.topic, p.payload.to_vec())))
+                    out.push(Message {
+                        topic: Bytes::from(p.topic.into_bytes()),
+                        payload: p.payload,
+                    });
+                    return Ok(());
                 }
                 Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => {
                     // rumqttc does not subscribe again after a reconnect: do it on every CONNACK.
@@ -188,7 +310,7 @@ impl Bus for ClientBus {
                     std::thread::sleep(pause);
                     self.backoff = (self.backoff * 2).min(Duration::from_secs(5));
                 }
-                Err(RecvTimeoutError::Timeout) => return Ok(None),
+                Err(RecvTimeoutError::Timeout) => return Ok(()),
                 Err(RecvTimeoutError::Disconnected) => return Err(BusError::Client),
             }
         }
@@ -227,6 +349,9 @@ pub struct Pipeline {
 /// How often host status is re-evaluated.
 const TICK: Duration = Duration::from_millis(250);
 
+/// At most one warning this often about messages the broker dropped.
+const DROP_LOG_EVERY: Duration = Duration::from_secs(10);
+
 /// Starts the ingest thread.
 pub fn spawn(
     mut bus: Box<dyn Bus>,
@@ -260,6 +385,10 @@ pub fn spawn(
             for p in initial {
                 bus.publish(&p.topic, p.payload, p.retain);
             }
+            let mut batch = Vec::with_capacity(BATCH);
+            // Dropped messages not yet logged, and when that was last done.
+            let mut unlogged_drops = 0u64;
+            let mut drops_logged = start;
             loop {
                 if *pipeline.stopping.borrow() {
                     let store = read(&pipeline.store);
@@ -270,11 +399,18 @@ pub fn spawn(
                     return;
                 }
                 let deadline = next_tick.min(next_flush).min(next_sync).min(next_snapshot);
-                match bus.recv(deadline) {
-                    Ok(Some((topic, payload))) => {
-                        handle(&mut pipeline, bus.as_mut(), &topic, &payload)
+                match bus.recv(deadline, &mut batch) {
+                    Ok(()) => {
+                        unlogged_drops += handle_batch(&mut pipeline, bus.as_mut(), &mut batch);
+                        if unlogged_drops > 0 && drops_logged.elapsed() >= DROP_LOG_EVERY {
+                            tracing::warn!(
+                                "the broker dropped {unlogged_drops} messages before ingest read \
+                                 them (see broker_dropped in /api/health)"
+                            );
+                            unlogged_drops = 0;
+                            drops_logged = Instant::now();
+                        }
                     }
-                    Ok(None) => {}
                     Err(e) => {
                         tracing::error!("ingest stopped: {e}");
                         pipeline.persister.flush();
@@ -333,41 +469,66 @@ fn lock(c: &Mutex<Commands>) -> std::sync::MutexGuard<'_, Commands> {
     c.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn handle(p: &mut Pipeline, bus: &mut dyn Bus, topic: &str, payload: &[u8]) {
-    let now = crate::now_ms();
-    if topic::parse(topic).is_some_and(|(_, k)| k.from_collector()) {
-        // Our own commands and banners, echoed by an external broker: not for the store.
-        return;
+/// Handles a batch from the bus under one lock of the store, and fans out its events. Returns
+/// how many messages the broker dropped before this batch.
+fn handle_batch(p: &mut Pipeline, bus: &mut dyn Bus, batch: &mut Vec<Message>) -> u64 {
+    let dropped = bus.take_dropped();
+    if batch.is_empty() && dropped == 0 {
+        return 0;
     }
-    if p.bridge.wants(topic) {
-        let publishes = p.bridge.on_message(topic, payload, &read(&p.store), now);
+    let now = crate::now_ms();
+    // Sample events cost a copy of each sample: made only while someone reads them.
+    let sample_events = p.events.receiver_count() > 0 || p.bridge.wants_samples();
+    let mut for_bridge = Vec::new();
+    if dropped > 0 {
+        write(&p.store).count_broker_dropped(dropped);
+    }
+    for chunk in batch.chunks(LOCK_BATCH) {
+        let events = {
+            let mut store = write(&p.store);
+            store.set_sample_events(sample_events);
+            for m in chunk {
+                let topic = std::str::from_utf8(&m.topic).unwrap_or("");
+                if topic::parse(topic).is_some_and(|(_, k)| k.from_collector()) {
+                    // Our own commands and banners, echoed by an external broker: not for the
+                    // store.
+                    continue;
+                }
+                if p.bridge.wants(topic) {
+                    for_bridge.push(m.clone());
+                    continue;
+                }
+                match store.ingest(topic, &m.payload, now) {
+                    Ok(accepted) => {
+                        p.persister.record(now, topic, &m.payload, accepted);
+                        if let crate::store::Accepted::Result = accepted {
+                            // Valid (the store checked it): hand it to the commands.
+                            if let Ok(ember_wire::Envelope {
+                                host,
+                                message: ember_wire::Message::CommandResult(r),
+                                ..
+                            }) = ember_wire::decode(&m.payload)
+                            {
+                                lock(&p.commands).on_result(&host, &r, now);
+                            }
+                        }
+                    }
+                    Err(reject) => log_reject(topic, reject),
+                }
+            }
+            store.drain_events()
+        };
+        fan_out(p, bus, events);
+    }
+    batch.clear();
+    for m in for_bridge {
+        let topic = std::str::from_utf8(&m.topic).unwrap_or("");
+        let publishes = p.bridge.on_message(topic, &m.payload, &read(&p.store), now);
         for m in publishes {
             bus.publish(&m.topic, m.payload, m.retain);
         }
-        return;
     }
-    let events = {
-        let mut store = write(&p.store);
-        match store.ingest(topic, payload, now) {
-            Ok(accepted) => {
-                p.persister.record(now, topic, payload, accepted);
-                if let crate::store::Accepted::Result = accepted {
-                    // Valid (the store checked it): hand it to the commands.
-                    if let Ok(ember_wire::Envelope {
-                        host,
-                        message: ember_wire::Message::CommandResult(r),
-                        ..
-                    }) = ember_wire::decode(payload)
-                    {
-                        lock(&p.commands).on_result(&host, &r, now);
-                    }
-                }
-            }
-            Err(reject) => log_reject(topic, reject),
-        }
-        store.drain_events()
-    };
-    fan_out(p, bus, events);
+    dropped
 }
 
 fn fan_out(p: &mut Pipeline, bus: &mut dyn Bus, events: Vec<Event>) {
@@ -394,4 +555,34 @@ fn fan_out(p: &mut Pipeline, bus: &mut dyn Bus, events: Vec<Event>) {
 fn log_reject(topic: &str, reject: Reject) {
     // Debug level: a misbehaving publisher must not flood the log; the counters show it.
     tracing::debug!(%topic, ?reject, "message dropped");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agents_topics_are_those_of_the_agents_filter() {
+        for (t, expected) in [
+            ("ember/v1/pi/sample", true),
+            ("ember/v1/pi/status", true),
+            ("ember/v1//sample", true),
+            ("ember/v1/pi", false),
+            ("ember/v1/pi/sample/x", false),
+            ("ember/v2/pi/sample", false),
+            ("homeassistant/status", false),
+        ] {
+            assert_eq!(from_agents(t.as_bytes()), expected, "{t}");
+        }
+    }
+
+    #[test]
+    fn a_jump_in_log_offsets_counts_what_was_skipped() {
+        assert_eq!(skipped(None, 7), 0);
+        assert_eq!(skipped(Some(6), 7), 0);
+        assert_eq!(skipped(Some(6), 10), 3);
+        // An offset at or before the last one is not a loss.
+        assert_eq!(skipped(Some(10), 10), 0);
+        assert_eq!(skipped(Some(10), 3), 0);
+    }
 }

@@ -13,6 +13,7 @@ pub mod broker;
 pub mod codec;
 pub mod commands;
 pub mod config;
+pub mod gate;
 pub mod http;
 pub mod ingest;
 pub mod metrics;
@@ -108,12 +109,28 @@ pub async fn start(
     let store = Arc::new(RwLock::new(store));
     let bridge = bridge::Bridge::new(config.bridge.clone());
     let extra = bridge.subscriptions();
+    let flow = gate::Flow::new(gate::Flow::limit_for(
+        broker::SEGMENT_SIZE,
+        broker::SEGMENT_COUNT,
+    ));
+    let gate = gate::Gate::new(config.max_connections, flow.clone());
     let (bus, mqtt_addr, broker_kind): (Box<dyn ingest::Bus>, SocketAddr, &'static str) =
         match &config.external {
             None => {
                 let broker = broker::start(&config)?;
-                let bus = ingest::LinkBus::new(broker.link_tx, broker.link_rx, &extra)?;
-                (Box::new(bus), broker.addr, "embedded")
+                let bus = ingest::LinkBus::new(broker.link_tx, broker.link_rx, &extra)?
+                    .with_flow(flow.clone());
+                let listener = tokio::net::TcpListener::bind(config.mqtt_listen)
+                    .await
+                    .with_context(|| {
+                        format!(
+                            "cannot listen for MQTT on {} (set mqtt-listen to a free address)",
+                            config.mqtt_listen
+                        )
+                    })?;
+                let addr = listener.local_addr()?;
+                tokio::spawn(gate::serve(listener, broker.addr, gate.clone()));
+                (Box::new(bus), addr, "embedded")
             }
             Some(e) => {
                 let addr = (e.host.as_str(), e.port)
@@ -169,6 +186,7 @@ pub async fn start(
         commands,
         outgoing: outgoing_tx,
         auth,
+        gate: config.external.is_none().then_some(gate),
     });
     let serve = tokio::spawn(async move {
         axum::serve(listener, app)

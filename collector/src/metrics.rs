@@ -168,6 +168,16 @@ pub fn key(metric: &Metric, label: Option<&str>) -> String {
     }
 }
 
+/// [`key`] written into `out` (its old contents replaced), reusing its allocation.
+pub fn key_into(metric: &Metric, label: Option<&str>, out: &mut String) {
+    out.clear();
+    out.push_str(metric.name);
+    if let Some(l) = label {
+        out.push('|');
+        out.push_str(l);
+    }
+}
+
 /// Splits a key back into its metric name and label.
 pub fn split_key(key: &str) -> (&str, Option<&str>) {
     match key.split_once('|') {
@@ -192,6 +202,17 @@ mod tests {
             assert!(!m.name.contains('|'));
             assert_eq!(by_name(m.name), Some(&ALL[i]));
             assert!(ALL[..i].iter().all(|o| o.prometheus != m.prometheus));
+        }
+    }
+
+    #[test]
+    fn key_into_writes_the_same_key_over_what_was_there() {
+        let mut out = String::from("left over from the last sample");
+        for m in ALL {
+            for label in [None, Some("/"), Some("eth0")] {
+                key_into(m, label, &mut out);
+                assert_eq!(out, key(m, label));
+            }
         }
     }
 

@@ -15,6 +15,8 @@ pub struct Extra {
     pub uptime_s: u64,
     /// Clients of the live event stream.
     pub event_subscribers: usize,
+    /// MQTT connections (embedded broker only).
+    pub gate: Option<crate::gate::GateStats>,
 }
 
 /// Escapes a label value.
@@ -207,6 +209,50 @@ pub fn render(store: &Store, persist: &PersistStatus, extra: Extra, now_ms: u64)
         let _ = writeln!(
             out,
             "ember_collector_rejected_total{{reason=\"{reason}\"}} {v}"
+        );
+    }
+    counter(
+        &mut out,
+        "ember_collector_broker_dropped_total",
+        "Messages the embedded broker acknowledged but dropped before ingest read them",
+        st.broker_dropped,
+    );
+    if let Some(g) = extra.gate {
+        gauge(
+            &mut out,
+            "ember_collector_mqtt_connections",
+            "MQTT connections open",
+            g.open as f64,
+        );
+        gauge(
+            &mut out,
+            "ember_collector_mqtt_max_connections",
+            "max-connections",
+            g.max as f64,
+        );
+        family(
+            &mut out,
+            "ember_collector_mqtt_refused_total",
+            "counter",
+            "MQTT connections refused, by reason",
+        );
+        for (reason, v) in [("full", g.refused_full), ("client_id", g.refused_id)] {
+            let _ = writeln!(
+                out,
+                "ember_collector_mqtt_refused_total{{reason=\"{reason}\"}} {v}"
+            );
+        }
+        counter(
+            &mut out,
+            "ember_collector_mqtt_held_total",
+            "Times a publisher was held back because ingest was behind",
+            g.held,
+        );
+        gauge(
+            &mut out,
+            "ember_collector_ingest_lag_bytes",
+            "Bytes of agents' publishes relayed to the broker and not yet read by ingest",
+            g.ingest_lag_bytes as f64,
         );
     }
     counter(

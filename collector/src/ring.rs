@@ -109,6 +109,13 @@ impl Ring {
 
     /// Appends a record taken at `ts` (any monotonic-ish time; used to find records by range).
     pub fn push(&mut self, ts: u64, record: Vec<Tok>) {
+        let mut record = record;
+        self.push_swap(ts, &mut record);
+    }
+
+    /// [`Ring::push`] taking the record from `record` and leaving the previous newest record
+    /// there in exchange, so that a caller can refill it without allocating.
+    pub fn push_swap(&mut self, ts: u64, record: &mut Vec<Tok>) {
         let new_block = self.blocks.back().is_none_or(|b| b.count >= BLOCK);
         if new_block {
             if let Some(b) = self.blocks.back_mut() {
@@ -123,12 +130,12 @@ impl Ring {
         }
         let block = self.blocks.back_mut().expect("a block was just ensured");
         let prev: &[Tok] = if new_block { &[] } else { &self.last };
-        encode_record(prev, &record, &mut block.bytes);
+        encode_record(prev, record, &mut block.bytes);
         block.count += 1;
         block.min_ts = block.min_ts.min(ts);
         block.max_ts = block.max_ts.max(ts);
         self.len += 1;
-        self.last = record;
+        std::mem::swap(&mut self.last, record);
         self.evict();
     }
 

@@ -14,7 +14,7 @@ use ember_wire::{HostId, HostInfo, Message, Sample, Status};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, StatusConfig, Tier};
-use crate::ring::Ring;
+use crate::ring::{Ring, Tok};
 use crate::tiers::TierState;
 use crate::{codec, metrics};
 
@@ -70,6 +70,10 @@ pub struct Stats {
     pub rejected_decode: u64,
     /// Payloads whose host or kind disagreed with the topic.
     pub rejected_mismatch: u64,
+    /// Messages the broker acknowledged but dropped before ingest read them: its log for the
+    /// collector's subscription overran (ingest fell too far behind).
+    #[serde(default)]
+    pub broker_dropped: u64,
 }
 
 /// The store's settings.
@@ -272,6 +276,13 @@ pub struct Store {
     config: StoreConfig,
     stats: Stats,
     events: Vec<Event>,
+    /// Series keys and values of the sample being folded into the tiers, kept between samples
+    /// so that their strings are reused rather than allocated for each sample.
+    series: Vec<(String, i64)>,
+    /// The sample being stored as ring tokens, likewise kept between samples.
+    tokens: Vec<Tok>,
+    /// Whether stored samples become [`Event::Sample`]s (see [`Store::set_sample_events`]).
+    sample_events: bool,
     rate: (u64, u64, f64),
 }
 
@@ -290,6 +301,9 @@ impl Store {
             config,
             stats: Stats::default(),
             events: Vec::new(),
+            series: Vec::new(),
+            tokens: Vec::new(),
+            sample_events: true,
             rate: (0, 0, 0.0),
         }
     }
@@ -407,8 +421,11 @@ impl Store {
         entry.last_seen_ms = entry.last_seen_ms.max(now_ms);
         let accepted = match envelope.message {
             Message::Sample(sample) => {
-                let accepted = entry.push_sample(sample);
-                if let (Accepted::Sample { .. }, Some(latest)) = (accepted, &entry.latest) {
+                let accepted = entry.push_sample(sample, &mut self.series, &mut self.tokens);
+                let wanted = self.sample_events;
+                if let (Accepted::Sample { .. }, Some(latest), true) =
+                    (accepted, &entry.latest, wanted)
+                {
                     self.events.push(Event::Sample {
                         host: host.clone(),
                         sample: Arc::new(latest.clone()),
@@ -460,6 +477,18 @@ impl Store {
     /// Takes the queued events.
     pub fn drain_events(&mut self) -> Vec<Event> {
         std::mem::take(&mut self.events)
+    }
+
+    /// Whether stored samples become [`Event::Sample`]s (on by default). Each such event holds a
+    /// copy of the sample: ingest turns them off while nothing reads them (no event-stream
+    /// client, no JSON bridge). Status and inventory events are always made.
+    pub fn set_sample_events(&mut self, on: bool) {
+        self.sample_events = on;
+    }
+
+    /// Counts messages the broker dropped before ingest read them (see [`Stats::broker_dropped`]).
+    pub fn count_broker_dropped(&mut self, n: u64) {
+        self.stats.broker_dropped += n;
     }
 
     /// Collector-wide counters.
@@ -665,7 +694,12 @@ impl Store {
 }
 
 impl Host {
-    fn push_sample(&mut self, sample: Sample) -> Accepted {
+    fn push_sample(
+        &mut self,
+        sample: Sample,
+        series: &mut Vec<(String, i64)>,
+        tokens: &mut Vec<Tok>,
+    ) -> Accepted {
         let mut missing = 0;
         if let Some(last) = self.last_seq {
             if sample.seq <= last {
@@ -686,12 +720,21 @@ impl Host {
         self.last_seq = Some(sample.seq);
         self.last_timestamp_ms = sample.timestamp_ms;
         let ts = sample.timestamp_ms;
-        self.raw.push(ts, codec::flatten(&sample));
+        codec::flatten_into(&sample, tokens);
+        self.raw.push_swap(ts, tokens);
         if !self.tiers.is_empty() {
-            let mut series = Vec::with_capacity(48);
-            metrics::for_each(&sample, |m, l, v| series.push((metrics::key(m, l), v)));
+            let mut n = 0;
+            metrics::for_each(&sample, |m, l, v| {
+                if n == series.len() {
+                    series.push((String::new(), 0));
+                }
+                let (key, value) = &mut series[n];
+                metrics::key_into(m, l, key);
+                *value = v;
+                n += 1;
+            });
             for t in &mut self.tiers {
-                t.add(ts, &series);
+                t.add(ts, &series[..n]);
             }
         }
         self.latest = Some(sample);

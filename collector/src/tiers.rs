@@ -110,12 +110,17 @@ impl TierState {
         });
         open.count += 1;
         for (key, v) in series {
-            let a = open.series.entry(key.clone()).or_insert(Agg {
-                min: *v,
-                max: *v,
-                sum: 0,
-                n: 0,
-            });
+            // The same series come with every sample: look up by `&str`, and copy the key only
+            // for a series new to this bucket.
+            let a = match open.series.get_mut(key.as_str()) {
+                Some(a) => a,
+                None => open.series.entry(key.clone()).or_insert(Agg {
+                    min: *v,
+                    max: *v,
+                    sum: 0,
+                    n: 0,
+                }),
+            };
             a.min = a.min.min(*v);
             a.max = a.max.max(*v);
             a.sum += i128::from(*v);

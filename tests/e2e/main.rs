@@ -24,6 +24,7 @@
 //!   audit log, and the dashboard's alerts and command buttons in Chromium (issue #7).
 //! - `http_security`: read and operator tokens, the dashboard's login, security headers, no
 //!   secret in the logs (issue #8).
+//! - `limits`: the connection limit, refused clients reconnecting (issue #9).
 
 mod browser;
 mod support;
@@ -35,6 +36,7 @@ mod foundation;
 mod harness;
 mod ingest;
 mod inventory;
+mod limits;
 mod outage;
 mod simulation;
 
