@@ -19,7 +19,7 @@ use axum::{Json, Router};
 use ember_wire::HostId;
 use futures_util::Stream;
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{json, Value};
 use tokio::sync::{broadcast, watch};
 
 use crate::alerts::run::Alerting;
@@ -423,8 +423,25 @@ async fn health(State(state): State<AppState>) -> Response {
 }
 
 async fn hosts(State(state): State<AppState>) -> Response {
-    let store = read(&state);
-    Json(store.summaries(crate::now_ms())).into_response()
+    let mut list = {
+        let store = read(&state);
+        serde_json::to_value(store.summaries(crate::now_ms())).unwrap_or_default()
+    };
+    if let Some(hosts) = list.as_array_mut() {
+        for h in hosts {
+            with_tags(&state, h);
+        }
+    }
+    Json(list).into_response()
+}
+
+/// Adds `tags`, the host's tags from `[alerts.tags]`, to a host's summary.
+fn with_tags(state: &AppState, summary: &mut Value) {
+    let Some(id) = summary["id"].as_str() else {
+        return;
+    };
+    let tags = state.alerts.engine().config().tags_of(id);
+    summary["tags"] = json!(tags);
 }
 
 async fn host(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
@@ -433,6 +450,9 @@ async fn host(State(state): State<AppState>, Path(id): Path<String>) -> Result<R
     let summary = store
         .summary(&id, crate::now_ms())
         .ok_or_else(|| no_host(&id))?;
+    let mut summary = serde_json::to_value(summary).unwrap_or_default();
+    drop(store);
+    with_tags(&state, &mut summary);
     Ok(Json(summary).into_response())
 }
 

@@ -193,3 +193,72 @@ async fn the_first_load_is_small() {
     assert!(size < 150_000, "{size} bytes");
     eprintln!("dashboard first load: {size} bytes");
 }
+
+/// Tags from the collector's `[alerts.tags]` are in the API, shown in the fleet table and
+/// matched by its filter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hosts_carry_their_tags_in_the_api_and_the_fleet_table() {
+    let c = crate::harness::Running::start(|config| {
+        config
+            .alerts
+            .tags
+            .insert("kitchen".into(), vec!["kitchen-*".into()]);
+        config
+            .alerts
+            .tags
+            .insert("pis".into(), vec!["kitchen-pi".into(), "garage-pi".into()]);
+    })
+    .await;
+    let (_stop_a, _agent_a) = spawn_agent(c.agent_config("kitchen-pi", "500ms"));
+    let (_stop_b, _agent_b) = spawn_agent(c.agent_config("garage-pi", "500ms"));
+    let (_stop_c, _agent_c) = spawn_agent(c.agent_config("attic", "500ms"));
+    eventually(Duration::from_secs(15), "3 hosts", || async {
+        let (_, hosts) = c.get("/api/hosts").await;
+        (hosts.as_array()?.len() == 3).then_some(())
+    })
+    .await;
+    let (_, hosts) = c.get("/api/hosts").await;
+    let tags = |id: &str| {
+        hosts
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h["id"] == id)
+            .map(|h| h["tags"].clone())
+            .unwrap()
+    };
+    assert_eq!(tags("kitchen-pi"), serde_json::json!(["kitchen", "pis"]));
+    assert_eq!(tags("garage-pi"), serde_json::json!(["pis"]));
+    assert_eq!(tags("attic"), serde_json::json!([]));
+    let (_, one) = c.get("/api/hosts/garage-pi").await;
+    assert_eq!(one["tags"], serde_json::json!(["pis"]));
+
+    let url = c.url("/");
+    tokio::task::spawn_blocking(move || {
+        let b = Browser::start(1280, 800, false);
+        b.goto(&url);
+        b.wait_for(
+            "3 host rows",
+            Duration::from_secs(15),
+            "return document.querySelectorAll('#fleet tbody tr').length === 3 || null;",
+        );
+        let shown = b.eval(
+            "return document.querySelector('tr[data-host=kitchen-pi] td.tags').textContent;",
+        );
+        assert_eq!(shown, "kitchenpis");
+        b.eval("const i = document.querySelector('input[type=search]'); i.value = 'kitchen'; i.dispatchEvent(new Event('input')); return null;");
+        b.wait_for(
+            "the filter to match the tag",
+            Duration::from_secs(5),
+            "const r = document.querySelectorAll('#fleet tbody tr'); return r.length === 1 && r[0].dataset.host === 'kitchen-pi' || null;",
+        );
+        b.eval("const i = document.querySelector('input[type=search]'); i.value = 'pis'; i.dispatchEvent(new Event('input')); return null;");
+        b.wait_for(
+            "the filter to match a tag of two hosts",
+            Duration::from_secs(5),
+            "return document.querySelectorAll('#fleet tbody tr').length === 2 || null;",
+        );
+    })
+    .await
+    .unwrap();
+}

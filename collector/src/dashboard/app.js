@@ -223,6 +223,7 @@ const COLUMNS = [
   ['disk', 'Disk', h => figures(h).disk ?? -1],
   ['temp', 'Temp', h => figures(h).temp ?? -1e9],
   ['net', 'Network ↓ / ↑', h => (figures(h).rx ?? 0) + (figures(h).tx ?? 0)],
+  ['tags', 'Tags', h => (h.tags || []).join(' ')],
   ['board', 'Board', h => (h.info && h.info.board) || ''],
 ];
 const meter = h => h == null ? '–' : [el('span', { class: 'bar' }, el('i', { style: `width:${Math.min(100, h / 100)}%` })), pct(h)];
@@ -232,7 +233,7 @@ function fleet() {
   const q = state.filter.toLowerCase();
   const shown = hosts
     .filter(h => state.status === 'all' || h.status === state.status)
-    .filter(h => !q || h.id.includes(q) || ((h.info && h.info.board) || '').toLowerCase().includes(q));
+    .filter(h => !q || h.id.includes(q) || (h.tags || []).some(t => t.toLowerCase().includes(q)) || ((h.info && h.info.board) || '').toLowerCase().includes(q));
   const [, , key] = COLUMNS.find(c => c[0] === state.sort.key);
   shown.sort((a, b) => { const x = key(a), y = key(b); return (x < y ? -1 : x > y ? 1 : 0) * state.sort.dir; });
 
@@ -253,6 +254,7 @@ function fleet() {
       el('td', { class: 'num hide-s' }, meter(f.disk)),
       el('td', { class: 'num' }, celsius(f.temp)),
       el('td', { class: 'num' }, rate(f.rx) + ' / ' + rate(f.tx)),
+      el('td', { class: 'tags' }, (h.tags || []).map(t => el('span', { class: 'tag' }, t))),
       el('td', { class: 'hide-s muted' }, (h.info && h.info.board) || ''));
   });
   const search = el('input', { type: 'search', placeholder: 'Filter hosts…', value: state.filter, 'aria-label': 'filter',
