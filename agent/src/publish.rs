@@ -69,8 +69,27 @@ enum Ev {
     Command(Vec<u8>),
     /// The collector's alerts about this host (retained), for the panel.
     Alerts(Vec<u8>),
+    /// A host's status (retained), for the panel's fleet page.
+    Status(Vec<u8>),
     /// The connection failed; reply once nothing more will be sent on it.
     Lost(oneshot::Sender<()>),
+}
+
+/// A host's retained status, as the fleet page needs it: the host and whether it is up. `None`
+/// for anything else (bad bytes are logged, never fatal).
+fn host_status(payload: &[u8]) -> Option<(HostId, bool)> {
+    match ember_wire::decode(payload) {
+        Ok(Envelope {
+            host,
+            message: Message::Status(status),
+            ..
+        }) => Some((host, matches!(status, Status::Online { .. }))),
+        Ok(_) => None,
+        Err(e) => {
+            log::debug!("ignored an undecodable status: {e}");
+            None
+        }
+    }
 }
 
 fn encode(host: &HostId, message: Message) -> Vec<u8> {
@@ -273,6 +292,15 @@ impl Pump {
                         log::warn!("cannot subscribe to {t}: {e}");
                     }
                 }
+                // The fleet page: every host's retained status, only where a panel shows it.
+                if self.panel.is_some() {
+                    if let Err(e) = self
+                        .client
+                        .try_subscribe(topic::ALL_STATUS, QoS::AtMostOnce)
+                    {
+                        log::warn!("cannot subscribe to {}: {e}", topic::ALL_STATUS);
+                    }
+                }
             }
             Ev::Sent(pkid) => {
                 if let Some(entry) = self.unassigned.pop_front() {
@@ -300,6 +328,13 @@ impl Pump {
                 Ok(_) => log::warn!("ignored an alerts envelope for another host or kind"),
                 Err(e) => log::warn!("ignored undecodable alerts: {e}"),
             },
+            Ev::Status(payload) => {
+                if let (Some((host, up)), Some(p)) = (host_status(&payload), &self.panel) {
+                    if !p.set_host_status(host.as_str(), up) {
+                        log::debug!("fleet page full: {host} left out");
+                    }
+                }
+            }
             Ev::Lost(paused) => {
                 self.connected = false;
                 self.unassigned.clear();
@@ -470,6 +505,11 @@ async fn drive(mut eventloop: EventLoop, pump: mpsc::Sender<Ev>, host: HostId) {
             Ok(Event::Incoming(Packet::Publish(p))) if p.topic == alerts_topic.as_str() => {
                 Some(Ev::Alerts(p.payload.to_vec()))
             }
+            Ok(Event::Incoming(Packet::Publish(p)))
+                if topic::parse(&p.topic).is_some_and(|(_, k)| k == Kind::Status) =>
+            {
+                Some(Ev::Status(p.payload.to_vec()))
+            }
             Ok(Event::Outgoing(Outgoing::Disconnect)) => {
                 // Let the DISCONNECT reach the socket, then stop.
                 let _ = eventloop.poll().await;
@@ -546,6 +586,24 @@ impl Backoff {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_fleet_page_reads_every_hosts_retained_status() {
+        let pi = HostId::new("garage-pi").unwrap();
+        let online = encode(&pi, Message::Status(Status::Online { interval_ms: 1000 }));
+        let offline = encode(&pi, Message::Status(Status::Offline));
+        assert_eq!(host_status(&online), Some((pi.clone(), true)));
+        assert_eq!(host_status(&offline), Some((pi.clone(), false)));
+        // Another kind on a status topic, or bytes that do not decode: nothing, no panic.
+        let info = encode(&pi, Message::HostInfo(HostInfo::default()));
+        assert_eq!(host_status(&info), None);
+        assert_eq!(host_status(&online[..online.len() / 2]), None);
+        assert_eq!(host_status(b"offline"), None);
+        // The subscription's filter matches every host's status topic and nothing else.
+        let status = topic::topic(&pi, Kind::Status);
+        assert_eq!(topic::ALL_STATUS.replace('+', pi.as_str()), status.as_str());
+        assert_eq!(topic::parse(&status), Some((pi, Kind::Status)));
+    }
 
     #[test]
     fn backoff_doubles_to_the_cap_with_jitter_and_resets() {

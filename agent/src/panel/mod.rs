@@ -446,7 +446,13 @@ struct Shared {
     alert: Option<ember_display::model::Alert>,
     /// Brightness asked for by a command, not yet applied.
     brightness: Option<u8>,
+    /// Every host's status as the broker's retained statuses say, for the fleet page, by name.
+    fleet: heapless::Vec<ember_display::FleetHost, FLEET_MAX>,
 }
+
+/// Hosts the fleet page follows; further hosts are left out (the page shows at most a few
+/// dozen anyway), so the agent's memory stays fixed however large the fleet.
+pub const FLEET_MAX: usize = 64;
 
 /// How long identify flashes the panel.
 pub const IDENTIFY_FOR: Duration = Duration::from_secs(10);
@@ -488,6 +494,24 @@ impl PanelControl {
     /// Flashes the panel (inverting it twice a second) for [`IDENTIFY_FOR`].
     pub fn identify(&self) {
         self.poke(|s| s.identify_until = Some(Instant::now() + IDENTIFY_FOR));
+    }
+
+    /// A host's status, from its retained status topic, for the fleet page. Returns `false`
+    /// when the host is new and the list is full ([`FLEET_MAX`]): it is left out.
+    pub fn set_host_status(&self, host: &str, up: bool) -> bool {
+        let mut kept = true;
+        self.poke(
+            |s| match s.fleet.binary_search_by(|h| h.name.as_str().cmp(host)) {
+                Ok(i) => s.fleet[i].up = up,
+                Err(i) => {
+                    kept = s
+                        .fleet
+                        .insert(i, ember_display::FleetHost::new(host, up))
+                        .is_ok()
+                }
+            },
+        );
+        kept
     }
 
     /// The collector's alerts about this host: the banner shows the most severe, `+N` the
@@ -617,7 +641,7 @@ impl Panel {
                 let mut last_page = None;
                 let mut brightness: Option<u8> = None;
                 loop {
-                    let (ip, fresh, offset, flash, banner, asked) = {
+                    let (ip, fresh, offset, flash, banner, asked, fleet) = {
                         let (m, cv) = &*inner;
                         let mut s = lock(m);
                         // Wake for a sample, a page change or a retry, whichever comes first.
@@ -662,6 +686,7 @@ impl Panel {
                             flash,
                             s.alert.clone(),
                             s.brightness.take(),
+                            s.fleet.clone(),
                         )
                     };
                     if let Some(new) = fresh {
@@ -716,7 +741,7 @@ impl Panel {
                         ipv4: ip,
                         sample: s,
                         history: &histories,
-                        fleet: &[],
+                        fleet: &fleet,
                     };
                     let mut frame = renderer.render_with_alert(
                         page,

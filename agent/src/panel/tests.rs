@@ -668,3 +668,65 @@ fn brightness_sets_an_oleds_contrast_and_is_refused_by_an_lcd() {
         Err("this panel has no brightness control (OLEDs only)")
     );
 }
+
+#[test]
+fn the_fleet_page_shows_the_hosts_statuses_as_the_broker_reports_them() {
+    let raw = PanelRaw {
+        pages: Some(vec!["fleet".into()]),
+        page_every: Some("1h".into()),
+        ..PanelRaw::default()
+    };
+    let config = PanelConfig::from_raw(Some("pi-hd44780-20x4"), Some(&raw))
+        .unwrap()
+        .unwrap();
+    let frames = Arc::new(Mutex::new(Vec::new()));
+    let f2 = frames.clone();
+    let open: Opener = Box::new(move |_: &Board| Ok(Box::new(Keeper(f2.clone()))));
+    let handle = Panel::start_with(&config, "kitchen-pi", open, Backoff::default());
+    let control = handle.control();
+    let r = Renderer::new(&config.board, &config.settings);
+    let s = sample(1);
+    let mut hist = Histories::new();
+    hist.record(&s);
+    let expect = |fleet: &[FleetHost]| r.render(Page::Fleet, &model(&s, &hist, fleet), (0, 0));
+    let wait_for = |want: &Frame, what: &str| {
+        for _ in 0..300 {
+            if frames.lock().unwrap().last() == Some(want) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!(
+            "timed out waiting for {what}: last frame {:?}",
+            frames.lock().unwrap().last()
+        );
+    };
+    handle.update(&s);
+    wait_for(&expect(&[]), "an empty fleet");
+    // Statuses arrive in any order; the page lists hosts by name.
+    assert!(control.set_host_status("garage-pi", true));
+    assert!(control.set_host_status("attic", false));
+    assert!(control.set_host_status("kitchen-pi", true));
+    let fleet = [
+        FleetHost::new("attic", false),
+        FleetHost::new("garage-pi", true),
+        FleetHost::new("kitchen-pi", true),
+    ];
+    assert_ne!(expect(&fleet), expect(&[]), "the page shows the fleet");
+    wait_for(&expect(&fleet), "three hosts, one down");
+    // A host going offline changes its entry, not the list.
+    assert!(control.set_host_status("garage-pi", false));
+    let fleet = [
+        FleetHost::new("attic", false),
+        FleetHost::new("garage-pi", false),
+        FleetHost::new("kitchen-pi", true),
+    ];
+    wait_for(&expect(&fleet), "garage-pi down");
+    // The list is fixed in size: hosts beyond it are left out, known ones still change.
+    for i in 0..FLEET_MAX {
+        control.set_host_status(&format!("h{i:03}"), true);
+    }
+    assert!(!control.set_host_status("zz-new", true));
+    assert!(control.set_host_status("attic", true));
+    drop(handle);
+}

@@ -27,6 +27,9 @@ pub const MAX_TOPIC_LEN: usize = PREFIX.len() + 1 + HOST_ID_MAX_LEN + 1 + 6;
 /// The filter that matches everything agents publish and the collector reads.
 pub const FROM_AGENTS: &str = "ember/v1/+/+";
 
+/// The filter that matches every host's retained status: what an agent's fleet page follows.
+pub const ALL_STATUS: &str = "ember/v1/+/status";
+
 /// Which topic of a host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kind {
