@@ -978,7 +978,8 @@ fn parse_tier(spec: &str) -> Result<Tier, ConfigError> {
     Ok(tier)
 }
 
-fn parse_duration(
+/// A duration between `min` and `max`; the error names `key`.
+pub(crate) fn parse_duration(
     key: &str,
     s: &str,
     min: Duration,

@@ -599,20 +599,9 @@ impl RawAlerts {
     }
 }
 
+/// A duration between `min` and `max`, as every duration of the collector's config is read.
 fn duration(key: &str, s: &str, min: Duration, max: Duration) -> Result<Duration, ConfigError> {
-    let d = humantime::parse_duration(s)
-        .map_err(|e| cerr(key, format!("{e} in {s:?} (examples: `30s`, `2m`, `24h`)")))?;
-    if d < min || d > max {
-        return Err(cerr(
-            key,
-            format!(
-                "must be between {} and {}, got {s:?}",
-                humantime::format_duration(min),
-                humantime::format_duration(max)
-            ),
-        ));
-    }
-    Ok(d)
+    crate::config::parse_duration(key, s, min, max)
 }
 
 fn clock(key: &str, s: &str) -> Result<u32, ConfigError> {
