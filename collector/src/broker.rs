@@ -3,12 +3,14 @@
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rumqttd::local::{LinkRx, LinkTx};
 use rumqttd::{Broker, ConnectionSettings, RouterConfig, ServerSettings};
 
 use crate::config::Config;
+use crate::gate::{GateCounters, GateSettings};
 
 /// Errors starting the broker.
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +29,9 @@ pub enum BrokerError {
     /// The broker did not start listening.
     #[error("the MQTT listener on {0} did not come up (is the port in use?)")]
     NotListening(SocketAddr),
+    /// The TLS files cannot be used.
+    #[error("MQTT TLS: {0}")]
+    Tls(#[from] crate::pki::PkiError),
 }
 
 /// The broker's settings, derived from the collector's config.
@@ -34,10 +39,16 @@ pub enum BrokerError {
 /// rumqttd keeps each subscribed filter's log in memory as segments; the collector's own
 /// subscription and every external subscriber's filter get `SEGMENT_SIZE * SEGMENT_COUNT`
 /// bytes at most, so the broker's memory stays bounded however long it runs.
-pub fn rumqttd_config(config: &Config, listen: SocketAddr) -> rumqttd::Config {
+///
+/// With `secret`, rumqttd accepts only clients whose password is the secret: the gate.
+pub fn rumqttd_config(
+    config: &Config,
+    listen: SocketAddr,
+    secret: Option<&str>,
+) -> rumqttd::Config {
     const SEGMENT_SIZE: usize = 1 << 20;
     const SEGMENT_COUNT: usize = 4;
-    let connections = ConnectionSettings {
+    let mut connections = ConnectionSettings {
         connection_timeout_ms: 5_000,
         max_payload_size: config.max_payload,
         max_inflight_count: 100,
@@ -45,6 +56,19 @@ pub fn rumqttd_config(config: &Config, listen: SocketAddr) -> rumqttd::Config {
         external_auth: None,
         dynamic_filters: true,
     };
+    if let Some(secret) = secret {
+        let secret: Arc<[u8]> = secret.as_bytes().into();
+        connections.set_auth_handler(move |_client, _user, password: String| {
+            // Compared in constant time: every byte is looked at.
+            let p = password.as_bytes();
+            let ok = p.len() == secret.len()
+                && p.iter()
+                    .zip(secret.iter())
+                    .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                    == 0;
+            async move { ok }
+        });
+    }
     let server = ServerSettings {
         name: "ember-v4".to_string(),
         listen,
@@ -83,14 +107,91 @@ pub struct Running {
     pub link_tx: LinkTx,
     /// Receives what the collector subscribed to.
     pub link_rx: LinkRx,
+    /// The gate's counters, when the gate is in front of the broker.
+    pub gate: Option<Arc<GateCounters>>,
 }
 
 /// Starts rumqttd on its own threads and waits until it accepts connections.
 ///
 /// rumqttd has no way to stop; its threads end with the process.
 pub fn start(config: &Config) -> Result<Running, BrokerError> {
+    if config.mqtt.gated() {
+        return start_gated(config);
+    }
     let addr = resolve_port(config.mqtt_listen)?;
-    let mut broker = Broker::new(rumqttd_config(config, addr));
+    let (link_tx, link_rx) = start_rumqttd(config, addr, None)?;
+    Ok(Running {
+        addr,
+        link_tx,
+        link_rx,
+        gate: None,
+    })
+}
+
+/// rumqttd on a loopback port with a random password, and the gate on the configured address.
+fn start_gated(config: &Config) -> Result<Running, BrokerError> {
+    let tls = match &config.mqtt.tls {
+        Some(files) => Some(tokio_rustls::TlsAcceptor::from(crate::pki::server_config(
+            &files.cert,
+            &files.key,
+            config.mqtt.client_ca.as_deref(),
+            config.mqtt.require_client_cert,
+        )?)),
+        None => None,
+    };
+    let listener =
+        std::net::TcpListener::bind(config.mqtt_listen).map_err(|source| BrokerError::Port {
+            addr: config.mqtt_listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| BrokerError::Port {
+        addr: config.mqtt_listen,
+        source,
+    })?;
+    let upstream = resolve_port(SocketAddr::from(([127, 0, 0, 1], 0)))?;
+    let secret = random_secret();
+    let (link_tx, link_rx) = start_rumqttd(config, upstream, Some(&secret))?;
+    let counters = crate::gate::spawn(
+        listener,
+        GateSettings {
+            upstream,
+            secret,
+            users: config.mqtt.users.clone(),
+            tls,
+            require_client_cert: config.mqtt.require_client_cert,
+            max_packet: config.max_payload + 1024,
+            max_connections: config.max_connections,
+            max_connections_per_client: config.mqtt.max_connections_per_client,
+            rate: config.mqtt.max_messages_per_second,
+            burst: config.mqtt.max_burst,
+        },
+    )
+    .map_err(|source| BrokerError::Port { addr, source })?;
+    Ok(Running {
+        addr,
+        link_tx,
+        link_rx,
+        gate: Some(counters),
+    })
+}
+
+/// 32 random bytes, hex: the gate's password at rumqttd.
+fn random_secret() -> String {
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; 32];
+    // The system's random source failing is not something to run on without.
+    ring::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .expect("the system random source works");
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn start_rumqttd(
+    config: &Config,
+    addr: SocketAddr,
+    secret: Option<&str>,
+) -> Result<(LinkTx, LinkRx), BrokerError> {
+    let mut broker = Broker::new(rumqttd_config(config, addr, secret));
     let (link_tx, link_rx) = broker
         .link("ember-collector")
         .map_err(|e| BrokerError::Link(Box::new(e)))?;
@@ -102,12 +203,8 @@ pub fn start(config: &Config) -> Result<Running, BrokerError> {
             }
         })
         .map_err(|source| BrokerError::Port { addr, source })?;
-    wait_listening(addr, Duration::from_secs(5))?;
-    Ok(Running {
-        addr,
-        link_tx,
-        link_rx,
-    })
+    wait_listening(addr, secret, Duration::from_secs(5))?;
+    Ok((link_tx, link_rx))
 }
 
 /// rumqttd cannot report the port it bound, nor that binding failed: so the address is tried
@@ -122,7 +219,11 @@ fn resolve_port(addr: SocketAddr) -> Result<SocketAddr, BrokerError> {
 
 /// Waits until the broker answers an MQTT CONNECT with a CONNACK, then disconnects cleanly
 /// (a bare TCP probe would make rumqttd log an error).
-fn wait_listening(addr: SocketAddr, timeout: Duration) -> Result<(), BrokerError> {
+fn wait_listening(
+    addr: SocketAddr,
+    secret: Option<&str>,
+    timeout: Duration,
+) -> Result<(), BrokerError> {
     let target = if addr.ip().is_unspecified() {
         SocketAddr::from(([127, 0, 0, 1], addr.port()))
     } else {
@@ -130,7 +231,7 @@ fn wait_listening(addr: SocketAddr, timeout: Duration) -> Result<(), BrokerError
     };
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
-        if mqtt_ping(target).is_ok() {
+        if mqtt_ping(target, secret).is_ok() {
             return Ok(());
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -138,14 +239,17 @@ fn wait_listening(addr: SocketAddr, timeout: Duration) -> Result<(), BrokerError
     Err(BrokerError::NotListening(addr))
 }
 
-fn mqtt_ping(addr: SocketAddr) -> std::io::Result<()> {
+fn mqtt_ping(addr: SocketAddr, secret: Option<&str>) -> std::io::Result<()> {
     use std::io::{Read, Write};
-    const CLIENT_ID: &[u8] = b"ember-collector-probe";
-    let mut connect = vec![0x10, (10 + 2 + CLIENT_ID.len()) as u8];
-    // Protocol "MQTT" level 4, clean session, keep-alive 10 s.
-    connect.extend_from_slice(&[0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 10]);
-    connect.extend_from_slice(&[0, CLIENT_ID.len() as u8]);
-    connect.extend_from_slice(CLIENT_ID);
+    let mut probe = rumqttc::mqttbytes::v4::Connect::new("ember-collector-probe");
+    probe.keep_alive = 10;
+    if let Some(secret) = secret {
+        probe.set_login("ember-collector", secret);
+    }
+    let mut connect = bytes::BytesMut::new();
+    probe
+        .write(&mut connect)
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(200))?;
     stream.set_read_timeout(Some(Duration::from_millis(500)))?;
     stream.write_all(&connect)?;

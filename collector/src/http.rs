@@ -37,6 +37,8 @@ pub struct AppState {
     pub events: broadcast::Sender<Event>,
     /// Becomes true when the collector stops: event streams end then.
     pub stopping: watch::Receiver<bool>,
+    /// The MQTT gate's counters, when authentication is on.
+    pub gate: Option<Arc<crate::gate::GateCounters>>,
 }
 
 /// Every route: path and what it serves. The router is built from this list, and a test checks
@@ -207,6 +209,7 @@ async fn health(State(state): State<AppState>) -> Response {
             "bytes_per_sample": memory.bytes_per_sample(),
         },
         "persistence": persistence,
+        "mqtt_gate": state.gate.as_ref().map(|g| g.stats()),
     }))
     .into_response()
 }
@@ -421,6 +424,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
     let extra = crate::prom::Extra {
         uptime_s: state.started.elapsed().as_secs(),
         event_subscribers: state.events.receiver_count(),
+        gate: state.gate.as_ref().map(|g| g.stats()),
     };
     let text = crate::prom::render(&store, &persistence, extra, crate::now_ms());
     (

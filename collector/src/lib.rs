@@ -6,14 +6,18 @@
 
 #![deny(unsafe_code)]
 
+pub mod access;
 pub mod bridge;
 pub mod broker;
 pub mod codec;
 pub mod config;
+pub mod gate;
 pub mod http;
 pub mod ingest;
 pub mod metrics;
+pub mod onboard;
 pub mod persist;
+pub mod pki;
 pub mod prom;
 pub mod ring;
 pub mod store;
@@ -98,10 +102,12 @@ pub async fn start(
     let store = Arc::new(RwLock::new(store));
     let bridge = bridge::Bridge::new(config.bridge.clone());
     let extra = bridge.subscriptions();
+    let mut gate = None;
     let (bus, mqtt_addr, broker_kind): (Box<dyn ingest::Bus>, SocketAddr, &'static str) =
         match &config.external {
             None => {
                 let broker = broker::start(&config)?;
+                gate = broker.gate;
                 let bus = ingest::LinkBus::new(broker.link_tx, broker.link_rx, &extra)?;
                 (Box::new(bus), broker.addr, "embedded")
             }
@@ -146,6 +152,7 @@ pub async fn start(
         persist: persist_status,
         events: events.clone(),
         stopping: stop_rx,
+        gate,
     });
     let serve = tokio::spawn(async move {
         axum::serve(listener, app)

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use ember_collector::config::{RawConfig, RawHistory};
 
 /// Ember's collector: MQTT broker, per-host history, HTTP API, Prometheus metrics and the MQTT
@@ -15,6 +15,8 @@ use ember_collector::config::{RawConfig, RawHistory};
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Flags {
+    #[command(subcommand)]
+    command: Option<Cmd>,
     /// TOML configuration file.
     #[arg(long, value_name = "FILE", env = "EMBER_CONFIG")]
     config: Option<PathBuf>,
@@ -52,6 +54,156 @@ struct Flags {
     local_agent_interval: String,
 }
 
+/// Onboarding: certificates and agents' credentials.
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// The certificate authority and the collector's server certificate.
+    Ca {
+        #[command(subcommand)]
+        command: CaCmd,
+    },
+    /// Agents' credentials.
+    Agent {
+        #[command(subcommand)]
+        command: AgentCmd,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum CaCmd {
+    /// Creates ca.pem, ca.key, server.pem and server.key in DIR.
+    Init {
+        /// Where the files go.
+        #[arg(long, value_name = "DIR", default_value = "/etc/ember/tls")]
+        dir: PathBuf,
+        /// Names and addresses of the collector for its certificate (repeat) [default:
+        /// localhost, 127.0.0.1, ::1, this host's name and NAME.local].
+        #[arg(long = "name", value_name = "NAME")]
+        names: Vec<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AgentCmd {
+    /// Onboards a board in one step: creates the CA if needed, a password whose hash goes into
+    /// the collector's config, optionally a client certificate, and DIR/agents/HOST/ to copy to
+    /// the board's /etc/ember/.
+    Add {
+        /// The board's host id (its MQTT user name).
+        host: String,
+        /// The collector's configuration file, appended to (created if missing).
+        #[arg(long, value_name = "FILE", default_value = "/etc/ember/collector.toml")]
+        config: PathBuf,
+        /// Where the CA lives.
+        #[arg(long, value_name = "DIR", default_value = "/etc/ember/tls")]
+        dir: PathBuf,
+        /// The collector's address as the board reaches it [default: this host's name and the
+        /// config's MQTT port].
+        #[arg(long, value_name = "HOST:PORT")]
+        broker: Option<String>,
+        /// Also issue a client certificate (mTLS).
+        #[arg(long)]
+        cert: bool,
+        /// A subscribe-only account (dashboards, Home Assistant) instead of an agent.
+        #[arg(long)]
+        reader: bool,
+        /// Names of the collector for its certificate, if the CA is created now (repeat).
+        #[arg(long = "name", value_name = "NAME")]
+        names: Vec<String>,
+    },
+}
+
+fn onboard(cmd: Cmd) -> anyhow::Result<()> {
+    use ember_collector::onboard;
+    let names = |n: Vec<String>| {
+        if n.is_empty() {
+            ember_collector::pki::default_server_names()
+        } else {
+            n
+        }
+    };
+    match cmd {
+        Cmd::Ca {
+            command: CaCmd::Init { dir, names: n },
+        } => {
+            let n = names(n);
+            let files = onboard::ca_init(&dir, &n)?;
+            println!(
+                "CA:     {} (key: {})",
+                files.ca.display(),
+                files.ca_key.display()
+            );
+            println!("server: {} for {}", files.server.display(), n.join(", "));
+            println!(
+                "Add agents with `ember-collector agent add HOST --dir {}`.",
+                dir.display()
+            );
+        }
+        Cmd::Agent {
+            command:
+                AgentCmd::Add {
+                    host,
+                    config,
+                    dir,
+                    broker,
+                    cert,
+                    reader,
+                    names: n,
+                },
+        } => {
+            let n = names(n);
+            let broker = match broker {
+                Some(b) => b,
+                None => {
+                    let port = RawConfig::from_file(&config)
+                        .ok()
+                        .and_then(|r| r.mqtt_listen)
+                        .and_then(|l| l.parse::<SocketAddr>().ok())
+                        .map_or(1883, |a| a.port());
+                    let name = n
+                        .iter()
+                        .find(|x| {
+                            x.as_str() != "localhost" && x.parse::<std::net::IpAddr>().is_err()
+                        })
+                        .or(n.first())
+                        .cloned()
+                        .unwrap_or_else(|| "localhost".into());
+                    format!("{name}:{port}")
+                }
+            };
+            let added = onboard::agent_add(&onboard::AgentAdd {
+                host: &host,
+                config: &config,
+                pki_dir: &dir,
+                server_names: &n,
+                broker: &broker,
+                client_cert: cert,
+                role: if reader {
+                    ember_collector::access::Role::Reader
+                } else {
+                    ember_collector::access::Role::Agent
+                },
+                board_dir: "/etc/ember",
+            })?;
+            if added.created_ca {
+                println!(
+                    "Created the CA and server certificate in {}.",
+                    dir.display()
+                );
+            }
+            println!(
+                "Added [mqtt.users.{host}] to {} (the password's hash only).",
+                config.display()
+            );
+            println!(
+                "Copy {}/* to the board's /etc/ember/ (the password is in `password`, mode 600), then restart the collector and the agent.",
+                added.dir.display()
+            );
+        }
+    }
+    Ok(())
+}
+
 fn main() -> std::process::ExitCode {
     match real_main() {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -71,7 +223,10 @@ fn real_main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| "info,rumqttd=off".into()),
         )
         .init();
-    let flags = Flags::parse();
+    let mut flags = Flags::parse();
+    if let Some(cmd) = flags.command.take() {
+        return onboard(cmd);
+    }
     let file = match &flags.config {
         Some(path) => RawConfig::from_file(path)?,
         None => RawConfig::default(),

@@ -15,6 +15,8 @@ pub struct Extra {
     pub uptime_s: u64,
     /// Clients of the live event stream.
     pub event_subscribers: usize,
+    /// The MQTT gate's counters, when it is on.
+    pub gate: Option<crate::gate::GateStats>,
 }
 
 /// Escapes a label value.
@@ -289,6 +291,54 @@ pub fn render(store: &Store, persist: &PersistStatus, extra: Extra, now_ms: u64)
         "Seconds since the collector started",
         extra.uptime_s as f64,
     );
+    if let Some(g) = extra.gate {
+        gauge(
+            &mut out,
+            "ember_mqtt_clients",
+            "MQTT client connections open at the gate",
+            g.open as f64,
+        );
+        counter(
+            &mut out,
+            "ember_mqtt_clients_accepted_total",
+            "MQTT clients authenticated",
+            g.accepted,
+        );
+        family(
+            &mut out,
+            "ember_mqtt_refused_total",
+            "counter",
+            "MQTT connections refused or closed by the gate, by reason",
+        );
+        for (reason, v) in [
+            ("auth", g.refused_auth),
+            ("limit", g.refused_limit),
+            ("tls", g.refused_tls),
+            ("protocol", g.refused_protocol),
+            ("subscription", g.refused_subscriptions),
+            ("oversized", g.oversized),
+        ] {
+            let _ = writeln!(out, "ember_mqtt_refused_total{{reason=\"{reason}\"}} {v}");
+        }
+        family(
+            &mut out,
+            "ember_mqtt_publishes_dropped_total",
+            "counter",
+            "Publishes dropped by the gate, by reason (spoofed: not the account's topic)",
+        );
+        for (reason, v) in [("spoofed", g.spoofed), ("rate", g.rate_dropped)] {
+            let _ = writeln!(
+                out,
+                "ember_mqtt_publishes_dropped_total{{reason=\"{reason}\"}} {v}"
+            );
+        }
+        counter(
+            &mut out,
+            "ember_mqtt_publishes_delayed_total",
+            "QoS 1 publishes held back to the client's rate",
+            g.rate_delayed,
+        );
+    }
     out
 }
 

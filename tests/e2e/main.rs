@@ -19,6 +19,8 @@
 //! - `inventory`: the inventory is published again when it changes.
 //! - `outage`: a 60 s broker outage loses no sample and duplicates none (issue #3).
 //! - `simulation`: many synthetic hosts from one process (issue #3).
+//! - `security`: MQTT authentication, TLS and mTLS with the onboarding certificates, no host
+//!   publishes for another, a flood does not starve the others (issue #8).
 
 mod browser;
 mod support;
@@ -30,6 +32,7 @@ mod harness;
 mod ingest;
 mod inventory;
 mod outage;
+mod security;
 mod simulation;
 
 mod collector_api;
