@@ -242,7 +242,8 @@ fn real_main() -> anyhow::Result<()> {
         ..RawConfig::default()
     };
     over.broker.external = flags.external_broker.clone();
-    let config = RawConfig::defaults()
+    #[allow(unused_mut)]
+    let mut config = RawConfig::defaults()
         .merge(file)
         .merge(RawConfig::from_env(std::env::vars())?)
         .merge(over)
@@ -253,6 +254,41 @@ fn real_main() -> anyhow::Result<()> {
     }
     #[cfg(feature = "local-agent")]
     let data_dir = config.data_dir.clone();
+    // With MQTT accounts, the local agent gets one of its own, for this process only.
+    #[cfg(feature = "local-agent")]
+    let local_login = if flags.local_agent && config.mqtt.gated() {
+        let host = ember_agent::AgentConfig::new("127.0.0.1:1", None, "1s", None)?
+            .host_id
+            .to_string();
+        let password = ember_collector::onboard::random_password();
+        let hash = ember_collector::access::hash_password(
+            &password,
+            &ember_collector::onboard::random_salt(),
+        );
+        config.mqtt.users.insert(
+            host.clone(),
+            ember_collector::config::User {
+                password_hash: Some(hash),
+                role: ember_collector::access::Role::Agent,
+            },
+        );
+        Some(ember_agent::config::Login {
+            username: host,
+            password,
+            password_file: None,
+        })
+    } else {
+        None
+    };
+    #[cfg(feature = "local-agent")]
+    let local_tls = match (&config.mqtt.tls, &config.mqtt.client_ca) {
+        (None, _) => None,
+        (Some(_), Some(ca)) => Some(ca.clone()),
+        (Some(_), None) if flags.local_agent => anyhow::bail!(
+            "--local-agent over TLS needs the CA of the server certificate: set mqtt.client-ca (`ember-collector agent add` does)"
+        ),
+        (Some(_), None) => None,
+    };
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -287,12 +323,16 @@ fn real_main() -> anyhow::Result<()> {
                 mqtt
             };
             let preview = data_dir.join("panel.png");
-            let agent_config = ember_agent::AgentConfig::new(
-                &broker.to_string(),
-                None,
-                &flags.local_agent_interval,
-                Some(preview.clone()),
-            )?;
+            let mut agent_config = ember_agent::config::RawConfig::defaults()
+                .merge(ember_agent::config::RawConfig {
+                    broker: Some(broker.to_string()),
+                    interval: Some(flags.local_agent_interval.clone()),
+                    preview: Some(preview.clone()),
+                    tls_ca: local_tls,
+                    ..Default::default()
+                })
+                .validate()?;
+            agent_config.login = local_login;
             println!(
                 "  agent:     {} (panel preview: {})",
                 agent_config.host_id,

@@ -242,7 +242,8 @@ pub fn random_password() -> String {
         .collect()
 }
 
-fn random_salt() -> [u8; 16] {
+/// 16 random bytes: a password hash's salt.
+pub fn random_salt() -> [u8; 16] {
     random_bytes::<16>()
 }
 

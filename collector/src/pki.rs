@@ -219,28 +219,26 @@ impl Ca {
 
     /// A server certificate for `names` (host names and addresses), valid 10 years.
     pub fn server(&self, names: &[String]) -> Result<Issued, PkiError> {
-        let key = KeyPair::generate()?;
         let mut params = CertificateParams::new(names.to_vec())?;
-        params.distinguished_name.push(
-            DnType::CommonName,
-            names.first().map_or("ember", |n| n.as_str()),
-        );
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        validity(&mut params, 10);
-        let cert = params.signed_by(&key, &self.cert, &self.key)?;
-        Ok(Issued {
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
-        })
+        let cn = names.first().map_or("ember", |n| n.as_str());
+        params.distinguished_name.push(DnType::CommonName, cn);
+        self.issue(params, ExtendedKeyUsagePurpose::ServerAuth)
     }
 
     /// A client certificate whose common name is `host`, valid 10 years.
     pub fn client(&self, host: &str) -> Result<Issued, PkiError> {
-        let key = KeyPair::generate()?;
         let mut params = CertificateParams::default();
         params.distinguished_name.push(DnType::CommonName, host);
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        self.issue(params, ExtendedKeyUsagePurpose::ClientAuth)
+    }
+
+    fn issue(
+        &self,
+        mut params: CertificateParams,
+        usage: ExtendedKeyUsagePurpose,
+    ) -> Result<Issued, PkiError> {
+        let key = KeyPair::generate()?;
+        params.extended_key_usages = vec![usage];
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         validity(&mut params, 10);
         let cert = params.signed_by(&key, &self.cert, &self.key)?;

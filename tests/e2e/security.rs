@@ -166,7 +166,11 @@ fn sample(host: &str, seq: u64) -> Vec<u8> {
 async fn anonymous_and_wrong_password_clients_are_refused() {
     let pki = Pki::new(&[("pi-a", Role::Agent, false)]);
     let mqtt = pki.mqtt(true);
-    let c = Running::start(|c| c.mqtt = mqtt).await;
+    let c = Running::start(|c| {
+        c.mqtt = mqtt;
+        c.mqtt.max_connections_per_client = 1;
+    })
+    .await;
     let addr = c.collector.mqtt_addr;
     let good = pki.password("pi-a");
 
@@ -257,8 +261,15 @@ async fn anonymous_and_wrong_password_clients_are_refused() {
         (h["received"].as_u64()? >= 3).then_some(())
     })
     .await;
+    // The agent holds pi-a's one connection: a second is refused.
+    check(
+        "a second connection of pi-a",
+        connect(options("y", addr, Some(("pi-a", good)))).await,
+        ConnectReturnCode::ServiceUnavailable,
+    );
     let g = gate(&c).await;
     assert!(g["refused_auth"].as_u64().unwrap() >= 5, "{g}");
+    assert_eq!(g["refused_limit"], 1, "{g}");
     let (_, metrics) = c.get_text("/metrics").await;
     assert!(
         metrics.contains("ember_mqtt_refused_total{reason=\"auth\"}"),
@@ -426,28 +437,24 @@ async fn tls_works_with_the_generated_certificates() {
     let ca = pki.dir.join("ca.pem");
     let ca = ca.to_str().unwrap();
     let port_s = port.to_string();
+    let tls = [
+        "-h",
+        "localhost",
+        "-p",
+        &port_s,
+        "-V",
+        "mqttv311",
+        "--cafile",
+        ca,
+    ];
     let sub = mosquitto(
         "mosquitto_sub",
         &[
-            "-h",
-            "localhost",
-            "-p",
-            &port_s,
-            "-V",
-            "mqttv311",
-            "--cafile",
-            ca,
-            "-u",
-            "dash",
-            "-P",
-            pki.password("dash"),
-            "-t",
-            "ember/v1/pi-tls/sample",
-            "-C",
-            "1",
-            "-W",
-            "10",
-        ],
+            &tls[..],
+            &["-u", "dash", "-P", pki.password("dash")],
+            &["-t", "ember/v1/pi-tls/sample", "-C", "1", "-W", "10"],
+        ]
+        .concat(),
     );
     assert!(
         sub.status.success() && !sub.stdout.is_empty(),
@@ -471,25 +478,16 @@ async fn tls_works_with_the_generated_certificates() {
     let spoof = mosquitto(
         "mosquitto_pub",
         &[
-            "-h",
-            "localhost",
-            "-p",
-            &port_s,
-            "-V",
-            "mqttv311",
-            "--cafile",
-            ca,
-            "--cert",
-            cert.to_str().unwrap(),
-            "--key",
-            key.to_str().unwrap(),
-            "-q",
-            "1",
-            "-t",
-            "ember/v1/pi-tls/sample",
-            "-m",
-            "spoof",
-        ],
+            &tls[..],
+            &[
+                "--cert",
+                cert.to_str().unwrap(),
+                "--key",
+                key.to_str().unwrap(),
+            ],
+            &["-q", "1", "-t", "ember/v1/pi-tls/sample", "-m", "spoof"],
+        ]
+        .concat(),
     );
     assert!(
         spoof.status.success(),
