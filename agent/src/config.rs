@@ -8,6 +8,7 @@
 //! `ember-agent --print-config` prints the effective configuration as TOML.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use ember_wire::sample::{MAX_PROBES, MAX_SENSORS, MAX_TOP, MAX_WATCHED};
@@ -48,6 +49,43 @@ pub struct AgentConfig {
     pub panel: Option<crate::panel::PanelConfig>,
     /// Named commands the collector may ask for: the allow-list.
     pub commands: Vec<crate::command::Named>,
+    /// MQTT user name and password, if the broker asks for them.
+    pub login: Option<Login>,
+    /// TLS to the broker, if on.
+    pub tls: Option<Tls>,
+}
+
+/// MQTT credentials. The password is never printed (`Debug` hides it, `--print-config` shows
+/// only where it comes from).
+#[derive(Clone)]
+pub struct Login {
+    /// User name: the host id unless set.
+    pub username: String,
+    /// The password.
+    pub password: String,
+    /// `password-file`, if that is where it came from.
+    pub password_file: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for Login {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Login")
+            .field("username", &self.username)
+            .field("password", &"(hidden)")
+            .finish()
+    }
+}
+
+/// TLS to the broker: the CA that signed the broker's certificate and, for mTLS, this host's
+/// certificate and key.
+#[derive(Debug, Clone)]
+pub struct Tls {
+    /// `tls-ca`.
+    pub ca: PathBuf,
+    /// `tls-cert` and `tls-key`.
+    pub client: Option<(PathBuf, PathBuf)>,
+    /// The rustls configuration built from them.
+    pub config: Arc<rustls::ClientConfig>,
 }
 
 /// Why a configuration was refused: names the key and what is allowed.
@@ -116,6 +154,24 @@ pub struct RawConfig {
     /// `[commands.NAME]`: the commands the collector may ask this agent to run.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub commands: Option<std::collections::BTreeMap<String, crate::command::RawNamed>>,
+    /// MQTT user name (default: the host id, when a password is set).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// File holding the MQTT password (its first line).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
+    /// The MQTT password itself: only from `EMBER_PASSWORD`, never from a file or printed.
+    #[serde(skip)]
+    pub password: Option<String>,
+    /// CA certificate (PEM) of the broker: TLS on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_ca: Option<PathBuf>,
+    /// This host's client certificate (PEM), for mTLS.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// The environment variables read, and the key each sets.
@@ -132,6 +188,12 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("EMBER_PROBES", "probes"),
     ("EMBER_PREVIEW", "preview"),
     ("EMBER_BOARD", "board"),
+    ("EMBER_USERNAME", "username"),
+    ("EMBER_PASSWORD_FILE", "password-file"),
+    ("EMBER_PASSWORD", "password"),
+    ("EMBER_TLS_CA", "tls-ca"),
+    ("EMBER_TLS_CERT", "tls-cert"),
+    ("EMBER_TLS_KEY", "tls-key"),
 ];
 
 /// Environment variables that are Ember's but not configuration keys.
@@ -234,6 +296,12 @@ impl RawConfig {
                 "probes" => raw.probes = Some(list()),
                 "preview" => raw.preview = Some(PathBuf::from(&value)),
                 "board" => raw.board = Some(value.clone()),
+                "username" => raw.username = Some(value.clone()),
+                "password-file" => raw.password_file = Some(PathBuf::from(&value)),
+                "password" => raw.password = Some(value.clone()),
+                "tls-ca" => raw.tls_ca = Some(PathBuf::from(&value)),
+                "tls-cert" => raw.tls_cert = Some(PathBuf::from(&value)),
+                "tls-key" => raw.tls_key = Some(PathBuf::from(&value)),
                 _ => unreachable!("ENV_KEYS and this match list the same keys"),
             }
         }
@@ -257,6 +325,12 @@ impl RawConfig {
             board: over.board.or(self.board),
             panel: over.panel.or(self.panel),
             commands: over.commands.or(self.commands),
+            username: over.username.or(self.username),
+            password_file: over.password_file.or(self.password_file),
+            password: over.password.or(self.password),
+            tls_ca: over.tls_ca.or(self.tls_ca),
+            tls_cert: over.tls_cert.or(self.tls_cert),
+            tls_key: over.tls_key.or(self.tls_key),
         }
     }
 
@@ -336,7 +410,11 @@ impl RawConfig {
         )?;
         let watch = list("watch", &self.watch, MAX_WATCHED, 16)?;
         let probes = list("probes", &self.probes, MAX_PROBES, 32)?;
+        let login = self.login(&host_id)?;
+        let tls = self.tls()?;
         Ok(AgentConfig {
+            login,
+            tls,
             broker_host,
             broker_port,
             host_id,
@@ -354,6 +432,98 @@ impl RawConfig {
             commands: crate::command::validate(&self.commands.clone().unwrap_or_default())
                 .map_err(|(key, reason)| err(&key, reason))?,
         })
+    }
+}
+
+impl RawConfig {
+    fn login(&self, host_id: &HostId) -> Result<Option<Login>, ConfigError> {
+        let password = match (&self.password, &self.password_file) {
+            (Some(p), _) => Some(p.clone()),
+            (None, Some(path)) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    err(
+                        "password-file",
+                        format!("cannot read {}: {e}", path.display()),
+                    )
+                })?;
+                let line = text.lines().next().unwrap_or_default().trim().to_string();
+                if line.is_empty() {
+                    return Err(err("password-file", format!("{} is empty", path.display())));
+                }
+                Some(line)
+            }
+            (None, None) => None,
+        };
+        match (password, &self.username) {
+            (Some(password), username) => Ok(Some(Login {
+                username: username.clone().unwrap_or_else(|| host_id.to_string()),
+                password,
+                password_file: self.password_file.clone(),
+            })),
+            (None, Some(_)) => Err(err(
+                "password-file",
+                "`username` is set but there is no password: set password-file (or EMBER_PASSWORD)",
+            )),
+            (None, None) => Ok(None),
+        }
+    }
+
+    fn tls(&self) -> Result<Option<Tls>, ConfigError> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let Some(ca) = &self.tls_ca else {
+            if self.tls_cert.is_some() || self.tls_key.is_some() {
+                return Err(err(
+                    "tls-ca",
+                    "a client certificate needs TLS: set tls-ca to the collector's CA (ca.pem)",
+                ));
+            }
+            return Ok(None);
+        };
+        let certs = |key: &str, path: &Path| -> Result<Vec<CertificateDer<'static>>, ConfigError> {
+            let certs = CertificateDer::pem_file_iter(path)
+                .and_then(|i| i.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| err(key, format!("{}: {e}", path.display())))?;
+            if certs.is_empty() {
+                return Err(err(
+                    key,
+                    format!("{}: no CERTIFICATE in it", path.display()),
+                ));
+            }
+            Ok(certs)
+        };
+        let mut roots = rustls::RootCertStore::empty();
+        for c in certs("tls-ca", ca)? {
+            roots
+                .add(c)
+                .map_err(|e| err("tls-ca", format!("{}: {e}", ca.display())))?;
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| err("tls-ca", e.to_string()))?
+            .with_root_certificates(roots);
+        let (config, client) = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => {
+                let chain = certs("tls-cert", cert)?;
+                let key_der = PrivateKeyDer::from_pem_file(key)
+                    .map_err(|e| err("tls-key", format!("{}: {e}", key.display())))?;
+                let config = builder
+                    .with_client_auth_cert(chain, key_der)
+                    .map_err(|e| err("tls-key", format!("{}: {e}", key.display())))?;
+                (config, Some((cert.clone(), key.clone())))
+            }
+            (None, None) => (builder.with_no_client_auth(), None),
+            (Some(_), None) => return Err(err("tls-key", "missing: tls-cert needs its key")),
+            (None, Some(_)) => {
+                return Err(err("tls-cert", "missing: tls-key needs its certificate"))
+            }
+        };
+        Ok(Some(Tls {
+            ca: ca.clone(),
+            client,
+            config: Arc::new(config),
+        }))
     }
 }
 
@@ -403,6 +573,18 @@ impl AgentConfig {
                     .map(|c| (c.name.clone(), c.to_raw()))
                     .collect()
             }),
+            username: self.login.as_ref().map(|l| l.username.clone()),
+            password_file: self.login.as_ref().and_then(|l| l.password_file.clone()),
+            password: None,
+            tls_ca: self.tls.as_ref().map(|t| t.ca.clone()),
+            tls_cert: self
+                .tls
+                .as_ref()
+                .and_then(|t| t.client.as_ref().map(|c| c.0.clone())),
+            tls_key: self
+                .tls
+                .as_ref()
+                .and_then(|t| t.client.as_ref().map(|c| c.1.clone())),
         }
     }
 }
@@ -621,6 +803,73 @@ mod tests {
         assert_eq!(e.key, "buffer");
         assert!(e.to_string().contains("EMBER_BUFFER"), "{e}");
         assert!(RawConfig::from_env(env(&[("EMBER_CONFIG", "/x")])).is_ok());
+    }
+
+    /// Issue #8: the password comes from a file or EMBER_PASSWORD and is never shown.
+    #[test]
+    fn the_password_is_read_but_never_printed() {
+        let dir = std::env::temp_dir().join(format!("ember-agent-pw-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("password");
+        std::fs::write(&file, "s3cret-from-file\n").unwrap();
+        let raw = RawConfig {
+            host_id: Some("pi".into()),
+            password_file: Some(file.clone()),
+            ..RawConfig::default()
+        };
+        let c = RawConfig::defaults().merge(raw.clone()).validate().unwrap();
+        let login = c.login.clone().unwrap();
+        assert_eq!(
+            (login.username.as_str(), login.password.as_str()),
+            ("pi", "s3cret-from-file")
+        );
+        let printed = toml::to_string(&c.to_raw()).unwrap();
+        assert!(!printed.contains("s3cret"), "{printed}");
+        assert!(!format!("{c:?}").contains("s3cret"));
+        // The environment's password wins over the file and is not printed either.
+        let env = RawConfig::from_env(env(&[("EMBER_PASSWORD", "s3cret-env")])).unwrap();
+        let c = RawConfig::defaults()
+            .merge(raw)
+            .merge(env)
+            .validate()
+            .unwrap();
+        assert_eq!(c.login.as_ref().unwrap().password, "s3cret-env");
+        assert!(!toml::to_string(&c.to_raw()).unwrap().contains("s3cret"));
+        // A password is never a key of the file.
+        assert!(RawConfig::from_toml("password = \"x\"").is_err());
+        let check = |raw: RawConfig, key: &str| {
+            let e = RawConfig::defaults().merge(raw).validate().unwrap_err();
+            assert_eq!(e.key, key, "{e}");
+        };
+        check(
+            RawConfig {
+                username: Some("pi".into()),
+                ..RawConfig::default()
+            },
+            "password-file",
+        );
+        check(
+            RawConfig {
+                password_file: Some(dir.join("missing")),
+                ..RawConfig::default()
+            },
+            "password-file",
+        );
+        check(
+            RawConfig {
+                tls_cert: Some(file.clone()),
+                ..RawConfig::default()
+            },
+            "tls-ca",
+        );
+        check(
+            RawConfig {
+                tls_ca: Some(file),
+                ..RawConfig::default()
+            },
+            "tls-ca",
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

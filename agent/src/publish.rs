@@ -130,6 +130,14 @@ impl Publisher {
                 QoS::AtLeastOnce,
                 true,
             ));
+        if let Some(login) = &config.login {
+            options.set_credentials(login.username.clone(), login.password.clone());
+        }
+        if let Some(tls) = &config.tls {
+            options.set_transport(rumqttc::Transport::tls_with_config(
+                rumqttc::TlsConfiguration::Rustls(tls.config.clone()),
+            ));
+        }
         let (client, eventloop) = AsyncClient::new(options, REQUEST_CAPACITY);
         let outbox = Arc::new(Mutex::new(Outbox::new(config.buffer)));
         let wake = Arc::new(Notify::new());

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rumqttd::local::{LinkRx, LinkTx};
@@ -39,8 +40,12 @@ pub const SEGMENT_COUNT: usize = 4;
 /// rumqttd keeps each subscribed filter's log in memory as segments; the collector's own
 /// subscription and every external subscriber's filter get `SEGMENT_SIZE * SEGMENT_COUNT`
 /// bytes at most, so the broker's memory stays bounded however long it runs.
-pub fn rumqttd_config(config: &Config, listen: SocketAddr) -> rumqttd::Config {
-    let connections = ConnectionSettings {
+///
+/// rumqttd accepts only clients whose password is `secret`: the gate (`gate.rs`), which holds
+/// it in memory. Another process on this machine that finds the loopback port cannot go around
+/// the gate.
+pub fn rumqttd_config(config: &Config, listen: SocketAddr, secret: &str) -> rumqttd::Config {
+    let mut connections = ConnectionSettings {
         connection_timeout_ms: 5_000,
         max_payload_size: config.max_payload,
         max_inflight_count: 100,
@@ -48,6 +53,17 @@ pub fn rumqttd_config(config: &Config, listen: SocketAddr) -> rumqttd::Config {
         external_auth: None,
         dynamic_filters: true,
     };
+    let secret: Arc<[u8]> = secret.as_bytes().into();
+    connections.set_auth_handler(move |_client, _user, password: String| {
+        // Compared in constant time: every byte is looked at.
+        let p = password.as_bytes();
+        let ok = p.len() == secret.len()
+            && p.iter()
+                .zip(secret.iter())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0;
+        async move { ok }
+    });
     let server = ServerSettings {
         name: "ember-v4".to_string(),
         listen,
@@ -89,6 +105,8 @@ pub const ROUTER_HEADROOM: usize = 16;
 pub struct Running {
     /// The loopback address the broker listens on, for the gate.
     pub addr: SocketAddr,
+    /// The password the broker accepts, for the gate.
+    pub secret: String,
     /// Sends into the broker as the collector.
     pub link_tx: LinkTx,
     /// Receives what the collector subscribed to.
@@ -101,7 +119,8 @@ pub struct Running {
 /// rumqttd has no way to stop; its threads end with the process.
 pub fn start(config: &Config) -> Result<Running, BrokerError> {
     let addr = resolve_port(SocketAddr::from(([127, 0, 0, 1], 0)))?;
-    let mut broker = Broker::new(rumqttd_config(config, addr));
+    let secret = random_secret();
+    let mut broker = Broker::new(rumqttd_config(config, addr, &secret));
     let (link_tx, link_rx) = broker
         .link("ember-collector")
         .map_err(|e| BrokerError::Link(Box::new(e)))?;
@@ -113,12 +132,24 @@ pub fn start(config: &Config) -> Result<Running, BrokerError> {
             }
         })
         .map_err(|source| BrokerError::Port { addr, source })?;
-    wait_listening(addr, Duration::from_secs(5))?;
+    wait_listening(addr, &secret, Duration::from_secs(5))?;
     Ok(Running {
         addr,
+        secret,
         link_tx,
         link_rx,
     })
+}
+
+/// 32 random bytes, hex: the gate's password at rumqttd.
+fn random_secret() -> String {
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; 32];
+    // The system's random source failing is not something to run on without.
+    ring::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .expect("the system random source works");
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// rumqttd cannot report the port it bound, nor that binding failed: so the address is tried
@@ -133,7 +164,7 @@ fn resolve_port(addr: SocketAddr) -> Result<SocketAddr, BrokerError> {
 
 /// Waits until the broker answers an MQTT CONNECT with a CONNACK, then disconnects cleanly
 /// (a bare TCP probe would make rumqttd log an error).
-fn wait_listening(addr: SocketAddr, timeout: Duration) -> Result<(), BrokerError> {
+fn wait_listening(addr: SocketAddr, secret: &str, timeout: Duration) -> Result<(), BrokerError> {
     let target = if addr.ip().is_unspecified() {
         SocketAddr::from(([127, 0, 0, 1], addr.port()))
     } else {
@@ -141,7 +172,7 @@ fn wait_listening(addr: SocketAddr, timeout: Duration) -> Result<(), BrokerError
     };
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
-        if mqtt_ping(target).is_ok() {
+        if mqtt_ping(target, secret).is_ok() {
             return Ok(());
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -149,14 +180,15 @@ fn wait_listening(addr: SocketAddr, timeout: Duration) -> Result<(), BrokerError
     Err(BrokerError::NotListening(addr))
 }
 
-fn mqtt_ping(addr: SocketAddr) -> std::io::Result<()> {
+fn mqtt_ping(addr: SocketAddr, secret: &str) -> std::io::Result<()> {
     use std::io::{Read, Write};
-    const CLIENT_ID: &[u8] = b"ember-collector-probe";
-    let mut connect = vec![0x10, (10 + 2 + CLIENT_ID.len()) as u8];
-    // Protocol "MQTT" level 4, clean session, keep-alive 10 s.
-    connect.extend_from_slice(&[0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 10]);
-    connect.extend_from_slice(&[0, CLIENT_ID.len() as u8]);
-    connect.extend_from_slice(CLIENT_ID);
+    let mut probe = rumqttc::mqttbytes::v4::Connect::new("ember-collector-probe");
+    probe.keep_alive = 10;
+    probe.set_login("ember-collector", secret);
+    let mut connect = bytes::BytesMut::new();
+    probe
+        .write(&mut connect)
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(200))?;
     stream.set_read_timeout(Some(Duration::from_millis(500)))?;
     stream.write_all(&connect)?;
@@ -167,4 +199,34 @@ fn mqtt_ping(addr: SocketAddr) -> std::io::Result<()> {
     }
     stream.write_all(&[0xe0, 0])?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// rumqttd's loopback port is the gate's alone: without its secret, nobody gets in.
+    #[test]
+    fn the_broker_takes_only_the_gates_secret() {
+        let dir = std::env::temp_dir().join(format!("ember-broker-secret-{}", std::process::id()));
+        let running = start(&Config::ephemeral(dir)).expect("the broker starts");
+        assert!(running.addr.ip().is_loopback());
+        assert_eq!(running.secret.len(), 64);
+        mqtt_ping(running.addr, &running.secret).expect("the secret is accepted");
+        assert!(mqtt_ping(running.addr, "not-the-secret").is_err());
+        let wrong = running.secret.replace(&running.secret[..1], "x");
+        assert!(mqtt_ping(running.addr, &wrong).is_err());
+        // A client without any login (the open relay's clients before the gate adds one).
+        let mut anonymous = rumqttc::mqttbytes::v4::Connect::new("anon");
+        anonymous.keep_alive = 10;
+        let mut bytes = bytes::BytesMut::new();
+        anonymous.write(&mut bytes).unwrap();
+        use std::io::{Read, Write};
+        let mut s = TcpStream::connect(running.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        s.write_all(&bytes).unwrap();
+        let mut ack = [0u8; 4];
+        let accepted = s.read_exact(&mut ack).is_ok() && ack == [0x20, 2, 0, 0];
+        assert!(!accepted, "{ack:02x?}");
+    }
 }

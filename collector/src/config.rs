@@ -7,6 +7,7 @@
 //!
 //! `ember-collector --print-config` prints the effective configuration as TOML.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -42,6 +43,8 @@ pub struct Config {
     pub alerts: crate::alerts::AlertsConfig,
     /// Who may read and command over HTTP.
     pub http: HttpConfig,
+    /// Authentication, TLS and per-client limits of the embedded broker's listener.
+    pub mqtt: MqttSecurity,
 }
 
 /// `[http]`: read access and tokens (see `auth.rs`).
@@ -105,6 +108,55 @@ impl HttpConfig {
         }
         Ok(access)
     }
+}
+
+/// `[mqtt]`: who may connect to the embedded broker, over what, and how much.
+///
+/// With no accounts and no client CA the broker listens as it is (loopback only: the config
+/// refuses anything else). With either, Ember's gate ([`crate::gate`]) listens instead,
+/// authenticates every client, terminates TLS and enforces the topic rules and limits.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct MqttSecurity {
+    /// Accounts by name (an agent's name is its host id).
+    pub users: BTreeMap<String, User>,
+    /// Server certificate chain and key (PEM): TLS on the MQTT listener.
+    pub tls: Option<TlsFiles>,
+    /// Client certificates signed by this CA (PEM) authenticate as the host in their common
+    /// name (mTLS).
+    pub client_ca: Option<PathBuf>,
+    /// Refuse clients without a certificate (needs `client_ca`).
+    pub require_client_cert: bool,
+    /// Messages a second each client may publish on average.
+    pub max_messages_per_second: u32,
+    /// Messages a client may publish at once above the average.
+    pub max_burst: u32,
+    /// Connections one account may hold at once.
+    pub max_connections_per_client: usize,
+}
+
+impl MqttSecurity {
+    /// Is the gate in front of the broker (authentication on)?
+    pub fn gated(&self) -> bool {
+        !self.users.is_empty() || self.client_ca.is_some()
+    }
+}
+
+/// One account of `[mqtt.users]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    /// argon2 PHC string.
+    pub password_hash: Option<String>,
+    /// What the account may do.
+    pub role: crate::access::Role,
+}
+
+/// A PEM certificate chain and its private key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// Certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// Private key.
+    pub key: PathBuf,
 }
 
 /// History: raw samples, then downsampled tiers.
@@ -263,6 +315,30 @@ impl Config {
                         .collect()
                 }),
             },
+            mqtt: RawMqtt {
+                tls: Some(self.mqtt.tls.is_some()),
+                tls_cert: self.mqtt.tls.as_ref().map(|t| t.cert.clone()),
+                tls_key: self.mqtt.tls.as_ref().map(|t| t.key.clone()),
+                client_ca: self.mqtt.client_ca.clone(),
+                require_client_cert: Some(self.mqtt.require_client_cert),
+                max_messages_per_second: Some(self.mqtt.max_messages_per_second),
+                max_burst: Some(self.mqtt.max_burst),
+                max_connections_per_client: Some(self.mqtt.max_connections_per_client),
+                users: self
+                    .mqtt
+                    .users
+                    .iter()
+                    .map(|(name, u)| {
+                        (
+                            name.clone(),
+                            RawUser {
+                                password_hash: u.password_hash.clone(),
+                                role: Some(u.role),
+                            },
+                        )
+                    })
+                    .collect(),
+            },
         }
     }
 }
@@ -334,6 +410,9 @@ pub struct RawConfig {
     /// `[http]`
     #[serde(default)]
     pub http: RawHttp,
+    /// `[mqtt]`
+    #[serde(default)]
+    pub mqtt: RawMqtt,
 }
 
 /// `[http]`
@@ -358,6 +437,51 @@ pub struct RawToken {
     pub role: String,
     /// The token's SHA-256, 64 hex digits.
     pub sha256: String,
+}
+
+/// `[mqtt]`
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawMqtt {
+    /// TLS on the MQTT listener; default: on when it is not loopback.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<bool>,
+    /// Server certificate chain (PEM).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    /// Server private key (PEM).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
+    /// CA of client certificates (PEM).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_ca: Option<PathBuf>,
+    /// Refuse clients without a certificate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub require_client_cert: Option<bool>,
+    /// Average publish rate per client.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_messages_per_second: Option<u32>,
+    /// Publish burst per client.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_burst: Option<u32>,
+    /// Connections per account.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_connections_per_client: Option<usize>,
+    /// `[mqtt.users.NAME]`
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub users: BTreeMap<String, RawUser>,
+}
+
+/// `[mqtt.users.NAME]`
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawUser {
+    /// argon2 PHC string, as `ember-collector agent add` writes it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password_hash: Option<String>,
+    /// `agent` (default) or `reader`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<crate::access::Role>,
 }
 
 /// `[history]`
@@ -458,6 +582,20 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("EMBER_BROKER_CLIENT_ID", "broker.client-id"),
     ("EMBER_BROKER_SHARE_GROUP", "broker.share-group"),
     ("EMBER_HTTP_READ_ACCESS", "http.read-access"),
+    ("EMBER_MQTT_TLS", "mqtt.tls"),
+    ("EMBER_MQTT_TLS_CERT", "mqtt.tls-cert"),
+    ("EMBER_MQTT_TLS_KEY", "mqtt.tls-key"),
+    ("EMBER_MQTT_CLIENT_CA", "mqtt.client-ca"),
+    ("EMBER_MQTT_REQUIRE_CLIENT_CERT", "mqtt.require-client-cert"),
+    (
+        "EMBER_MQTT_MAX_MESSAGES_PER_SECOND",
+        "mqtt.max-messages-per-second",
+    ),
+    ("EMBER_MQTT_MAX_BURST", "mqtt.max-burst"),
+    (
+        "EMBER_MQTT_MAX_CONNECTIONS_PER_CLIENT",
+        "mqtt.max-connections-per-client",
+    ),
 ];
 
 /// Ember's variables that are not the collector's keys: shared ones, and the agent's (the
@@ -476,6 +614,14 @@ const ENV_OTHER: &[&str] = &[
     "EMBER_WATCH",
     "EMBER_PROBES",
     "EMBER_PREVIEW",
+    "EMBER_PROCESS_INTERVAL",
+    "EMBER_BOARD",
+    "EMBER_USERNAME",
+    "EMBER_PASSWORD",
+    "EMBER_PASSWORD_FILE",
+    "EMBER_TLS_CA",
+    "EMBER_TLS_CERT",
+    "EMBER_TLS_KEY",
 ];
 
 impl RawConfig {
@@ -519,6 +665,14 @@ impl RawConfig {
             http: RawHttp {
                 read_access: s("auto"),
                 tokens: None,
+            },
+            mqtt: RawMqtt {
+                // Twenty times an agent's default rate, and a burst that covers a reconnect's
+                // window of buffered samples; QoS 1 above it is slowed, not dropped.
+                max_messages_per_second: Some(20),
+                max_burst: Some(200),
+                max_connections_per_client: Some(4),
+                ..RawMqtt::default()
             },
         }
     }
@@ -633,6 +787,21 @@ impl RawConfig {
                 "broker.client-id" => raw.broker.client_id = s(),
                 "broker.share-group" => raw.broker.share_group = s(),
                 "http.read-access" => raw.http.read_access = s(),
+                "mqtt.tls" => raw.mqtt.tls = Some(boolean()?),
+                "mqtt.tls-cert" => raw.mqtt.tls_cert = Some(PathBuf::from(&value)),
+                "mqtt.tls-key" => raw.mqtt.tls_key = Some(PathBuf::from(&value)),
+                "mqtt.client-ca" => raw.mqtt.client_ca = Some(PathBuf::from(&value)),
+                "mqtt.require-client-cert" => raw.mqtt.require_client_cert = Some(boolean()?),
+                "mqtt.max-messages-per-second" => {
+                    raw.mqtt.max_messages_per_second =
+                        Some(number()?.try_into().unwrap_or(u32::MAX))
+                }
+                "mqtt.max-burst" => {
+                    raw.mqtt.max_burst = Some(number()?.try_into().unwrap_or(u32::MAX))
+                }
+                "mqtt.max-connections-per-client" => {
+                    raw.mqtt.max_connections_per_client = Some(number()?)
+                }
                 _ => unreachable!("ENV_KEYS and this match list the same keys"),
             }
         }
@@ -679,6 +848,31 @@ impl RawConfig {
             http: RawHttp {
                 read_access: over.http.read_access.or(self.http.read_access),
                 tokens: over.http.tokens.or(self.http.tokens),
+            },
+            mqtt: RawMqtt {
+                tls: over.mqtt.tls.or(self.mqtt.tls),
+                tls_cert: over.mqtt.tls_cert.or(self.mqtt.tls_cert),
+                tls_key: over.mqtt.tls_key.or(self.mqtt.tls_key),
+                client_ca: over.mqtt.client_ca.or(self.mqtt.client_ca),
+                require_client_cert: over
+                    .mqtt
+                    .require_client_cert
+                    .or(self.mqtt.require_client_cert),
+                max_messages_per_second: over
+                    .mqtt
+                    .max_messages_per_second
+                    .or(self.mqtt.max_messages_per_second),
+                max_burst: over.mqtt.max_burst.or(self.mqtt.max_burst),
+                max_connections_per_client: over
+                    .mqtt
+                    .max_connections_per_client
+                    .or(self.mqtt.max_connections_per_client),
+                // Accounts of later layers are added to (and replace by name) earlier ones.
+                users: {
+                    let mut users = self.mqtt.users;
+                    users.extend(over.mqtt.users);
+                    users
+                },
             },
         }
     }
@@ -843,7 +1037,9 @@ impl RawConfig {
             }
         };
         let alerts = raw.alerts.validate()?;
+        let mqtt = validate_mqtt(&raw.mqtt, mqtt_listen, external.is_some())?;
         Ok(Config {
+            mqtt,
             mqtt_listen,
             http_listen,
             data_dir,
@@ -941,6 +1137,124 @@ fn validate_http(raw: &RawHttp, listen: SocketAddr) -> Result<HttpConfig, Config
     };
     http.resolve(listen)?;
     Ok(http)
+}
+
+fn validate_mqtt(
+    raw: &RawMqtt,
+    listen: SocketAddr,
+    external: bool,
+) -> Result<MqttSecurity, ConfigError> {
+    let mut users = BTreeMap::new();
+    for (name, u) in &raw.users {
+        let key = format!("mqtt.users.{name}");
+        crate::access::check_name(name).map_err(|e| err(&key, e))?;
+        if let Some(hash) = &u.password_hash {
+            crate::access::check_hash(hash).map_err(|e| err(&format!("{key}.password-hash"), e))?;
+        }
+        let role = u.role.unwrap_or(crate::access::Role::Agent);
+        if u.password_hash.is_none()
+            && (role == crate::access::Role::Reader || raw.client_ca.is_none())
+        {
+            return Err(err(
+                &format!("{key}.password-hash"),
+                "missing: an account needs a password hash (`ember-collector agent add` writes one), or for an agent a client certificate (set mqtt.client-ca)",
+            ));
+        }
+        users.insert(
+            name.clone(),
+            User {
+                password_hash: u.password_hash.clone(),
+                role,
+            },
+        );
+    }
+    let tls = match (&raw.tls_cert, &raw.tls_key) {
+        (Some(cert), Some(key)) => Some(TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+        }),
+        (None, None) => None,
+        (Some(_), None) => return Err(err("mqtt.tls-key", "missing: mqtt.tls-cert needs its key")),
+        (None, Some(_)) => {
+            return Err(err(
+                "mqtt.tls-cert",
+                "missing: mqtt.tls-key needs its certificate",
+            ))
+        }
+    };
+    let mqtt = MqttSecurity {
+        users,
+        tls,
+        client_ca: raw.client_ca.clone(),
+        require_client_cert: raw.require_client_cert.unwrap_or(false),
+        max_messages_per_second: raw.max_messages_per_second.unwrap_or(20),
+        max_burst: raw.max_burst.unwrap_or(200),
+        max_connections_per_client: raw.max_connections_per_client.unwrap_or(4),
+    };
+    if mqtt.max_messages_per_second == 0 || mqtt.max_messages_per_second > 1_000_000 {
+        return Err(err(
+            "mqtt.max-messages-per-second",
+            format!("must be 1 to 1000000, got {}", mqtt.max_messages_per_second),
+        ));
+    }
+    if mqtt.max_burst == 0 || mqtt.max_burst > 1_000_000 {
+        return Err(err(
+            "mqtt.max-burst",
+            format!("must be 1 to 1000000, got {}", mqtt.max_burst),
+        ));
+    }
+    if !(1..=10_000).contains(&mqtt.max_connections_per_client) {
+        return Err(err(
+            "mqtt.max-connections-per-client",
+            format!(
+                "must be 1 to 10000, got {}",
+                mqtt.max_connections_per_client
+            ),
+        ));
+    }
+    if mqtt.require_client_cert && mqtt.client_ca.is_none() {
+        return Err(err(
+            "mqtt.require-client-cert",
+            "needs mqtt.client-ca, the CA that signs the agents' certificates",
+        ));
+    }
+    if mqtt.client_ca.is_some() && mqtt.tls.is_none() {
+        return Err(err("mqtt.client-ca", "client certificates need TLS: set mqtt.tls-cert and mqtt.tls-key (`ember-collector ca init` writes them)"));
+    }
+    if external {
+        // The external broker does its own authentication; these keys would be silently unused.
+        if mqtt.gated() || mqtt.tls.is_some() {
+            return Err(err("mqtt", "[mqtt] secures the embedded broker; with broker.external set, configure authentication and TLS in that broker"));
+        }
+        return Ok(mqtt);
+    }
+    if mqtt.tls.is_some() && !mqtt.gated() {
+        return Err(err("mqtt.tls-cert", "TLS is served by Ember's authenticating gate: add an account (`ember-collector agent add HOST`) or set mqtt.client-ca"));
+    }
+    if !listen.ip().is_loopback() {
+        if !mqtt.gated() {
+            return Err(err(
+                "mqtt.users",
+                format!("mqtt-listen is {listen}, not loopback, and MQTT has no accounts: anyone on the network could publish as any host. Add agents with `ember-collector agent add HOST` (it writes [mqtt.users.HOST]), or listen on 127.0.0.1"),
+            ));
+        }
+        if mqtt.tls.is_none() && raw.tls != Some(false) {
+            return Err(err(
+                "mqtt.tls-cert",
+                format!("mqtt-listen is {listen}, not loopback, and TLS is the default there: create a certificate with `ember-collector ca init` and set mqtt.tls-cert and mqtt.tls-key, or set mqtt.tls = false to send passwords in clear text"),
+            ));
+        }
+    }
+    if raw.tls == Some(true) && mqtt.tls.is_none() {
+        return Err(err("mqtt.tls-cert", "mqtt.tls = true needs mqtt.tls-cert and mqtt.tls-key (`ember-collector ca init` writes them)"));
+    }
+    if raw.tls == Some(false) && mqtt.tls.is_some() {
+        return Err(err(
+            "mqtt.tls",
+            "is false but mqtt.tls-cert is set: remove one",
+        ));
+    }
+    Ok(mqtt)
 }
 
 fn parse_host_port(s: &str) -> Option<(String, u16)> {
@@ -1059,6 +1373,41 @@ mod tests {
         check("[history]\nraw = 1", "raw");
     }
 
+    /// Issue #8: listening beyond loopback needs accounts, and TLS unless turned off by name.
+    #[test]
+    fn a_non_loopback_listener_needs_authentication_and_defaults_to_tls() {
+        let hash = crate::access::hash_password("pw", &[1; 16]);
+        let users = format!("[mqtt.users.pi-a]\npassword-hash = \"{hash}\"\n");
+        let check = |toml: &str| RawConfig::from_toml(toml).and_then(|r| r.validate());
+        let e = check("mqtt-listen = \"0.0.0.0:1883\"\n").unwrap_err();
+        assert_eq!(e.key, "mqtt.users");
+        assert!(e.reason.contains("ember-collector agent add"), "{e}");
+        let e = check(&format!("mqtt-listen = \"0.0.0.0:1883\"\n{users}")).unwrap_err();
+        assert_eq!(e.key, "mqtt.tls-cert");
+        assert!(e.reason.contains("ember-collector ca init"), "{e}");
+        let c = check(&format!(
+            "mqtt-listen = \"0.0.0.0:1883\"\n[mqtt]\ntls = false\n{users}"
+        ))
+        .unwrap();
+        assert!(c.mqtt.gated() && c.mqtt.tls.is_none());
+        let c = check(&format!(
+            "mqtt-listen = \"[::]:8883\"\n[mqtt]\ntls-cert = \"s.pem\"\ntls-key = \"s.key\"\n{users}"
+        ))
+        .unwrap();
+        assert!(c.mqtt.tls.is_some());
+        // Loopback without accounts stays as it was: no gate.
+        assert!(!check("").unwrap().mqtt.gated());
+        // Bad accounts name their key.
+        let e = check("[mqtt.users.pi-a]\npassword-hash = \"plain\"\n").unwrap_err();
+        assert_eq!(e.key, "mqtt.users.pi-a.password-hash");
+        let e = check("[mqtt.users.\"a/b\"]\npassword-hash = \"x\"\n").unwrap_err();
+        assert_eq!(e.key, "mqtt.users.a/b");
+        let e = check("[mqtt]\nrequire-client-cert = true\n").unwrap_err();
+        assert_eq!(e.key, "mqtt.require-client-cert");
+        let e = check("[mqtt]\nmax-messages-per-second = 0\n").unwrap_err();
+        assert_eq!(e.key, "mqtt.max-messages-per-second");
+    }
+
     #[test]
     fn layers_win_in_order_defaults_file_env_flags() {
         let file = RawConfig::from_toml(
@@ -1100,6 +1449,17 @@ mod tests {
         assert!(e.to_string().contains("EMBER_MAX_PAYLOAD"), "{e}");
         let e = RawConfig::from_env(env(&[("EMBER_BRIDGE_JSON", "maybe")])).unwrap_err();
         assert_eq!(e.key, "bridge.json");
+    }
+
+    /// One environment often serves both (`--local-agent`, a shared systemd drop-in): every
+    /// variable the agent reads must be one the collector lets pass.
+    #[cfg(feature = "local-agent")]
+    #[test]
+    fn the_agents_variables_are_tolerated() {
+        for (var, _) in ember_agent::config::ENV_KEYS {
+            let got = RawConfig::from_env(env(&[(var, "1")]));
+            assert!(got.is_ok(), "{var}: {:?}", got.err());
+        }
     }
 
     const OP: &str = "[[http.tokens]]\nname = \"alice\"\nrole = \"operator\"\nsha256 = \"ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad\"\n";

@@ -1,73 +1,202 @@
-//! The MQTT gate: the collector's own listener in front of the embedded broker.
+//! The MQTT gate: the collector's own listener in front of the embedded broker. Every client
+//! connection goes through it; rumqttd listens on a loopback port that only the gate can use
+//! (its password is a random secret held in memory, see `broker.rs`).
 //!
-//! rumqttd 0.20 panics (`server/broker.rs:544`, `try_send(..).unwrap()` on a channel whose
-//! receiver is gone) when a client id connects again after the router refused it, either for
-//! being over `max_connections` or for a client id with `+`, `$`, `#` or `/` in it; with
-//! `panic = "abort"` that kills the collector, and with unwinding it poisons the broker's mutex so
-//! that no client can connect any more (issue #9). So rumqttd listens on loopback only and the
-//! router's own limit is set above the collector's: the gate accepts agents, reads their
-//! CONNECT, refuses what the router would refuse (CONNACK 3 "server unavailable" when
-//! `max-connections` are open, CONNACK 2 "identifier rejected" for an id the router cannot take)
-//! and relays the rest, byte for byte, to rumqttd. A slot is given back only once rumqttd has
-//! closed its side, so the router has seen the disconnection before the slot is reused.
+//! It exists for three reasons rumqttd 0.20 cannot meet by itself:
 //!
-//! rumqttd acknowledges a QoS 1 publish as soon as it is in the broker's in-memory log, and a
-//! subscriber that falls more than the log's size behind loses the oldest part: the broker has
-//! no backpressure of its own. The gate gives it one ([`Flow`]): it counts the bytes of agents'
-//! publishes it relays, ingest counts those it reads, and while ingest is more than
-//! [`Flow::limit`] behind the gate stops reading from agents, so their in-flight windows fill
-//! and they wait (their outboxes hold what they sample meanwhile) instead of the log overrunning.
+//! - **Crashes.** rumqttd panics (`server/broker.rs:544`, `try_send(..).unwrap()` on a channel
+//!   whose receiver is gone) when a client id connects again after the router refused it, for
+//!   being over `max_connections` or for an id with `+`, `$`, `#` or `/` in it; with
+//!   `panic = "abort"` that kills the collector (issue #9). The gate refuses what the router
+//!   would refuse (CONNACK 3 "server unavailable" when `max-connections` are open, CONNACK 2
+//!   "identifier rejected"), sets the router's own limit above the collector's, and gives a
+//!   slot back only once rumqttd has closed its side, so the router has seen the disconnection
+//!   before the slot is reused.
+//! - **Silent loss.** rumqttd acknowledges a QoS 1 publish as soon as it is in its in-memory
+//!   log, and a reader more than the log's size behind loses the oldest part. The gate gives it
+//!   backpressure ([`Flow`]): it counts the bytes of agents' publishes it relays, ingest counts
+//!   those it reads, and while ingest is more than [`Flow::limit`] behind the gate stops
+//!   reading from agents, so their in-flight windows fill and they wait.
+//! - **Security** (issue #8). rumqttd has no topic ACLs, and the collector's in-process link does
+//!   not say which client published a message. With accounts configured (`[mqtt.users]` or a
+//!   client CA) the gate terminates TLS (rustls, optionally with client certificates whose
+//!   common name is the host id), refuses anonymous clients and wrong passwords, fixes the
+//!   client id the broker sees by the account, and checks every PUBLISH and SUBSCRIBE against
+//!   the account ([`crate::access`]) and the client's rate: what is not allowed is dropped (a
+//!   QoS 1 publish is still acknowledged, so the client does not resend it) and counted.
 //!
-//! The connection bookkeeping ([`Gate`]), the CONNECT parsing ([`client_id`]) and the publish
-//! accounting ([`Scanner`], [`Flow`]) are plain code, tested without sockets; [`serve`] is the
-//! I/O around them.
+//! Without accounts the listener is loopback only (the configuration refuses anything else) and
+//! the gate relays bytes after the CONNECT, scanning them for publishes ([`Scanner`]); with
+//! accounts it relays frame by frame. The bookkeeping ([`Gate::admit`]), the publish accounting
+//! ([`Scanner`], [`Flow`]) and the access decisions ([`crate::access`]) are plain code, tested
+//! without sockets; [`serve`] is the I/O around them.
 
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use bytes::{Bytes, BytesMut};
+use rumqttc::mqttbytes::v4::{
+    ConnAck, Connect, ConnectReturnCode, Login, PubAck, Publish, Subscribe,
+};
+use rumqttc::mqttbytes::{check, FixedHeader, PacketType, Protocol, QoS};
+use serde::Serialize;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 
+use crate::access::{self, Identity, Role, TokenBucket};
+use crate::config::{Config, User};
 use crate::ingest::from_agents;
 
-/// How long a new connection has to send its CONNECT (as rumqttd's `connection_timeout_ms`).
+/// How long a new connection has for the TLS handshake and its CONNECT (as rumqttd's
+/// `connection_timeout_ms`).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a closed connection waits for rumqttd to close its side before its slot is reused.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
-/// The largest CONNECT read (client id, will message, login): larger ones are closed.
-const MAX_CONNECT: usize = 64 * 1024;
+/// Password checks at once: argon2 is slow on purpose, so a burst of CONNECTs with wrong
+/// passwords must not take every core.
+const VERIFY_AT_ONCE: usize = 2;
+/// The user name the gate gives rumqttd for a client without an account.
+const OPEN_USER: &str = "ember-open";
 
-/// CONNACK return codes (MQTT 3.1.1, 3.2.2.3).
-const IDENTIFIER_REJECTED: u8 = 2;
-const SERVER_UNAVAILABLE: u8 = 3;
-
-/// Open connections and what was refused; shared with the HTTP API.
-#[derive(Debug)]
-pub struct Gate {
-    max: usize,
-    open: AtomicUsize,
-    refused_full: AtomicU64,
-    refused_id: AtomicU64,
-    accepted: AtomicU64,
-    flow: Arc<Flow>,
+/// What the gate is configured with.
+pub struct Settings {
+    /// rumqttd's loopback listener.
+    pub upstream: SocketAddr,
+    /// The password rumqttd accepts, known only to this process.
+    pub secret: String,
+    /// Connections at once, all clients (`max-connections`).
+    pub max_connections: usize,
+    /// Largest packet a client may send (remaining length), bytes.
+    pub max_packet: usize,
+    /// TLS, if on.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Authentication and per-client limits; `None`: open (loopback only).
+    pub accounts: Option<Accounts>,
 }
 
-/// A copy of the gate's counters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+/// `[mqtt]` with accounts: who may connect and how much.
+pub struct Accounts {
+    /// Accounts by name.
+    pub users: BTreeMap<String, User>,
+    /// Refuse clients without a certificate.
+    pub require_client_cert: bool,
+    /// Connections at once per account.
+    pub max_connections_per_client: usize,
+    /// Publishes a second per connection, on average.
+    pub rate: u32,
+    /// Publishes at once above the average.
+    pub burst: u32,
+    /// What a reader may publish: the topics the bridge listens to (Home Assistant's status).
+    pub reader_topics: Vec<String>,
+}
+
+impl Settings {
+    /// The gate for `config`, in front of rumqttd at `upstream`; loads the TLS files.
+    pub fn from_config(
+        config: &Config,
+        upstream: SocketAddr,
+        secret: String,
+    ) -> Result<Self, crate::pki::PkiError> {
+        let mqtt = &config.mqtt;
+        let tls = match &mqtt.tls {
+            Some(files) => Some(tokio_rustls::TlsAcceptor::from(crate::pki::server_config(
+                &files.cert,
+                &files.key,
+                mqtt.client_ca.as_deref(),
+                mqtt.require_client_cert,
+            )?)),
+            None => None,
+        };
+        let accounts = mqtt.gated().then(|| Accounts {
+            users: mqtt.users.clone(),
+            require_client_cert: mqtt.require_client_cert,
+            max_connections_per_client: mqtt.max_connections_per_client,
+            rate: mqtt.max_messages_per_second,
+            burst: mqtt.max_burst,
+            reader_topics: crate::bridge::Bridge::new(config.bridge.clone()).subscriptions(),
+        });
+        Ok(Settings {
+            upstream,
+            secret,
+            max_connections: config.max_connections,
+            // The payload limit plus room for the topic and the header.
+            max_packet: config.max_payload + 1024,
+            tls,
+            accounts,
+        })
+    }
+}
+
+/// The gate's state: its settings, open connections, counters, flow control.
+pub struct Gate {
+    settings: Settings,
+    open: AtomicUsize,
+    counters: Counters,
+    flow: Arc<Flow>,
+    per_client: Mutex<HashMap<String, usize>>,
+    verifying: tokio::sync::Semaphore,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    accepted: AtomicU64,
+    refused_full: AtomicU64,
+    refused_id: AtomicU64,
+    refused_auth: AtomicU64,
+    refused_client_limit: AtomicU64,
+    refused_tls: AtomicU64,
+    refused_protocol: AtomicU64,
+    spoofed: AtomicU64,
+    refused_subscriptions: AtomicU64,
+    rate_dropped: AtomicU64,
+    rate_delayed: AtomicU64,
+    oversized: AtomicU64,
+}
+
+fn bump(a: &AtomicU64) {
+    a.fetch_add(1, Ordering::Relaxed);
+}
+
+/// A copy of the gate's counters (`/api/health` `connections`, `/metrics`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct GateStats {
     /// `max-connections`.
     pub max: usize,
     /// Connections relayed to the broker now.
     pub open: usize,
+    /// Whether clients must authenticate (accounts or a client CA configured).
+    pub authenticated: bool,
+    /// Whether the listener speaks TLS.
+    pub tls: bool,
     /// Connections admitted since start.
     pub accepted: u64,
     /// Refused with CONNACK 3 because `max` were open.
     pub refused_full: u64,
     /// Refused with CONNACK 2: a client id the broker cannot take.
     pub refused_id: u64,
+    /// CONNECTs refused: anonymous, unknown account, wrong password, no certificate.
+    pub refused_auth: u64,
+    /// Refused with CONNACK 3: the account already had its connections open.
+    pub refused_client_limit: u64,
+    /// TLS handshakes that failed.
+    pub refused_tls: u64,
+    /// Connections closed for a protocol error (not MQTT 3.1.1, no CONNECT in time, bad
+    /// packet, a last will not the account's).
+    pub refused_protocol: u64,
+    /// Publishes dropped because the topic is not the account's (spoofing, or a command).
+    pub spoofed: u64,
+    /// Subscriptions refused (the connection is closed).
+    pub refused_subscriptions: u64,
+    /// QoS 0 publishes dropped above the client's rate.
+    pub rate_dropped: u64,
+    /// QoS 1 and 2 publishes held back (not dropped) above the client's rate.
+    pub rate_delayed: u64,
+    /// Connections closed for a packet above `max-payload`.
+    pub oversized: u64,
     /// Times a publisher was held back because ingest was behind ([`Flow`]).
     pub held: u64,
     /// Bytes of agents' publishes relayed and not yet read by ingest.
@@ -75,7 +204,6 @@ pub struct GateStats {
 }
 
 /// A held connection slot, given back when dropped.
-#[derive(Debug)]
 pub struct Slot(Arc<Gate>);
 
 impl Drop for Slot {
@@ -85,32 +213,30 @@ impl Drop for Slot {
 }
 
 impl Gate {
-    /// A gate admitting at most `max` connections at once, holding publishers back by `flow`.
-    pub fn new(max: usize, flow: Arc<Flow>) -> Arc<Self> {
+    /// A gate with these settings, holding publishers back by `flow`.
+    pub fn new(settings: Settings, flow: Arc<Flow>) -> Arc<Self> {
         Arc::new(Gate {
-            flow,
-            max,
+            settings,
             open: AtomicUsize::new(0),
-            refused_full: AtomicU64::new(0),
-            refused_id: AtomicU64::new(0),
-            accepted: AtomicU64::new(0),
+            counters: Counters::default(),
+            flow,
+            per_client: Mutex::new(HashMap::new()),
+            verifying: tokio::sync::Semaphore::new(VERIFY_AT_ONCE),
         })
     }
 
-    /// A slot, or `None` (counted) when `max` are open.
+    /// A slot, or `None` (counted) when `max-connections` are open.
     pub fn admit(self: &Arc<Self>) -> Option<Slot> {
+        let max = self.settings.max_connections;
         let taken = self
             .open
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < self.max).then_some(n + 1)
+                (n < max).then_some(n + 1)
             });
         match taken {
-            Ok(_) => {
-                self.accepted.fetch_add(1, Ordering::Relaxed);
-                Some(Slot(self.clone()))
-            }
+            Ok(_) => Some(Slot(self.clone())),
             Err(_) => {
-                self.refused_full.fetch_add(1, Ordering::Relaxed);
+                bump(&self.counters.refused_full);
                 None
             }
         }
@@ -118,93 +244,29 @@ impl Gate {
 
     /// The counters now.
     pub fn stats(&self) -> GateStats {
+        let c = &self.counters;
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
         GateStats {
-            max: self.max,
+            max: self.settings.max_connections,
             open: self.open.load(Ordering::Acquire),
-            accepted: self.accepted.load(Ordering::Relaxed),
-            refused_full: self.refused_full.load(Ordering::Relaxed),
-            refused_id: self.refused_id.load(Ordering::Relaxed),
+            authenticated: self.settings.accounts.is_some(),
+            tls: self.settings.tls.is_some(),
+            accepted: g(&c.accepted),
+            refused_full: g(&c.refused_full),
+            refused_id: g(&c.refused_id),
+            refused_auth: g(&c.refused_auth),
+            refused_client_limit: g(&c.refused_client_limit),
+            refused_tls: g(&c.refused_tls),
+            refused_protocol: g(&c.refused_protocol),
+            spoofed: g(&c.spoofed),
+            refused_subscriptions: g(&c.refused_subscriptions),
+            rate_dropped: g(&c.rate_dropped),
+            rate_delayed: g(&c.rate_delayed),
+            oversized: g(&c.oversized),
             held: self.flow.held(),
             ingest_lag_bytes: self.flow.lag(),
         }
     }
-}
-
-/// What the start of a connection's byte stream holds.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Connect<'a> {
-    /// Not all of the CONNECT yet.
-    Incomplete,
-    /// A whole CONNECT of `len` bytes, with this client id.
-    Complete {
-        /// Bytes of the packet, fixed header included.
-        len: usize,
-        /// The client id (may be empty: the broker then assigns one).
-        client_id: &'a [u8],
-    },
-    /// Not a CONNECT, or a malformed one: the connection is closed.
-    Invalid,
-}
-
-/// Parses the CONNECT at the start of `buf` (MQTT 3.1, 3.1.1 or 5).
-pub fn client_id(buf: &[u8]) -> Connect<'_> {
-    let Some(&first) = buf.first() else {
-        return Connect::Incomplete;
-    };
-    if first != 0x10 {
-        return Connect::Invalid;
-    }
-    // Remaining length: up to four bytes, seven bits each.
-    let mut remaining = 0usize;
-    let mut header = 1;
-    loop {
-        let Some(&b) = buf.get(header) else {
-            return Connect::Incomplete;
-        };
-        remaining |= usize::from(b & 0x7f) << (7 * (header - 1));
-        header += 1;
-        if b & 0x80 == 0 {
-            break;
-        }
-        if header == 5 {
-            return Connect::Invalid;
-        }
-    }
-    let len = header + remaining;
-    if len > MAX_CONNECT {
-        return Connect::Invalid;
-    }
-    let Some(packet) = buf.get(header..len) else {
-        return Connect::Incomplete;
-    };
-    match connect_client_id(packet) {
-        Some(client_id) => Connect::Complete { len, client_id },
-        None => Connect::Invalid,
-    }
-}
-
-/// The client id in a CONNECT's variable header and payload.
-fn connect_client_id(p: &[u8]) -> Option<&[u8]> {
-    let name_len = usize::from(u16::from_be_bytes([*p.first()?, *p.get(1)?]));
-    let mut at = 2 + name_len;
-    let level = *p.get(at)?;
-    // Level, flags, keep-alive.
-    at += 4;
-    if level == 5 {
-        // Properties: a variable byte integer length, then that many bytes.
-        let mut props = 0usize;
-        for shift in 0..4 {
-            let b = *p.get(at)?;
-            at += 1;
-            props |= usize::from(b & 0x7f) << (7 * shift);
-            if b & 0x80 == 0 {
-                break;
-            }
-        }
-        at += props;
-    }
-    let id_len = usize::from(u16::from_be_bytes([*p.get(at)?, *p.get(at + 1)?]));
-    p.get(at + 2..at + 2 + id_len)
 }
 
 /// Whether rumqttd's router takes this client id (`validate_clientid`: none of `+$#/`).
@@ -440,12 +502,12 @@ impl Scanner {
     }
 }
 
-/// Accepts connections on `listener` until the runtime stops, relaying admitted ones to the
-/// broker at `upstream`, holding publishers back as `flow` says.
-pub async fn serve(listener: TcpListener, upstream: SocketAddr, gate: Arc<Gate>) {
+/// Accepts connections on `listener` until the runtime stops.
+pub async fn serve(listener: TcpListener, gate: Arc<Gate>) {
+    let mut n: u64 = 0;
     loop {
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
+        let (tcp, peer) = match listener.accept().await {
+            Ok(a) => a,
             Err(e) => {
                 // Out of descriptors, most likely: wait rather than spin.
                 tracing::warn!("MQTT accept failed: {e}");
@@ -453,62 +515,209 @@ pub async fn serve(listener: TcpListener, upstream: SocketAddr, gate: Arc<Gate>)
                 continue;
             }
         };
+        n += 1;
         let gate = gate.clone();
         tokio::spawn(async move {
-            if let Err(e) = connection(stream, upstream, gate).await {
-                tracing::debug!("MQTT connection: {e}");
+            if let Err(e) = connection(gate, tcp, n).await {
+                tracing::debug!(%peer, "MQTT client closed: {e}");
             }
         });
     }
 }
 
-async fn connection(
-    mut client: TcpStream,
-    upstream: SocketAddr,
-    gate: Arc<Gate>,
-) -> std::io::Result<()> {
-    let flow = gate.flow.clone();
-    client.set_nodelay(true)?;
-    let mut buf = Vec::with_capacity(256);
-    let read_connect = async {
-        loop {
-            match client_id(&buf) {
-                Connect::Complete { len, client_id } => {
-                    return Ok::<_, std::io::Error>(Some((len, id_allowed(client_id))));
-                }
-                Connect::Invalid => return Ok(None),
-                Connect::Incomplete => {}
-            }
-            let mut chunk = [0u8; 1024];
-            let n = client.read(&mut chunk).await?;
-            if n == 0 {
-                return Ok(None);
-            }
-            buf.extend_from_slice(&chunk[..n]);
+/// Why a connection ended.
+#[derive(Debug, thiserror::Error)]
+pub enum Closed {
+    /// The socket failed.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// The TLS handshake failed.
+    #[error("TLS handshake: {0}")]
+    Tls(std::io::Error),
+    /// No CONNECT (or no TLS handshake) in time.
+    #[error("no CONNECT within {CONNECT_TIMEOUT:?}")]
+    Timeout,
+    /// A packet above the size limit.
+    #[error("packet of {0} bytes is above the limit")]
+    TooLarge(usize),
+    /// Not MQTT 3.1.1 as the gate reads it.
+    #[error("malformed packet: {0}")]
+    Malformed(String),
+    /// The CONNECT was refused with this code.
+    #[error("refused: {0:?}")]
+    Refused(ConnectReturnCode),
+    /// A subscription the account may not make.
+    #[error("subscription to {0:?} refused")]
+    Subscription(String),
+    /// A QoS 2 publish the account may not make.
+    #[error("QoS 2 publish to {0:?} refused")]
+    Qos2(String),
+}
+
+async fn connection(gate: Arc<Gate>, tcp: TcpStream, n: u64) -> Result<(), Closed> {
+    let _ = tcp.set_nodelay(true);
+    let Some(acceptor) = &gate.settings.tls else {
+        return client(&gate, tcp, None, n).await;
+    };
+    let tls = match tokio::time::timeout(CONNECT_TIMEOUT, acceptor.accept(tcp)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            bump(&gate.counters.refused_tls);
+            return Err(Closed::Tls(e));
+        }
+        Err(_) => {
+            bump(&gate.counters.refused_tls);
+            return Err(Closed::Timeout);
         }
     };
-    let connect_len = tokio::time::timeout(CONNECT_TIMEOUT, read_connect)
-        .await
-        .map_err(|_| std::io::Error::other("no CONNECT in time"))??;
-    let Some((connect_len, allowed)) = connect_len else {
-        return Ok(());
+    // rustls verified a client certificate against the client CA: its common name is the host.
+    let cert_name = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .and_then(|c| crate::pki::common_name(c.as_ref()));
+    client(&gate, tls, cert_name, n).await
+}
+
+/// One client, over TCP or TLS: its CONNECT, then the relay until either side closes.
+async fn client<S>(
+    gate: &Arc<Gate>,
+    stream: S,
+    cert_name: Option<String>,
+    n: u64,
+) -> Result<(), Closed>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let counters = &gate.counters;
+    let (mut rd, mut wr) = tokio::io::split(stream);
+    let max = gate.settings.max_packet;
+    let mut buf = BytesMut::with_capacity(4096);
+    let first = tokio::time::timeout(CONNECT_TIMEOUT, read_frame(&mut rd, &mut buf, max)).await;
+    let (header, frame) = match first {
+        Ok(Ok(Some(f))) => f,
+        Ok(Ok(None)) => return Ok(()),
+        Ok(Err(e)) => {
+            bump(if matches!(e, Closed::TooLarge(_)) {
+                &counters.oversized
+            } else {
+                &counters.refused_protocol
+            });
+            return Err(e);
+        }
+        Err(_) => {
+            bump(&counters.refused_protocol);
+            return Err(Closed::Timeout);
+        }
     };
-    if !allowed {
-        gate.refused_id.fetch_add(1, Ordering::Relaxed);
-        return connack(&mut client, IDENTIFIER_REJECTED).await;
+    if !matches!(header.packet_type(), Ok(PacketType::Connect)) {
+        bump(&counters.refused_protocol);
+        return Err(Closed::Malformed(
+            "the first packet is not a CONNECT".into(),
+        ));
     }
-    let Some(slot) = gate.admit() else {
-        return connack(&mut client, SERVER_UNAVAILABLE).await;
+    let level = protocol_level(&frame);
+    let connect = match Connect::read(header, frame) {
+        Ok(c) if c.protocol == Protocol::V4 => c,
+        // MQTT 3.1 (level 3) and 5 are not served: rumqttd's v5 listener is off.
+        Ok(_) => {
+            bump(&counters.refused_protocol);
+            return refuse(&mut wr, ConnectReturnCode::RefusedProtocolVersion).await;
+        }
+        Err(_) if level != Some(4) => {
+            bump(&counters.refused_protocol);
+            return refuse(&mut wr, ConnectReturnCode::RefusedProtocolVersion).await;
+        }
+        Err(e) => {
+            bump(&counters.refused_protocol);
+            return Err(Closed::Malformed(e.to_string()));
+        }
     };
-    let mut broker = TcpStream::connect(upstream).await?;
-    broker.set_nodelay(true)?;
+    let identity = match &gate.settings.accounts {
+        Some(accounts) => {
+            let identity = match authenticate(gate, accounts, &connect, cert_name).await {
+                Ok(i) => i,
+                Err(code) => {
+                    bump(&counters.refused_auth);
+                    return refuse(&mut wr, code).await;
+                }
+            };
+            if let Some(will) = &connect.last_will {
+                if !identity.may_publish(&will.topic, &accounts.reader_topics) {
+                    bump(&counters.spoofed);
+                    return refuse(&mut wr, ConnectReturnCode::NotAuthorized).await;
+                }
+            }
+            Some(identity)
+        }
+        None => None,
+    };
+    let client_id = match &identity {
+        Some(identity) => identity.broker_client_id(&connect.client_id, n),
+        None => id_allowed(connect.client_id.as_bytes()).then(|| connect.client_id.clone()),
+    };
+    let Some(client_id) = client_id else {
+        bump(&counters.refused_id);
+        return refuse(&mut wr, ConnectReturnCode::BadClientId).await;
+    };
+    let Some(slot) = gate.admit() else {
+        return refuse(&mut wr, ConnectReturnCode::ServiceUnavailable).await;
+    };
+    let account = match &identity {
+        Some(identity) => match AccountSlot::take(gate, &identity.name) {
+            Some(s) => Some(s),
+            None => {
+                bump(&counters.refused_client_limit);
+                return refuse(&mut wr, ConnectReturnCode::ServiceUnavailable).await;
+            }
+        },
+        None => None,
+    };
+    bump(&counters.accepted);
+
+    let upstream = TcpStream::connect(gate.settings.upstream).await?;
+    let _ = upstream.set_nodelay(true);
+    let (up_rd, mut up_wr) = upstream.into_split();
+    let user = identity.as_ref().map_or(OPEN_USER, |i| i.name.as_str());
+    let forwarded = Connect {
+        client_id,
+        login: Some(Login::new(user, gate.settings.secret.clone())),
+        ..connect
+    };
+    let mut out = BytesMut::new();
+    forwarded
+        .write(&mut out)
+        .map_err(|e| Closed::Malformed(e.to_string()))?;
+    up_wr.write_all(&out).await?;
+    let result = match identity {
+        None => relay_bytes(gate, rd, wr, up_rd, up_wr, buf).await,
+        Some(identity) => relay_checked(gate, &identity, rd, wr, up_rd, up_wr, buf).await,
+    };
+    drop(account);
+    drop(slot);
+    result
+}
+
+/// Open mode: bytes both ways, scanning the client's for agents' publishes ([`Flow`]).
+async fn relay_bytes<R, W>(
+    gate: &Gate,
+    mut client_rx: R,
+    mut client_tx: W,
+    mut broker_rx: tokio::net::tcp::OwnedReadHalf,
+    mut broker_tx: tokio::net::tcp::OwnedWriteHalf,
+    pending: BytesMut,
+) -> Result<(), Closed>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let flow = &gate.flow;
     let mut scanner = Scanner::default();
-    // The CONNECT and whatever came after it.
-    flow.relayed(scanner.feed(&buf[connect_len..]));
-    broker.write_all(&buf).await?;
-    let (mut client_rx, mut client_tx) = client.split();
-    let (mut broker_rx, mut broker_tx) = broker.split();
     let up = async {
+        // Whatever came after the CONNECT.
+        flow.relayed(scanner.feed(&pending));
+        broker_tx.write_all(&pending).await?;
         let mut chunk = vec![0u8; 16 * 1024];
         let result = loop {
             flow.wait().await;
@@ -523,10 +732,8 @@ async fn connection(
             }
         };
         let _ = broker_tx.shutdown().await;
-        result
+        result.map_err(Closed::from)
     };
-    // Ends when rumqttd closes its side: it has then sent the router its disconnection, which
-    // the router handles before any later connection, so the slot can go back.
     let down = async {
         let mut chunk = vec![0u8; 16 * 1024];
         let mut to_client = true;
@@ -540,90 +747,385 @@ async fn connection(
         }
         let _ = client_tx.shutdown().await;
     };
+    drain(up, down).await
+}
+
+/// Runs both directions. When the client's side ends, waits (a while) for rumqttd to close its
+/// side: it has then sent the router the disconnection, which the router handles before any
+/// later connection, so the slot can go back.
+async fn drain(
+    up: impl std::future::Future<Output = Result<(), Closed>>,
+    down: impl std::future::Future<Output = ()>,
+) -> Result<(), Closed> {
     tokio::pin!(up, down);
-    let result = tokio::select! {
+    tokio::select! {
         r = &mut up => {
             let _ = tokio::time::timeout(DRAIN_TIMEOUT, &mut down).await;
             r
         }
         () = &mut down => Ok(()),
-    };
-    drop(slot);
-    result
+    }
 }
 
-async fn connack(client: &mut TcpStream, code: u8) -> std::io::Result<()> {
-    client.write_all(&[0x20, 2, 0, code]).await?;
-    client.shutdown().await
+/// With accounts: frame by frame, every PUBLISH and SUBSCRIBE checked against the account and
+/// the client's rate.
+async fn relay_checked<R, W>(
+    gate: &Gate,
+    identity: &Identity,
+    mut rd: R,
+    wr: W,
+    mut up_rd: tokio::net::tcp::OwnedReadHalf,
+    mut up_wr: tokio::net::tcp::OwnedWriteHalf,
+    mut buf: BytesMut,
+) -> Result<(), Closed>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let counters = &gate.counters;
+    let flow = &gate.flow;
+    let max = gate.settings.max_packet;
+    let Some(accounts) = &gate.settings.accounts else {
+        return Err(Closed::Malformed("no accounts".into()));
+    };
+    // Both directions write to the client: the broker's packets and the gate's own
+    // acknowledgements of dropped publishes. Whole frames, under one lock.
+    let wr = tokio::sync::Mutex::new(wr);
+    let down = async {
+        let mut buf = BytesMut::with_capacity(4096);
+        // The broker's packets are bounded by its own max-payload.
+        while let Ok(Some((_, frame))) = read_frame(&mut up_rd, &mut buf, usize::MAX >> 4).await {
+            let mut w = wr.lock().await;
+            if w.write_all(&frame).await.is_err() {
+                break;
+            }
+            if buf.is_empty() && w.flush().await.is_err() {
+                break;
+            }
+        }
+        let _ = wr.lock().await.shutdown().await;
+    };
+    let up = async {
+        let mut bucket = TokenBucket::new(accounts.rate, accounts.burst, Instant::now());
+        let result = loop {
+            flow.wait().await;
+            let (header, frame) = match read_frame(&mut rd, &mut buf, max).await {
+                Ok(Some(f)) => f,
+                Ok(None) => break Ok(()),
+                Err(e) => {
+                    if matches!(e, Closed::TooLarge(_)) {
+                        bump(&counters.oversized);
+                    }
+                    break Err(e);
+                }
+            };
+            let step = checked_frame(
+                gate,
+                &accounts.reader_topics,
+                identity,
+                &mut bucket,
+                header,
+                frame,
+            );
+            match step {
+                Step::Forward(frame, counted) => {
+                    up_wr.write_all(&frame).await?;
+                    flow.relayed(counted);
+                }
+                Step::Delay(frame, counted) => {
+                    while let Err(wait) = bucket.take(Instant::now()) {
+                        tokio::time::sleep(wait).await;
+                    }
+                    up_wr.write_all(&frame).await?;
+                    flow.relayed(counted);
+                }
+                Step::Drop(None) => {}
+                Step::Drop(Some(pkid)) => {
+                    let mut out = BytesMut::new();
+                    let _ = PubAck::new(pkid).write(&mut out);
+                    let mut w = wr.lock().await;
+                    w.write_all(&out).await?;
+                    w.flush().await?;
+                }
+                Step::Close(e) => break Err(e),
+            }
+        };
+        let _ = up_wr.shutdown().await;
+        result
+    };
+    drain(up, down).await
+}
+
+/// What to do with one frame from an authenticated client.
+#[derive(Debug)]
+pub enum Step {
+    /// Relay it; the bytes it adds to ingest's log ([`Flow`]).
+    Forward(Bytes, u64),
+    /// Relay it once the client's rate allows (it is above it now).
+    Delay(Bytes, u64),
+    /// Drop it; acknowledge this packet id.
+    Drop(Option<u16>),
+    /// Close the connection.
+    Close(Closed),
+}
+
+fn checked_frame(
+    gate: &Gate,
+    reader_topics: &[String],
+    identity: &Identity,
+    bucket: &mut TokenBucket,
+    header: FixedHeader,
+    frame: Bytes,
+) -> Step {
+    let counters = &gate.counters;
+    match header.packet_type() {
+        Ok(PacketType::Publish) => {
+            let publish = match Publish::read(header, frame.clone()) {
+                Ok(p) => p,
+                Err(e) => return Step::Close(Closed::Malformed(e.to_string())),
+            };
+            let ack = |publish: Publish| match publish.qos {
+                QoS::AtMostOnce => Step::Drop(None),
+                QoS::AtLeastOnce => Step::Drop(Some(publish.pkid)),
+                // Acknowledging QoS 2 needs the PUBREL exchange; nothing of Ember's uses it,
+                // so a refused one closes the connection.
+                QoS::ExactlyOnce => Step::Close(Closed::Qos2(publish.topic)),
+            };
+            if !identity.may_publish(&publish.topic, reader_topics) {
+                bump(&counters.spoofed);
+                tracing::debug!(account = %identity.name, topic = %publish.topic, "publish dropped: not the account's topic");
+                return ack(publish);
+            }
+            let counted = if from_agents(publish.topic.as_bytes()) {
+                (4 + publish.topic.len() + publish.payload.len()) as u64
+            } else {
+                0
+            };
+            match bucket.take(Instant::now()) {
+                Ok(()) => Step::Forward(frame, counted),
+                Err(_) if publish.qos == QoS::AtMostOnce => {
+                    bump(&counters.rate_dropped);
+                    ack(publish)
+                }
+                Err(_) => {
+                    bump(&counters.rate_delayed);
+                    Step::Delay(frame, counted)
+                }
+            }
+        }
+        Ok(PacketType::Subscribe) => {
+            let subscribe = match Subscribe::read(header, frame.clone()) {
+                Ok(s) => s,
+                Err(e) => return Step::Close(Closed::Malformed(e.to_string())),
+            };
+            match subscribe
+                .filters
+                .iter()
+                .find(|f| !identity.may_subscribe(&f.path))
+            {
+                Some(f) => {
+                    bump(&counters.refused_subscriptions);
+                    Step::Close(Closed::Subscription(f.path.clone()))
+                }
+                None => Step::Forward(frame, 0),
+            }
+        }
+        Ok(PacketType::Connect) => Step::Close(Closed::Malformed("a second CONNECT".into())),
+        Ok(_) => Step::Forward(frame, 0),
+        Err(e) => Step::Close(Closed::Malformed(e.to_string())),
+    }
+}
+
+impl Gate {
+    /// What the gate does with one frame from `identity` (with accounts): the frame-by-frame
+    /// relay's decision, without I/O. `None` when the gate has no accounts.
+    pub fn check_frame(
+        &self,
+        identity: &Identity,
+        bucket: &mut TokenBucket,
+        header: FixedHeader,
+        frame: Bytes,
+    ) -> Option<Step> {
+        let accounts = self.settings.accounts.as_ref()?;
+        Some(checked_frame(
+            self,
+            &accounts.reader_topics,
+            identity,
+            bucket,
+            header,
+            frame,
+        ))
+    }
+}
+
+/// The protocol level of a whole CONNECT frame (4 for MQTT 3.1.1, 5 for MQTT 5), read without
+/// parsing the rest: a CONNECT this gate cannot parse may still deserve a CONNACK saying why.
+pub fn protocol_level(frame: &[u8]) -> Option<u8> {
+    // The fixed header: the type byte, then one to four length bytes.
+    let mut at = 1;
+    while frame.get(at)? & 0x80 != 0 {
+        at += 1;
+    }
+    at += 1;
+    let name_len = usize::from(u16::from_be_bytes([*frame.get(at)?, *frame.get(at + 1)?]));
+    frame.get(at + 2 + name_len).copied()
+}
+
+/// Answers a CONNECT with a refusal.
+async fn refuse<W: AsyncWrite + Unpin>(wr: &mut W, code: ConnectReturnCode) -> Result<(), Closed> {
+    let mut out = BytesMut::new();
+    let _ = ConnAck::new(code, false).write(&mut out);
+    wr.write_all(&out).await?;
+    wr.flush().await?;
+    let _ = wr.shutdown().await;
+    Err(Closed::Refused(code))
+}
+
+/// Checks the CONNECT's credentials or the client certificate.
+async fn authenticate(
+    gate: &Gate,
+    accounts: &Accounts,
+    connect: &Connect,
+    cert_name: Option<String>,
+) -> Result<Identity, ConnectReturnCode> {
+    let users = &accounts.users;
+    if let Some(name) = cert_name {
+        // rustls verified the certificate against the client CA: its common name is the host.
+        if access::check_name(&name).is_err() {
+            return Err(ConnectReturnCode::NotAuthorized);
+        }
+        if connect.login.as_ref().is_some_and(|l| l.username != name) {
+            return Err(ConnectReturnCode::NotAuthorized);
+        }
+        let role = users.get(&name).map(|u| u.role).unwrap_or(Role::Agent);
+        return Ok(Identity { name, role });
+    }
+    if accounts.require_client_cert {
+        return Err(ConnectReturnCode::NotAuthorized);
+    }
+    let Some(login) = &connect.login else {
+        return Err(ConnectReturnCode::NotAuthorized);
+    };
+    let Some(hash) = users
+        .get(&login.username)
+        .and_then(|u| u.password_hash.clone())
+    else {
+        return Err(ConnectReturnCode::BadUserNamePassword);
+    };
+    let ok = {
+        let _permit = gate
+            .verifying
+            .acquire()
+            .await
+            .map_err(|_| ConnectReturnCode::ServiceUnavailable)?;
+        let password = login.password.clone();
+        tokio::task::spawn_blocking(move || access::verify_password(&hash, &password))
+            .await
+            .unwrap_or(false)
+    };
+    if !ok {
+        return Err(ConnectReturnCode::BadUserNamePassword);
+    }
+    let role = users[&login.username].role;
+    Ok(Identity {
+        name: login.username.clone(),
+        role,
+    })
+}
+
+/// One of an account's connections; given back when dropped.
+struct AccountSlot<'a> {
+    gate: &'a Gate,
+    name: String,
+}
+
+impl<'a> AccountSlot<'a> {
+    fn take(gate: &'a Gate, name: &str) -> Option<Self> {
+        let limit = gate
+            .settings
+            .accounts
+            .as_ref()
+            .map_or(usize::MAX, |a| a.max_connections_per_client);
+        let mut map = gate.per_client.lock().unwrap_or_else(|e| e.into_inner());
+        let n = map.entry(name.to_string()).or_insert(0);
+        if *n >= limit {
+            return None;
+        }
+        *n += 1;
+        Some(AccountSlot {
+            gate,
+            name: name.to_string(),
+        })
+    }
+}
+
+impl Drop for AccountSlot<'_> {
+    fn drop(&mut self) {
+        let mut map = self
+            .gate
+            .per_client
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = map.get_mut(&self.name) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.name);
+            }
+        }
+    }
+}
+
+/// Takes one whole MQTT frame off the front of `buf`; `None` while it holds less than one.
+pub fn next_frame(buf: &mut BytesMut, max: usize) -> Result<Option<(FixedHeader, Bytes)>, Closed> {
+    match check(buf.iter(), max) {
+        Ok(h) => Ok(Some((h, buf.split_to(h.frame_length()).freeze()))),
+        Err(rumqttc::mqttbytes::Error::InsufficientBytes(_)) => Ok(None),
+        Err(rumqttc::mqttbytes::Error::PayloadSizeLimitExceeded(n)) => Err(Closed::TooLarge(n)),
+        Err(e) => Err(Closed::Malformed(e.to_string())),
+    }
+}
+
+/// Reads one whole MQTT frame; `None` at a clean end of stream.
+async fn read_frame<R: AsyncRead + Unpin>(
+    r: &mut R,
+    buf: &mut BytesMut,
+    max: usize,
+) -> Result<Option<(FixedHeader, Bytes)>, Closed> {
+    loop {
+        if let Some(frame) = next_frame(buf, max)? {
+            return Ok(Some(frame));
+        }
+        buf.reserve(4096);
+        if r.read_buf(buf).await? == 0 {
+            return if buf.is_empty() {
+                Ok(None)
+            } else {
+                Err(Closed::Malformed("the stream ended inside a packet".into()))
+            };
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn connect(level: u8, client_id: &[u8], props: &[u8]) -> Vec<u8> {
-        let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', level, 0x02, 0, 60];
-        if level == 5 {
-            body.push(props.len() as u8);
-            body.extend_from_slice(props);
-        }
-        body.extend_from_slice(&(client_id.len() as u16).to_be_bytes());
-        body.extend_from_slice(client_id);
-        let mut p = vec![0x10, body.len() as u8];
-        p.extend_from_slice(&body);
-        p
-    }
-
-    fn check(buf: &[u8], expected: Connect<'_>) {
-        assert_eq!(client_id(buf), expected, "{buf:02x?}");
-    }
-
     #[test]
-    fn parses_the_client_id_of_v4_and_v5_connects() {
-        let v4 = connect(4, b"pi-kitchen", &[]);
-        check(
-            &v4,
-            Connect::Complete {
-                len: v4.len(),
-                client_id: b"pi-kitchen",
-            },
-        );
-        let v5 = connect(5, b"a/b", &[0x11, 0, 0, 0, 10]);
-        check(
-            &v5,
-            Connect::Complete {
-                len: v5.len(),
-                client_id: b"a/b",
-            },
-        );
-        // What follows the CONNECT is not part of it.
-        let mut more = connect(4, b"", &[]);
-        let len = more.len();
-        more.extend_from_slice(&[0x30, 0]);
-        check(
-            &more,
-            Connect::Complete {
-                len,
-                client_id: b"",
-            },
-        );
-    }
-
-    #[test]
-    fn a_partial_connect_waits_and_anything_else_is_invalid() {
-        let v4 = connect(4, b"pi", &[]);
-        for cut in 0..v4.len() {
-            check(&v4[..cut], Connect::Incomplete);
-        }
-        check(&[0x30, 0], Connect::Invalid);
-        // A remaining length over four bytes, and one past the CONNECT size limit.
-        check(&[0x10, 0xff, 0xff, 0xff, 0xff, 0x01], Connect::Invalid);
-        check(&[0x10, 0xff, 0xff, 0x7f], Connect::Invalid);
-        // A client id longer than the packet.
-        check(
-            &[0x10, 12, 0, 4, b'M', b'Q', b'T', b'T', 4, 2, 0, 60, 0, 9],
-            Connect::Invalid,
-        );
+    fn the_protocol_level_is_read_from_any_connect() {
+        use rumqttc::mqttbytes::v4::Connect;
+        let mut v4 = BytesMut::new();
+        Connect::new("pi").write(&mut v4).unwrap();
+        assert_eq!(protocol_level(&v4), Some(4));
+        // MQTT 5: "MQTT", level 5 (its properties are not parsed).
+        let v5 = [0x10, 13, 0, 4, b'M', b'Q', b'T', b'T', 5, 2, 0, 60, 0, 0, 0];
+        assert_eq!(protocol_level(&v5), Some(5));
+        // MQTT 3.1: "MQIsdp", level 3.
+        let v3 = [
+            0x10, 14, 0, 6, b'M', b'Q', b'I', b's', b'd', b'p', 3, 2, 0, 60,
+        ];
+        assert_eq!(protocol_level(&v3), Some(3));
+        assert_eq!(protocol_level(&[0x10, 0x80]), None);
+        assert_eq!(protocol_level(&[0x10, 2, 0, 4]), None);
     }
 
     #[test]
@@ -720,7 +1222,15 @@ mod tests {
 
     #[test]
     fn the_gate_admits_up_to_max_and_counts_refusals() {
-        let gate = Gate::new(2, Flow::new(1000));
+        let settings = Settings {
+            upstream: SocketAddr::from(([127, 0, 0, 1], 1)),
+            secret: String::new(),
+            max_connections: 2,
+            max_packet: 1024,
+            tls: None,
+            accounts: None,
+        };
+        let gate = Gate::new(settings, Flow::new(1000));
         let a = gate.admit().expect("first");
         let b = gate.admit().expect("second");
         assert!(gate.admit().is_none());
@@ -728,7 +1238,7 @@ mod tests {
         drop(a);
         let c = gate.admit().expect("a freed slot");
         let stats = gate.stats();
-        assert_eq!((stats.open, stats.accepted, stats.refused_full), (2, 3, 2));
+        assert_eq!((stats.open, stats.refused_full), (2, 2));
         drop((b, c));
         assert_eq!(gate.stats().open, 0);
     }

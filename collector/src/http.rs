@@ -54,7 +54,7 @@ pub struct AppState {
     pub outgoing: std::sync::mpsc::Sender<Publish>,
     /// Who may read and command.
     pub auth: Arc<Auth>,
-    /// The MQTT gate's connection counters (embedded broker only).
+    /// The MQTT gate (embedded broker only).
     pub gate: Option<Arc<crate::gate::Gate>>,
 }
 

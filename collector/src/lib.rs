@@ -6,6 +6,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod access;
 pub mod alerts;
 pub mod auth;
 pub mod bridge;
@@ -17,7 +18,9 @@ pub mod gate;
 pub mod http;
 pub mod ingest;
 pub mod metrics;
+pub mod onboard;
 pub mod persist;
+pub mod pki;
 pub mod prom;
 pub mod query;
 pub mod ring;
@@ -113,13 +116,15 @@ pub async fn start(
         broker::SEGMENT_SIZE,
         broker::SEGMENT_COUNT,
     ));
-    let gate = gate::Gate::new(config.max_connections, flow.clone());
+    let mut gate = None;
     let (bus, mqtt_addr, broker_kind): (Box<dyn ingest::Bus>, SocketAddr, &'static str) =
         match &config.external {
             None => {
                 let broker = broker::start(&config)?;
                 let bus = ingest::LinkBus::new(broker.link_tx, broker.link_rx, &extra)?
                     .with_flow(flow.clone());
+                let settings = gate::Settings::from_config(&config, broker.addr, broker.secret)
+                    .context("MQTT TLS")?;
                 let listener = tokio::net::TcpListener::bind(config.mqtt_listen)
                     .await
                     .with_context(|| {
@@ -129,7 +134,9 @@ pub async fn start(
                         )
                     })?;
                 let addr = listener.local_addr()?;
-                tokio::spawn(gate::serve(listener, broker.addr, gate.clone()));
+                let g = gate::Gate::new(settings, flow.clone());
+                tokio::spawn(gate::serve(listener, g.clone()));
+                gate = Some(g);
                 (Box::new(bus), addr, "embedded")
             }
             Some(e) => {
@@ -186,7 +193,7 @@ pub async fn start(
         commands,
         outgoing: outgoing_tx,
         auth,
-        gate: config.external.is_none().then_some(gate),
+        gate: gate.clone(),
     });
     let serve = tokio::spawn(async move {
         axum::serve(listener, app)

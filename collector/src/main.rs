@@ -16,6 +16,8 @@ use ember_collector::config::{RawConfig, RawHistory};
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Flags {
+    #[command(subcommand)]
+    command: Option<Cmd>,
     /// TOML configuration file.
     #[arg(long, value_name = "FILE", env = "EMBER_CONFIG", global = true)]
     config: Option<PathBuf>,
@@ -51,15 +53,6 @@ struct Flags {
         requires = "local_agent"
     )]
     local_agent_interval: String,
-    #[command(subcommand)]
-    command: Option<Command>,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// HTTP tokens for the API, the dashboard and /metrics.
-    #[command(subcommand)]
-    Token(TokenCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -118,6 +111,162 @@ fn token_add(config: Option<&std::path::Path>, name: &str, role: &str) -> anyhow
     Ok(())
 }
 
+/// Tokens, certificates and agents' credentials.
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// HTTP tokens for the API, the dashboard and /metrics.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// The certificate authority and the collector's server certificate.
+    Ca {
+        #[command(subcommand)]
+        command: CaCmd,
+    },
+    /// Agents' credentials.
+    Agent {
+        #[command(subcommand)]
+        command: AgentCmd,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum CaCmd {
+    /// Creates ca.pem, ca.key, server.pem and server.key in DIR.
+    Init {
+        /// Where the files go.
+        #[arg(long, value_name = "DIR", default_value = "/etc/ember/tls")]
+        dir: PathBuf,
+        /// Names and addresses of the collector for its certificate (repeat) [default:
+        /// localhost, 127.0.0.1, ::1, this host's name and NAME.local].
+        #[arg(long = "name", value_name = "NAME")]
+        names: Vec<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AgentCmd {
+    /// Onboards a board in one step: creates the CA if needed, a password whose hash goes into
+    /// the collector's config, optionally a client certificate, and DIR/agents/HOST/ to copy to
+    /// the board's /etc/ember/.
+    Add {
+        /// The board's host id (its MQTT user name).
+        host: String,
+        /// Where the CA lives.
+        #[arg(long, value_name = "DIR", default_value = "/etc/ember/tls")]
+        dir: PathBuf,
+        /// The collector's address as the board reaches it [default: this host's name and the
+        /// config's MQTT port].
+        #[arg(long, value_name = "HOST:PORT")]
+        broker: Option<String>,
+        /// Also issue a client certificate (mTLS).
+        #[arg(long)]
+        cert: bool,
+        /// A subscribe-only account (dashboards, Home Assistant) instead of an agent.
+        #[arg(long)]
+        reader: bool,
+        /// Names of the collector for its certificate, if the CA is created now (repeat).
+        #[arg(long = "name", value_name = "NAME")]
+        names: Vec<String>,
+    },
+}
+
+/// `token add`, `ca init` and `agent add`. `agent add` appends to `config` (the global
+/// `--config`), by default the packaged service's file.
+fn command(cmd: Cmd, config: Option<PathBuf>) -> anyhow::Result<()> {
+    use ember_collector::onboard;
+    if let Cmd::Token(TokenCommand::Add { name, role }) = &cmd {
+        return token_add(config.as_deref(), name, role);
+    }
+    let config = config.unwrap_or_else(|| PathBuf::from("/etc/ember/collector.toml"));
+    let names = |n: Vec<String>| {
+        if n.is_empty() {
+            ember_collector::pki::default_server_names()
+        } else {
+            n
+        }
+    };
+    match cmd {
+        Cmd::Token(_) => unreachable!("handled above"),
+        Cmd::Ca {
+            command: CaCmd::Init { dir, names: n },
+        } => {
+            let n = names(n);
+            let files = onboard::ca_init(&dir, &n)?;
+            println!(
+                "CA:     {} (key: {})",
+                files.ca.display(),
+                files.ca_key.display()
+            );
+            println!("server: {} for {}", files.server.display(), n.join(", "));
+            println!(
+                "Add agents with `ember-collector agent add HOST --dir {}`.",
+                dir.display()
+            );
+        }
+        Cmd::Agent {
+            command:
+                AgentCmd::Add {
+                    host,
+                    dir,
+                    broker,
+                    cert,
+                    reader,
+                    names: n,
+                },
+        } => {
+            let n = names(n);
+            let broker = match broker {
+                Some(b) => b,
+                None => {
+                    let port = RawConfig::from_file(&config)
+                        .ok()
+                        .and_then(|r| r.mqtt_listen)
+                        .and_then(|l| l.parse::<SocketAddr>().ok())
+                        .map_or(1883, |a| a.port());
+                    let name = n
+                        .iter()
+                        .find(|x| {
+                            x.as_str() != "localhost" && x.parse::<std::net::IpAddr>().is_err()
+                        })
+                        .or(n.first())
+                        .cloned()
+                        .unwrap_or_else(|| "localhost".into());
+                    format!("{name}:{port}")
+                }
+            };
+            let added = onboard::agent_add(&onboard::AgentAdd {
+                host: &host,
+                config: &config,
+                pki_dir: &dir,
+                server_names: &n,
+                broker: &broker,
+                client_cert: cert,
+                role: if reader {
+                    ember_collector::access::Role::Reader
+                } else {
+                    ember_collector::access::Role::Agent
+                },
+                board_dir: "/etc/ember",
+            })?;
+            if added.created_ca {
+                println!(
+                    "Created the CA and server certificate in {}.",
+                    dir.display()
+                );
+            }
+            println!(
+                "Added [mqtt.users.{host}] to {} (the password's hash only).",
+                config.display()
+            );
+            println!(
+                "Copy {}/* to the board's /etc/ember/ (the password is in `password`, mode 600), then restart the collector and the agent.",
+                added.dir.display()
+            );
+        }
+    }
+    Ok(())
+}
+
 fn main() -> std::process::ExitCode {
     match real_main() {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -137,9 +286,9 @@ fn real_main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| "info,rumqttd=off".into()),
         )
         .init();
-    let flags = Flags::parse();
-    if let Some(Command::Token(TokenCommand::Add { name, role })) = &flags.command {
-        return token_add(flags.config.as_deref(), name, role);
+    let mut flags = Flags::parse();
+    if let Some(cmd) = flags.command.take() {
+        return command(cmd, flags.config.take());
     }
     let file = match &flags.config {
         Some(path) => RawConfig::from_file(path)?,
@@ -156,7 +305,8 @@ fn real_main() -> anyhow::Result<()> {
         ..RawConfig::default()
     };
     over.broker.external = flags.external_broker.clone();
-    let config = RawConfig::defaults()
+    #[allow(unused_mut)]
+    let mut config = RawConfig::defaults()
         .merge(file)
         .merge(RawConfig::from_env(std::env::vars())?)
         .merge(over)
@@ -167,6 +317,41 @@ fn real_main() -> anyhow::Result<()> {
     }
     #[cfg(feature = "local-agent")]
     let data_dir = config.data_dir.clone();
+    // With MQTT accounts, the local agent gets one of its own, for this process only.
+    #[cfg(feature = "local-agent")]
+    let local_login = if flags.local_agent && config.mqtt.gated() {
+        let host = ember_agent::AgentConfig::new("127.0.0.1:1", None, "1s", None)?
+            .host_id
+            .to_string();
+        let password = ember_collector::onboard::random_password();
+        let hash = ember_collector::access::hash_password(
+            &password,
+            &ember_collector::onboard::random_salt(),
+        );
+        config.mqtt.users.insert(
+            host.clone(),
+            ember_collector::config::User {
+                password_hash: Some(hash),
+                role: ember_collector::access::Role::Agent,
+            },
+        );
+        Some(ember_agent::config::Login {
+            username: host,
+            password,
+            password_file: None,
+        })
+    } else {
+        None
+    };
+    #[cfg(feature = "local-agent")]
+    let local_tls = match (&config.mqtt.tls, &config.mqtt.client_ca) {
+        (None, _) => None,
+        (Some(_), Some(ca)) => Some(ca.clone()),
+        (Some(_), None) if flags.local_agent => anyhow::bail!(
+            "--local-agent over TLS needs the CA of the server certificate: set mqtt.client-ca (`ember-collector agent add` does)"
+        ),
+        (Some(_), None) => None,
+    };
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -201,12 +386,16 @@ fn real_main() -> anyhow::Result<()> {
                 mqtt
             };
             let preview = data_dir.join("panel.png");
-            let agent_config = ember_agent::AgentConfig::new(
-                &broker.to_string(),
-                None,
-                &flags.local_agent_interval,
-                Some(preview.clone()),
-            )?;
+            let mut agent_config = ember_agent::config::RawConfig::defaults()
+                .merge(ember_agent::config::RawConfig {
+                    broker: Some(broker.to_string()),
+                    interval: Some(flags.local_agent_interval.clone()),
+                    preview: Some(preview.clone()),
+                    tls_ca: local_tls,
+                    ..Default::default()
+                })
+                .validate()?;
+            agent_config.login = local_login;
             println!(
                 "  agent:     {} (panel preview: {})",
                 agent_config.host_id,

@@ -15,7 +15,7 @@ pub struct Extra {
     pub uptime_s: u64,
     /// Clients of the live event stream.
     pub event_subscribers: usize,
-    /// MQTT connections (embedded broker only).
+    /// The MQTT gate's counters (embedded broker only).
     pub gate: Option<crate::gate::GateStats>,
 }
 
@@ -236,12 +236,45 @@ pub fn render(store: &Store, persist: &PersistStatus, extra: Extra, now_ms: u64)
             "counter",
             "MQTT connections refused, by reason",
         );
-        for (reason, v) in [("full", g.refused_full), ("client_id", g.refused_id)] {
+        for (reason, v) in [
+            ("full", g.refused_full),
+            ("client_id", g.refused_id),
+            ("auth", g.refused_auth),
+            ("client_limit", g.refused_client_limit),
+            ("tls", g.refused_tls),
+            ("protocol", g.refused_protocol),
+            ("subscription", g.refused_subscriptions),
+            ("oversized", g.oversized),
+        ] {
             let _ = writeln!(
                 out,
                 "ember_collector_mqtt_refused_total{{reason=\"{reason}\"}} {v}"
             );
         }
+        counter(
+            &mut out,
+            "ember_collector_mqtt_accepted_total",
+            "MQTT connections admitted (authenticated, with accounts)",
+            g.accepted,
+        );
+        family(
+            &mut out,
+            "ember_collector_mqtt_publishes_dropped_total",
+            "counter",
+            "Publishes dropped by the gate, by reason (spoofed: not the account's topic)",
+        );
+        for (reason, v) in [("spoofed", g.spoofed), ("rate", g.rate_dropped)] {
+            let _ = writeln!(
+                out,
+                "ember_collector_mqtt_publishes_dropped_total{{reason=\"{reason}\"}} {v}"
+            );
+        }
+        counter(
+            &mut out,
+            "ember_collector_mqtt_publishes_delayed_total",
+            "QoS 1 publishes held back to the client's rate",
+            g.rate_delayed,
+        );
         counter(
             &mut out,
             "ember_collector_mqtt_held_total",

@@ -111,7 +111,14 @@ async fn issue_9_refused_clients_reconnecting_do_not_stop_the_broker() {
 }
 
 /// Publishers keeping `window` QoS 1 samples in flight for `secs`: (acknowledged per client).
-async fn saturate(broker: SocketAddr, clients: usize, window: usize, secs: u64) -> Vec<u64> {
+/// With `password`, each logs in as its host's account.
+async fn saturate(
+    broker: SocketAddr,
+    clients: usize,
+    window: usize,
+    secs: u64,
+    password: Option<&'static str>,
+) -> Vec<u64> {
     use ember_agent::simulate::Synth;
     use ember_wire::topic::{self, Kind};
     use ember_wire::{Envelope, HostId, Message, MAX_ENCODED_LEN};
@@ -126,6 +133,9 @@ async fn saturate(broker: SocketAddr, clients: usize, window: usize, secs: u64) 
             let mut options = MqttOptions::new(format!("sat-{i:02}"), "127.0.0.1", broker.port());
             options.set_keep_alive(Duration::from_secs(30));
             options.set_inflight(window as u16);
+            if let Some(p) = password {
+                options.set_credentials(host.as_str(), p);
+            }
             let (client, mut events) = AsyncClient::new(options, window);
             let acked = Arc::new(AtomicU64::new(0));
             let poll = tokio::spawn({
@@ -175,10 +185,46 @@ async fn saturate(broker: SocketAddr, clients: usize, window: usize, secs: u64) 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issue_9_saturating_publishers_lose_no_acknowledged_sample() {
     let c = Running::start(|_| {}).await;
-    let acked: u64 = saturate(c.collector.mqtt_addr, 20, 10, 4)
+    let acked: u64 = saturate(c.collector.mqtt_addr, 20, 10, 4, None)
         .await
         .iter()
         .sum();
+    all_stored(&c, acked).await;
+}
+
+/// The same through the gate's checked path: every client an authenticated account, every
+/// frame parsed and checked against it (issue #8), and still nothing acknowledged is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_accounts_saturating_publishers_lose_no_acknowledged_sample() {
+    const PASSWORD: &str = "saturate-password";
+    let hash = ember_collector::access::hash_password(PASSWORD, &[7; 16]);
+    let c = Running::start(move |config| {
+        config.mqtt.users = (0..20)
+            .map(|i| {
+                let user = ember_collector::config::User {
+                    password_hash: Some(hash.clone()),
+                    role: ember_collector::access::Role::Agent,
+                };
+                (format!("sat-{i:02}"), user)
+            })
+            .collect();
+        // Out of the way: this is about the broker, not about each client's rate.
+        config.mqtt.max_messages_per_second = 1_000_000;
+        config.mqtt.max_burst = 1_000_000;
+    })
+    .await;
+    let acked: u64 = saturate(c.collector.mqtt_addr, 20, 10, 4, Some(PASSWORD))
+        .await
+        .iter()
+        .sum();
+    let health = all_stored(&c, acked).await;
+    assert_eq!(health["connections"]["authenticated"], true, "{health}");
+    assert_eq!(health["connections"]["accepted"], 20, "{health}");
+    assert_eq!(health["connections"]["spoofed"], 0, "{health}");
+}
+
+/// Waits until `acked` samples are stored, and checks that none was dropped or doubled.
+async fn all_stored(c: &Running, acked: u64) -> serde_json::Value {
     assert!(acked > 1000, "only {acked} samples acknowledged");
     // Everything the broker acknowledged is stored, and nothing was dropped on the way.
     let health = eventually(
@@ -193,4 +239,34 @@ async fn issue_9_saturating_publishers_lose_no_acknowledged_sample() {
     assert_eq!(health["ingest"]["samples"], acked, "{health}");
     assert_eq!(health["ingest"]["broker_dropped"], 0, "{health}");
     assert_eq!(health["ingest"]["duplicates"], 0, "{health}");
+    health
+}
+
+/// Only MQTT 3.1.1 is served (rumqttd's MQTT 5 listener is off): an MQTT 5 or 3.1 client gets
+/// CONNACK 1 "unacceptable protocol version", as the specification asks, not a dropped socket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_protocol_versions_are_told_so() {
+    let c = Running::start(|_| {}).await;
+    let broker = c.collector.mqtt_addr;
+    let v5: &[u8] = &[
+        0x10, 15, 0, 4, b'M', b'Q', b'T', b'T', 5, 0x02, 0, 60, 0, 0, 2, b'v', b'5',
+    ];
+    let v3: &[u8] = &[
+        0x10, 16, 0, 6, b'M', b'Q', b'I', b's', b'd', b'p', 3, 0x02, 0, 60, 0, 2, b'v', b'3',
+    ];
+    for packet in [v5, v3] {
+        let answer = tokio::task::spawn_blocking(move || {
+            let mut s = TcpStream::connect_timeout(&broker, Duration::from_secs(5)).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            s.write_all(packet).unwrap();
+            let mut ack = [0u8; 4];
+            s.read_exact(&mut ack).map(|()| ack).ok()
+        })
+        .await
+        .unwrap();
+        assert_eq!(answer, Some([0x20, 2, 0, 1]), "{packet:02x?}");
+    }
+    let (_, health) = c.get("/api/health").await;
+    assert_eq!(health["connections"]["refused_protocol"], 2, "{health}");
+    assert_eq!(health["connections"]["open"], 0, "{health}");
 }

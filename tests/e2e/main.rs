@@ -25,6 +25,8 @@
 //! - `http_security`: read and operator tokens, the dashboard's login, security headers, no
 //!   secret in the logs (issue #8).
 //! - `limits`: the connection limit, refused clients reconnecting (issue #9).
+//! - `security`: MQTT authentication, TLS and mTLS with the onboarding certificates, no host
+//!   publishes for another, a flood does not starve the others (issue #8).
 
 mod browser;
 mod support;
@@ -38,6 +40,7 @@ mod ingest;
 mod inventory;
 mod limits;
 mod outage;
+mod security;
 mod simulation;
 
 mod collector_api;
