@@ -123,22 +123,32 @@ impl Named {
                 )
             }
         };
-        let stdout = collect(child.stdout.take());
-        let stderr = collect(child.stderr.take());
+        let (read_tx, read_rx) = std::sync::mpsc::channel();
+        let stdout = collect(child.stdout.take(), read_tx.clone());
+        let stderr = collect(child.stderr.take(), read_tx);
         let status = wait(&mut child, timeout);
+        if status.is_none() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        // The pipes close when the command exits: wait (briefly: a child it left behind may
+        // hold them open) until both readers have taken what it wrote.
+        let deadline = Instant::now() + OUTPUT_GRACE;
+        for _ in 0..2 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if read_rx.recv_timeout(left).is_err() {
+                break;
+            }
+        }
         let text = |buf: &Arc<Mutex<Vec<u8>>>| {
             let b = buf.lock().unwrap_or_else(|e| e.into_inner());
             String::from_utf8_lossy(&b).trim().to_string()
         };
         match status {
-            None => {
-                let _ = child.kill();
-                let _ = child.wait();
-                (
-                    Outcome::TimedOut,
-                    format!("killed after {}", humantime::format_duration(timeout)),
-                )
-            }
+            None => (
+                Outcome::TimedOut,
+                format!("killed after {}", humantime::format_duration(timeout)),
+            ),
             Some(Ok(s)) if s.success() => (Outcome::Done, text(&stdout)),
             Some(Ok(s)) => {
                 let err = text(&stderr);
@@ -163,24 +173,36 @@ fn wait(child: &mut Child, timeout: Duration) -> Option<std::io::Result<std::pro
     }
 }
 
+/// How long, once the command has ended, its output may take to be read to the end.
+const OUTPUT_GRACE: Duration = Duration::from_millis(500);
+
 /// Reads a pipe to its end on a thread of its own (so that a chatty command never blocks on a
-/// full pipe), keeping the first 256 bytes.
-fn collect(pipe: Option<impl Read + Send + 'static>) -> Arc<Mutex<Vec<u8>>> {
+/// full pipe), keeping the first 256 bytes; says so on `done` when the pipe has closed.
+fn collect(
+    pipe: Option<impl Read + Send + 'static>,
+    done: std::sync::mpsc::Sender<()>,
+) -> Arc<Mutex<Vec<u8>>> {
     let buf = Arc::new(Mutex::new(Vec::new()));
-    if let Some(mut p) = pipe {
-        let out = buf.clone();
-        let _ = std::thread::Builder::new()
-            .name("ember-cmd-output".into())
-            .spawn(move || {
-                let mut chunk = [0u8; 1024];
-                while let Ok(n @ 1..) = p.read(&mut chunk) {
-                    let mut b = out.lock().unwrap_or_else(|e| e.into_inner());
-                    let room = 256usize.saturating_sub(b.len()).min(n);
-                    b.extend_from_slice(&chunk[..room]);
-                }
-            });
+    let Some(mut p) = pipe else {
+        let _ = done.send(());
+        return buf;
+    };
+    let out = buf.clone();
+    let spawned = std::thread::Builder::new()
+        .name("ember-cmd-output".into())
+        .spawn(move || {
+            let mut chunk = [0u8; 1024];
+            while let Ok(n @ 1..) = p.read(&mut chunk) {
+                let mut b = out.lock().unwrap_or_else(|e| e.into_inner());
+                let room = 256usize.saturating_sub(b.len()).min(n);
+                b.extend_from_slice(&chunk[..room]);
+            }
+            let _ = done.send(());
+        });
+    if spawned.is_err() {
+        // No thread, no output: the result says only how the command ended.
+        return buf;
     }
-    // Give the reader a moment to take what a quick command wrote before the result is read.
     buf
 }
 
@@ -211,6 +233,33 @@ mod tests {
         let (o, d) = named(&["/nonexistent/tool"], "5s").run(Duration::MAX);
         assert_eq!(o, Outcome::Failed);
         assert!(d.starts_with("cannot run /nonexistent/tool"), "{d}");
+    }
+
+    /// A quick command's output is in its result every time, however the threads are scheduled
+    /// (it once came back empty when the command exited before its output was read).
+    #[test]
+    fn a_quick_commands_output_is_never_lost() {
+        let echo = named(&["/bin/echo", "quick"], "5s");
+        for i in 0..200 {
+            assert_eq!(
+                echo.run(Duration::MAX),
+                (Outcome::Done, "quick".into()),
+                "run {i}"
+            );
+        }
+    }
+
+    /// A command that leaves a child behind holding its output open still reports at once.
+    #[test]
+    fn a_child_left_behind_does_not_hold_the_result() {
+        let started = Instant::now();
+        let cmd = named(&["/bin/sh", "-c", "sleep 5 & echo started"], "10s");
+        assert_eq!(cmd.run(Duration::MAX), (Outcome::Done, "started".into()));
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
     }
 
     #[test]
