@@ -8,6 +8,8 @@
 //! 1. Store: samples per second through `Store::ingest` (decode, validate, delta-encode, fold
 //!    into the tiers), bytes per stored raw sample, and one host's memory once every ring is full
 //!    (1 h raw at 1 s, 24 h at 1 min, 30 days at 15 min).
+//!    Then the same samples through the store and the MQTT bridge as the ingest thread runs it
+//!    (JSON state and Home Assistant discovery on, as by default; no broker).
 //! 2. End to end: MQTT publishers → embedded rumqttd → ingest → store, with the write-ahead log
 //!    on: throughput, publish-to-store latency, and the process's memory per host.
 //! 3. `--long SECS`: sustained load whose sample times jump 15 minutes each, so that every ring
@@ -144,6 +146,26 @@ fn store_figures() {
         m.bytes_per_sample(),
         m.raw_samples,
         m.raw_bytes / 1024
+    );
+
+    // The same with the bridge turning each sample event into its publications, as ingest
+    // does with the bridge on (the default).
+    let mut store = Store::new(sc.clone());
+    store.set_sample_events(true);
+    let mut bridge = ember_collector::bridge::Bridge::new(config.bridge.clone());
+    let mut published = 0usize;
+    let start = Instant::now();
+    for (topic, payload, now) in &payloads {
+        store.ingest(topic, payload, *now).expect("valid");
+        for e in store.drain_events() {
+            published += bridge.on_event(&e, &store, *now).len();
+        }
+    }
+    let took = start.elapsed();
+    println!(
+        "store + bridge: {} samples in {took:.2?}: {:.0} samples/s ({published} publications)",
+        payloads.len(),
+        payloads.len() as f64 / took.as_secs_f64()
     );
 
     // One host with every ring full: 30 days at one sample per 10 s.

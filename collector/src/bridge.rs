@@ -55,14 +55,63 @@ pub struct Publish {
 #[derive(Debug)]
 pub struct Bridge {
     config: BridgeConfig,
+    /// `{prefix}/status`, made once: [`Bridge::wants`] is asked about every message.
+    ha_status_topic: String,
     last_state_ms: HashMap<HostId, u64>,
-    announced: HashMap<HostId, String>,
+    /// What the last discovery sent for each host was made from.
+    announced: HashMap<HostId, Shape<String>>,
+}
+
+/// Everything a host's discovery payload ([`discovery_json`]) depends on besides its id: the
+/// same shape makes the same payload, so a new sample is checked against the last one sent
+/// without building the JSON.
+#[derive(Debug)]
+struct Shape<S> {
+    temperature: bool,
+    root: bool,
+    model: S,
+    sw: S,
+}
+
+impl<'a> Shape<&'a str> {
+    fn of(h: &HostSummary<'a>, s: &Sample) -> Self {
+        let (model, sw) = match h.info {
+            Some(i) if !i.board.is_empty() => (i.board.as_str(), i.os.as_str()),
+            Some(i) => ("Linux host", i.os.as_str()),
+            None => ("Linux host", ""),
+        };
+        Shape {
+            temperature: hottest(s).is_some(),
+            root: root_used(s).is_some(),
+            model,
+            sw,
+        }
+    }
+
+    fn owned(&self) -> Shape<String> {
+        Shape {
+            temperature: self.temperature,
+            root: self.root,
+            model: self.model.to_string(),
+            sw: self.sw.to_string(),
+        }
+    }
+}
+
+impl Shape<String> {
+    fn is(&self, other: &Shape<&str>) -> bool {
+        self.temperature == other.temperature
+            && self.root == other.root
+            && self.model == other.model
+            && self.sw == other.sw
+    }
 }
 
 impl Bridge {
     /// A bridge with nothing sent yet.
     pub fn new(config: BridgeConfig) -> Self {
         Bridge {
+            ha_status_topic: format!("{}/status", config.discovery_prefix),
             config,
             last_state_ms: HashMap::new(),
             announced: HashMap::new(),
@@ -72,14 +121,10 @@ impl Bridge {
     /// Topics the bridge listens to: Home Assistant's birth message.
     pub fn subscriptions(&self) -> Vec<String> {
         if self.config.home_assistant {
-            vec![self.ha_status_topic()]
+            vec![self.ha_status_topic.clone()]
         } else {
             Vec::new()
         }
-    }
-
-    fn ha_status_topic(&self) -> String {
-        format!("{}/status", self.config.discovery_prefix)
     }
 
     fn discovery_topic(&self, host: &HostId) -> String {
@@ -96,7 +141,7 @@ impl Bridge {
 
     /// Whether `topic` is one of [`Bridge::subscriptions`].
     pub fn wants(&self, topic: &str) -> bool {
-        self.config.home_assistant && topic == self.ha_status_topic()
+        self.config.home_assistant && topic == self.ha_status_topic
     }
 
     /// A message on one of [`Bridge::subscriptions`]: Home Assistant came online, so discovery
@@ -190,11 +235,12 @@ impl Bridge {
             return None;
         }
         let latest = h.latest?;
-        let payload = discovery_json(h, latest).to_string();
-        if self.announced.get(h.id) == Some(&payload) {
+        let shape = Shape::of(h, latest);
+        if self.announced.get(h.id).is_some_and(|a| a.is(&shape)) {
             return None;
         }
-        self.announced.insert(h.id.clone(), payload.clone());
+        let payload = discovery_payload(h.id, &shape).to_string();
+        self.announced.insert(h.id.clone(), shape.owned());
         Some(Publish {
             topic: self.discovery_topic(h.id),
             payload: payload.into_bytes(),
@@ -287,7 +333,11 @@ pub fn state_json(h: &HostSummary<'_>) -> Value {
 /// Home Assistant device discovery for a host: one device, a sensor per headline figure, each
 /// reading the JSON state and bound to the host's availability.
 pub fn discovery_json(h: &HostSummary<'_>, s: &Sample) -> Value {
-    let id = h.id.as_str();
+    discovery_payload(h.id, &Shape::of(h, s))
+}
+
+fn discovery_payload(host: &HostId, shape: &Shape<&str>) -> Value {
+    let id = host.as_str();
     let uid = format!("ember_{id}");
     let mut cmps = Map::new();
     let mut sensor =
@@ -312,7 +362,7 @@ pub fn discovery_json(h: &HostSummary<'_>, s: &Sample) -> Value {
     sensor("memory", "Memory used", Some("%"), None, "memory_percent");
     sensor("load1", "Load (1 min)", None, None, "load1");
     sensor("uptime", "Uptime", Some("s"), Some("duration"), "uptime_s");
-    if hottest(s).is_some() {
+    if shape.temperature {
         sensor(
             "temperature",
             "Temperature",
@@ -321,7 +371,7 @@ pub fn discovery_json(h: &HostSummary<'_>, s: &Sample) -> Value {
             "temperature_celsius",
         );
     }
-    if root_used(s).is_some() {
+    if shape.root {
         sensor(
             "root",
             "Root filesystem used",
@@ -330,11 +380,7 @@ pub fn discovery_json(h: &HostSummary<'_>, s: &Sample) -> Value {
             "root_used_percent",
         );
     }
-    let (model, sw) = match h.info {
-        Some(i) if !i.board.is_empty() => (i.board.as_str(), i.os.as_str()),
-        Some(i) => ("Linux host", i.os.as_str()),
-        None => ("Linux host", ""),
-    };
+    let (model, sw) = (shape.model, shape.sw);
     let mut dev = json!({
         "ids": [uid],
         "name": id,
@@ -347,8 +393,8 @@ pub fn discovery_json(h: &HostSummary<'_>, s: &Sample) -> Value {
     json!({
         "dev": dev,
         "o": { "name": "ember-collector", "sw": env!("CARGO_PKG_VERSION") },
-        "stat_t": state_topic(h.id),
-        "avty_t": availability_topic(h.id),
+        "stat_t": state_topic(host),
+        "avty_t": availability_topic(host),
         "pl_avail": "online",
         "pl_not_avail": "offline",
         "qos": 0,
@@ -487,5 +533,93 @@ mod tests {
             ]
         );
         assert_eq!(b.subscriptions(), ["homeassistant/status"]);
+    }
+
+    /// Discovery is compared by what it is made from, not rebuilt for every sample (#9): it
+    /// still goes out again exactly when its payload changes, and is the same payload.
+    #[test]
+    fn discovery_follows_the_inventory_and_matches_a_fresh_build() {
+        let (mut b, mut st) = setup();
+        let p = run(
+            &mut b,
+            &mut st,
+            "ember/v1/pi/sample",
+            &sample(1, true),
+            1000,
+        );
+        assert_eq!(
+            topics(&p),
+            ["ember/json/pi", "homeassistant/device/ember_pi/config"]
+        );
+        let info = |board: &str, os: &str, kernel: &str| {
+            enc(Message::HostInfo(ember_wire::HostInfo {
+                board: board.into(),
+                os: os.into(),
+                kernel: kernel.into(),
+                ..Default::default()
+            }))
+        };
+        let discoveries = |p: &[Publish]| -> Vec<Value> {
+            p.iter()
+                .filter(|p| p.topic == "homeassistant/device/ember_pi/config")
+                .map(|p| serde_json::from_slice(&p.payload).unwrap())
+                .collect()
+        };
+        let fresh = |st: &Store| {
+            let h = st.summary(&HostId::new("pi").unwrap(), 0).unwrap();
+            discovery_json(&h, h.latest.unwrap())
+        };
+        // The board becomes known: new model.
+        let p = run(
+            &mut b,
+            &mut st,
+            "ember/v1/pi/info",
+            &info("Pi 4", "Debian", "6.1"),
+            1100,
+        );
+        let d = discoveries(&p);
+        assert_eq!(d.len(), 1, "{p:?}");
+        assert_eq!(d[0]["dev"]["mdl"], "Pi 4");
+        assert_eq!(d[0]["dev"]["sw"], "Debian");
+        assert_eq!(d[0], fresh(&st));
+        // A kernel update changes the inventory but not the discovery: not sent.
+        let p = run(
+            &mut b,
+            &mut st,
+            "ember/v1/pi/info",
+            &info("Pi 4", "Debian", "6.6"),
+            1200,
+        );
+        assert!(discoveries(&p).is_empty(), "{p:?}");
+        // The OS changes: sent again.
+        let p = run(
+            &mut b,
+            &mut st,
+            "ember/v1/pi/info",
+            &info("Pi 4", "Trixie", "6.6"),
+            1300,
+        );
+        assert_eq!(discoveries(&p)[0]["dev"]["sw"], "Trixie");
+        // The temperature sensor goes away with the next sample.
+        let p = run(
+            &mut b,
+            &mut st,
+            "ember/v1/pi/sample",
+            &sample(2, false),
+            1400,
+        );
+        let d = discoveries(&p);
+        assert_eq!(d.len(), 1, "{p:?}");
+        assert!(d[0]["cmps"].get("ember_pi_temperature").is_none());
+        assert_eq!(d[0], fresh(&st));
+        // And nothing more while nothing changes.
+        let p = run(
+            &mut b,
+            &mut st,
+            "ember/v1/pi/sample",
+            &sample(3, false),
+            1500,
+        );
+        assert!(discoveries(&p).is_empty(), "{p:?}");
     }
 }

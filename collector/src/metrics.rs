@@ -5,6 +5,8 @@
 //! `/`). Values stay in the wire contract's integer units; [`Metric::scale`] converts to the base
 //! units Prometheus expects.
 
+use std::fmt::Write as _;
+
 use ember_wire::Sample;
 
 /// One metric: its name in the API, its Prometheus name and how to convert.
@@ -99,7 +101,8 @@ pub fn for_each(s: &Sample, mut f: impl FnMut(&'static Metric, Option<&str>, i64
     let mut core = String::new();
     for (i, c) in cpu.cores.iter().enumerate() {
         core.clear();
-        core.push_str(&i.to_string());
+        // No allocation per core and sample.
+        let _ = write!(core, "{i}");
         put(Id::CPU_CORE, Some(&core), (*c).into());
     }
     put(Id::LOAD1, None, load.one.into());

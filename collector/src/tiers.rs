@@ -2,8 +2,6 @@
 //! and max, and keeps the closed buckets in a [`Ring`]. Plain state: the caller passes the
 //! sample's own time; nothing here reads a clock.
 
-use std::collections::BTreeMap;
-
 use serde::{Deserialize, Serialize};
 
 use crate::ring::{Ring, Tok};
@@ -21,7 +19,66 @@ struct Agg {
 struct Open {
     start: u64,
     count: u32,
-    series: BTreeMap<String, Agg>,
+    /// Each series once, in the order they first came. A host's samples bring the same series
+    /// in the same order, so the next one is looked for where the last one was found: one key
+    /// comparison per series instead of a map search. Stored (in snapshots) as a map ordered
+    /// by key, as it always was.
+    #[serde(with = "by_key")]
+    series: Vec<(String, Agg)>,
+    /// Where the next series of the sample being folded in is expected.
+    #[serde(skip)]
+    next: usize,
+}
+
+impl Open {
+    fn agg(&mut self, key: &str, v: i64) -> &mut Agg {
+        let at = match self.series.get(self.next) {
+            Some((k, _)) if k == key => self.next,
+            _ => match self.series.iter().position(|(k, _)| k == key) {
+                Some(at) => at,
+                None => {
+                    let agg = Agg {
+                        min: v,
+                        max: v,
+                        sum: 0,
+                        n: 0,
+                    };
+                    self.series.push((key.to_string(), agg));
+                    self.series.len() - 1
+                }
+            },
+        };
+        self.next = at + 1;
+        &mut self.series[at].1
+    }
+
+    /// The series ordered by key.
+    fn sorted(&self) -> Vec<&(String, Agg)> {
+        let mut v: Vec<_> = self.series.iter().collect();
+        v.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+}
+
+/// [`Open::series`] as a map ordered by key (the snapshot format of a `BTreeMap<String, Agg>`).
+mod by_key {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use super::Agg;
+
+    pub fn serialize<S: Serializer>(series: &[(String, Agg)], s: S) -> Result<S::Ok, S::Error> {
+        let mut sorted: Vec<_> = series.iter().collect();
+        sorted.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        s.collect_map(sorted.into_iter().map(|(k, a)| (k, a)))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(String, Agg)>, D::Error> {
+        Ok(BTreeMap::<String, Agg>::deserialize(d)?
+            .into_iter()
+            .collect())
+    }
 }
 
 /// A closed (or the open) bucket as read back.
@@ -77,7 +134,7 @@ impl TierState {
             + self
                 .open
                 .as_ref()
-                .map(|o| o.series.keys().map(|k| k.len() + 64).sum())
+                .map(|o| o.series.iter().map(|(k, _)| k.len() + 64).sum())
                 .unwrap_or(0)
     }
 
@@ -109,18 +166,10 @@ impl TierState {
             ..Open::default()
         });
         open.count += 1;
+        open.next = 0;
         for (key, v) in series {
-            // The same series come with every sample: look up by `&str`, and copy the key only
-            // for a series new to this bucket.
-            let a = match open.series.get_mut(key.as_str()) {
-                Some(a) => a,
-                None => open.series.entry(key.clone()).or_insert(Agg {
-                    min: *v,
-                    max: *v,
-                    sum: 0,
-                    n: 0,
-                }),
-            };
+            // The key is copied only for a series new to this bucket.
+            let a = open.agg(key, *v);
             a.min = a.min.min(*v);
             a.max = a.max.max(*v);
             a.sum += i128::from(*v);
@@ -134,7 +183,7 @@ impl TierState {
         toks.push(Tok::Int(open.start));
         toks.push(Tok::Int(open.count.into()));
         toks.push(Tok::Int(open.series.len() as u64));
-        for (key, a) in &open.series {
+        for (key, a) in open.sorted() {
             toks.push(Tok::Str(key.clone()));
             toks.push(Tok::Int(a.min as u64));
             toks.push(Tok::Int(avg(a) as u64));
@@ -159,8 +208,8 @@ impl TierState {
                     start_ms: o.start,
                     count: o.count,
                     series: o
-                        .series
-                        .iter()
+                        .sorted()
+                        .into_iter()
                         .map(|(k, a)| (k.clone(), a.min, avg(a), a.max))
                         .collect(),
                 });
@@ -251,5 +300,77 @@ mod tests {
         assert_eq!(b.last().unwrap().start_ms, 9_999_000);
         // A handful of bytes per bucket of two series.
         assert!(t.bytes() / t.len() < 40, "{}", t.bytes() / t.len());
+    }
+
+    /// The open bucket looks for each series where the last one was found (#9): whatever the
+    /// order, repeats and newcomers, it folds exactly what a map by key would.
+    #[test]
+    fn series_in_any_order_fold_as_a_map_would() {
+        use std::collections::BTreeMap;
+        let samples: Vec<Vec<(String, i64)>> = vec![
+            vec![("b".into(), 1), ("a".into(), 2), ("c".into(), 3)],
+            vec![("b".into(), 4), ("a".into(), 5), ("c".into(), 6)],
+            // Reordered, a repeat, a newcomer, one missing.
+            vec![
+                ("c".into(), 7),
+                ("d".into(), 8),
+                ("b".into(), 9),
+                ("c".into(), -1),
+            ],
+            vec![("a".into(), 0)],
+            vec![("b".into(), 4), ("a".into(), 5), ("c".into(), 6)],
+        ];
+        let mut t = TierState::new(60_000, 10);
+        let mut expected: BTreeMap<String, (i64, i64, i128, i128)> = BTreeMap::new();
+        for (i, sample) in samples.iter().enumerate() {
+            t.add(1000 + i as u64, sample);
+            for (k, v) in sample {
+                let e = expected.entry(k.clone()).or_insert((*v, *v, 0, 0));
+                e.0 = e.0.min(*v);
+                e.1 = e.1.max(*v);
+                e.2 += i128::from(*v);
+                e.3 += 1;
+            }
+        }
+        let want: Vec<_> = expected
+            .iter()
+            .map(|(k, e)| (k.clone(), e.0, (e.2 / e.3) as i64, e.1))
+            .collect();
+        // The open bucket, then the same closed.
+        assert_eq!(t.range(0, u64::MAX)[0].series, want);
+        t.add(60_000, &samples[0]);
+        let b = t.range(0, u64::MAX);
+        assert_eq!(b.len(), 2);
+        assert_eq!(b[0].series, want);
+        assert_eq!(b[0].count, 5);
+    }
+
+    /// Snapshots hold the open bucket as they did when it was a `BTreeMap` by key: the same
+    /// bytes, and they read back.
+    #[test]
+    fn the_open_bucket_keeps_its_snapshot_format() {
+        use std::collections::BTreeMap;
+        #[derive(Serialize)]
+        struct OldOpen {
+            start: u64,
+            count: u32,
+            series: BTreeMap<String, Agg>,
+        }
+        let mut t = TierState::new(60_000, 10);
+        t.add(1000, &[("z".into(), 1), ("a".into(), 2)]);
+        t.add(2000, &[("m".into(), 3), ("a".into(), 4)]);
+        let open = t.open.clone().unwrap();
+        let old = OldOpen {
+            start: open.start,
+            count: open.count,
+            series: open.series.iter().cloned().collect(),
+        };
+        let bytes = postcard::to_allocvec(&open).unwrap();
+        assert_eq!(bytes, postcard::to_allocvec(&old).unwrap());
+        let back: Open = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(back.sorted(), open.sorted());
+        let mut t2 = TierState::new(60_000, 10);
+        t2.open = Some(back);
+        assert_eq!(t2.range(0, u64::MAX), t.range(0, u64::MAX));
     }
 }
