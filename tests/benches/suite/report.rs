@@ -262,32 +262,52 @@ fn summary(md: &mut String, r: &Results, mode: &str) {
             let connected = x["connected"].as_u64().unwrap_or(0);
             let lost = x["lost"].as_u64().unwrap_or(u64::MAX);
             let sized = full && agents >= 10_000 && secs >= 300;
+            // A full run the machine's descriptor limit cut short (`.ci/bench` writes why): the
+            // size target is not met; the others are judged at the size that ran.
+            let cut = r.get("cut").ok().filter(|_| full && secs >= 300);
+            let verdict = match &cut {
+                Some(c) => format!(
+                    "**not met**: this machine's open-file limit ({}, which cannot be raised \
+                     here) fits {agents} agents at 3 descriptors each in the collector",
+                    c["open_file_limit"]
+                ),
+                None => yes(sized.then_some(connected as usize == agents as usize && lost == 0))
+                    .to_string(),
+            };
             let _ = writeln!(
                 md,
                 "| 10,000 agents at 1 Hz for 5 min, no loss | {connected} of {agents} agents \
-                 connected for {secs} s; {} samples sent, {} stored, **{} lost** | {} |",
+                 connected for {secs} s; {} samples sent, {} stored, **{} lost** | {verdict} |",
                 num(&x["sent"], 0),
                 num(&x["received"], 0),
                 num(&x["lost"], 0),
-                yes(sized.then_some(connected as usize == agents as usize && lost == 0))
             );
+            let sized = sized || cut.is_some();
+            let at = if cut.is_some() {
+                format!(" at {agents} agents")
+            } else {
+                String::new()
+            };
             let p99 = x["latency_ms"]["consumer"]["p99"].as_f64();
             let api99 = x["latency_ms"]["api"]["p99"].as_f64();
+            let latency_ok =
+                yes(sized
+                    .then(|| p99.is_some_and(|p| p <= 50.0) && api99.is_none_or(|p| p <= 50.0)));
             let _ = writeln!(
                 md,
-                "| p99 ≤ 50 ms, publish → visible | event stream p99 {}; API p99 {} | {} |",
+                "| p99 ≤ 50 ms, publish → visible | event stream p99 {}; API p99 {} | \
+                 {latency_ok}{at} |",
                 ms(&x["latency_ms"]["consumer"]["p99"]),
                 ms(&x["latency_ms"]["api"]["p99"]),
-                yes(sized
-                    .then(|| p99.is_some_and(|p| p <= 50.0) && api99.is_none_or(|p| p <= 50.0)))
             );
             let peak = x["peak_rss_kib"].as_f64();
+            let rss_ok = yes(sized.then(|| peak.is_some_and(|p| p <= 256.0 * 1024.0)));
             let _ = writeln!(
                 md,
-                "| collector RSS ≤ 256 MiB with its history | {} at the end, {} peak | {} |",
+                "| collector RSS ≤ 256 MiB with its history | {} at the end, {} peak | \
+                 {rss_ok}{at} |",
                 mib(&x["rss_end_kib"]),
                 mib(&x["peak_rss_kib"]),
-                yes(sized.then(|| peak.is_some_and(|p| p <= 256.0 * 1024.0)))
             );
         }
         Err(e) => {
