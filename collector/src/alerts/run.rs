@@ -79,13 +79,27 @@ impl ReadStore for Store {
 /// How many hosts' facts are copied under one hold of the store's read lock.
 pub const CHUNK: usize = 256;
 
-/// The longest single hold of the store's lock by the last [`Evaluator::tick`].
+/// The store-lock holds of the last [`Evaluator::tick`]: the longest, and how many there were.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Holds {
-    /// Copying facts (a chunk of hosts).
+    /// The longest copying facts (a chunk of hosts).
     pub facts: Duration,
-    /// Refitting one host's filesystem trends (zero when the tick did not refit).
+    /// The longest refitting one host's filesystem trends (zero when the tick did not refit).
     pub trends: Duration,
+    /// How many holds there were.
+    pub count: usize,
+    /// How many of them lasted longer than [`SLOW_HOLD`].
+    pub slow: usize,
+}
+
+/// A hold of the store's lock longer than this is counted in [`Holds::slow`].
+pub const SLOW_HOLD: Duration = Duration::from_millis(5);
+
+impl Holds {
+    fn count(&mut self, held: Duration) {
+        self.count += 1;
+        self.slow += usize::from(held > SLOW_HOLD);
+    }
 }
 
 /// What the engine needs of one host, copied out of the store.
@@ -290,6 +304,7 @@ impl Evaluator {
                         (t, started.elapsed())
                     });
                     self.holds.trends = self.holds.trends.max(t.1);
+                    self.holds.count(t.1);
                     fitted.insert(h.id.clone(), t.0);
                 }
                 self.trends_at = Some(now);
@@ -348,6 +363,7 @@ impl Evaluator {
                 (chunk, started.elapsed())
             });
             self.holds.facts = self.holds.facts.max(held);
+            self.holds.count(held);
             let last = chunk.len() < CHUNK;
             owned.extend(chunk);
             if last {
@@ -560,6 +576,8 @@ mod tests {
         assert_eq!(bannered(&out, 2), expected);
         assert_eq!(shared.engine().active(now_ms).len(), 2 * hosts);
         assert!(out.iter().any(|p| p.topic == ALERTS_TOPIC && p.retain));
+        // Three chunks of facts, then one hold per host's trends.
+        assert_eq!(short.holds().count, 3 + hosts);
         let mut out_long = long.tick(&*store.read().unwrap(), now, now_ms);
         let key = |p: &Publish| p.topic.clone();
         let mut out = out;
