@@ -1,19 +1,22 @@
 //! Alert evaluation benchmark: prints figures, asserts nothing.
 //!
 //! ```sh
-//! cargo bench -p ember-collector --bench alerts            # 1000 hosts
-//! cargo bench -p ember-collector --bench alerts -- 5000    # another fleet size
+//! cargo bench -p ember-collector --bench alerts            # 1000 and 10000 hosts
+//! cargo bench -p ember-collector --bench alerts -- 5000    # other fleet sizes
 //! ```
 //!
 //! A fleet of Raspberry Pi–like hosts (4 cores, 2 filesystems, 2 sensors, a watched process),
 //! each with an hour of one-minute samples, under the built-in rules plus a process rule and
-//! an AND/OR rule. Figures: one evaluation of every rule on every host (`Engine::evaluate`), one
-//! tick of the ingest thread's edge with the filesystem trends cached, and one that refits them
-//! from the history (once a minute).
+//! an AND/OR rule. Figures: one evaluation of every rule on every host (`Engine::evaluate`); the
+//! longest hold of the store's read lock by a tick with the filesystem trends cached and by one
+//! that refits them from the history (once a minute), before (the whole tick under one hold, as
+//! the ingest thread used to run it) and after (the alert thread's short holds); and how long a
+//! tick takes on the alert thread.
 
+use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
-use ember_collector::alerts::run::Evaluator;
+use ember_collector::alerts::run::{Evaluator, CHUNK, SLOW_HOLD};
 use ember_collector::alerts::{HostFacts, RawAlerts};
 use ember_collector::config::RawConfig;
 use ember_collector::store::StoreConfig;
@@ -69,10 +72,26 @@ fn enc(host: &HostId, m: Message) -> Vec<u8> {
 }
 
 fn main() {
-    let hosts: u64 = std::env::args()
+    let sizes: Vec<u64> = std::env::args()
         .skip(1)
-        .find_map(|a| a.parse().ok())
-        .unwrap_or(1000);
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let sizes = if sizes.is_empty() {
+        vec![1000, 10_000]
+    } else {
+        sizes
+    };
+    for hosts in sizes {
+        run(hosts);
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn run(hosts: u64) {
+    println!("{hosts} hosts:");
     let config = RawConfig::default().validate().unwrap();
     let mut store = Store::new(StoreConfig::from_config(&config));
     let t0 = ember_collector::now_ms() - 3_600_000;
@@ -97,7 +116,7 @@ fn main() {
     let mut engine = ember_collector::alerts::Engine::new(alerts.clone());
     let summaries = store.summaries(now_ms);
     let facts: Vec<HostFacts<'_>> = summaries.iter().map(|h| HostFacts::of(h, &[])).collect();
-    let runs = 50;
+    let runs = (50_000 / hosts).clamp(5, 50);
     let started = Instant::now();
     let mut fired = 0;
     for i in 0..runs {
@@ -109,31 +128,83 @@ fn main() {
     }
     let per = started.elapsed() / runs as u32;
     println!(
-        "Engine::evaluate: {hosts} hosts x {rules} rules in {:.2} ms ({:.2} us per host); {fired} firing",
-        per.as_secs_f64() * 1e3,
+        "  Engine::evaluate: {hosts} hosts x {rules} rules in {:.2} ms ({:.2} us per host); {fired} firing",
+        ms(per),
         per.as_secs_f64() * 1e6 / hosts as f64
     );
+    drop(facts);
+    drop(summaries);
 
-    // The ingest thread's edge: facts from the store, evaluation, topic and banners.
     let dir = std::env::temp_dir().join(format!("ember-bench-alerts-{}", std::process::id()));
+    let store = RwLock::new(store);
+    // Ticks 5 s apart after the first: fewer than 12, so that none refits again (once a minute).
+    let cached_runs = (20_000 / hosts).clamp(3, 11) as u32;
+    let at = |base: Instant, i: u32| base + Duration::from_secs(5 * u64::from(i));
+
+    // Before: the whole tick under one hold of the read lock, as the ingest thread ran it.
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (mut edge, _shared) = Evaluator::start(alerts.clone(), &dir);
+    let base = Instant::now();
+    let held = |edge: &mut Evaluator, now: Instant| {
+        let guard = store.read().unwrap();
+        let started = Instant::now();
+        edge.tick(&*guard, now, now_ms);
+        started.elapsed()
+    };
+    let refit = held(&mut edge, base);
+    let mut tick = Duration::ZERO;
+    for i in 1..=cached_runs {
+        tick = tick.max(held(&mut edge, at(base, i)));
+    }
+    println!(
+        "  before (one lock hold per tick): longest hold {:.2} ms per tick with cached trends, \
+         {:.2} ms when it refits {} filesystem trends",
+        ms(tick),
+        ms(refit),
+        hosts * 2
+    );
+
+    // After: the tick takes the lock itself, in short holds.
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let (mut edge, _shared) = Evaluator::start(alerts, &dir);
     let base = Instant::now();
-    let refit = Instant::now();
-    edge.tick(&store, base, now_ms);
-    let refit = refit.elapsed();
-    let cached_runs = 20u32;
     let started = Instant::now();
+    edge.tick(&store, base, now_ms);
+    let refit = started.elapsed();
+    let refit_holds = edge.holds();
+    let started = Instant::now();
+    let mut facts_hold = Duration::ZERO;
+    let (mut count, mut slow) = (0, 0);
     for i in 1..=cached_runs {
-        edge.tick(&store, base + Duration::from_secs(5 * u64::from(i)), now_ms);
+        edge.tick(&store, at(base, i), now_ms);
+        let h = edge.holds();
+        facts_hold = facts_hold.max(h.facts);
+        count += h.count;
+        slow += h.slow;
     }
     let cached = started.elapsed() / cached_runs;
     println!(
-        "Evaluator::tick: {:.2} ms with cached trends; {:.2} ms when it refits {} filesystem trends (once a minute)",
-        cached.as_secs_f64() * 1e3,
-        refit.as_secs_f64() * 1e3,
-        hosts * 2
+        "  after (chunks of {CHUNK} hosts): longest hold {:.3} ms per tick with cached trends \
+         ({slow} of {count} holds over {} ms)",
+        ms(facts_hold),
+        ms(SLOW_HOLD)
+    );
+    println!(
+        "  after (one host's trends per hold): longest hold {:.3} ms per trend refit, {:.3} ms \
+         copying facts when refitting ({} of {} holds over {} ms)",
+        ms(refit_holds.trends),
+        ms(refit_holds.facts),
+        refit_holds.slow,
+        refit_holds.count,
+        ms(SLOW_HOLD)
+    );
+    println!(
+        "  after: Evaluator::tick takes {:.2} ms with cached trends, {:.2} ms when it refits \
+         (on the alert thread, not holding the lock)",
+        ms(cached),
+        ms(refit)
     );
     let _ = std::fs::remove_dir_all(&dir);
 }

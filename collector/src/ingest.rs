@@ -338,11 +338,9 @@ pub struct Pipeline {
     pub events: broadcast::Sender<Event>,
     /// Becomes true when the collector stops.
     pub stopping: tokio::sync::watch::Receiver<bool>,
-    /// Alert evaluation, run on the tick.
-    pub alerts: crate::alerts::run::Evaluator,
     /// Commands sent and their results.
     pub commands: Arc<Mutex<Commands>>,
-    /// Publications asked for by HTTP (commands), sent from this thread.
+    /// Publications asked for by HTTP (commands) and by the alert thread, sent from this thread.
     pub outgoing: std::sync::mpsc::Receiver<bridge::Publish>,
 }
 
@@ -431,13 +429,6 @@ pub fn spawn(
                         store.drain_events()
                     };
                     fan_out(&mut pipeline, bus.as_mut(), events);
-                    let publishes = {
-                        let store = read(&pipeline.store);
-                        pipeline.alerts.tick(&store, now, crate::now_ms())
-                    };
-                    for p in publishes {
-                        bus.publish(&p.topic, p.payload, p.retain);
-                    }
                     lock(&pipeline.commands).expire(crate::now_ms());
                 }
                 if now >= next_flush {

@@ -50,17 +50,23 @@ pub struct Collector {
     pub events: broadcast::Sender<store::Event>,
     serve: tokio::task::JoinHandle<std::io::Result<()>>,
     ingest: std::thread::JoinHandle<()>,
+    alerts: std::thread::JoinHandle<()>,
 }
 
 impl Collector {
-    /// Waits until the HTTP server has shut down and ingest has written its last snapshot.
+    /// Waits until the HTTP server has shut down, ingest has written its last snapshot and
+    /// alert evaluation has stopped.
     pub async fn join(self) -> anyhow::Result<()> {
         self.serve.await.context("HTTP server task")??;
-        let ingest = self.ingest;
+        let (ingest, alerts) = (self.ingest, self.alerts);
         tokio::task::spawn_blocking(move || ingest.join())
             .await
             .context("ingest thread")?
             .map_err(|_| anyhow::anyhow!("the ingest thread panicked"))?;
+        tokio::task::spawn_blocking(move || alerts.join())
+            .await
+            .context("alert thread")?
+            .map_err(|_| anyhow::anyhow!("the alert thread panicked"))?;
         Ok(())
     }
 }
@@ -170,12 +176,15 @@ pub async fn start(
             bridge,
             events: events.clone(),
             stopping: stop_rx.clone(),
-            alerts: evaluator,
             commands: commands.clone(),
             outgoing,
         },
         &config,
     )?;
+    // Alerts are evaluated off the ingest thread, which publishes what they produce. Dropping
+    // `alerts_stop` (at shutdown, or on an early return below) ends the thread.
+    let (alerts_stop, alerts_stopped) = std::sync::mpsc::channel::<()>();
+    let alerts = evaluator.spawn(store.clone(), outgoing_tx.clone(), alerts_stopped)?;
 
     let listener = tokio::net::TcpListener::bind(config.http_listen)
         .await
@@ -199,8 +208,10 @@ pub async fn start(
         axum::serve(listener, app)
             .with_graceful_shutdown(async move {
                 shutdown.await;
-                // Ends the event streams (so that the graceful shutdown can finish) and ingest.
+                // Ends the event streams (so that the graceful shutdown can finish), ingest and
+                // alert evaluation.
                 let _ = stop_tx.send(true);
+                drop(alerts_stop);
             })
             .await
     });
@@ -211,6 +222,7 @@ pub async fn start(
         events,
         serve,
         ingest,
+        alerts,
     })
 }
 

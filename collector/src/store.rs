@@ -7,6 +7,7 @@
 //! stale → offline) come from [`Store::tick`].
 
 use std::collections::BTreeMap;
+use std::ops::Bound;
 use std::sync::Arc;
 
 use ember_wire::topic;
@@ -545,6 +546,22 @@ impl Store {
             .collect()
     }
 
+    /// Up to `limit` hosts' summaries, ordered by id, from the first after `after` (from the
+    /// first host when `None`): a reader can walk every host in short holds of the store's lock.
+    pub fn summaries_after(
+        &self,
+        after: Option<&HostId>,
+        limit: usize,
+        now_ms: u64,
+    ) -> Vec<HostSummary<'_>> {
+        let from = after.map_or(Bound::Unbounded, Bound::Excluded);
+        self.hosts
+            .range((from, Bound::Unbounded))
+            .take(limit)
+            .map(|(id, h)| h.summary(id, now_ms, &self.config.status))
+            .collect()
+    }
+
     /// One host's summary.
     pub fn summary(&self, id: &HostId, now_ms: u64) -> Option<HostSummary<'_>> {
         self.hosts
@@ -848,6 +865,34 @@ mod tests {
     }
 
     const T: &str = "ember/v1/pi/sample";
+
+    #[test]
+    fn summaries_after_walks_every_host_once_in_order() {
+        let mut s = Store::new(config(10, 4096));
+        let names = ["c", "a", "e", "b", "d"];
+        for h in names {
+            s.ingest(&format!("ember/v1/{h}/sample"), &sample(h, 1, 1000), 1000)
+                .unwrap();
+        }
+        let ids = |v: Vec<HostSummary<'_>>| v.iter().map(|h| h.id.to_string()).collect::<Vec<_>>();
+        for limit in 1..=6 {
+            let mut walked: Vec<String> = Vec::new();
+            loop {
+                let after = walked.last().map(|w| id(w));
+                let chunk = ids(s.summaries_after(after.as_ref(), limit, 1000));
+                assert!(chunk.len() <= limit);
+                let done = chunk.len() < limit;
+                walked.extend(chunk);
+                if done {
+                    break;
+                }
+            }
+            assert_eq!(walked, ["a", "b", "c", "d", "e"], "limit {limit}");
+        }
+        // After an id that is not a host: from the next one.
+        assert_eq!(ids(s.summaries_after(Some(&id("bb")), 2, 1000)), ["c", "d"]);
+        assert!(s.summaries_after(Some(&id("e")), 2, 1000).is_empty());
+    }
 
     #[test]
     fn stores_samples_in_order_and_rings_over() {

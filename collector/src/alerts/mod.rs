@@ -4,9 +4,9 @@
 //! [`Engine`] is plain state: [`Engine::evaluate`] takes the time and what is known of every host
 //! ([`HostFacts`]) and returns the notifications to deliver. It reads no clock and does no I/O, so
 //! for-durations, hysteresis and flapping are tested with explicit times. The edges are thin:
-//! `run.rs` evaluates on an interval in the ingest thread and hands notifications to
-//! `notify.rs`, which delivers webhooks with retries; the MQTT alert topic is published from the
-//! same place.
+//! `run.rs` evaluates on an interval on a thread of its own, copying the hosts' facts out of the
+//! store in short holds of its lock, and hands notifications to `notify.rs`, which delivers
+//! webhooks with retries, and the MQTT alert topic and banners to the ingest thread to publish.
 //!
 //! An alert instance is one rule on one host. Its life:
 //!

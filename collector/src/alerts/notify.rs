@@ -2,7 +2,7 @@
 //! that sends in order and retries with exponential backoff.
 //!
 //! The HTTP client is `ureq` (blocking, small, rustls for `https://`), called on tokio's blocking
-//! pool; a delivery in progress never holds up evaluation or ingest: the ingest thread only
+//! pool; a delivery in progress never holds up evaluation or ingest: the alert thread only
 //! queues (`try_send`), and a full queue drops the notification and counts it.
 
 use std::sync::atomic::{AtomicU64, Ordering};

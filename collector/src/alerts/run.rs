@@ -1,12 +1,19 @@
-//! The alert engine's edge: called by the ingest thread on its tick, it gathers each host's facts
-//! from the store, evaluates, appends the recorded events to `alerts.jsonl` in the data
-//! directory (read back at start, so the history and the firing alerts survive a restart), queues
-//! the notifications and publishes the retained MQTT alert topic when the active list changes.
+//! The alert engine's edge: on its own thread (`ember-alerts`, [`Evaluator::spawn`]), every
+//! `evaluate-every`, it copies each host's facts out of the store, evaluates, appends the
+//! recorded events to `alerts.jsonl` in the data directory (read back at start, so the history
+//! and the firing alerts survive a restart), queues the notifications and hands the retained MQTT
+//! alert topic (when the active list changes) and the hosts' banners to the ingest thread, the
+//! only one that publishes on the bus.
+//!
+//! The store is read in short holds of its lock, never for a whole evaluation: the facts
+//! [`CHUNK`] hosts at a time, each host's filesystem trends under a hold of their own. Ingest,
+//! which needs the write lock, waits at most one such hold.
 
 use std::collections::HashMap;
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, TryRecvError};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -14,11 +21,11 @@ use serde_json::json;
 use super::notify::{Notifier, Retry};
 use super::{Alert, AlertEvent, AlertsConfig, Engine, FsTrend, HostFacts};
 use crate::bridge::{Publish, ALERTS_TOPIC};
-use crate::store::{Resolution, Store};
+use crate::store::{HostStatus, Resolution, Store};
 use ember_wire::topic::{self, Kind};
-use ember_wire::{Envelope, HostAlerts, HostId, Message};
+use ember_wire::{Envelope, HostAlerts, HostId, Message, Sample};
 
-/// What HTTP and the ingest thread share.
+/// What HTTP and the alert thread share.
 #[derive(Debug)]
 pub struct Alerting {
     engine: Mutex<Engine>,
@@ -49,7 +56,60 @@ impl Alerting {
     }
 }
 
-/// The ingest thread's side.
+/// Read access to the store: `RwLock<Store>` takes its read lock for each call (the alert
+/// thread), a `Store` is read as it is (a caller that already holds the lock, as benchmarks
+/// measuring one long hold do).
+pub trait ReadStore {
+    /// Calls `f` with the store.
+    fn read<R>(&self, f: impl FnOnce(&Store) -> R) -> R;
+}
+
+impl ReadStore for RwLock<Store> {
+    fn read<R>(&self, f: impl FnOnce(&Store) -> R) -> R {
+        f(&self.read().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+impl ReadStore for Store {
+    fn read<R>(&self, f: impl FnOnce(&Store) -> R) -> R {
+        f(self)
+    }
+}
+
+/// How many hosts' facts are copied under one hold of the store's read lock.
+pub const CHUNK: usize = 256;
+
+/// The store-lock holds of the last [`Evaluator::tick`]: the longest, and how many there were.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Holds {
+    /// The longest copying facts (a chunk of hosts).
+    pub facts: Duration,
+    /// The longest refitting one host's filesystem trends (zero when the tick did not refit).
+    pub trends: Duration,
+    /// How many holds there were.
+    pub count: usize,
+    /// How many of them lasted longer than [`SLOW_HOLD`].
+    pub slow: usize,
+}
+
+/// A hold of the store's lock longer than this is counted in [`Holds::slow`].
+pub const SLOW_HOLD: Duration = Duration::from_millis(5);
+
+impl Holds {
+    fn count(&mut self, held: Duration) {
+        self.count += 1;
+        self.slow += usize::from(held > SLOW_HOLD);
+    }
+}
+
+/// What the engine needs of one host, copied out of the store.
+struct Owned {
+    id: HostId,
+    status: HostStatus,
+    sample: Option<Sample>,
+}
+
+/// The alert thread's side.
 pub struct Evaluator {
     shared: Arc<Alerting>,
     every: Duration,
@@ -59,9 +119,10 @@ pub struct Evaluator {
     /// What each host's panel was last told: (firing, text).
     banners: HashMap<HostId, (u8, String)>,
     /// Filesystem trends, refitted every [`TREND_EVERY`] (a trend over hours moves slowly, and
-    /// reading hours of history for every host at every evaluation would hold up ingest).
+    /// reading hours of history for every host at every evaluation would cost far more).
     trends: HashMap<HostId, Vec<FsTrend>>,
     trends_at: Option<Instant>,
+    holds: Holds,
 }
 
 /// How often the filesystem trends are read again from the history.
@@ -110,7 +171,7 @@ fn append(path: &Path, events: &[AlertEvent]) {
 
 impl Evaluator {
     /// Loads the recorded history from `data_dir`, starts the webhook tasks (on the current
-    /// tokio runtime) and returns the ingest thread's side and the shared state.
+    /// tokio runtime) and returns the alert thread's side and the shared state.
     pub fn start(config: AlertsConfig, data_dir: &Path) -> (Evaluator, Arc<Alerting>) {
         let log_path = data_dir.join(LOG);
         // The state is rebuilt from the whole kept history; fired-and-never-resolved events
@@ -162,35 +223,104 @@ impl Evaluator {
                 banners: HashMap::new(),
                 trends: HashMap::new(),
                 trends_at: None,
+                holds: Holds::default(),
             },
             shared,
         )
     }
 
+    /// Runs [`Evaluator::tick`] on a thread of its own (`ember-alerts`) every `evaluate-every`
+    /// and sends what to publish to `publish` (drained by the ingest thread). The thread ends
+    /// once `stop` is sent to or dropped (between two hosts' trend refits at the latest), or
+    /// when nothing receives `publish` any more.
+    pub fn spawn(
+        mut self,
+        store: Arc<RwLock<Store>>,
+        publish: Sender<Publish>,
+        stop: Receiver<()>,
+    ) -> std::io::Result<std::thread::JoinHandle<()>> {
+        std::thread::Builder::new()
+            .name("ember-alerts".into())
+            .spawn(move || loop {
+                let stopping = || !matches!(stop.try_recv(), Err(TryRecvError::Empty));
+                let Some(out) =
+                    self.tick_unless(&*store, Instant::now(), crate::now_ms(), stopping)
+                else {
+                    return;
+                };
+                for p in out {
+                    if publish.send(p).is_err() {
+                        return;
+                    }
+                }
+                let wait = self.next.saturating_duration_since(Instant::now());
+                match stop.recv_timeout(wait) {
+                    Err(RecvTimeoutError::Timeout) => {}
+                    Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
+                }
+            })
+    }
+
     /// Evaluates if it is time; returns what to publish on MQTT.
-    pub fn tick(&mut self, store: &Store, now: Instant, now_ms: u64) -> Vec<Publish> {
+    pub fn tick(&mut self, store: &impl ReadStore, now: Instant, now_ms: u64) -> Vec<Publish> {
+        self.tick_unless(store, now, now_ms, || false)
+            .unwrap_or_default()
+    }
+
+    /// The longest single hold of the store's lock by the last tick that evaluated.
+    pub fn holds(&self) -> Holds {
+        self.holds
+    }
+
+    /// [`Evaluator::tick`], given up (`None`) as soon as `stopping` says so during a refit.
+    fn tick_unless(
+        &mut self,
+        store: &impl ReadStore,
+        now: Instant,
+        now_ms: u64,
+        stopping: impl Fn() -> bool,
+    ) -> Option<Vec<Publish>> {
         if now < self.next {
-            return Vec::new();
+            return Some(Vec::new());
         }
         self.next = now + self.every;
-        let mut engine = self.shared.engine();
-        let summaries = store.summaries(now_ms);
-        if let Some(w) = engine.trend_window() {
+        self.holds = Holds::default();
+        let owned = self.copy_facts(store, now_ms);
+        // The engine is locked only to evaluate: the API's alert routes never wait for the store.
+        let window = self.shared.engine().trend_window();
+        if let Some(w) = window {
             if self
                 .trends_at
                 .is_none_or(|t| now.duration_since(t) >= TREND_EVERY)
             {
+                let mut fitted = HashMap::with_capacity(owned.len());
+                for h in &owned {
+                    if stopping() {
+                        return None;
+                    }
+                    let t = store.read(|s| {
+                        let started = Instant::now();
+                        let t = trends(s, &h.id, now_ms, w);
+                        (t, started.elapsed())
+                    });
+                    self.holds.trends = self.holds.trends.max(t.1);
+                    self.holds.count(t.1);
+                    fitted.insert(h.id.clone(), t.0);
+                }
                 self.trends_at = Some(now);
-                self.trends = summaries
-                    .iter()
-                    .map(|h| (h.id.clone(), trends(store, h, now_ms, w)))
-                    .collect();
+                self.trends = fitted;
             }
         }
-        let facts: Vec<HostFacts<'_>> = summaries
+        let facts: Vec<HostFacts<'_>> = owned
             .iter()
-            .map(|h| HostFacts::of(h, self.trends.get(h.id).map(Vec::as_slice).unwrap_or(&[])))
+            .map(|h| HostFacts {
+                id: &h.id,
+                status: h.status,
+                sample: h.sample.as_ref(),
+                trends: self.trends.get(&h.id).map(Vec::as_slice).unwrap_or(&[]),
+            })
             .collect();
+        let mut engine = self.shared.engine();
         let notifications = engine.evaluate(now_ms, &facts);
         let recorded = engine.take_recorded();
         let active = engine.active(now_ms);
@@ -212,7 +342,34 @@ impl Evaluator {
                 retain: true,
             });
         }
-        out
+        Some(out)
+    }
+
+    /// Every host's facts, [`CHUNK`] hosts per hold of the store's lock, ordered by id.
+    fn copy_facts(&mut self, store: &impl ReadStore, now_ms: u64) -> Vec<Owned> {
+        let mut owned: Vec<Owned> = Vec::new();
+        loop {
+            let (chunk, held) = store.read(|s| {
+                let started = Instant::now();
+                let chunk: Vec<Owned> = s
+                    .summaries_after(owned.last().map(|h| &h.id), CHUNK, now_ms)
+                    .into_iter()
+                    .map(|h| Owned {
+                        id: h.id.clone(),
+                        status: h.status,
+                        sample: h.latest.cloned(),
+                    })
+                    .collect();
+                (chunk, started.elapsed())
+            });
+            self.holds.facts = self.holds.facts.max(held);
+            self.holds.count(held);
+            let last = chunk.len() < CHUNK;
+            owned.extend(chunk);
+            if last {
+                return owned;
+            }
+        }
     }
 
     /// Each host's banner (retained on `ember/v1/{host}/alerts`) where it changed: how many
@@ -277,18 +434,13 @@ fn banner(host: &HostId, firing: u8, text: &str) -> Publish {
 }
 
 /// Each filesystem's use over `window`, with its size from the newest sample.
-fn trends(
-    store: &Store,
-    h: &crate::store::HostSummary<'_>,
-    now_ms: u64,
-    window: Duration,
-) -> Vec<FsTrend> {
-    let Some(latest) = h.latest else {
+fn trends(store: &Store, id: &HostId, now_ms: u64, window: Duration) -> Vec<FsTrend> {
+    let Some(latest) = store.summary(id, now_ms).and_then(|h| h.latest) else {
         return Vec::new();
     };
     let from = now_ms.saturating_sub(window.as_millis() as u64);
     let only = ["fs.used".to_string()];
-    let Some(history) = store.history(h.id, from, now_ms, Resolution::Auto, &only) else {
+    let Some(history) = store.history(id, from, now_ms, Resolution::Auto, &only) else {
         return Vec::new();
     };
     let totals: HashMap<&str, u64> = latest
@@ -313,4 +465,179 @@ fn trends(
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::RawConfig;
+    use crate::store::StoreConfig;
+    use ember_wire::{Filesystem, Status, MAX_ENCODED_LEN};
+
+    const MIN: u64 = 60_000;
+
+    fn alerts(rules: &str) -> AlertsConfig {
+        #[derive(serde::Deserialize)]
+        struct Doc {
+            alerts: super::super::RawAlerts,
+        }
+        let doc: Doc = toml::from_str(&format!(
+            "[alerts]\ndefault-rules = false\nevaluate-every = \"100ms\"\n{rules}"
+        ))
+        .unwrap();
+        super::super::RawAlerts::defaults()
+            .merge(doc.alerts)
+            .validate()
+            .unwrap()
+    }
+
+    fn ingest(store: &mut Store, host: &HostId, kind: &str, m: Message, at: u64) {
+        let mut buf = [0u8; MAX_ENCODED_LEN];
+        let bytes = Envelope::new(host.clone(), m).encode(&mut buf).unwrap();
+        store
+            .ingest(&format!("ember/v1/{host}/{kind}"), bytes, at)
+            .unwrap();
+    }
+
+    /// `hosts` hosts online since half an hour, a sample a minute: busy CPU, and a `/` that
+    /// fills 1% a minute from half full.
+    fn fleet(hosts: usize, now_ms: u64) -> Store {
+        let config = RawConfig::default().validate().unwrap();
+        let mut store = Store::new(StoreConfig::from_config(&config));
+        let t0 = now_ms - 30 * MIN;
+        for h in 0..hosts {
+            let id = HostId::new(&format!("pi-{h:04}")).unwrap();
+            let online = Message::Status(Status::Online {
+                interval_ms: 60_000,
+            });
+            ingest(&mut store, &id, "status", online, t0);
+            for m in 0..=30 {
+                let mut s = Sample {
+                    seq: m + 1,
+                    timestamp_ms: t0 + m * MIN,
+                    ..Sample::default()
+                };
+                s.cpu.busy = 9_900;
+                let _ = s.filesystems.push(Filesystem {
+                    mount: "/".into(),
+                    total: 1000,
+                    used: 500 + 10 * m,
+                });
+                ingest(&mut store, &id, "sample", Message::Sample(s), t0 + m * MIN);
+            }
+        }
+        store
+    }
+
+    fn dir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("ember-run-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    /// The hosts with a banner saying `firing` alerts, from what a tick publishes.
+    fn bannered(out: &[Publish], firing: u8) -> Vec<String> {
+        let mut hosts: Vec<String> = out
+            .iter()
+            .filter(|p| p.topic != ALERTS_TOPIC)
+            .filter_map(|p| {
+                let e = ember_wire::decode(&p.payload).ok()?;
+                match e.message {
+                    Message::Alerts(a) if a.firing == firing => Some(e.host.to_string()),
+                    _ => None,
+                }
+            })
+            .collect();
+        hosts.sort();
+        hosts
+    }
+
+    #[test]
+    fn a_tick_in_short_holds_sees_every_host_as_one_long_hold_does() {
+        let now_ms = crate::now_ms();
+        let hosts = 2 * CHUNK + 3;
+        let store = fleet(hosts, now_ms);
+        let config = alerts(
+            "[[alerts.rules]]\nname = \"busy\"\nwhen = { metric = \"cpu.busy\", above = 0.9 }\n\
+             [[alerts.rules]]\nname = \"filling\"\nwhen = { disk-full-within = \"1h\", trend-window = \"1h\" }\n",
+        );
+        let d = dir("chunks");
+        for sub in ["short", "long"] {
+            std::fs::create_dir_all(d.join(sub)).unwrap();
+        }
+        let (mut short, shared) = Evaluator::start(config.clone(), &d.join("short"));
+        let (mut long, _) = Evaluator::start(config, &d.join("long"));
+        let now = Instant::now();
+        let store = RwLock::new(store);
+        let out = short.tick(&store, now, now_ms);
+        let expected: Vec<String> = (0..hosts).map(|h| format!("pi-{h:04}")).collect();
+        // Both rules fire on every host: the second from each host's own trend refit.
+        assert_eq!(bannered(&out, 2), expected);
+        assert_eq!(shared.engine().active(now_ms).len(), 2 * hosts);
+        assert!(out.iter().any(|p| p.topic == ALERTS_TOPIC && p.retain));
+        // Three chunks of facts, then one hold per host's trends.
+        assert_eq!(short.holds().count, 3 + hosts);
+        let mut out_long = long.tick(&*store.read().unwrap(), now, now_ms);
+        let key = |p: &Publish| p.topic.clone();
+        let mut out = out;
+        out.sort_by_key(key);
+        out_long.sort_by_key(key);
+        assert_eq!(out, out_long);
+        // Not yet time: nothing read, nothing published.
+        assert!(short.tick(&store, now, now_ms).is_empty());
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_refit_gives_up_when_the_collector_stops() {
+        let now_ms = crate::now_ms();
+        let store = RwLock::new(fleet(3, now_ms));
+        let config =
+            alerts("[[alerts.rules]]\nname = \"filling\"\nwhen = { disk-full-within = \"1h\" }\n");
+        let d = dir("stop");
+        let (mut e, shared) = Evaluator::start(config, &d);
+        assert!(e
+            .tick_unless(&store, Instant::now(), now_ms, || true)
+            .is_none());
+        assert!(shared.engine().active(now_ms).is_empty());
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn the_thread_hands_its_publishes_over_and_ends_when_stop_is_dropped() {
+        let now_ms = crate::now_ms();
+        let store = Arc::new(RwLock::new(fleet(2, now_ms)));
+        let config = alerts(
+            "[[alerts.rules]]\nname = \"busy\"\nwhen = { metric = \"cpu.busy\", above = 0.9 }\n",
+        );
+        let d = dir("thread");
+        let (e, _) = Evaluator::start(config, &d);
+        let (publish, published) = std::sync::mpsc::channel();
+        let (stop, stopped) = std::sync::mpsc::channel();
+        let thread = e.spawn(store, publish, stopped).unwrap();
+        let mut topics = Vec::new();
+        while topics.len() < 3 {
+            let p = published.recv_timeout(Duration::from_secs(10)).unwrap();
+            topics.push(p.topic);
+        }
+        topics.sort();
+        assert_eq!(
+            topics,
+            [
+                ALERTS_TOPIC,
+                "ember/v1/pi-0000/alerts",
+                "ember/v1/pi-0001/alerts"
+            ]
+        );
+        assert_eq!(thread.thread().name(), Some("ember-alerts"));
+        drop(stop);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !thread.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(thread.is_finished(), "the alert thread outlived its stop");
+        thread.join().unwrap();
+        let _ = std::fs::remove_dir_all(&d);
+    }
 }
