@@ -922,11 +922,23 @@ pub fn run(args: &Args) -> anyhow::Result<Value> {
     let final_delivered;
     let mut hosts_seen = 0usize;
     let (mut received, mut missing, mut duplicates) = (0u64, 0u64, 0u64);
+    let drain_started = Instant::now();
     if let Some(h) = http {
+        // Until the count stops moving and the gate has nothing relayed that ingest has not
+        // read (at most 30 s): a thousand publishers stopping at once keep the broker busy a
+        // while, and a count read too early would show as loss.
         let mut last = u64::MAX;
-        for _ in 0..40 {
-            let n = stored(&api, h).unwrap_or(0);
-            if n == last {
+        for _ in 0..60 {
+            let health = health(&api, h);
+            let n = health
+                .as_ref()
+                .and_then(|v| v["ingest"]["samples"].as_u64())
+                .unwrap_or(0);
+            let lag = health
+                .as_ref()
+                .and_then(|v| v["connections"]["ingest_lag_bytes"].as_u64())
+                .unwrap_or(0);
+            if n == last && lag == 0 {
                 break;
             }
             last = n;
@@ -1017,6 +1029,7 @@ pub fn run(args: &Args) -> anyhow::Result<Value> {
         "generator_rss_kib": gen_rss,
         "health_connected": health_connected,
         "health_end": health_end,
+        "drain_s": drain_started.elapsed().as_secs_f64(),
         "errors": probe_errors,
         "timeline": timeline,
     });
