@@ -188,7 +188,8 @@ fn collect(
         return buf;
     };
     let out = buf.clone();
-    let spawned = std::thread::Builder::new()
+    // Without a thread there is no output: the result then says only how the command ended.
+    let _ = std::thread::Builder::new()
         .name("ember-cmd-output".into())
         .spawn(move || {
             let mut chunk = [0u8; 1024];
@@ -199,10 +200,6 @@ fn collect(
             }
             let _ = done.send(());
         });
-    if spawned.is_err() {
-        // No thread, no output: the result says only how the command ended.
-        return buf;
-    }
     buf
 }
 

@@ -146,7 +146,8 @@ pub fn config_lines(name: &str, role: Role, token: &str) -> String {
     )
 }
 
-fn hex(bytes: &[u8]) -> String {
+/// Lower-case hex digits of `bytes`.
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 

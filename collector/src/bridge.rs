@@ -107,11 +107,28 @@ impl Shape<String> {
     }
 }
 
+impl BridgeConfig {
+    /// Home Assistant's birth and last-will topic.
+    pub fn ha_status_topic(&self) -> String {
+        format!("{}/status", self.discovery_prefix)
+    }
+
+    /// Topics the bridge listens to: Home Assistant's birth message (also the one topic the MQTT
+    /// gate lets a reader account publish).
+    pub fn subscriptions(&self) -> Vec<String> {
+        if self.home_assistant {
+            vec![self.ha_status_topic()]
+        } else {
+            Vec::new()
+        }
+    }
+}
+
 impl Bridge {
     /// A bridge with nothing sent yet.
     pub fn new(config: BridgeConfig) -> Self {
         Bridge {
-            ha_status_topic: format!("{}/status", config.discovery_prefix),
+            ha_status_topic: config.ha_status_topic(),
             config,
             last_state_ms: HashMap::new(),
             announced: HashMap::new(),
@@ -120,11 +137,7 @@ impl Bridge {
 
     /// Topics the bridge listens to: Home Assistant's birth message.
     pub fn subscriptions(&self) -> Vec<String> {
-        if self.config.home_assistant {
-            vec![self.ha_status_topic.clone()]
-        } else {
-            Vec::new()
-        }
+        self.config.subscriptions()
     }
 
     fn discovery_topic(&self, host: &HostId) -> String {

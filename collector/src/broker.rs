@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use rumqttd::local::{LinkRx, LinkTx};
 use rumqttd::{Broker, ConnectionSettings, RouterConfig, ServerSettings};
+use subtle::ConstantTimeEq;
 
 use crate::config::Config;
 
@@ -55,13 +56,8 @@ pub fn rumqttd_config(config: &Config, listen: SocketAddr, secret: &str) -> rumq
     };
     let secret: Arc<[u8]> = secret.as_bytes().into();
     connections.set_auth_handler(move |_client, _user, password: String| {
-        // Compared in constant time: every byte is looked at.
-        let p = password.as_bytes();
-        let ok = p.len() == secret.len()
-            && p.iter()
-                .zip(secret.iter())
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0;
+        // Compared in constant time, as the HTTP tokens are (`auth.rs`).
+        let ok: bool = password.as_bytes().ct_eq(&secret).into();
         async move { ok }
     });
     let server = ServerSettings {
@@ -143,13 +139,7 @@ pub fn start(config: &Config) -> Result<Running, BrokerError> {
 
 /// 32 random bytes, hex: the gate's password at rumqttd.
 fn random_secret() -> String {
-    use ring::rand::SecureRandom;
-    let mut bytes = [0u8; 32];
-    // The system's random source failing is not something to run on without.
-    ring::rand::SystemRandom::new()
-        .fill(&mut bytes)
-        .expect("the system random source works");
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    crate::auth::hex(&crate::onboard::random_bytes::<32>())
 }
 
 /// rumqttd cannot report the port it bound, nor that binding failed: so the address is tried

@@ -120,7 +120,7 @@ impl Settings {
             max_connections_per_client: mqtt.max_connections_per_client,
             rate: mqtt.max_messages_per_second,
             burst: mqtt.max_burst,
-            reader_topics: crate::bridge::Bridge::new(config.bridge.clone()).subscriptions(),
+            reader_topics: config.bridge.subscriptions(),
         });
         Ok(Settings {
             upstream,
@@ -637,7 +637,8 @@ where
             return Err(Closed::Malformed(e.to_string()));
         }
     };
-    let identity = match &gate.settings.accounts {
+    // With accounts: who the client is, and the accounts it was checked against.
+    let checked = match &gate.settings.accounts {
         Some(accounts) => {
             let identity = match authenticate(gate, accounts, &connect, cert_name).await {
                 Ok(i) => i,
@@ -652,12 +653,12 @@ where
                     return refuse(&mut wr, ConnectReturnCode::NotAuthorized).await;
                 }
             }
-            Some(identity)
+            Some((identity, accounts))
         }
         None => None,
     };
-    let client_id = match &identity {
-        Some(identity) => identity.broker_client_id(&connect.client_id, n),
+    let client_id = match &checked {
+        Some((identity, _)) => identity.broker_client_id(&connect.client_id, n),
         None => id_allowed(connect.client_id.as_bytes()).then(|| connect.client_id.clone()),
     };
     let Some(client_id) = client_id else {
@@ -667,8 +668,8 @@ where
     let Some(slot) = gate.admit() else {
         return refuse(&mut wr, ConnectReturnCode::ServiceUnavailable).await;
     };
-    let account = match &identity {
-        Some(identity) => match AccountSlot::take(gate, &identity.name) {
+    let account = match &checked {
+        Some((identity, accounts)) => match AccountSlot::take(gate, accounts, &identity.name) {
             Some(s) => Some(s),
             None => {
                 bump(&counters.refused_client_limit);
@@ -682,7 +683,7 @@ where
     let upstream = TcpStream::connect(gate.settings.upstream).await?;
     let _ = upstream.set_nodelay(true);
     let (up_rd, mut up_wr) = upstream.into_split();
-    let user = identity.as_ref().map_or(OPEN_USER, |i| i.name.as_str());
+    let user = checked.as_ref().map_or(OPEN_USER, |(i, _)| i.name.as_str());
     let forwarded = Connect {
         client_id,
         login: Some(Login::new(user, gate.settings.secret.clone())),
@@ -693,9 +694,11 @@ where
         .write(&mut out)
         .map_err(|e| Closed::Malformed(e.to_string()))?;
     up_wr.write_all(&out).await?;
-    let result = match identity {
+    let result = match &checked {
         None => relay_bytes(gate, rd, wr, up_rd, up_wr, buf).await,
-        Some(identity) => relay_checked(gate, &identity, rd, wr, up_rd, up_wr, buf).await,
+        Some((identity, accounts)) => {
+            relay_checked(gate, accounts, identity, rd, wr, up_rd, up_wr, buf).await
+        }
     };
     drop(account);
     drop(slot);
@@ -773,8 +776,10 @@ async fn drain(
 
 /// With accounts: frame by frame, every PUBLISH and SUBSCRIBE checked against the account and
 /// the client's rate.
+#[allow(clippy::too_many_arguments)]
 async fn relay_checked<R, W>(
     gate: &Gate,
+    accounts: &Accounts,
     identity: &Identity,
     mut rd: R,
     wr: W,
@@ -789,9 +794,6 @@ where
     let counters = &gate.counters;
     let flow = &gate.flow;
     let max = gate.settings.max_packet;
-    let Some(accounts) = &gate.settings.accounts else {
-        return Err(Closed::Malformed("no accounts".into()));
-    };
     // Both directions write to the client: the broker's packets and the gate's own
     // acknowledgements of dropped publishes. Whole frames, under one lock.
     let wr = tokio::sync::Mutex::new(wr);
@@ -823,14 +825,7 @@ where
                     break Err(e);
                 }
             };
-            let step = checked_frame(
-                gate,
-                &accounts.reader_topics,
-                identity,
-                &mut bucket,
-                header,
-                frame,
-            );
+            let step = checked_frame(gate, accounts, identity, &mut bucket, header, frame);
             match step {
                 Step::Forward(frame, counted) => {
                     up_wr.write_all(&frame).await?;
@@ -875,7 +870,7 @@ pub enum Step {
 
 fn checked_frame(
     gate: &Gate,
-    reader_topics: &[String],
+    accounts: &Accounts,
     identity: &Identity,
     bucket: &mut TokenBucket,
     header: FixedHeader,
@@ -895,7 +890,7 @@ fn checked_frame(
                 // so a refused one closes the connection.
                 QoS::ExactlyOnce => Step::Close(Closed::Qos2(publish.topic)),
             };
-            if !identity.may_publish(&publish.topic, reader_topics) {
+            if !identity.may_publish(&publish.topic, &accounts.reader_topics) {
                 bump(&counters.spoofed);
                 tracing::debug!(account = %identity.name, topic = %publish.topic, "publish dropped: not the account's topic");
                 return ack(publish);
@@ -952,12 +947,7 @@ impl Gate {
     ) -> Option<Step> {
         let accounts = self.settings.accounts.as_ref()?;
         Some(checked_frame(
-            self,
-            &accounts.reader_topics,
-            identity,
-            bucket,
-            header,
-            frame,
+            self, accounts, identity, bucket, header, frame,
         ))
     }
 }
@@ -1044,15 +1034,10 @@ struct AccountSlot<'a> {
 }
 
 impl<'a> AccountSlot<'a> {
-    fn take(gate: &'a Gate, name: &str) -> Option<Self> {
-        let limit = gate
-            .settings
-            .accounts
-            .as_ref()
-            .map_or(usize::MAX, |a| a.max_connections_per_client);
+    fn take(gate: &'a Gate, accounts: &Accounts, name: &str) -> Option<Self> {
         let mut map = gate.per_client.lock().unwrap_or_else(|e| e.into_inner());
         let n = map.entry(name.to_string()).or_insert(0);
-        if *n >= limit {
+        if *n >= accounts.max_connections_per_client {
             return None;
         }
         *n += 1;

@@ -174,10 +174,6 @@ enum AgentCmd {
 /// `--config`), by default the packaged service's file.
 fn command(cmd: Cmd, config: Option<PathBuf>) -> anyhow::Result<()> {
     use ember_collector::onboard;
-    if let Cmd::Token(TokenCommand::Add { name, role }) = &cmd {
-        return token_add(config.as_deref(), name, role);
-    }
-    let config = config.unwrap_or_else(|| PathBuf::from("/etc/ember/collector.toml"));
     let names = |n: Vec<String>| {
         if n.is_empty() {
             ember_collector::pki::default_server_names()
@@ -186,7 +182,9 @@ fn command(cmd: Cmd, config: Option<PathBuf>) -> anyhow::Result<()> {
         }
     };
     match cmd {
-        Cmd::Token(_) => unreachable!("handled above"),
+        Cmd::Token(TokenCommand::Add { name, role }) => {
+            return token_add(config.as_deref(), &name, &role);
+        }
         Cmd::Ca {
             command: CaCmd::Init { dir, names: n },
         } => {
@@ -214,6 +212,7 @@ fn command(cmd: Cmd, config: Option<PathBuf>) -> anyhow::Result<()> {
                     names: n,
                 },
         } => {
+            let config = config.unwrap_or_else(|| PathBuf::from("/etc/ember/collector.toml"));
             let n = names(n);
             let broker = match broker {
                 Some(b) => b,

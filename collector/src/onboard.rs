@@ -224,7 +224,8 @@ pub fn agent_add(a: &AgentAdd<'_>) -> Result<AgentFiles, OnboardError> {
     })
 }
 
-fn random_bytes<const N: usize>() -> [u8; N] {
+/// `N` bytes from the system's random source.
+pub(crate) fn random_bytes<const N: usize>() -> [u8; N] {
     use ring::rand::SecureRandom;
     let mut b = [0u8; N];
     // Without the system's random source there is nothing safe to do.
@@ -236,10 +237,7 @@ fn random_bytes<const N: usize>() -> [u8; N] {
 
 /// 24 random bytes as 48 hex digits: 192 bits, nothing to guess.
 pub fn random_password() -> String {
-    random_bytes::<24>()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::auth::hex(&random_bytes::<24>())
 }
 
 /// 16 random bytes: a password hash's salt.
