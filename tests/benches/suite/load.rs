@@ -849,6 +849,9 @@ pub fn run(args: &Args) -> anyhow::Result<Value> {
     // Capacity is read from the middle of a saturating run: after a warm-up, before the end.
     let warmup = (secs as f64 * 0.2).clamp(1.0, 30.0);
     let mut window_start: Option<(f64, u64)> = None;
+    // The consumer's latencies already put in a row: each row has its own window's tail, so a
+    // slow stretch shows when it happened.
+    let mut consumer_seen = 0usize;
     let mut alive = true;
     while t0.elapsed() < Duration::from_secs(secs) {
         let left = Duration::from_secs(secs).saturating_sub(t0.elapsed());
@@ -867,7 +870,14 @@ pub fn run(args: &Args) -> anyhow::Result<Value> {
         let cpu = procs::cpu_secs(pid).unwrap_or(0.0);
         let cpu_pct = (cpu - last_cpu.0) / last_cpu.1.elapsed().as_secs_f64() * 100.0;
         last_cpu = (cpu, Instant::now());
+        let window_latency = {
+            let all = consumer_latency.lock().unwrap();
+            let mut window: Vec<f64> = all[consumer_seen.min(all.len())..].to_vec();
+            consumer_seen = all.len();
+            procs::percentiles(&mut window)
+        };
         let row = json!({
+            "consumer_ms": window_latency,
             "t_s": t,
             "delivered": d,
             "rate": (d - last_delivered) as f64 / (t - last_t),
