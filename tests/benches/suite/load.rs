@@ -367,9 +367,16 @@ async fn subscriber(
     let mut ready = Some(ready);
     let mut stop = sh.stop.clone();
     let mut chunk = vec![0u8; 1 << 16];
+    // A subscriber only reads, so it must ping: Mosquitto drops a client that sends nothing for
+    // 1.5 keep-alives (it did, 90 s into a 300 s run, before this).
+    let mut ping = tokio::time::interval(Duration::from_secs(20));
     loop {
         let n = tokio::select! {
             r = stream.read(&mut chunk) => r?,
+            _ = ping.tick() => {
+                stream.write_all(&[0xC0, 0x00]).await?;
+                continue;
+            }
             // Whatever is still on its way arrives within a second of the stop.
             _ = async {
                 let _ = stop.wait_for(|s| *s).await;

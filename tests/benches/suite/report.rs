@@ -524,6 +524,27 @@ fn load(md: &mut String, r: &Results) {
     if let Err(why) = &m {
         let _ = writeln!(md, "\nMosquitto: {why}");
     }
+    for (who, v) in std::iter::once(("Ember", x)).chain(mo.map(|m| ("Mosquitto", m))) {
+        for e in v["errors"].as_array().into_iter().flatten() {
+            let _ = writeln!(md, "\n{who}'s run reported: {}", e.as_str().unwrap_or("?"));
+        }
+    }
+    if let Some(mo) = mo {
+        let (acked, received) = (mo["acked"].as_f64(), mo["received"].as_f64());
+        if let (Some(acked), Some(received)) = (acked, received) {
+            if received < 0.9 * acked {
+                let _ = writeln!(
+                    md,
+                    "\n**Mosquitto's column is not a valid comparison in this run**: Mosquitto \
+                     acknowledged {} publishes, but its one plain subscriber (QoS 0) received \
+                     only {}. Its latency and \"lost\" figures describe that subscriber, not \
+                     the broker.",
+                    num(&mo["acked"], 0),
+                    num(&mo["received"], 0),
+                );
+            }
+        }
+    }
     let _ = writeln!(
         md,
         "\nEmber uses {} the broker CPU of Mosquitto for the same load (Mosquitto only forwards; \
