@@ -255,15 +255,18 @@ pub fn decode_records(bytes: &[u8]) -> (Vec<Record<'_>>, usize) {
     (out, at)
 }
 
-fn encode_snapshot(next_gen: u64, body: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(SNAPSHOT_HEADER + body.len());
-    out.extend_from_slice(SNAPSHOT_MAGIC);
-    out.extend_from_slice(&SNAPSHOT_VERSION.to_le_bytes());
-    out.extend_from_slice(&next_gen.to_le_bytes());
-    out.extend_from_slice(&(body.len() as u64).to_le_bytes());
-    out.extend_from_slice(&crc32fast::hash(body).to_le_bytes());
-    out.extend_from_slice(body);
-    out
+/// Fills in the header of a snapshot whose body follows [`SNAPSHOT_HEADER`] bytes of room
+/// ([`Store::to_bytes_after`]).
+fn seal_snapshot(next_gen: u64, bytes: &mut [u8]) {
+    let (header, body) = bytes.split_at_mut(SNAPSHOT_HEADER);
+    let mut fields = SNAPSHOT_MAGIC
+        .iter()
+        .copied()
+        .chain(SNAPSHOT_VERSION.to_le_bytes())
+        .chain(next_gen.to_le_bytes())
+        .chain((body.len() as u64).to_le_bytes())
+        .chain(crc32fast::hash(body).to_le_bytes());
+    header.fill_with(|| fields.next().unwrap_or(0));
 }
 
 fn decode_snapshot(bytes: &[u8]) -> Result<(u64, &[u8]), String> {
@@ -474,14 +477,14 @@ impl Persister {
         if !self.pending.is_empty() {
             return;
         }
-        let body = match store.to_bytes() {
+        let mut bytes = match store.to_bytes_after(SNAPSHOT_HEADER) {
             Ok(b) => b,
             Err(e) => return self.failed(&format!("serialising the snapshot: {e}")),
         };
         self.gen += 1;
         self.wal_len = 0;
         let next_gen = self.gen;
-        let bytes = encode_snapshot(next_gen, &body);
+        seal_snapshot(next_gen, &mut bytes);
         let mut disk = self.disk.handle();
         let status = self.status.clone();
         let spawned = std::thread::Builder::new()

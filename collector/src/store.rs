@@ -311,15 +311,26 @@ impl Store {
 
     /// The whole store as bytes, for a snapshot.
     pub fn to_bytes(&self) -> Result<Vec<u8>, postcard::Error> {
+        self.to_bytes_after(0)
+    }
+
+    /// [`Store::to_bytes`] after `reserved` zero bytes (a file header to fill in), in one
+    /// allocation of exactly the right size: the store is measured first, so a snapshot of
+    /// hundreds of MB is neither copied as its vector grows nor copied again behind a header.
+    pub fn to_bytes_after(&self, reserved: usize) -> Result<Vec<u8>, postcard::Error> {
         #[derive(Serialize)]
         struct PersistedRef<'a> {
             hosts: &'a BTreeMap<HostId, Host>,
             stats: &'a Stats,
         }
-        postcard::to_allocvec(&PersistedRef {
+        let value = PersistedRef {
             hosts: &self.hosts,
             stats: &self.stats,
-        })
+        };
+        let mut out =
+            Vec::with_capacity(reserved + postcard::experimental::serialized_size(&value)?);
+        out.resize(reserved, 0);
+        postcard::to_extend(&value, out)
     }
 
     /// A store from snapshot bytes, resized to `config` (a tier whose resolution is no longer
@@ -1123,6 +1134,12 @@ mod tests {
         )
         .unwrap();
         let bytes = s.to_bytes().unwrap();
+        // The snapshot's form: the same bytes after room for a header, allocated to size.
+        let sealed = s.to_bytes_after(32).unwrap();
+        assert_eq!(sealed.len(), 32 + bytes.len());
+        assert_eq!(sealed.capacity(), sealed.len());
+        assert!(sealed[..32].iter().all(|b| *b == 0));
+        assert_eq!(&sealed[32..], &bytes[..]);
         let back = Store::from_bytes(config(1000, 4096), &bytes).unwrap();
         assert_eq!(back.stats(), s.stats());
         let h = back.summary(&id("pi"), 300_000).unwrap();
