@@ -51,6 +51,7 @@ impl<P: Protocol> Network<P> {
     ) -> Network<P> {
         Network {
             socket,
+            // Ember: was 10 KiB each; BytesMut grows on demand.
             read: BytesMut::with_capacity(1024),
             write: BytesMut::with_capacity(1024),
             max_incoming_size,

@@ -120,6 +120,7 @@ impl<P: Protocol> RemoteLink<P> {
             network,
             link_tx,
             link_rx,
+            // Ember: was with_capacity(100); it grows on demand.
             notifications: VecDeque::with_capacity(8),
             will_delay_interval,
         })

@@ -76,6 +76,7 @@ impl Outgoing {
     #[inline]
     pub(crate) fn new(client_id: String) -> (Self, Receiver<()>) {
         let (handle, rx) = flume::bounded(MAX_CHANNEL_CAPACITY);
+        // Ember: these three started at their limits, and two asserts checked that they did.
         let data_buffer = VecDeque::with_capacity(INITIAL_CAPACITY);
         let inflight_buffer = VecDeque::with_capacity(INITIAL_CAPACITY);
         let unacked_pubrels = VecDeque::new();

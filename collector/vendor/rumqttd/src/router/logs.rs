@@ -380,6 +380,7 @@ impl AckLog {
     /// New log
     pub fn new() -> AckLog {
         AckLog {
+            // Ember: was with_capacity(100) each; they grow on demand.
             committed: VecDeque::with_capacity(8),
             recorded: VecDeque::new(),
         }
