@@ -259,14 +259,11 @@ pub fn decode_records(bytes: &[u8]) -> (Vec<Record<'_>>, usize) {
 /// ([`Store::to_bytes_after`]).
 fn seal_snapshot(next_gen: u64, bytes: &mut [u8]) {
     let (header, body) = bytes.split_at_mut(SNAPSHOT_HEADER);
-    let mut fields = SNAPSHOT_MAGIC
-        .iter()
-        .copied()
-        .chain(SNAPSHOT_VERSION.to_le_bytes())
-        .chain(next_gen.to_le_bytes())
-        .chain((body.len() as u64).to_le_bytes())
-        .chain(crc32fast::hash(body).to_le_bytes());
-    header.fill_with(|| fields.next().unwrap_or(0));
+    header[..8].copy_from_slice(SNAPSHOT_MAGIC);
+    header[8..12].copy_from_slice(&SNAPSHOT_VERSION.to_le_bytes());
+    header[12..20].copy_from_slice(&next_gen.to_le_bytes());
+    header[20..28].copy_from_slice(&(body.len() as u64).to_le_bytes());
+    header[28..].copy_from_slice(&crc32fast::hash(body).to_le_bytes());
 }
 
 fn decode_snapshot(bytes: &[u8]) -> Result<(u64, &[u8]), String> {

@@ -309,14 +309,10 @@ impl Store {
         }
     }
 
-    /// The whole store as bytes, for a snapshot.
-    pub fn to_bytes(&self) -> Result<Vec<u8>, postcard::Error> {
-        self.to_bytes_after(0)
-    }
-
-    /// [`Store::to_bytes`] after `reserved` zero bytes (a file header to fill in), in one
-    /// allocation of exactly the right size: the store is measured first, so a snapshot of
-    /// hundreds of MB is neither copied as its vector grows nor copied again behind a header.
+    /// The whole store as bytes, for a snapshot, after `reserved` zero bytes (the file header to
+    /// fill in), in one allocation of exactly the right size: the store is measured first, so a
+    /// snapshot of hundreds of MB is neither copied as its vector grows nor copied again behind
+    /// a header.
     pub fn to_bytes_after(&self, reserved: usize) -> Result<Vec<u8>, postcard::Error> {
         #[derive(Serialize)]
         struct PersistedRef<'a> {
@@ -1133,7 +1129,7 @@ mod tests {
             300_000,
         )
         .unwrap();
-        let bytes = s.to_bytes().unwrap();
+        let bytes = s.to_bytes_after(0).unwrap();
         // The snapshot's form: the same bytes after room for a header, allocated to size.
         let sealed = s.to_bytes_after(32).unwrap();
         assert_eq!(sealed.len(), 32 + bytes.len());

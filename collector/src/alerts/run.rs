@@ -130,8 +130,7 @@ pub struct Evaluator {
 }
 
 /// How often each host's filesystem trends are read again from the history. The refits are
-/// spread over the ticks in between: a whole fleet's at once took seconds of CPU (about 0.8 ms a
-/// host), and every other thread of the collector felt it.
+/// spread over the ticks in between, so that no tick does the whole fleet's at once.
 pub const TREND_EVERY: Duration = Duration::from_secs(60);
 
 const LOG: &str = "alerts.jsonl";
@@ -349,39 +348,36 @@ impl Evaluator {
         Some(out)
     }
 
-    /// Every host's facts, [`CHUNK`] hosts per hold of the store's lock, ordered by id.
     /// Which of `owned` (in host order, as [`Evaluator::copy_facts`] gives them) to refit this
     /// tick: every host without trends yet, then the next share of the others after the last one
     /// refitted, wrapping around, so that each is refitted once every [`TREND_EVERY`]. Forgets
     /// the trends of hosts no longer in the store.
     fn due_for_refit(&mut self, owned: &[Owned]) -> Vec<usize> {
-        let present: std::collections::HashSet<&HostId> = owned.iter().map(|h| &h.id).collect();
-        self.trends.retain(|id, _| present.contains(id));
-        let mut due: Vec<usize> = (0..owned.len())
-            .filter(|&i| !self.trends.contains_key(&owned[i].id))
-            .collect();
+        self.trends
+            .retain(|id, _| owned.binary_search_by(|h| h.id.cmp(id)).is_ok());
+        let (fitted, fresh): (Vec<usize>, Vec<usize>) =
+            (0..owned.len()).partition(|&i| self.trends.contains_key(&owned[i].id));
         let ticks = (TREND_EVERY.as_secs_f64() / self.every.as_secs_f64()).max(1.0);
         let share = (owned.len() as f64 / ticks).ceil() as usize;
-        let start = match &self.refitted_last {
-            Some(last) => owned.partition_point(|h| h.id <= *last),
-            None => 0,
-        };
-        let fresh = due.len();
-        for k in 0..owned.len() {
-            if due.len() - fresh >= share {
-                break;
-            }
-            let i = (start + k) % owned.len();
-            if self.trends.contains_key(&owned[i].id) {
-                due.push(i);
-            }
-        }
-        if let Some(&i) = due[fresh..].last() {
+        // The round goes on after the last host refitted, wrapping around.
+        let start = self
+            .refitted_last
+            .as_ref()
+            .map_or(0, |last| fitted.partition_point(|&i| owned[i].id <= *last));
+        let round: Vec<usize> = fitted
+            .iter()
+            .cycle()
+            .skip(start)
+            .take(share.min(fitted.len()))
+            .copied()
+            .collect();
+        if let Some(&i) = round.last() {
             self.refitted_last = Some(owned[i].id.clone());
         }
-        due
+        [fresh, round].concat()
     }
 
+    /// Every host's facts, [`CHUNK`] hosts per hold of the store's lock, ordered by id.
     fn copy_facts(&mut self, store: &impl ReadStore, now_ms: u64) -> Vec<Owned> {
         let mut owned: Vec<Owned> = Vec::new();
         loop {
