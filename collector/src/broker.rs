@@ -2,33 +2,27 @@
 //! that ingest reads from.
 
 use std::collections::HashMap;
-use std::net::{SocketAddr, TcpStream};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::net::SocketAddr;
+use std::time::Duration;
 
 use rumqttd::local::{LinkRx, LinkTx};
-use rumqttd::{Broker, ConnectionSettings, RouterConfig, ServerSettings};
-use subtle::ConstantTimeEq;
+use rumqttd::{Broker, ConnectionSettings, Handoff, RouterConfig, ServerSettings};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 
 use crate::config::Config;
 
 /// Errors starting the broker.
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
-    /// The MQTT address cannot be bound (in use, or not this machine's).
-    #[error("cannot listen for MQTT on {addr}: {source}")]
-    Port {
-        /// The address asked for.
-        addr: SocketAddr,
-        /// Why.
-        source: std::io::Error,
-    },
+    /// The broker's thread could not be started.
+    #[error("cannot start the embedded broker: {0}")]
+    Thread(std::io::Error),
     /// The broker's in-process link was refused.
     #[error("cannot link to the embedded broker: {0}")]
     Link(Box<rumqttd::local::LinkError>),
-    /// The broker did not start listening.
-    #[error("the MQTT listener on {0} did not come up (is the port in use?)")]
-    NotListening(SocketAddr),
+    /// The broker did not answer a CONNECT.
+    #[error("the embedded broker did not answer within {0:?}")]
+    NotReady(Duration),
 }
 
 /// Bytes in one segment of a filter's in-memory log.
@@ -36,17 +30,25 @@ pub const SEGMENT_SIZE: usize = 1 << 20;
 /// Segments a filter's log keeps; when a new one is needed the oldest goes, read or not.
 pub const SEGMENT_COUNT: usize = 4;
 
+/// The name of rumqttd's one server, whose connections the gate hands over ([`connect`]).
+const SERVER: &str = "ember";
+
+/// Bytes buffered each way between the gate and rumqttd, per connection. The buffers grow to
+/// what is in flight (an agent's sample is a few hundred bytes); this bounds them, and a writer
+/// that finds the buffer full waits, as on a socket.
+pub const PIPE_BYTES: usize = 64 * 1024;
+
 /// The broker's settings, derived from the collector's config.
 ///
 /// rumqttd keeps each subscribed filter's log in memory as segments; the collector's own
 /// subscription and every external subscriber's filter get `SEGMENT_SIZE * SEGMENT_COUNT`
 /// bytes at most, so the broker's memory stays bounded however long it runs.
 ///
-/// rumqttd accepts only clients whose password is `secret`: the gate (`gate.rs`), which holds
-/// it in memory. Another process on this machine that finds the loopback port cannot go around
-/// the gate.
-pub fn rumqttd_config(config: &Config, listen: SocketAddr, secret: &str) -> rumqttd::Config {
-    let mut connections = ConnectionSettings {
+/// rumqttd has no listener: its one server takes the connections the gate (`gate.rs`) hands
+/// it in-process ([`connect`]), so no other process can reach it, and a client costs one file
+/// descriptor (its own socket) rather than three.
+pub fn rumqttd_config(config: &Config) -> rumqttd::Config {
+    let connections = ConnectionSettings {
         connection_timeout_ms: 5_000,
         max_payload_size: config.max_payload,
         max_inflight_count: 100,
@@ -54,15 +56,10 @@ pub fn rumqttd_config(config: &Config, listen: SocketAddr, secret: &str) -> rumq
         external_auth: None,
         dynamic_filters: true,
     };
-    let secret: Arc<[u8]> = secret.as_bytes().into();
-    connections.set_auth_handler(move |_client, _user, password: String| {
-        // Compared in constant time, as the HTTP tokens are (`auth.rs`).
-        let ok: bool = password.as_bytes().ct_eq(&secret).into();
-        async move { ok }
-    });
     let server = ServerSettings {
         name: "ember-v4".to_string(),
-        listen,
+        // Never bound: the server takes handed-over connections only (`Broker::handoff`).
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         tls: None,
         next_connection_delay_ms: 0,
         connections,
@@ -82,7 +79,7 @@ pub fn rumqttd_config(config: &Config, listen: SocketAddr, secret: &str) -> rumq
             initialized_filters: None,
             shared_subscriptions_strategy: Default::default(),
         },
-        v4: Some(HashMap::from([("ember".to_string(), server)])),
+        v4: Some(HashMap::from([(SERVER.to_string(), server)])),
         v5: None,
         ws: None,
         cluster: None,
@@ -97,26 +94,22 @@ pub fn rumqttd_config(config: &Config, listen: SocketAddr, secret: &str) -> rumq
 /// Router connections beyond `max-connections`: see [`rumqttd_config`].
 pub const ROUTER_HEADROOM: usize = 16;
 
-/// A running broker: its address and the collector's link into it.
+/// A running broker: the gate's way in and the collector's link.
 pub struct Running {
-    /// The loopback address the broker listens on, for the gate.
-    pub addr: SocketAddr,
-    /// The password the broker accepts, for the gate.
-    pub secret: String,
+    /// Hands the gate's connections to rumqttd ([`connect`]).
+    pub handoff: Handoff,
     /// Sends into the broker as the collector.
     pub link_tx: LinkTx,
     /// Receives what the collector subscribed to.
     pub link_rx: LinkRx,
 }
 
-/// Starts rumqttd on its own threads, listening on a free loopback port for the gate
-/// (`gate.rs`) only, and waits until it accepts connections.
+/// Starts rumqttd on its own threads and waits until it answers a CONNECT.
 ///
 /// rumqttd has no way to stop; its threads end with the process.
-pub fn start(config: &Config) -> Result<Running, BrokerError> {
-    let addr = resolve_port(SocketAddr::from(([127, 0, 0, 1], 0)))?;
-    let secret = random_secret();
-    let mut broker = Broker::new(rumqttd_config(config, addr, &secret));
+pub async fn start(config: &Config) -> Result<Running, BrokerError> {
+    let mut broker = Broker::new(rumqttd_config(config));
+    let handoff = broker.handoff(SERVER);
     let (link_tx, link_rx) = broker
         .link("ember-collector")
         .map_err(|e| BrokerError::Link(Box::new(e)))?;
@@ -127,67 +120,47 @@ pub fn start(config: &Config) -> Result<Running, BrokerError> {
                 tracing::error!("the embedded broker stopped: {e}");
             }
         })
-        .map_err(|source| BrokerError::Port { addr, source })?;
-    wait_listening(addr, &secret, Duration::from_secs(5))?;
-    Ok(Running {
-        addr,
-        secret,
-        link_tx,
-        link_rx,
-    })
-}
-
-/// 32 random bytes, hex: the gate's password at rumqttd.
-fn random_secret() -> String {
-    crate::auth::hex(&crate::onboard::random_bytes::<32>())
-}
-
-/// rumqttd cannot report the port it bound, nor that binding failed: so the address is tried
-/// here first, which resolves port 0 and names a port already in use.
-fn resolve_port(addr: SocketAddr) -> Result<SocketAddr, BrokerError> {
-    let probe =
-        std::net::TcpListener::bind(addr).map_err(|source| BrokerError::Port { addr, source })?;
-    probe
-        .local_addr()
-        .map_err(|source| BrokerError::Port { addr, source })
-}
-
-/// Waits until the broker answers an MQTT CONNECT with a CONNACK, then disconnects cleanly
-/// (a bare TCP probe would make rumqttd log an error).
-fn wait_listening(addr: SocketAddr, secret: &str, timeout: Duration) -> Result<(), BrokerError> {
-    let target = if addr.ip().is_unspecified() {
-        SocketAddr::from(([127, 0, 0, 1], addr.port()))
-    } else {
-        addr
-    };
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if mqtt_ping(target, secret).is_ok() {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(20));
+        .map_err(BrokerError::Thread)?;
+    let timeout = Duration::from_secs(5);
+    match tokio::time::timeout(timeout, mqtt_ping(&handoff)).await {
+        Ok(Ok(())) => Ok(Running {
+            handoff,
+            link_tx,
+            link_rx,
+        }),
+        _ => Err(BrokerError::NotReady(timeout)),
     }
-    Err(BrokerError::NotListening(addr))
 }
 
-fn mqtt_ping(addr: SocketAddr, secret: &str) -> std::io::Result<()> {
-    use std::io::{Read, Write};
+/// A new connection to rumqttd, as if it had connected to its listener: the gate's end of an
+/// in-memory pipe whose other end rumqttd serves.
+pub fn connect(handoff: &Handoff) -> std::io::Result<DuplexStream> {
+    let (ours, theirs) = tokio::io::duplex(PIPE_BYTES);
+    handoff.hand(Box::new(theirs)).map_err(|_| {
+        std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            "the embedded broker has stopped",
+        )
+    })?;
+    Ok(ours)
+}
+
+/// Connects, waits for the CONNACK, and disconnects cleanly.
+async fn mqtt_ping(handoff: &Handoff) -> std::io::Result<()> {
     let mut probe = rumqttc::mqttbytes::v4::Connect::new("ember-collector-probe");
     probe.keep_alive = 10;
-    probe.set_login("ember-collector", secret);
-    let mut connect = bytes::BytesMut::new();
+    let mut packet = bytes::BytesMut::new();
     probe
-        .write(&mut connect)
+        .write(&mut packet)
         .map_err(|e| std::io::Error::other(e.to_string()))?;
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(200))?;
-    stream.set_read_timeout(Some(Duration::from_millis(500)))?;
-    stream.write_all(&connect)?;
+    let mut stream = connect(handoff)?;
+    stream.write_all(&packet).await?;
     let mut connack = [0u8; 4];
-    stream.read_exact(&mut connack)?;
+    stream.read_exact(&mut connack).await?;
     if connack != [0x20, 2, 0, 0] {
         return Err(std::io::Error::other("not an MQTT CONNACK"));
     }
-    stream.write_all(&[0xe0, 0])?;
+    stream.write_all(&[0xe0, 0]).await?;
     Ok(())
 }
 
@@ -195,28 +168,36 @@ fn mqtt_ping(addr: SocketAddr, secret: &str) -> std::io::Result<()> {
 mod tests {
     use super::*;
 
-    /// rumqttd's loopback port is the gate's alone: without its secret, nobody gets in.
-    #[test]
-    fn the_broker_takes_only_the_gates_secret() {
-        let dir = std::env::temp_dir().join(format!("ember-broker-secret-{}", std::process::id()));
-        let running = start(&Config::ephemeral(dir)).expect("the broker starts");
-        assert!(running.addr.ip().is_loopback());
-        assert_eq!(running.secret.len(), 64);
-        mqtt_ping(running.addr, &running.secret).expect("the secret is accepted");
-        assert!(mqtt_ping(running.addr, "not-the-secret").is_err());
-        let wrong = running.secret.replace(&running.secret[..1], "x");
-        assert!(mqtt_ping(running.addr, &wrong).is_err());
-        // A client without any login (the open relay's clients before the gate adds one).
-        let mut anonymous = rumqttc::mqttbytes::v4::Connect::new("anon");
-        anonymous.keep_alive = 10;
-        let mut bytes = bytes::BytesMut::new();
-        anonymous.write(&mut bytes).unwrap();
-        use std::io::{Read, Write};
-        let mut s = TcpStream::connect(running.addr).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-        s.write_all(&bytes).unwrap();
-        let mut ack = [0u8; 4];
-        let accepted = s.read_exact(&mut ack).is_ok() && ack == [0x20, 2, 0, 0];
-        assert!(!accepted, "{ack:02x?}");
+    /// rumqttd is reached through the handoff only: every connection handed over is served,
+    /// side by side, and none needs a password.
+    #[tokio::test]
+    async fn connections_handed_over_are_served() {
+        let dir = std::env::temp_dir().join(format!("ember-broker-handoff-{}", std::process::id()));
+        let running = start(&Config::ephemeral(dir))
+            .await
+            .expect("the broker starts");
+        let mut streams = Vec::new();
+        for i in 0..3 {
+            let mut packet = rumqttc::mqttbytes::v4::Connect::new(format!("handed-{i}"));
+            packet.keep_alive = 10;
+            let mut bytes = bytes::BytesMut::new();
+            packet.write(&mut bytes).unwrap();
+            let mut s = connect(&running.handoff).expect("the broker takes connections");
+            s.write_all(&bytes).await.unwrap();
+            streams.push(s);
+        }
+        for s in &mut streams {
+            let mut ack = [0u8; 4];
+            tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut ack))
+                .await
+                .expect("a CONNACK in time")
+                .unwrap();
+            assert_eq!(ack, [0x20, 2, 0, 0]);
+        }
+        // PINGREQ, PINGRESP on a connection that is open.
+        streams[1].write_all(&[0xc0, 0]).await.unwrap();
+        let mut pong = [0u8; 2];
+        streams[1].read_exact(&mut pong).await.unwrap();
+        assert_eq!(pong, [0xd0, 0]);
     }
 }

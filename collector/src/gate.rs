@@ -1,6 +1,7 @@
 //! The MQTT gate: the collector's own listener in front of the embedded broker. Every client
-//! connection goes through it; rumqttd listens on a loopback port that only the gate can use
-//! (its password is a random secret held in memory, see `broker.rs`).
+//! connection goes through it; rumqttd has no listener of its own, and serves the connections
+//! the gate hands it in-process (an in-memory pipe each, see `broker.rs`), so no other process
+//! can reach it and a client costs the collector one file descriptor.
 //!
 //! It exists for three reasons rumqttd 0.20 cannot meet by itself:
 //!
@@ -32,19 +33,18 @@
 //! without sockets; [`serve`] is the I/O around them.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use rumqttc::mqttbytes::v4::{
-    ConnAck, Connect, ConnectReturnCode, Login, PubAck, Publish, Subscribe,
-};
+use rumqttc::mqttbytes::v4::{ConnAck, Connect, ConnectReturnCode, PubAck, Publish, Subscribe};
 use rumqttc::mqttbytes::{check, FixedHeader, PacketType, Protocol, QoS};
 use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+
+use rumqttd::Handoff;
 use tokio::sync::Notify;
 
 use crate::access::{self, Identity, Role, TokenBucket};
@@ -62,15 +62,11 @@ const VERIFY_AT_ONCE: usize = 2;
 /// Bytes a relay reads at once, each way. Agents' packets are a few hundred bytes; this is held
 /// twice per open connection (8 KiB each), so it is kept small.
 const RELAY_CHUNK: usize = 4 * 1024;
-/// The user name the gate gives rumqttd for a client without an account.
-const OPEN_USER: &str = "ember-open";
 
 /// What the gate is configured with.
 pub struct Settings {
-    /// rumqttd's loopback listener.
-    pub upstream: SocketAddr,
-    /// The password rumqttd accepts, known only to this process.
-    pub secret: String,
+    /// rumqttd's way in (`broker::connect`).
+    pub broker: Handoff,
     /// Connections at once, all clients (`max-connections`).
     pub max_connections: usize,
     /// Largest packet a client may send (remaining length), bytes.
@@ -98,12 +94,8 @@ pub struct Accounts {
 }
 
 impl Settings {
-    /// The gate for `config`, in front of rumqttd at `upstream`; loads the TLS files.
-    pub fn from_config(
-        config: &Config,
-        upstream: SocketAddr,
-        secret: String,
-    ) -> Result<Self, crate::pki::PkiError> {
+    /// The gate for `config`, in front of rumqttd's `broker`; loads the TLS files.
+    pub fn from_config(config: &Config, broker: Handoff) -> Result<Self, crate::pki::PkiError> {
         let mqtt = &config.mqtt;
         let tls = match &mqtt.tls {
             Some(files) => Some(tokio_rustls::TlsAcceptor::from(crate::pki::server_config(
@@ -123,8 +115,7 @@ impl Settings {
             reader_topics: config.bridge.subscriptions(),
         });
         Ok(Settings {
-            upstream,
-            secret,
+            broker,
             max_connections: config.max_connections,
             // The payload limit plus room for the topic and the header.
             max_packet: config.max_payload + 1024,
@@ -680,13 +671,12 @@ where
     };
     bump(&counters.accepted);
 
-    let upstream = TcpStream::connect(gate.settings.upstream).await?;
-    let _ = upstream.set_nodelay(true);
-    let (up_rd, mut up_wr) = upstream.into_split();
-    let user = checked.as_ref().map_or(OPEN_USER, |(i, _)| i.name.as_str());
+    let upstream = crate::broker::connect(&gate.settings.broker)?;
+    let (up_rd, mut up_wr) = tokio::io::split(upstream);
+    // The client's credentials stay here: rumqttd, reached only through the gate, takes none.
     let forwarded = Connect {
         client_id,
-        login: Some(Login::new(user, gate.settings.secret.clone())),
+        login: None,
         ..connect
     };
     let mut out = BytesMut::new();
@@ -706,17 +696,19 @@ where
 }
 
 /// Open mode: bytes both ways, scanning the client's for agents' publishes ([`Flow`]).
-async fn relay_bytes<R, W>(
+async fn relay_bytes<R, W, BR, BW>(
     gate: &Gate,
     mut client_rx: R,
     mut client_tx: W,
-    mut broker_rx: tokio::net::tcp::OwnedReadHalf,
-    mut broker_tx: tokio::net::tcp::OwnedWriteHalf,
+    mut broker_rx: BR,
+    mut broker_tx: BW,
     pending: BytesMut,
 ) -> Result<(), Closed>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
+    BR: AsyncRead + Unpin,
+    BW: AsyncWrite + Unpin,
 {
     let flow = &gate.flow;
     let mut scanner = Scanner::default();
@@ -777,19 +769,21 @@ async fn drain(
 /// With accounts: frame by frame, every PUBLISH and SUBSCRIBE checked against the account and
 /// the client's rate.
 #[allow(clippy::too_many_arguments)]
-async fn relay_checked<R, W>(
+async fn relay_checked<R, W, BR, BW>(
     gate: &Gate,
     accounts: &Accounts,
     identity: &Identity,
     mut rd: R,
     wr: W,
-    mut up_rd: tokio::net::tcp::OwnedReadHalf,
-    mut up_wr: tokio::net::tcp::OwnedWriteHalf,
+    mut up_rd: BR,
+    mut up_wr: BW,
     mut buf: BytesMut,
 ) -> Result<(), Closed>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
+    BR: AsyncRead + Unpin,
+    BW: AsyncWrite + Unpin,
 {
     let counters = &gate.counters;
     let flow = &gate.flow;
@@ -1212,8 +1206,11 @@ mod tests {
     #[test]
     fn the_gate_admits_up_to_max_and_counts_refusals() {
         let settings = Settings {
-            upstream: SocketAddr::from(([127, 0, 0, 1], 1)),
-            secret: String::new(),
+            // rumqttd's router with no server: admission does not reach it.
+            broker: rumqttd::Broker::new(crate::broker::rumqttd_config(&Config::ephemeral(
+                std::env::temp_dir(),
+            )))
+            .handoff("unused"),
             max_connections: 2,
             max_packet: 1024,
             tls: None,

@@ -126,11 +126,11 @@ pub async fn start(
     let (bus, mqtt_addr, broker_kind): (Box<dyn ingest::Bus>, SocketAddr, &'static str) =
         match &config.external {
             None => {
-                let broker = broker::start(&config)?;
+                let broker = broker::start(&config).await?;
                 let bus = ingest::LinkBus::new(broker.link_tx, broker.link_rx, &extra)?
                     .with_flow(flow.clone());
-                let settings = gate::Settings::from_config(&config, broker.addr, broker.secret)
-                    .context("MQTT TLS")?;
+                let settings =
+                    gate::Settings::from_config(&config, broker.handoff).context("MQTT TLS")?;
                 let listener = tokio::net::TcpListener::bind(config.mqtt_listen)
                     .await
                     .with_context(|| {

@@ -268,7 +268,7 @@ fn summary(md: &mut String, r: &Results, mode: &str) {
             let verdict = match &cut {
                 Some(c) => format!(
                     "**not met**: this machine's open-file limit ({}, which cannot be raised \
-                     here) fits {agents} agents at 3 descriptors each in the collector",
+                     here) fits {agents} agents, with 1,000 descriptors spare",
                     c["open_file_limit"]
                 ),
                 None => yes(sized.then_some(connected as usize == agents as usize && lost == 0))

@@ -23,7 +23,8 @@ pub use link::local;
 pub use link::meters;
 pub use router::{Alert, Forward, IncomingMeter, Meter, Notification, OutgoingMeter, Router};
 use segments::Storage;
-pub use server::{Broker, LinkType, Server};
+pub use link::network::N; // Ember: the stream a `Handoff` takes
+pub use server::{Broker, Handoff, LinkType, Server}; // Ember: Handoff
 
 pub use self::router::shared_subs::Strategy;
 

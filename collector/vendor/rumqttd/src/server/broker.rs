@@ -67,6 +67,22 @@ pub enum Error {
 pub struct Broker {
     config: Arc<Config>,
     router_tx: Sender<(ConnectionId, Event)>,
+    // Ember: connections handed to a v4 server in-process, by server name (`Broker::handoff`).
+    handoffs: HashMap<String, flume::Receiver<Box<dyn N>>>, // Ember
+}
+
+/// Ember: hands connections to one of the broker's servers in-process, in place of its listener
+/// (see [`Broker::handoff`]).
+#[derive(Clone)] // Ember
+pub struct Handoff(Sender<Box<dyn N>>); // Ember
+
+impl Handoff {
+    // Ember
+    /// Ember: serves `stream` as a connection the server accepted; gives it back if the server
+    /// has stopped.
+    pub fn hand(&self, stream: Box<dyn N>) -> Result<(), Box<dyn N>> {
+        self.0.send(stream).map_err(|e| e.0) // Ember
+    }
 }
 
 impl Broker {
@@ -87,11 +103,13 @@ impl Broker {
                 // Start router first and then cluster in the background
                 let router_tx = router.spawn();
                 // cluster.spawn();
-                Broker { config, router_tx }
+                let handoffs = HashMap::new(); // Ember
+                Broker { config, router_tx, handoffs } // Ember
             }
             None => {
                 let router_tx = router.spawn();
-                Broker { config, router_tx }
+                let handoffs = HashMap::new(); // Ember
+                Broker { config, router_tx, handoffs } // Ember
             }
         }
     }
@@ -145,6 +163,14 @@ impl Broker {
     pub fn alerts(&self) -> Result<alerts::AlertsLink, alerts::LinkError> {
         let link = alerts::AlertsLink::new(self.router_tx.clone())?;
         Ok(link)
+    }
+
+    /// Ember: the v4 server `name` takes its connections from the returned [`Handoff`] instead
+    /// of binding its `listen` address. Call before [`Broker::start`].
+    pub fn handoff(&mut self, name: &str) -> Handoff {
+        let (tx, rx) = flume::unbounded(); // Ember
+        self.handoffs.insert(name.to_owned(), rx); // Ember
+        Handoff(tx) // Ember
     }
 
     pub fn link(&self, client_id: &str) -> Result<(LinkTx, LinkRx), local::LinkError> {
@@ -203,9 +229,10 @@ impl Broker {
 
         // Spawn servers in a separate thread.
         if let Some(v4_config) = &self.config.v4 {
-            for (_, config) in v4_config.clone() {
+            for (name, config) in v4_config.clone() {
                 let server_thread = thread::Builder::new().name(config.name.clone());
                 let mut server = Server::new(config, self.router_tx.clone(), V4);
+                server.handoff = self.handoffs.remove(&name); // Ember
                 let handle = server_thread.spawn(move || {
                     let mut runtime = tokio::runtime::Builder::new_current_thread();
                     let runtime = runtime.enable_all().build().unwrap();
@@ -349,6 +376,7 @@ pub struct Server<P> {
     router_tx: Sender<(ConnectionId, Event)>,
     protocol: P,
     awaiting_will_handler: Arc<Mutex<HashMap<String, Sender<AwaitingWill>>>>,
+    handoff: Option<flume::Receiver<Box<dyn N>>>, // Ember
 }
 
 impl<P: Protocol + Clone + Send + 'static> Server<P> {
@@ -362,7 +390,33 @@ impl<P: Protocol + Clone + Send + 'static> Server<P> {
             router_tx,
             protocol,
             awaiting_will_handler: Arc::new(Mutex::new(HashMap::default())),
+            handoff: None, // Ember
         }
+    }
+
+    /// Ember: serves the connections handed over in-process, as `start` serves those it
+    /// accepts (plain, `LinkType::Remote`), until every `Handoff` is dropped.
+    async fn serve_handoff(&mut self, handoff: flume::Receiver<Box<dyn N>>) -> Result<(), Error> {
+        let config = Arc::new(self.config.connections.clone()); // Ember
+        while let Ok(network) = handoff.recv_async().await {
+            // Ember
+            task::spawn(
+                remote(
+                    config.clone(),
+                    None,
+                    self.router_tx.clone(),
+                    network,
+                    self.protocol.clone(),
+                    self.awaiting_will_handler.clone(),
+                )
+                .instrument(tracing::error_span!(
+                    "remote_link",
+                    client_id = field::Empty,
+                    connection_id = field::Empty,
+                )),
+            );
+        }
+        Ok(()) // Ember
     }
 
     // Depending on TLS or not create a new Network
@@ -380,6 +434,9 @@ impl<P: Protocol + Clone + Send + 'static> Server<P> {
     }
 
     pub async fn start(&mut self, link_type: LinkType) -> Result<(), Error> {
+        if let Some(handoff) = self.handoff.take() {
+            return self.serve_handoff(handoff).await; // Ember
+        }
         let listener = TcpListener::bind(&self.config.listen).await?;
         let delay = Duration::from_millis(self.config.next_connection_delay_ms);
         let mut count: usize = 0;
