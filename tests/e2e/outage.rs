@@ -142,6 +142,15 @@ async fn every_sample_arrives_exactly_once_in_order_after_a_60_s_outage() {
     .await;
     assert_eq!(result.outcome, ember_wire::Outcome::Done);
 
+    // The backlog goes out oldest first beside the command's answer; let it arrive before the
+    // agent stops (a stopping agent publishes `Offline` and disconnects, whatever it holds).
+    // Five samples a second nominally; a loaded machine (a debug build, other tests) takes
+    // fewer. Lost samples show below as a gap; this only checks that sampling went on.
+    eventually(Duration::from_secs(20), "the outage's samples", || async {
+        let h = received(&c).await?;
+        (h["latest"]["seq"].as_u64()? > still + OUTAGE.as_secs() * 2).then_some(())
+    })
+    .await;
     stop.send(true).unwrap();
     agent.await.unwrap().unwrap();
     // Everything the agent took, up to its last sample, is stored exactly once and in order.
@@ -151,8 +160,6 @@ async fn every_sample_arrives_exactly_once_in_order_after_a_60_s_outage() {
         (h["received"].as_u64()? == latest && h["status"] == "offline").then_some(latest)
     })
     .await;
-    // Five samples a second nominally; a loaded machine (a debug build, other tests) takes
-    // fewer. Lost samples show below as a gap; this only checks that sampling went on.
     assert!(
         last > still + OUTAGE.as_secs() * 2,
         "the outage's samples were kept: last seq {last}, {still} before the outage"
