@@ -15,9 +15,10 @@
 //!   before the slot is reused.
 //! - **Silent loss.** rumqttd acknowledges a QoS 1 publish as soon as it is in its in-memory
 //!   log, and a reader more than the log's size behind loses the oldest part. The gate gives it
-//!   backpressure ([`Flow`]): it counts the bytes of agents' publishes it relays, ingest counts
-//!   those it reads, and while ingest is more than [`Flow::limit`] behind the gate stops
-//!   reading from agents, so their in-flight windows fill and they wait.
+//!   backpressure ([`Flow`]): a relay takes room for each of agents' publishes before it goes
+//!   to the broker and ingest gives it back as it reads, so ingest is never more than
+//!   [`Flow::limit`] behind; a relay without room stops reading from its agent, whose in-flight
+//!   window fills, and it waits.
 //! - **Security** (issue #8). rumqttd has no topic ACLs, and the collector's in-process link does
 //!   not say which client published a message. With accounts configured (`[mqtt.users]` or a
 //!   client CA) the gate terminates TLS (rustls, optionally with client certificates whose
@@ -45,7 +46,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use rumqttd::Handoff;
-use tokio::sync::Notify;
+use tokio::sync::Semaphore;
 
 use crate::access::{self, Identity, Role, TokenBucket};
 use crate::config::{Config, User};
@@ -271,27 +272,35 @@ pub fn id_allowed(client_id: &[u8]) -> bool {
 /// Bytes of agents' publishes relayed to the broker against those ingest has read.
 ///
 /// Both sides count a publish as rumqttd's log does (4 + topic + payload bytes), and only
-/// publishes on [`ember_wire::topic::FROM_AGENTS`], the filter ingest reads. A publish the broker
-/// refuses after the gate counted it, or one the log dropped, would stay "unread" for ever:
-/// [`Flow::settle`], called by ingest whenever it found nothing to read for a while, forgets such
-/// a difference.
+/// publishes on [`ember_wire::topic::FROM_AGENTS`], the filter ingest reads. A relay takes one
+/// permit per byte ([`Flow::relay`]) *before* it writes a publish to the broker, and ingest
+/// gives them back as it reads ([`Flow::read`]); so however many connections relay at once, no
+/// more than [`Flow::limit`] bytes are ever in the log unread. (Checking the lag and then
+/// relaying let every connection pass the check at once: with a thousand connections in flight
+/// the log overran its segments under load, and rumqttd dropped acknowledged samples.)
+///
+/// A publish the broker refuses after the gate counted it, or one the log dropped, would stay
+/// "unread" for ever: [`Flow::settle`], called by ingest whenever it found nothing to read for a
+/// while, gives such permits back.
 #[derive(Debug)]
 pub struct Flow {
-    relayed: AtomicU64,
-    read: AtomicU64,
-    limit: u64,
-    resume: Notify,
+    /// One permit per byte ingest may still fall behind.
+    room: Semaphore,
+    /// Permits taken and not given back: bytes relayed and not yet read.
+    unread: AtomicU64,
+    limit: u32,
     held: AtomicU64,
 }
 
 impl Flow {
-    /// Flow control that holds publishers back while ingest is more than `limit` bytes behind.
+    /// Flow control that holds publishers back rather than let ingest fall more than `limit`
+    /// bytes behind.
     pub fn new(limit: u64) -> Arc<Self> {
+        let limit = limit.clamp(1, u64::from(u32::MAX)) as u32;
         Arc::new(Flow {
-            relayed: AtomicU64::new(0),
-            read: AtomicU64::new(0),
+            room: Semaphore::new(limit as usize),
+            unread: AtomicU64::new(0),
             limit,
-            resume: Notify::new(),
             held: AtomicU64::new(0),
         })
     }
@@ -302,63 +311,58 @@ impl Flow {
         (segment_size * segment_count.saturating_sub(1).max(1) / 2) as u64
     }
 
-    /// The most ingest may be behind before publishers are held.
+    /// The most ingest may be behind.
     pub fn limit(&self) -> u64 {
-        self.limit
+        u64::from(self.limit)
     }
 
     /// Bytes relayed and not yet read.
     pub fn lag(&self) -> u64 {
-        let read = self.read.load(Ordering::Acquire);
-        self.relayed.load(Ordering::Acquire).saturating_sub(read)
+        self.unread.load(Ordering::Acquire)
     }
 
-    /// The gate relayed publishes of `bytes`.
-    pub fn relayed(&self, bytes: u64) {
-        if bytes > 0 {
-            self.relayed.fetch_add(bytes, Ordering::AcqRel);
+    /// Waits until publishes of `bytes` may go to the broker, and counts them as relayed. Call
+    /// it before the write. (A publish larger than the limit takes the whole limit.)
+    pub async fn relay(&self, bytes: u64) {
+        if bytes == 0 {
+            return;
+        }
+        let n = bytes.min(u64::from(self.limit)) as u32;
+        let permit = match self.room.try_acquire_many(n) {
+            Ok(p) => Some(p),
+            Err(_) => {
+                self.held.fetch_add(1, Ordering::Relaxed);
+                self.room.acquire_many(n).await.ok()
+            }
+        };
+        if let Some(p) = permit {
+            // Given back by `read` or `settle`, not when dropped.
+            p.forget();
+            self.unread.fetch_add(u64::from(n), Ordering::AcqRel);
         }
     }
 
     /// Ingest read publishes of `bytes`.
     pub fn read(&self, bytes: u64) {
-        if bytes > 0 {
-            self.read.fetch_add(bytes, Ordering::AcqRel);
-        }
-        if self.lag() <= self.limit / 2 {
-            self.resume.notify_waiters();
-        }
+        let taken = self
+            .unread
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
+                Some(u - u.min(bytes))
+            })
+            .map_or(0, |u| u.min(bytes));
+        self.room.add_permits(taken as usize);
     }
 
     /// Ingest has read everything the broker had for it: whatever is still counted as unread
     /// never reached its log (refused by the broker, or dropped), and is forgotten.
     pub fn settle(&self) {
-        let relayed = self.relayed.load(Ordering::Acquire);
-        self.read.fetch_max(relayed, Ordering::AcqRel);
-        self.resume.notify_waiters();
+        let taken = self.unread.swap(0, Ordering::AcqRel);
+        self.room.add_permits(taken as usize);
     }
 
     /// How many times a publisher's connection was held back.
     pub fn held(&self) -> u64 {
         self.held.load(Ordering::Relaxed)
-    }
-
-    /// Waits while ingest is more than the limit behind.
-    pub async fn wait(&self) {
-        if self.lag() <= self.limit {
-            return;
-        }
-        self.held.fetch_add(1, Ordering::Relaxed);
-        loop {
-            let resumed = self.resume.notified();
-            tokio::pin!(resumed);
-            resumed.as_mut().enable();
-            if self.lag() <= self.limit / 2 {
-                return;
-            }
-            // A wake-up missed or a settle pending: look again now and then.
-            let _ = tokio::time::timeout(Duration::from_millis(250), resumed).await;
-        }
     }
 }
 
@@ -714,18 +718,17 @@ where
     let mut scanner = Scanner::default();
     let up = async {
         // Whatever came after the CONNECT.
-        flow.relayed(scanner.feed(&pending));
+        flow.relay(scanner.feed(&pending)).await;
         broker_tx.write_all(&pending).await?;
         drop(pending);
         let mut chunk = vec![0u8; RELAY_CHUNK];
         let result = loop {
-            flow.wait().await;
             let n = match client_rx.read(&mut chunk).await {
                 Ok(0) => break Ok(()),
                 Ok(n) => n,
                 Err(e) => break Err(e),
             };
-            flow.relayed(scanner.feed(&chunk[..n]));
+            flow.relay(scanner.feed(&chunk[..n])).await;
             if let Err(e) = broker_tx.write_all(&chunk[..n]).await {
                 break Err(e);
             }
@@ -808,7 +811,6 @@ where
     let up = async {
         let mut bucket = TokenBucket::new(accounts.rate, accounts.burst, Instant::now());
         let result = loop {
-            flow.wait().await;
             let (header, frame) = match read_frame(&mut rd, &mut buf, max).await {
                 Ok(Some(f)) => f,
                 Ok(None) => break Ok(()),
@@ -822,15 +824,15 @@ where
             let step = checked_frame(gate, accounts, identity, &mut bucket, header, frame);
             match step {
                 Step::Forward(frame, counted) => {
+                    flow.relay(counted).await;
                     up_wr.write_all(&frame).await?;
-                    flow.relayed(counted);
                 }
                 Step::Delay(frame, counted) => {
                     while let Err(wait) = bucket.take(Instant::now()) {
                         tokio::time::sleep(wait).await;
                     }
+                    flow.relay(counted).await;
                     up_wr.write_all(&frame).await?;
-                    flow.relayed(counted);
                 }
                 Step::Drop(None) => {}
                 Step::Drop(Some(pkid)) => {
@@ -1174,33 +1176,86 @@ mod tests {
     #[tokio::test]
     async fn flow_holds_publishers_while_ingest_is_behind() {
         let flow = Flow::new(1000);
-        flow.relayed(900);
         // Within the limit: no wait.
-        tokio::time::timeout(Duration::from_millis(10), flow.wait())
+        tokio::time::timeout(Duration::from_millis(10), flow.relay(900))
             .await
             .expect("no wait within the limit");
-        flow.relayed(200);
-        assert_eq!(flow.lag(), 1100);
+        assert_eq!(flow.lag(), 900);
         let waiting = tokio::spawn({
             let flow = flow.clone();
-            async move { flow.wait().await }
+            async move { flow.relay(200).await }
         });
         tokio::time::sleep(Duration::from_millis(20)).await;
-        assert!(!waiting.is_finished(), "held while 1100 > 1000 behind");
-        flow.read(300);
+        assert!(!waiting.is_finished(), "held: 900 + 200 > 1000");
+        assert_eq!(flow.lag(), 900, "a held publish is not counted");
+        flow.read(50);
         tokio::time::sleep(Duration::from_millis(20)).await;
-        assert!(!waiting.is_finished(), "held until half the limit");
-        flow.read(400);
+        assert!(!waiting.is_finished(), "still held: 850 + 200 > 1000");
+        flow.read(100);
         tokio::time::timeout(Duration::from_secs(1), waiting)
             .await
-            .expect("released at half the limit")
+            .expect("released once there is room")
             .unwrap();
-        assert_eq!(flow.held(), 1);
-        // What never reached the log is forgotten once ingest is idle.
-        flow.relayed(5000);
-        flow.settle();
+        assert_eq!((flow.lag(), flow.held()), (950, 1));
+        // Reading more than was counted gives back no more than was taken.
+        flow.read(5000);
         assert_eq!(flow.lag(), 0);
+        assert_eq!(flow.room.available_permits(), 1000);
+        // What never reached the log is forgotten once ingest is idle.
+        flow.relay(700).await;
+        flow.settle();
+        assert_eq!((flow.lag(), flow.room.available_permits()), (0, 1000));
+        // A publish above the limit takes all of it, and does not wait for ever.
+        tokio::time::timeout(Duration::from_millis(100), flow.relay(5000))
+            .await
+            .expect("an oversized publish goes through an empty log");
+        assert_eq!(flow.lag(), 1000);
         assert_eq!(Flow::limit_for(1 << 20, 4), 3 << 19);
+    }
+
+    /// However many connections relay at once, the log never holds more than the limit
+    /// unread: each takes its room before its write, as the relays do.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn many_relays_at_once_never_overrun_the_limit() {
+        const LIMIT: u64 = 10_000;
+        const PUBLISH: u64 = 300;
+        let flow = Flow::new(LIMIT);
+        // What the broker's log holds and ingest has not read yet.
+        let in_log = Arc::new(AtomicU64::new(0));
+        let worst = Arc::new(AtomicU64::new(0));
+        let relays: Vec<_> = (0..200)
+            .map(|_| {
+                let (flow, in_log, worst) = (flow.clone(), in_log.clone(), worst.clone());
+                tokio::spawn(async move {
+                    for _ in 0..20 {
+                        flow.relay(PUBLISH).await;
+                        let now = in_log.fetch_add(PUBLISH, Ordering::AcqRel) + PUBLISH;
+                        worst.fetch_max(now, Ordering::AcqRel);
+                        tokio::task::yield_now().await;
+                    }
+                })
+            })
+            .collect();
+        // A slow ingest: reads a little at a time.
+        let total = 200 * 20 * PUBLISH;
+        let mut read = 0;
+        while read < total {
+            tokio::time::sleep(Duration::from_micros(200)).await;
+            let n = in_log.load(Ordering::Acquire).min(4 * PUBLISH);
+            in_log.fetch_sub(n, Ordering::AcqRel);
+            flow.read(n);
+            read += n;
+        }
+        for r in relays {
+            r.await.unwrap();
+        }
+        let worst = worst.load(Ordering::Acquire);
+        assert!(
+            worst <= LIMIT,
+            "{worst} bytes unread in the log, limit {LIMIT}"
+        );
+        assert!(flow.held() > 0, "the relays had to wait");
+        assert_eq!(flow.lag(), 0);
     }
 
     #[test]
