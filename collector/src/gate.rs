@@ -46,7 +46,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use rumqttd::Handoff;
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 
 use crate::access::{self, Identity, Role, TokenBucket};
 use crate::config::{Config, User};
@@ -134,6 +134,41 @@ pub struct Gate {
     flow: Arc<Flow>,
     per_client: Mutex<HashMap<String, usize>>,
     verifying: tokio::sync::Semaphore,
+    sessions: Mutex<HashMap<String, Arc<Session>>>,
+}
+
+/// A client id open at rumqttd: how to make its connection close, and whether it has.
+#[derive(Debug)]
+struct Session {
+    /// Tells the relay to end as if its client had closed.
+    kick: Notify,
+    /// Set once rumqttd has closed its side (or the drain gave up).
+    closed: tokio::sync::watch::Sender<bool>,
+}
+
+/// A client id held at rumqttd by one connection; given back when dropped.
+struct SessionGuard<'a> {
+    gate: &'a Gate,
+    id: String,
+    session: Arc<Session>,
+}
+
+impl Drop for SessionGuard<'_> {
+    fn drop(&mut self) {
+        let mut sessions = lock(&self.gate.sessions);
+        if sessions
+            .get(&self.id)
+            .is_some_and(|s| Arc::ptr_eq(s, &self.session))
+        {
+            sessions.remove(&self.id);
+        }
+        drop(sessions);
+        self.session.closed.send_replace(true);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[derive(Debug, Default)]
@@ -217,7 +252,35 @@ impl Gate {
             flow,
             per_client: Mutex::new(HashMap::new()),
             verifying: tokio::sync::Semaphore::new(VERIFY_AT_ONCE),
+            sessions: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Takes `client_id` at rumqttd for a new connection. A connection still open with the same
+    /// id is told to close first, and this waits (up to [`DRAIN_TIMEOUT`]) until rumqttd has
+    /// closed its side.
+    ///
+    /// MQTT says the newer connection takes the id over, and rumqttd would do it itself, but
+    /// its router gives the new connection the old one's freed connection id, and the old
+    /// link's own disconnection, arriving after, then closes the *new* connection (seen as a
+    /// client reconnecting at once with the same id being dropped).
+    async fn take_session(&self, client_id: &str) -> SessionGuard<'_> {
+        let session = Arc::new(Session {
+            kick: Notify::new(),
+            closed: tokio::sync::watch::channel(false).0,
+        });
+        let previous = lock(&self.sessions).insert(client_id.to_owned(), session.clone());
+        if let Some(previous) = previous {
+            // A permit is kept if that relay is not waiting right now.
+            previous.kick.notify_one();
+            let mut closed = previous.closed.subscribe();
+            let _ = tokio::time::timeout(DRAIN_TIMEOUT, closed.wait_for(|c| *c)).await;
+        }
+        SessionGuard {
+            gate: self,
+            id: client_id.to_owned(),
+            session,
+        }
     }
 
     /// A slot, or `None` (counted) when `max-connections` are open.
@@ -675,6 +738,8 @@ where
     };
     bump(&counters.accepted);
 
+    let session = gate.take_session(&client_id).await;
+    let kick = &session.session.kick;
     let upstream = crate::broker::connect(&gate.settings.broker)?;
     let (up_rd, mut up_wr) = tokio::io::split(upstream);
     // The client's credentials stay here: rumqttd, reached only through the gate, takes none.
@@ -689,11 +754,12 @@ where
         .map_err(|e| Closed::Malformed(e.to_string()))?;
     up_wr.write_all(&out).await?;
     let result = match &checked {
-        None => relay_bytes(gate, rd, wr, up_rd, up_wr, buf).await,
+        None => relay_bytes(gate, kick, rd, wr, up_rd, up_wr, buf).await,
         Some((identity, accounts)) => {
-            relay_checked(gate, accounts, identity, rd, wr, up_rd, up_wr, buf).await
+            relay_checked(gate, kick, accounts, identity, rd, wr, up_rd, up_wr, buf).await
         }
     };
+    drop(session);
     drop(account);
     drop(slot);
     result
@@ -702,6 +768,7 @@ where
 /// Open mode: bytes both ways, scanning the client's for agents' publishes ([`Flow`]).
 async fn relay_bytes<R, W, BR, BW>(
     gate: &Gate,
+    kick: &Notify,
     mut client_rx: R,
     mut client_tx: W,
     mut broker_rx: BR,
@@ -723,10 +790,14 @@ where
         drop(pending);
         let mut chunk = vec![0u8; RELAY_CHUNK];
         let result = loop {
-            let n = match client_rx.read(&mut chunk).await {
-                Ok(0) => break Ok(()),
-                Ok(n) => n,
-                Err(e) => break Err(e),
+            let n = tokio::select! {
+                r = client_rx.read(&mut chunk) => match r {
+                    Ok(0) => break Ok(()),
+                    Ok(n) => n,
+                    Err(e) => break Err(e),
+                },
+                // Taken over: end as if the client had closed.
+                () = kick.notified() => break Ok(()),
             };
             flow.relay(scanner.feed(&chunk[..n])).await;
             if let Err(e) = broker_tx.write_all(&chunk[..n]).await {
@@ -774,6 +845,7 @@ async fn drain(
 #[allow(clippy::too_many_arguments)]
 async fn relay_checked<R, W, BR, BW>(
     gate: &Gate,
+    kick: &Notify,
     accounts: &Accounts,
     identity: &Identity,
     mut rd: R,
@@ -811,7 +883,12 @@ where
     let up = async {
         let mut bucket = TokenBucket::new(accounts.rate, accounts.burst, Instant::now());
         let result = loop {
-            let (header, frame) = match read_frame(&mut rd, &mut buf, max).await {
+            let next = tokio::select! {
+                f = read_frame(&mut rd, &mut buf, max) => f,
+                // Taken over: end as if the client had closed.
+                () = kick.notified() => Ok(None),
+            };
+            let (header, frame) = match next {
                 Ok(Some(f)) => f,
                 Ok(None) => break Ok(()),
                 Err(e) => {
@@ -1282,5 +1359,89 @@ mod tests {
         assert_eq!((stats.open, stats.refused_full), (2, 2));
         drop((b, c));
         assert_eq!(gate.stats().open, 0);
+    }
+
+    /// A gate in front of a real rumqttd, open mode, on a loopback port.
+    async fn gate_on_loopback() -> std::net::SocketAddr {
+        let dir = std::env::temp_dir().join(format!("ember-gate-takeover-{}", std::process::id()));
+        let config = Config::ephemeral(dir);
+        let broker = crate::broker::start(&config)
+            .await
+            .expect("the broker starts");
+        // Keep the collector's link open for the broker's lifetime.
+        std::mem::forget((broker.link_tx, broker.link_rx));
+        let settings = Settings::from_config(&config, broker.handoff).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(serve(listener, Gate::new(settings, Flow::new(1 << 20))));
+        addr
+    }
+
+    /// Connects as `id` and sends the CONNECT.
+    async fn send_connect(addr: std::net::SocketAddr, id: &str) -> TcpStream {
+        let mut connect = Connect::new(id);
+        connect.keep_alive = 30;
+        let mut bytes = BytesMut::new();
+        connect.write(&mut bytes).unwrap();
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(&bytes).await.unwrap();
+        s
+    }
+
+    /// Reads the CONNACK of a connection accepted.
+    async fn connack(s: &mut TcpStream, id: &str) {
+        let mut ack = [0u8; 4];
+        tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut ack))
+            .await
+            .expect("a CONNACK in time")
+            .unwrap();
+        assert_eq!(ack, [0x20, 2, 0, 0], "{id} accepted");
+    }
+
+    /// Connects as `id` and reads the CONNACK.
+    async fn mqtt_connect(addr: std::net::SocketAddr, id: &str) -> TcpStream {
+        let mut s = send_connect(addr, id).await;
+        connack(&mut s, id).await;
+        s
+    }
+
+    /// PINGREQ answered with PINGRESP: the connection is open.
+    async fn answers_ping(s: &mut TcpStream) -> bool {
+        if s.write_all(&[0xc0, 0]).await.is_err() {
+            return false;
+        }
+        let mut pong = [0u8; 2];
+        matches!(
+            tokio::time::timeout(Duration::from_secs(2), s.read_exact(&mut pong)).await,
+            Ok(Ok(_)) if pong == [0xd0, 0]
+        )
+    }
+
+    /// A client that connects again with its id, at once or while its old connection is still
+    /// open, keeps the new connection; the old one is closed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_client_id_taken_over_keeps_the_newer_connection() {
+        let addr = gate_on_loopback().await;
+        // Reconnected with the same id while the old connection closes (no DISCONNECT), over
+        // and over.
+        let mut last = mqtt_connect(addr, "again").await;
+        for _ in 0..30 {
+            let mut new = send_connect(addr, "again").await;
+            drop(last);
+            connack(&mut new, "again").await;
+            last = new;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            assert!(answers_ping(&mut last).await, "the newest connection stays");
+        }
+        // Taken over while open: the older one is closed.
+        let mut old = mqtt_connect(addr, "twice").await;
+        let mut new = mqtt_connect(addr, "twice").await;
+        let mut rest = Vec::new();
+        let closed = tokio::time::timeout(Duration::from_secs(5), old.read_to_end(&mut rest)).await;
+        assert!(
+            matches!(closed, Ok(Ok(_))),
+            "the older connection is closed"
+        );
+        assert!(answers_ping(&mut new).await, "the newer connection stays");
     }
 }
