@@ -61,8 +61,8 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// passwords must not take every core.
 const VERIFY_AT_ONCE: usize = 2;
 /// Bytes a relay reads at once, each way. Agents' packets are a few hundred bytes; this is held
-/// twice per open connection (8 KiB each), so it is kept small.
-const RELAY_CHUNK: usize = 4 * 1024;
+/// twice per open connection, so it is kept small (a larger packet takes several reads).
+const RELAY_CHUNK: usize = 1024;
 
 /// What the gate is configured with.
 pub struct Settings {
@@ -867,7 +867,7 @@ where
     // acknowledgements of dropped publishes. Whole frames, under one lock.
     let wr = tokio::sync::Mutex::new(wr);
     let down = async {
-        let mut buf = BytesMut::with_capacity(4096);
+        let mut buf = BytesMut::with_capacity(RELAY_CHUNK);
         // The broker's packets are bounded by its own max-payload.
         while let Ok(Some((_, frame))) = read_frame(&mut up_rd, &mut buf, usize::MAX >> 4).await {
             let mut w = wr.lock().await;
@@ -1157,7 +1157,7 @@ async fn read_frame<R: AsyncRead + Unpin>(
         if let Some(frame) = next_frame(buf, max)? {
             return Ok(Some(frame));
         }
-        buf.reserve(4096);
+        buf.reserve(RELAY_CHUNK);
         if r.read_buf(buf).await? == 0 {
             return if buf.is_empty() {
                 Ok(None)
