@@ -15,7 +15,7 @@
 //! inventory change, and for every host when Home Assistant announces itself (`online` on
 //! `{prefix}/status`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use ember_wire::{HostId, Sample};
 use serde_json::{json, Map, Value};
@@ -60,6 +60,12 @@ pub struct Bridge {
     last_state_ms: HashMap<HostId, u64>,
     /// What the last discovery sent for each host was made from.
     announced: HashMap<HostId, Shape<String>>,
+    /// Discoveries still to be made in this round ([`Bridge::set_budget`]).
+    budget: usize,
+    /// Hosts whose discovery is due but went over the budget, oldest first, and the same as a
+    /// set.
+    queued: VecDeque<HostId>,
+    queued_set: HashSet<HostId>,
 }
 
 /// Everything a host's discovery payload ([`discovery_json`]) depends on besides its id: the
@@ -132,7 +138,39 @@ impl Bridge {
             config,
             last_state_ms: HashMap::new(),
             announced: HashMap::new(),
+            budget: usize::MAX,
+            queued: VecDeque::new(),
+            queued_set: HashSet::new(),
         }
+    }
+
+    /// Makes at most `n` discovery payloads until the next call; the hosts beyond wait, in
+    /// order, for [`Bridge::catch_up`]. Ingest calls it once a batch: a discovery payload is the
+    /// largest JSON the bridge builds, every host needs one at its first sample (and all of them
+    /// again when Home Assistant restarts), and ten thousand of them at once held ingest up for
+    /// a third of a second. Without a call there is no limit.
+    pub fn set_budget(&mut self, n: usize) {
+        self.budget = n;
+    }
+
+    /// Whether some host's discovery waits for [`Bridge::catch_up`].
+    pub fn has_queued(&self) -> bool {
+        !self.queued.is_empty()
+    }
+
+    /// The discoveries that waited, as many as the budget allows, oldest first.
+    pub fn catch_up(&mut self, store: &Store, now_ms: u64) -> Vec<Publish> {
+        let mut out = Vec::new();
+        while self.budget > 0 {
+            let Some(id) = self.queued.pop_front() else {
+                break;
+            };
+            self.queued_set.remove(&id);
+            if let Some(p) = store.summary(&id, now_ms).and_then(|h| self.discovery(&h)) {
+                out.push(p);
+            }
+        }
+        out
     }
 
     /// Topics the bridge listens to: Home Assistant's birth message.
@@ -252,6 +290,13 @@ impl Bridge {
         if self.announced.get(h.id).is_some_and(|a| a.is(&shape)) {
             return None;
         }
+        if self.budget == 0 {
+            if self.queued_set.insert(h.id.clone()) {
+                self.queued.push_back(h.id.clone());
+            }
+            return None;
+        }
+        self.budget -= 1;
         let payload = discovery_payload(h.id, &shape).to_string();
         self.announced.insert(h.id.clone(), shape.owned());
         Some(Publish {
@@ -424,8 +469,12 @@ mod tests {
     use std::time::Duration;
 
     fn enc(message: Message) -> Vec<u8> {
+        enc_for("pi", message)
+    }
+
+    fn enc_for(host: &str, message: Message) -> Vec<u8> {
         let mut buf = [0u8; MAX_ENCODED_LEN];
-        Envelope::new(HostId::new("pi").unwrap(), message)
+        Envelope::new(HostId::new(host).unwrap(), message)
             .encode(&mut buf)
             .unwrap()
             .to_vec()
@@ -439,6 +488,10 @@ mod tests {
     }
 
     fn sample(seq: u64, temp: bool) -> Vec<u8> {
+        sample_for("pi", seq, temp)
+    }
+
+    fn sample_for(host: &str, seq: u64, temp: bool) -> Vec<u8> {
         let mut s = Sample {
             seq,
             timestamp_ms: seq * 1000,
@@ -455,7 +508,7 @@ mod tests {
                 })
                 .unwrap();
         }
-        enc(Message::Sample(s))
+        enc_for(host, Message::Sample(s))
     }
 
     fn run(b: &mut Bridge, st: &mut Store, topic: &str, payload: &[u8], now: u64) -> Vec<Publish> {
@@ -469,6 +522,50 @@ mod tests {
 
     fn topics(p: &[Publish]) -> Vec<&str> {
         p.iter().map(|p| p.topic.as_str()).collect()
+    }
+
+    /// Over the budget, discoveries wait and go out in order in later rounds, each once.
+    #[test]
+    fn discoveries_over_the_budget_wait_for_the_next_rounds() {
+        let (mut b, mut st) = setup();
+        b.set_budget(2);
+        let mut first = Vec::new();
+        for (i, host) in ["a", "b", "c", "d", "e"].iter().enumerate() {
+            let topic = format!("ember/v1/{host}/sample");
+            first.extend(run(
+                &mut b,
+                &mut st,
+                &topic,
+                &sample_for(host, 1, false),
+                1000 + i as u64,
+            ));
+        }
+        let discovered = |p: &[Publish]| -> Vec<String> {
+            p.iter()
+                .filter(|p| p.topic.starts_with("homeassistant/"))
+                .map(|p| p.topic.clone())
+                .collect()
+        };
+        let config = |h: &str| format!("homeassistant/device/ember_{h}/config");
+        assert_eq!(discovered(&first), [config("a"), config("b")]);
+        assert!(b.has_queued());
+        // A queued host's next sample does not queue it twice.
+        run(
+            &mut b,
+            &mut st,
+            "ember/v1/c/sample",
+            &sample_for("c", 2, false),
+            2000,
+        );
+        b.set_budget(2);
+        assert_eq!(
+            discovered(&b.catch_up(&st, 3000)),
+            [config("c"), config("d")]
+        );
+        b.set_budget(2);
+        assert_eq!(discovered(&b.catch_up(&st, 3000)), [config("e")]);
+        assert!(!b.has_queued());
+        assert!(b.catch_up(&st, 3000).is_empty());
     }
 
     #[test]

@@ -522,14 +522,19 @@ fn handle_batch(p: &mut Pipeline, bus: &mut dyn Bus, batch: &mut Vec<Message>) -
     dropped
 }
 
+/// Home Assistant discovery payloads the bridge makes per batch, at most ([`Bridge::set_budget`]).
+const DISCOVERIES_PER_BATCH: usize = 32;
+
 fn fan_out(p: &mut Pipeline, bus: &mut dyn Bus, events: Vec<Event>) {
-    if events.is_empty() {
+    if events.is_empty() && !p.bridge.has_queued() {
         return;
     }
     let now = crate::now_ms();
     let mut publishes: Vec<bridge::Publish> = Vec::new();
     {
         let store = read(&p.store);
+        p.bridge.set_budget(DISCOVERIES_PER_BATCH);
+        publishes.extend(p.bridge.catch_up(&store, now));
         for e in &events {
             publishes.extend(p.bridge.on_event(e, &store, now));
         }
