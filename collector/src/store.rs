@@ -745,7 +745,7 @@ impl Host {
         self.last_timestamp_ms = sample.timestamp_ms;
         let ts = sample.timestamp_ms;
         codec::flatten_into(&sample, tokens);
-        self.raw.push_swap(ts, tokens);
+        self.raw.push(ts, tokens);
         if !self.tiers.is_empty() {
             let mut n = 0;
             metrics::for_each(&sample, |m, l, v| {

@@ -189,7 +189,7 @@ impl TierState {
             toks.push(Tok::Int(avg(a) as u64));
             toks.push(Tok::Int(a.max as u64));
         }
-        self.ring.push(open.start, toks);
+        self.ring.push(open.start, &toks);
     }
 
     /// Buckets starting in `from..=to`, oldest first, the open one included.
