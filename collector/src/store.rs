@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, StatusConfig, Tier};
 use crate::ring::{Ring, Tok};
-use crate::tiers::TierState;
+use crate::tiers::{Keys, TierState};
 use crate::{codec, metrics};
 
 /// Why a message was dropped. Each reason has its own counter in [`Stats`].
@@ -277,14 +277,25 @@ pub struct Store {
     config: StoreConfig,
     stats: Stats,
     events: Vec<Event>,
-    /// Series keys and values of the sample being folded into the tiers, kept between samples
-    /// so that their strings are reused rather than allocated for each sample.
-    series: Vec<(String, i64)>,
-    /// The sample being stored as ring tokens, likewise kept between samples.
-    tokens: Vec<Tok>,
+    /// What storing a sample works in, kept between samples.
+    scratch: Scratch,
     /// Whether stored samples become [`Event::Sample`]s (see [`Store::set_sample_events`]).
     sample_events: bool,
     rate: (u64, u64, f64),
+}
+
+/// Buffers reused from one sample to the next, and the series keys every host shares.
+#[derive(Debug, Default)]
+struct Scratch {
+    /// Series keys and values of the sample being folded into the tiers: a key is looked up in
+    /// `keys` only where it differs from the previous sample's at the same place.
+    series: Vec<(Arc<str>, i64)>,
+    /// The key being written.
+    key: String,
+    /// The keys the tiers' open buckets hold, one copy each for the whole store.
+    keys: Keys,
+    /// The sample being stored as ring tokens, its strings reused.
+    tokens: Vec<Tok>,
 }
 
 /// What a snapshot holds.
@@ -302,8 +313,7 @@ impl Store {
             config,
             stats: Stats::default(),
             events: Vec::new(),
-            series: Vec::new(),
-            tokens: Vec::new(),
+            scratch: Scratch::default(),
             sample_events: true,
             rate: (0, 0, 0.0),
         }
@@ -354,6 +364,9 @@ impl Store {
                     }
                 })
                 .collect();
+            for t in &mut host.tiers {
+                t.share_keys(&mut store.scratch.keys);
+            }
             store.hosts.insert(id, host);
         }
         Ok(store)
@@ -429,7 +442,7 @@ impl Store {
         entry.last_seen_ms = entry.last_seen_ms.max(now_ms);
         let accepted = match envelope.message {
             Message::Sample(sample) => {
-                let accepted = entry.push_sample(sample, &mut self.series, &mut self.tokens);
+                let accepted = entry.push_sample(sample, &mut self.scratch);
                 let wanted = self.sample_events;
                 if let (Accepted::Sample { .. }, Some(latest), true) =
                     (accepted, &entry.latest, wanted)
@@ -718,12 +731,7 @@ impl Store {
 }
 
 impl Host {
-    fn push_sample(
-        &mut self,
-        sample: Sample,
-        series: &mut Vec<(String, i64)>,
-        tokens: &mut Vec<Tok>,
-    ) -> Accepted {
+    fn push_sample(&mut self, sample: Sample, scratch: &mut Scratch) -> Accepted {
         let mut missing = 0;
         if let Some(last) = self.last_seq {
             if sample.seq <= last {
@@ -744,17 +752,20 @@ impl Host {
         self.last_seq = Some(sample.seq);
         self.last_timestamp_ms = sample.timestamp_ms;
         let ts = sample.timestamp_ms;
-        codec::flatten_into(&sample, tokens);
-        self.raw.push(ts, tokens);
+        codec::flatten_into(&sample, &mut scratch.tokens);
+        self.raw.push(ts, &scratch.tokens);
         if !self.tiers.is_empty() {
+            let Scratch {
+                series, key, keys, ..
+            } = scratch;
             let mut n = 0;
             metrics::for_each(&sample, |m, l, v| {
-                if n == series.len() {
-                    series.push((String::new(), 0));
-                }
-                let (key, value) = &mut series[n];
                 metrics::key_into(m, l, key);
-                *value = v;
+                match series.get_mut(n) {
+                    Some((k, value)) if **k == **key => *value = v,
+                    Some(slot) => *slot = (keys.get(key), v),
+                    None => series.push((keys.get(key), v)),
+                }
                 n += 1;
             });
             for t in &mut self.tiers {
