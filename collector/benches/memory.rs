@@ -136,8 +136,9 @@ fn main() {
             store
                 .ingest(topic, &synth[i].next(id, ts), ts)
                 .expect("valid");
+            // As the ingest thread does, a batch at a time: events are not left to pile up.
+            store.drain_events();
         }
-        store.drain_events();
         if step == 0 {
             after_first = now();
         }
