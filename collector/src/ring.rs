@@ -131,14 +131,21 @@ impl Ring {
     pub fn push(&mut self, ts: u64, record: &[Tok]) {
         let new_block = self.blocks.back().is_none_or(|b| b.count >= BLOCK);
         if new_block {
-            if let Some(b) = self.blocks.back_mut() {
-                b.bytes.shrink_to_fit();
-            }
+            // A block takes about what the one before it took: it is allocated once, at that
+            // size and a sixteenth more, rather than grown by doubling from small, which left
+            // it up to half empty and a trail of freed smaller buffers behind it (issue #9).
+            let size = match self.blocks.back_mut() {
+                Some(b) => {
+                    b.bytes.shrink_to_fit();
+                    b.bytes.len() + b.bytes.len() / 16
+                }
+                None => 256,
+            };
             self.blocks.push_back(Block {
                 min_ts: ts,
                 max_ts: ts,
                 count: 0,
-                bytes: Vec::with_capacity(256),
+                bytes: Vec::with_capacity(size),
             });
         }
         let block = self.blocks.back_mut().expect("a block was just ensured");
@@ -516,5 +523,29 @@ mod tests {
             assert_eq!(r.last().as_ref(), Some(x));
         }
         assert_eq!(r.range(0, u64::MAX), records);
+    }
+
+    /// A block is allocated once, about the size of the one before it, and a sealed block
+    /// keeps no spare room (issue #9).
+    #[test]
+    fn blocks_are_allocated_once_at_the_size_of_the_last() {
+        let mut r = Ring::new(1000);
+        let n = BLOCK as u64;
+        for i in 0..2 * n + 1 {
+            r.push(i, &rec(i));
+        }
+        let sealed = &r.blocks[1].bytes;
+        assert_eq!(sealed.capacity(), sealed.len());
+        let open = r.blocks[2].bytes.as_ptr();
+        assert!(r.blocks[2].bytes.capacity() >= sealed.len());
+        for i in 2 * n + 1..3 * n {
+            r.push(i, &rec(i));
+            assert_eq!(
+                r.blocks[2].bytes.as_ptr(),
+                open,
+                "record {i} moved the block"
+            );
+        }
+        assert_eq!(r.range(0, u64::MAX).len(), 3 * n as usize);
     }
 }
