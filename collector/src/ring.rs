@@ -243,18 +243,19 @@ fn get_varint(bytes: &[u8], at: &mut usize) -> Option<u128> {
     None
 }
 
-/// A token borrowed: from a [`Tok`], or read in place from a record written in full.
+/// A token borrowed: from a [`Tok`], or read in place from a record written in full (a string
+/// as its bytes: it is only compared).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum TokRef<'a> {
     Int(u64),
-    Str(&'a str),
+    Str(&'a [u8]),
 }
 
 impl Tok {
     fn as_ref(&self) -> TokRef<'_> {
         match self {
             Tok::Int(v) => TokRef::Int(*v),
-            Tok::Str(s) => TokRef::Str(s),
+            Tok::Str(s) => TokRef::Str(s.as_bytes()),
         }
     }
 }
@@ -288,7 +289,7 @@ impl<'a> Iterator for Full<'a> {
             0 => Some(TokRef::Int(unzigzag(arg) as u64)),
             1 => {
                 let end = self.at.checked_add(usize::try_from(arg).ok()?)?;
-                let s = std::str::from_utf8(self.bytes.get(self.at..end)?).ok()?;
+                let s = self.bytes.get(self.at..end)?;
                 self.at = end;
                 Some(TokRef::Str(s))
             }
