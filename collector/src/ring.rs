@@ -57,12 +57,17 @@ pub struct Ring {
 mod as_tokens {
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-    use super::{decode_record, encode_record, Tok};
+    use super::{encode_record, Full, Tok, TokRef};
 
     pub fn serialize<S: Serializer>(last: &[u8], s: S) -> Result<S::Ok, S::Error> {
-        decode_record(&[], last, &mut 0)
-            .unwrap_or_default()
-            .serialize(s)
+        // Every token, whatever its size (decode_record's limits are for untrusted bytes).
+        let toks: Vec<Tok> = Full::new(last)
+            .map(|t| match t {
+                TokRef::Int(v) => Tok::Int(v),
+                TokRef::Str(b) => Tok::Str(String::from_utf8_lossy(b).into_owned()),
+            })
+            .collect();
+        toks.serialize(s)
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
@@ -501,6 +506,20 @@ mod tests {
         assert_eq!(back.range(0, u64::MAX), r.range(0, u64::MAX));
         // A record of six tokens in a few dozen bytes, not six tokens of 32 bytes and strings.
         assert!(r.last.capacity() < 48, "{}", r.last.capacity());
+        // Whatever its size: a string longer than decoding allows untrusted bytes is kept too.
+        let long = vec![Tok::Str("x".repeat(MAX_STR as usize + 1)), Tok::Int(7)];
+        let mut r = Ring::new(10);
+        r.push(0, &long);
+        let old = OldRing {
+            blocks: &r.blocks,
+            capacity: r.capacity,
+            len: r.len,
+            last: long,
+        };
+        assert_eq!(
+            postcard::to_allocvec(&r).unwrap(),
+            postcard::to_allocvec(&old).unwrap()
+        );
     }
 
     /// Records are encoded against the newest one read in place: extremes, strings and changes

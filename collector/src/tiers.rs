@@ -15,7 +15,7 @@ use crate::ring::{Ring, Tok};
 #[derive(Debug, Default)]
 pub struct Keys {
     keys: HashSet<Arc<str>>,
-    /// How many were held after the last [`Keys::forget_unused`].
+    /// How many were held when those no bucket holds were last dropped.
     kept: usize,
 }
 
