@@ -265,6 +265,11 @@ impl TierState {
         });
         open.count += 1;
         open.next = 0;
+        if open.series.is_empty() {
+            // A host's first bucket: room for its series and no more (doubling would leave up to
+            // half of it empty until the bucket closes, 15 minutes in the coarser tier).
+            open.series.reserve_exact(series.len());
+        }
         for (key, v) in series {
             let a = open.agg(key, *v);
             a.min = a.min.min(*v);
@@ -507,6 +512,7 @@ mod tests {
         let open = |t: &TierState| t.open.as_ref().unwrap().series.clone();
         assert!(Arc::ptr_eq(&open(&a)[0].0, &open(&b)[0].0));
         assert!(Arc::ptr_eq(&open(&a)[1].0, &series(0)[1].0));
+        assert_eq!(b.open.as_ref().unwrap().series.capacity(), 2);
         let at = a.open.as_ref().unwrap().series.as_ptr();
         a.add(240_000, &series(1));
         assert_eq!(a.open.as_ref().unwrap().series.as_ptr(), at);
