@@ -46,8 +46,36 @@ pub struct Ring {
     blocks: VecDeque<Block>,
     capacity: usize,
     len: usize,
-    /// The newest record, which the next one is encoded against.
-    last: Vec<Tok>,
+    /// The newest record, which the next one is encoded against, written in full (as a block's
+    /// first record is) and read in place: a few hundred bytes where its tokens took kilobytes
+    /// (issue #9). Stored (in snapshots) as its tokens, as it always was.
+    #[serde(with = "as_tokens")]
+    last: Vec<u8>,
+}
+
+/// [`Ring::last`] as the list of tokens it was before it was kept encoded.
+mod as_tokens {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::{encode_record, Full, Tok, TokRef};
+
+    pub fn serialize<S: Serializer>(last: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        // Every token, whatever its size (decode_record's limits are for untrusted bytes).
+        let toks: Vec<Tok> = Full::new(last)
+            .map(|t| match t {
+                TokRef::Int(v) => Tok::Int(v),
+                TokRef::Str(b) => Tok::Str(String::from_utf8_lossy(b).into_owned()),
+            })
+            .collect();
+        toks.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let toks = Vec::<Tok>::deserialize(d)?;
+        let mut last = Vec::new();
+        encode_record(&[], &toks, &mut last);
+        Ok(last)
+    }
 }
 
 impl Ring {
@@ -82,14 +110,7 @@ impl Ring {
 
     /// Memory held, in bytes (encoded data, block headers and the last record).
     pub fn bytes(&self) -> usize {
-        let last: usize = self
-            .last
-            .iter()
-            .map(|t| match t {
-                Tok::Int(_) => std::mem::size_of::<Tok>(),
-                Tok::Str(s) => std::mem::size_of::<Tok>() + s.capacity(),
-            })
-            .sum();
+        let last = self.last.capacity();
         self.blocks
             .iter()
             .map(|b| b.bytes.capacity() + std::mem::size_of::<Block>())
@@ -103,39 +124,44 @@ impl Ring {
     }
 
     /// The newest record.
-    pub fn last(&self) -> Option<&[Tok]> {
-        (!self.is_empty()).then_some(self.last.as_slice())
+    pub fn last(&self) -> Option<Vec<Tok>> {
+        if self.is_empty() {
+            return None;
+        }
+        decode_record(&[], &self.last, &mut 0)
     }
 
     /// Appends a record taken at `ts` (any monotonic-ish time; used to find records by range).
-    pub fn push(&mut self, ts: u64, record: Vec<Tok>) {
-        let mut record = record;
-        self.push_swap(ts, &mut record);
-    }
-
-    /// [`Ring::push`] taking the record from `record` and leaving the previous newest record
-    /// there in exchange, so that a caller can refill it without allocating.
-    pub fn push_swap(&mut self, ts: u64, record: &mut Vec<Tok>) {
+    /// The ring keeps no reference to `record`: a caller can refill it without allocating.
+    pub fn push(&mut self, ts: u64, record: &[Tok]) {
         let new_block = self.blocks.back().is_none_or(|b| b.count >= BLOCK);
         if new_block {
-            if let Some(b) = self.blocks.back_mut() {
-                b.bytes.shrink_to_fit();
-            }
+            // A block takes about what the one before it took: it is allocated once, at that
+            // size and a sixteenth more, rather than grown by doubling from small, which left
+            // it up to half empty and a trail of freed smaller buffers behind it (issue #9).
+            let size = match self.blocks.back_mut() {
+                Some(b) => {
+                    b.bytes.shrink_to_fit();
+                    b.bytes.len() + b.bytes.len() / 16
+                }
+                None => 256,
+            };
             self.blocks.push_back(Block {
                 min_ts: ts,
                 max_ts: ts,
                 count: 0,
-                bytes: Vec::with_capacity(256),
+                bytes: Vec::with_capacity(size),
             });
         }
         let block = self.blocks.back_mut().expect("a block was just ensured");
-        let prev: &[Tok] = if new_block { &[] } else { &self.last };
-        encode_record(prev, record, &mut block.bytes);
+        let prev = if new_block { &[][..] } else { &self.last[..] };
+        encode_against(Full::new(prev), record, &mut block.bytes);
         block.count += 1;
         block.min_ts = block.min_ts.min(ts);
         block.max_ts = block.max_ts.max(ts);
         self.len += 1;
-        std::mem::swap(&mut self.last, record);
+        self.last.clear();
+        encode_record(&[], record, &mut self.last);
         self.evict();
     }
 
@@ -222,19 +248,75 @@ fn get_varint(bytes: &[u8], at: &mut usize) -> Option<u128> {
     None
 }
 
+/// A token borrowed: from a [`Tok`], or read in place from a record written in full (a string
+/// as its bytes: it is only compared).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TokRef<'a> {
+    Int(u64),
+    Str(&'a [u8]),
+}
+
+impl Tok {
+    fn as_ref(&self) -> TokRef<'_> {
+        match self {
+            Tok::Int(v) => TokRef::Int(*v),
+            Tok::Str(s) => TokRef::Str(s.as_bytes()),
+        }
+    }
+}
+
+/// The tokens of a record written in full (against no previous record, so with no runs), read
+/// in place. Stops at the first byte that does not make sense.
+struct Full<'a> {
+    bytes: &'a [u8],
+    at: usize,
+    left: u64,
+}
+
+impl<'a> Full<'a> {
+    fn new(bytes: &'a [u8]) -> Self {
+        let mut at = 0;
+        let left = get_varint(bytes, &mut at)
+            .and_then(|n| u64::try_from(n).ok())
+            .unwrap_or(0);
+        Full { bytes, at, left }
+    }
+}
+
+impl<'a> Iterator for Full<'a> {
+    type Item = TokRef<'a>;
+
+    fn next(&mut self) -> Option<TokRef<'a>> {
+        self.left = self.left.checked_sub(1)?;
+        let v = get_varint(self.bytes, &mut self.at)?;
+        let arg = u64::try_from(v >> 2).ok()?;
+        match v & 3 {
+            0 => Some(TokRef::Int(unzigzag(arg) as u64)),
+            1 => {
+                let end = self.at.checked_add(usize::try_from(arg).ok()?)?;
+                let s = self.bytes.get(self.at..end)?;
+                self.at = end;
+                Some(TokRef::Str(s))
+            }
+            _ => None,
+        }
+    }
+}
+
 /// Writes `cur` as the difference from `prev`: a token count, then per token a varint whose
 /// two low bits say what follows — `0`: an integer's zigzag change, `1`: a new string's length
 /// and bytes, `2`: a run of tokens equal to `prev`'s at the same place.
 pub fn encode_record(prev: &[Tok], cur: &[Tok], out: &mut Vec<u8>) {
+    encode_against(prev.iter().map(Tok::as_ref), cur, out);
+}
+
+/// [`encode_record`] against the previous record's tokens in order.
+fn encode_against<'a>(mut prev: impl Iterator<Item = TokRef<'a>>, cur: &[Tok], out: &mut Vec<u8>) {
     put_varint(out, cur.len() as u128);
     let mut run: u128 = 0;
-    for (i, t) in cur.iter().enumerate() {
-        let same = match (t, prev.get(i)) {
-            (Tok::Int(v), Some(Tok::Int(p))) => v == p,
-            (Tok::Str(s), Some(Tok::Str(p))) => s == p,
-            _ => false,
-        };
-        if same {
+    for t in cur {
+        let p = prev.next();
+        if p == Some(t.as_ref()) {
             run += 1;
             continue;
         }
@@ -242,9 +324,9 @@ pub fn encode_record(prev: &[Tok], cur: &[Tok], out: &mut Vec<u8>) {
             put_varint(out, (run << 2) | 2);
             run = 0;
         }
-        match (t, prev.get(i)) {
-            (Tok::Int(v), Some(Tok::Int(p))) => {
-                put_varint(out, u128::from(zigzag(v.wrapping_sub(*p) as i64)) << 2)
+        match (t, p) {
+            (Tok::Int(v), Some(TokRef::Int(p))) => {
+                put_varint(out, u128::from(zigzag(v.wrapping_sub(p) as i64)) << 2)
             }
             (Tok::Int(v), _) => put_varint(out, u128::from(zigzag(*v as i64)) << 2),
             (Tok::Str(s), _) => {
@@ -346,14 +428,14 @@ mod tests {
     fn ring_keeps_its_capacity_and_finds_ranges() {
         let mut r = Ring::new(100);
         for i in 0..1000 {
-            r.push(i * 1000, rec(i));
+            r.push(i * 1000, &rec(i));
             assert!(r.len() < 100 + BLOCK as usize);
         }
         assert!(r.len() >= 100);
         let all = r.range(0, u64::MAX);
         assert_eq!(all.len(), r.len());
         assert_eq!(all.last().unwrap(), &rec(999));
-        assert_eq!(r.last().unwrap(), rec(999).as_slice());
+        assert_eq!(r.last().unwrap(), rec(999));
         // Consecutive similar records take a few bytes each.
         let per = r.encoded_bytes() as f64 / r.len() as f64;
         assert!(per < 12.0, "{per} bytes per record");
@@ -387,5 +469,103 @@ mod tests {
             let mut out = Vec::new();
             decode_block(&b, &mut out);
         }
+    }
+
+    /// The newest record is kept encoded (issue #9) but stored in snapshots as its tokens, as
+    /// it was: the same bytes, and a ring read back goes on as the original does.
+    #[test]
+    fn the_newest_record_keeps_its_snapshot_format() {
+        #[derive(Serialize)]
+        struct OldRing<'a> {
+            blocks: &'a VecDeque<Block>,
+            capacity: usize,
+            len: usize,
+            last: Vec<Tok>,
+        }
+        let mut r = Ring::new(100);
+        for i in 0..70 {
+            r.push(i * 1000, &rec(i));
+        }
+        let old = OldRing {
+            blocks: &r.blocks,
+            capacity: r.capacity,
+            len: r.len,
+            last: rec(69),
+        };
+        let bytes = postcard::to_allocvec(&r).unwrap();
+        assert_eq!(bytes, postcard::to_allocvec(&old).unwrap());
+        let mut back: Ring = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(back.last(), Some(rec(69)));
+        for ring in [&mut r, &mut back] {
+            ring.push(70_000, &rec(70));
+        }
+        assert_eq!(
+            postcard::to_allocvec(&back).unwrap(),
+            postcard::to_allocvec(&r).unwrap()
+        );
+        assert_eq!(back.range(0, u64::MAX), r.range(0, u64::MAX));
+        // A record of six tokens in a few dozen bytes, not six tokens of 32 bytes and strings.
+        assert!(r.last.capacity() < 48, "{}", r.last.capacity());
+        // Whatever its size: a string longer than decoding allows untrusted bytes is kept too.
+        let long = vec![Tok::Str("x".repeat(MAX_STR as usize + 1)), Tok::Int(7)];
+        let mut r = Ring::new(10);
+        r.push(0, &long);
+        let old = OldRing {
+            blocks: &r.blocks,
+            capacity: r.capacity,
+            len: r.len,
+            last: long,
+        };
+        assert_eq!(
+            postcard::to_allocvec(&r).unwrap(),
+            postcard::to_allocvec(&old).unwrap()
+        );
+    }
+
+    /// Records are encoded against the newest one read in place: extremes, strings and changes
+    /// of shape come back as they went in.
+    #[test]
+    fn records_encoded_against_the_newest_in_place_round_trip() {
+        let records = [
+            vec![Tok::Str("x".into()), Tok::Int(5)],
+            vec![],
+            vec![Tok::Int(0), Tok::Int(u64::MAX), Tok::Str(String::new())],
+            vec![Tok::Int(i64::MIN as u64), Tok::Int(i64::MAX as u64)],
+            vec![Tok::Str("é✓".into()), Tok::Int(1), Tok::Int(2)],
+            vec![Tok::Str("é✓".into()), Tok::Int(1), Tok::Int(3), Tok::Int(9)],
+            rec(1),
+            rec(2),
+            rec(3),
+        ];
+        let mut r = Ring::new(1000);
+        for (i, x) in records.iter().enumerate() {
+            r.push(i as u64, x);
+            assert_eq!(r.last().as_ref(), Some(x));
+        }
+        assert_eq!(r.range(0, u64::MAX), records);
+    }
+
+    /// A block is allocated once, about the size of the one before it, and a sealed block
+    /// keeps no spare room (issue #9).
+    #[test]
+    fn blocks_are_allocated_once_at_the_size_of_the_last() {
+        let mut r = Ring::new(1000);
+        let n = BLOCK as u64;
+        for i in 0..2 * n + 1 {
+            r.push(i, &rec(i));
+        }
+        let sealed = &r.blocks[1].bytes;
+        assert_eq!(sealed.capacity(), sealed.len());
+        let open = r.blocks[2].bytes.as_ptr();
+        assert!(r.blocks[2].bytes.capacity() >= sealed.len());
+        for i in 2 * n + 1..3 * n {
+            r.push(i, &rec(i));
+            assert_eq!(
+                r.blocks[2].bytes.as_ptr(),
+                open,
+                "record {i} moved the block"
+            );
+        }
+        assert_eq!(r.range(0, u64::MAX).len(), 3 * n as usize);
     }
 }

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, StatusConfig, Tier};
 use crate::ring::{Ring, Tok};
-use crate::tiers::TierState;
+use crate::tiers::{Keys, TierState};
 use crate::{codec, metrics};
 
 /// Why a message was dropped. Each reason has its own counter in [`Stats`].
@@ -159,8 +159,11 @@ pub enum Event {
 pub struct Host {
     raw: Ring,
     tiers: Vec<TierState>,
-    latest: Option<Sample>,
-    info: Option<HostInfo>,
+    /// Boxed, like `info`: a `Sample` is 2.6 KB and a `HostInfo` 1.3 KB whatever they hold, and
+    /// inline they would make every host's entry that large, in map nodes a third empty on
+    /// average, whether the host sent one or not (issue #9). Stored (in snapshots) as they were.
+    latest: Option<Box<Sample>>,
+    info: Option<Box<HostInfo>>,
     status: Option<Status>,
     reported: HostStatus,
     status_since_ms: u64,
@@ -277,14 +280,25 @@ pub struct Store {
     config: StoreConfig,
     stats: Stats,
     events: Vec<Event>,
-    /// Series keys and values of the sample being folded into the tiers, kept between samples
-    /// so that their strings are reused rather than allocated for each sample.
-    series: Vec<(String, i64)>,
-    /// The sample being stored as ring tokens, likewise kept between samples.
-    tokens: Vec<Tok>,
+    /// What storing a sample works in, kept between samples.
+    scratch: Scratch,
     /// Whether stored samples become [`Event::Sample`]s (see [`Store::set_sample_events`]).
     sample_events: bool,
     rate: (u64, u64, f64),
+}
+
+/// Buffers reused from one sample to the next, and the series keys every host shares.
+#[derive(Debug, Default)]
+struct Scratch {
+    /// Series keys and values of the sample being folded into the tiers: a key is looked up in
+    /// `keys` only where it differs from the previous sample's at the same place.
+    series: Vec<(Arc<str>, i64)>,
+    /// The key being written.
+    key: String,
+    /// The keys the tiers' open buckets hold, one copy each for the whole store.
+    keys: Keys,
+    /// The sample being stored as ring tokens, its strings reused.
+    tokens: Vec<Tok>,
 }
 
 /// What a snapshot holds.
@@ -302,8 +316,7 @@ impl Store {
             config,
             stats: Stats::default(),
             events: Vec::new(),
-            series: Vec::new(),
-            tokens: Vec::new(),
+            scratch: Scratch::default(),
             sample_events: true,
             rate: (0, 0, 0.0),
         }
@@ -354,6 +367,9 @@ impl Store {
                     }
                 })
                 .collect();
+            for t in &mut host.tiers {
+                t.share_keys(&mut store.scratch.keys);
+            }
             store.hosts.insert(id, host);
         }
         Ok(store)
@@ -429,14 +445,14 @@ impl Store {
         entry.last_seen_ms = entry.last_seen_ms.max(now_ms);
         let accepted = match envelope.message {
             Message::Sample(sample) => {
-                let accepted = entry.push_sample(sample, &mut self.series, &mut self.tokens);
+                let accepted = entry.push_sample(sample, &mut self.scratch);
                 let wanted = self.sample_events;
                 if let (Accepted::Sample { .. }, Some(latest), true) =
                     (accepted, &entry.latest, wanted)
                 {
                     self.events.push(Event::Sample {
                         host: host.clone(),
-                        sample: Arc::new(latest.clone()),
+                        sample: Arc::new(Sample::clone(latest)),
                     });
                 }
                 accepted
@@ -446,8 +462,8 @@ impl Store {
                 Accepted::Status
             }
             Message::HostInfo(info) => {
-                if entry.info.as_ref() != Some(&info) {
-                    entry.info = Some(info);
+                if entry.info.as_deref() != Some(&info) {
+                    entry.info = Some(Box::new(info));
                     self.events.push(Event::Info { host: host.clone() });
                 }
                 Accepted::Info
@@ -718,12 +734,7 @@ impl Store {
 }
 
 impl Host {
-    fn push_sample(
-        &mut self,
-        sample: Sample,
-        series: &mut Vec<(String, i64)>,
-        tokens: &mut Vec<Tok>,
-    ) -> Accepted {
+    fn push_sample(&mut self, sample: Sample, scratch: &mut Scratch) -> Accepted {
         let mut missing = 0;
         if let Some(last) = self.last_seq {
             if sample.seq <= last {
@@ -744,24 +755,31 @@ impl Host {
         self.last_seq = Some(sample.seq);
         self.last_timestamp_ms = sample.timestamp_ms;
         let ts = sample.timestamp_ms;
-        codec::flatten_into(&sample, tokens);
-        self.raw.push_swap(ts, tokens);
+        codec::flatten_into(&sample, &mut scratch.tokens);
+        self.raw.push(ts, &scratch.tokens);
         if !self.tiers.is_empty() {
+            let Scratch {
+                series, key, keys, ..
+            } = scratch;
             let mut n = 0;
             metrics::for_each(&sample, |m, l, v| {
-                if n == series.len() {
-                    series.push((String::new(), 0));
-                }
-                let (key, value) = &mut series[n];
                 metrics::key_into(m, l, key);
-                *value = v;
+                match series.get_mut(n) {
+                    Some((k, value)) if **k == **key => *value = v,
+                    Some(slot) => *slot = (keys.get(key), v),
+                    None => series.push((keys.get(key), v)),
+                }
                 n += 1;
             });
             for t in &mut self.tiers {
                 t.add(ts, &series[..n]);
             }
         }
-        self.latest = Some(sample);
+        // The box is reused: no allocation per sample.
+        match &mut self.latest {
+            Some(latest) => **latest = sample,
+            None => self.latest = Some(Box::new(sample)),
+        }
         Accepted::Sample { missing }
     }
 
@@ -813,8 +831,8 @@ impl Host {
             duplicates: self.duplicates,
             restarts: self.restarts,
             history_bytes: self.raw.bytes() + self.tiers.iter().map(|t| t.bytes()).sum::<usize>(),
-            latest: self.latest.as_ref(),
-            info: self.info.as_ref(),
+            latest: self.latest.as_deref(),
+            info: self.info.as_deref(),
         }
     }
 }
@@ -1109,15 +1127,10 @@ mod tests {
         assert!(all.series.len() > 10);
     }
 
-    #[test]
-    fn snapshot_round_trips_and_resizes() {
-        let mut s = Store::new(config(1000, 4096));
-        for seq in 1..=300u64 {
-            s.ingest(T, &sample("pi", seq, seq * 1000), seq * 1000)
-                .unwrap();
-        }
+    /// `pi` says it is online, sampling every second, and sends its inventory, which is returned.
+    fn connect(s: &mut Store, now_ms: u64) -> HostInfo {
         let online = enc("pi", Message::Status(Status::Online { interval_ms: 1000 }));
-        s.ingest("ember/v1/pi/status", &online, 300_000).unwrap();
+        s.ingest("ember/v1/pi/status", &online, now_ms).unwrap();
         let info = HostInfo {
             hostname: "pi".into(),
             memory: 4 << 30,
@@ -1126,9 +1139,20 @@ mod tests {
         s.ingest(
             "ember/v1/pi/info",
             &enc("pi", Message::HostInfo(info.clone())),
-            300_000,
+            now_ms,
         )
         .unwrap();
+        info
+    }
+
+    #[test]
+    fn snapshot_round_trips_and_resizes() {
+        let mut s = Store::new(config(1000, 4096));
+        for seq in 1..=300u64 {
+            s.ingest(T, &sample("pi", seq, seq * 1000), seq * 1000)
+                .unwrap();
+        }
+        let info = connect(&mut s, 300_000);
         let bytes = s.to_bytes_after(0).unwrap();
         // The snapshot's form: the same bytes after room for a header, allocated to size.
         let sealed = s.to_bytes_after(32).unwrap();
@@ -1222,5 +1246,72 @@ mod tests {
         let wire = payload_bytes as f64 / 3600.0;
         eprintln!("postcard {wire:.0} B/sample, ring {per:.1} B/sample");
         assert!(per < wire / 2.0, "ring {per} vs postcard {wire}");
+    }
+
+    /// A snapshot written before the store was slimmed down (issue #9: the ring's newest record
+    /// kept encoded, the tiers' keys shared, the latest sample and inventory boxed): the same
+    /// store still writes exactly these bytes, and reads them back. `EMBER_BLESS=1` rewrites
+    /// the file, which only a deliberate change of the snapshot format may do.
+    #[test]
+    fn issue_9_snapshots_from_before_still_load() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/snapshot-v1.bin"
+        );
+        let mut s = Store::new(config(100, 4096));
+        connect(&mut s, 1000);
+        // 150 samples over two and a half minutes: two 1-minute buckets closed, one open; a
+        // series (the second filesystem) missing from the last bucket but for one sample.
+        for seq in 1..=150u64 {
+            let mut smp = Sample {
+                seq,
+                timestamp_ms: 60_000 + seq * 1000,
+                ..Sample::default()
+            };
+            smp.cpu.busy = (seq * 37 % 10_000) as u16;
+            smp.cpu.cores.extend([1, 2, (seq % 7) as u16]);
+            for mount in ["/", "/boot"] {
+                if mount == "/" || seq < 120 || seq == 140 {
+                    smp.filesystems
+                        .push(ember_wire::Filesystem {
+                            mount: mount.into(),
+                            total: 31 << 30,
+                            used: (9 << 30) + seq * 4096,
+                        })
+                        .unwrap();
+                }
+            }
+            s.ingest(T, &enc("pi", Message::Sample(smp)), 60_000 + seq * 1000)
+                .unwrap();
+        }
+        let bytes = s.to_bytes_after(0).unwrap();
+        if std::env::var_os("EMBER_BLESS").is_some() {
+            std::fs::create_dir_all(std::path::Path::new(path).parent().unwrap()).unwrap();
+            std::fs::write(path, &bytes).unwrap();
+        }
+        let old = std::fs::read(path).unwrap();
+        assert!(old == bytes, "the snapshot's bytes changed");
+        let back = Store::from_bytes(config(100, 4096), &old).unwrap();
+        let pi = id("pi");
+        assert_eq!(back.samples(&pi, None, 1000), s.samples(&pi, None, 1000));
+        for r in [Resolution::Raw, Resolution::Tier(0)] {
+            assert_eq!(
+                back.history(&pi, 0, u64::MAX, r, &[]),
+                s.history(&pi, 0, u64::MAX, r, &[])
+            );
+        }
+        let (a, b) = (back.summary(&pi, 200_000), s.summary(&pi, 200_000));
+        let a = a.unwrap();
+        let b = b.unwrap();
+        assert_eq!((a.latest, a.info, a.status), (b.latest, b.info, b.status));
+        // And the store goes on from it as the original does.
+        let mut back = back;
+        for st in [&mut s, &mut back] {
+            st.ingest(T, &sample("pi", 151, 211_000), 211_000).unwrap();
+        }
+        assert_eq!(
+            back.to_bytes_after(0).unwrap(),
+            s.to_bytes_after(0).unwrap()
+        );
     }
 }

@@ -2,17 +2,97 @@
 //! and max, and keeps the closed buckets in a [`Ring`]. Plain state: the caller passes the
 //! sample's own time; nothing here reads a clock.
 
+use std::collections::HashSet;
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use crate::ring::{Ring, Tok};
+
+/// Series keys shared by every open bucket of every host (`cpu.busy`, `fs.used|/`): a fleet
+/// sends the same few dozen, so a bucket holds a pointer to its series' names, not a copy
+/// (issue #9).
+#[derive(Debug, Default)]
+pub struct Keys {
+    keys: HashSet<Arc<str>>,
+    /// How many were held when those no bucket holds were last dropped.
+    kept: usize,
+}
+
+impl Keys {
+    /// The shared copy of `key`.
+    pub fn get(&mut self, key: &str) -> Arc<str> {
+        if let Some(k) = self.keys.get(key) {
+            return k.clone();
+        }
+        // Keys no bucket holds any longer (a probe's target changed) are dropped once the set
+        // has doubled, so that it stays within twice what is in use.
+        if self.keys.len() >= 2 * self.kept.max(512) {
+            self.keys.retain(|k| Arc::strong_count(k) > 1);
+            self.kept = self.keys.len();
+        }
+        let k: Arc<str> = key.into();
+        self.keys.insert(k.clone());
+        k
+    }
+
+    /// Keys held.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Whether none is held.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+}
 
 /// One series' aggregate in a bucket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 struct Agg {
     min: i64,
     max: i64,
-    sum: i128,
+    sum: Sum,
+    /// Samples folded in; 0 for a series of an earlier bucket that has none in this one.
     n: u32,
+}
+
+/// A series' sum in a bucket: an `i128` (a bucket may add up many values near `i64::MAX`) kept
+/// as two halves, so that an [`Agg`] is aligned on 8 bytes, not 16, and takes 40 bytes, not 48
+/// (issue #9). Stored (in snapshots) as the `i128` it was.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Sum {
+    lo: u64,
+    hi: i64,
+}
+
+impl Sum {
+    fn get(self) -> i128 {
+        (i128::from(self.hi) << 64) | i128::from(self.lo)
+    }
+
+    fn set(&mut self, v: i128) {
+        self.lo = v as u64;
+        self.hi = (v >> 64) as i64;
+    }
+
+    fn add(&mut self, v: i64) {
+        self.set(self.get() + i128::from(v));
+    }
+}
+
+impl Serialize for Sum {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_i128(self.get())
+    }
+}
+
+impl<'de> Deserialize<'de> for Sum {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let mut sum = Sum::default();
+        sum.set(i128::deserialize(d)?);
+        Ok(sum)
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -21,41 +101,57 @@ struct Open {
     count: u32,
     /// Each series once, in the order they first came. A host's samples bring the same series
     /// in the same order, so the next one is looked for where the last one was found: one key
-    /// comparison per series instead of a map search. Stored (in snapshots) as a map ordered
-    /// by key, as it always was.
+    /// comparison per series instead of a map search. When a bucket closes the next one starts
+    /// in the same vector with the same keys (their counts at 0), so a host's open bucket is
+    /// allocated once. Stored (in snapshots) as a map ordered by key, as it always was.
     #[serde(with = "by_key")]
-    series: Vec<(String, Agg)>,
+    series: Vec<(Arc<str>, Agg)>,
     /// Where the next series of the sample being folded in is expected.
     #[serde(skip)]
     next: usize,
 }
 
 impl Open {
-    fn agg(&mut self, key: &str, v: i64) -> &mut Agg {
+    fn agg(&mut self, key: &Arc<str>, v: i64) -> &mut Agg {
+        let same = |k: &Arc<str>| Arc::ptr_eq(k, key) || **k == **key;
         let at = match self.series.get(self.next) {
-            Some((k, _)) if k == key => self.next,
-            _ => match self.series.iter().position(|(k, _)| k == key) {
+            Some((k, _)) if same(k) => self.next,
+            _ => match self.series.iter().position(|(k, _)| same(k)) {
                 Some(at) => at,
                 None => {
-                    let agg = Agg {
-                        min: v,
-                        max: v,
-                        sum: 0,
+                    let none = Agg {
+                        min: 0,
+                        max: 0,
+                        sum: Sum::default(),
                         n: 0,
                     };
-                    self.series.push((key.to_string(), agg));
+                    self.series.push((key.clone(), none));
                     self.series.len() - 1
                 }
             },
         };
         self.next = at + 1;
-        &mut self.series[at].1
+        let a = &mut self.series[at].1;
+        if a.n == 0 {
+            *a = Agg {
+                min: v,
+                max: v,
+                sum: Sum::default(),
+                n: 0,
+            };
+        }
+        a
     }
 
-    /// The series ordered by key.
-    fn sorted(&self) -> Vec<&(String, Agg)> {
-        let mut v: Vec<_> = self.series.iter().collect();
-        v.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    /// The series of this bucket, ordered by key.
+    fn sorted(&self) -> Vec<(&str, &Agg)> {
+        let mut v: Vec<_> = self
+            .series
+            .iter()
+            .filter(|(_, a)| a.n > 0)
+            .map(|(k, a)| (&**k, a))
+            .collect();
+        v.sort_unstable_by(|a, b| a.0.cmp(b.0));
         v
     }
 }
@@ -63,20 +159,22 @@ impl Open {
 /// [`Open::series`] as a map ordered by key (the snapshot format of a `BTreeMap<String, Agg>`).
 mod by_key {
     use std::collections::BTreeMap;
+    use std::sync::Arc;
 
     use serde::{Deserialize, Deserializer, Serializer};
 
     use super::Agg;
 
-    pub fn serialize<S: Serializer>(series: &[(String, Agg)], s: S) -> Result<S::Ok, S::Error> {
-        let mut sorted: Vec<_> = series.iter().collect();
+    pub fn serialize<S: Serializer>(series: &[(Arc<str>, Agg)], s: S) -> Result<S::Ok, S::Error> {
+        let mut sorted: Vec<_> = series.iter().filter(|(_, a)| a.n > 0).collect();
         sorted.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        s.collect_map(sorted.into_iter().map(|(k, a)| (k, a)))
+        s.collect_map(sorted.into_iter().map(|(k, a)| (&**k, a)))
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(String, Agg)>, D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(Arc<str>, Agg)>, D::Error> {
         Ok(BTreeMap::<String, Agg>::deserialize(d)?
             .into_iter()
+            .map(|(k, a)| (k.into(), a))
             .collect())
     }
 }
@@ -134,7 +232,7 @@ impl TierState {
             + self
                 .open
                 .as_ref()
-                .map(|o| o.series.iter().map(|(k, _)| k.len() + 64).sum())
+                .map(|o| o.series.capacity() * std::mem::size_of::<(Arc<str>, Agg)>())
                 .unwrap_or(0)
     }
 
@@ -150,15 +248,15 @@ impl TierState {
         self.ring.set_capacity(buckets);
     }
 
-    /// Folds in one sample's series taken at `ts`.
-    pub fn add(&mut self, ts: u64, series: &[(String, i64)]) {
+    /// Folds in one sample's series taken at `ts`, their keys from [`Keys`].
+    pub fn add(&mut self, ts: u64, series: &[(Arc<str>, i64)]) {
         let start = ts - ts % self.resolution_ms;
         match &self.open {
             Some(open) if start < open.start => {
                 self.late += 1;
                 return;
             }
-            Some(open) if start > open.start => self.close(),
+            Some(open) if start > open.start => self.close(start),
             _ => {}
         }
         let open = self.open.get_or_insert_with(|| Open {
@@ -167,29 +265,50 @@ impl TierState {
         });
         open.count += 1;
         open.next = 0;
+        if open.series.is_empty() {
+            // A host's first bucket: room for its series and no more (doubling would leave up to
+            // half of it empty until the bucket closes, 15 minutes in the coarser tier).
+            open.series.reserve_exact(series.len());
+        }
         for (key, v) in series {
-            // The key is copied only for a series new to this bucket.
             let a = open.agg(key, *v);
             a.min = a.min.min(*v);
             a.max = a.max.max(*v);
-            a.sum += i128::from(*v);
+            a.sum.add(*v);
             a.n += 1;
         }
     }
 
-    fn close(&mut self) {
-        let Some(open) = self.open.take() else { return };
+    /// Closes the open bucket into the ring and starts the one at `next` in its place, with the
+    /// series it had.
+    fn close(&mut self, next: u64) {
+        let Some(open) = &mut self.open else { return };
+        // A series missing from the whole bucket is forgotten.
+        open.series.retain(|(_, a)| a.n > 0);
+        open.series.shrink_to_fit();
         let mut toks = Vec::with_capacity(3 + 4 * open.series.len());
         toks.push(Tok::Int(open.start));
         toks.push(Tok::Int(open.count.into()));
         toks.push(Tok::Int(open.series.len() as u64));
         for (key, a) in open.sorted() {
-            toks.push(Tok::Str(key.clone()));
+            toks.push(Tok::Str(key.to_string()));
             toks.push(Tok::Int(a.min as u64));
             toks.push(Tok::Int(avg(a) as u64));
             toks.push(Tok::Int(a.max as u64));
         }
-        self.ring.push(open.start, toks);
+        self.ring.push(open.start, &toks);
+        open.start = next;
+        open.count = 0;
+        for (_, a) in &mut open.series {
+            a.n = 0;
+        }
+    }
+
+    /// Makes the open bucket's keys the shared ones (after a snapshot is read).
+    pub fn share_keys(&mut self, keys: &mut Keys) {
+        for (k, _) in self.open.iter_mut().flat_map(|o| o.series.iter_mut()) {
+            *k = keys.get(k);
+        }
     }
 
     /// Buckets starting in `from..=to`, oldest first, the open one included.
@@ -210,7 +329,7 @@ impl TierState {
                     series: o
                         .sorted()
                         .into_iter()
-                        .map(|(k, a)| (k.clone(), a.min, avg(a), a.max))
+                        .map(|(k, a)| (k.to_string(), a.min, avg(a), a.max))
                         .collect(),
                 });
             }
@@ -220,7 +339,7 @@ impl TierState {
 }
 
 fn avg(a: &Agg) -> i64 {
-    (a.sum / i128::from(a.n.max(1))) as i64
+    (a.sum.get() / i128::from(a.n.max(1))) as i64
 }
 
 fn bucket(t: &[Tok]) -> Option<Bucket> {
@@ -256,7 +375,7 @@ fn bucket(t: &[Tok]) -> Option<Bucket> {
 mod tests {
     use super::*;
 
-    fn s(v: i64) -> Vec<(String, i64)> {
+    fn s(v: i64) -> Vec<(Arc<str>, i64)> {
         vec![("cpu.busy".into(), v), ("temp|cpu".into(), -v)]
     }
 
@@ -307,7 +426,7 @@ mod tests {
     #[test]
     fn series_in_any_order_fold_as_a_map_would() {
         use std::collections::BTreeMap;
-        let samples: Vec<Vec<(String, i64)>> = vec![
+        let samples: Vec<Vec<(Arc<str>, i64)>> = vec![
             vec![("b".into(), 1), ("a".into(), 2), ("c".into(), 3)],
             vec![("b".into(), 4), ("a".into(), 5), ("c".into(), 6)],
             // Reordered, a repeat, a newcomer, one missing.
@@ -325,7 +444,7 @@ mod tests {
         for (i, sample) in samples.iter().enumerate() {
             t.add(1000 + i as u64, sample);
             for (k, v) in sample {
-                let e = expected.entry(k.clone()).or_insert((*v, *v, 0, 0));
+                let e = expected.entry(k.to_string()).or_insert((*v, *v, 0, 0));
                 e.0 = e.0.min(*v);
                 e.1 = e.1.max(*v);
                 e.2 += i128::from(*v);
@@ -363,7 +482,11 @@ mod tests {
         let old = OldOpen {
             start: open.start,
             count: open.count,
-            series: open.series.iter().cloned().collect(),
+            series: open
+                .series
+                .iter()
+                .map(|(k, a)| (k.to_string(), *a))
+                .collect(),
         };
         let bytes = postcard::to_allocvec(&open).unwrap();
         assert_eq!(bytes, postcard::to_allocvec(&old).unwrap());
@@ -372,5 +495,91 @@ mod tests {
         let mut t2 = TierState::new(60_000, 10);
         t2.open = Some(back);
         assert_eq!(t2.range(0, u64::MAX), t.range(0, u64::MAX));
+    }
+
+    /// Every open bucket holds the one shared copy of a key (issue #9), and a bucket closing
+    /// leaves its vector to the next one.
+    #[test]
+    fn open_buckets_share_keys_and_reuse_their_vector() {
+        let mut keys = Keys::default();
+        let mut series = |v: i64| vec![(keys.get("cpu.busy"), v), (keys.get("temp|cpu"), -v)];
+        let (mut a, mut b) = (TierState::new(60_000, 10), TierState::new(900_000, 10));
+        for i in 0..200u64 {
+            let s = series(i as i64);
+            a.add(i * 1000, &s);
+            b.add(i * 1000, &s);
+        }
+        let open = |t: &TierState| t.open.as_ref().unwrap().series.clone();
+        assert!(Arc::ptr_eq(&open(&a)[0].0, &open(&b)[0].0));
+        assert!(Arc::ptr_eq(&open(&a)[1].0, &series(0)[1].0));
+        assert_eq!(b.open.as_ref().unwrap().series.capacity(), 2);
+        let at = a.open.as_ref().unwrap().series.as_ptr();
+        a.add(240_000, &series(1));
+        assert_eq!(a.open.as_ref().unwrap().series.as_ptr(), at);
+        assert_eq!(a.len(), 4);
+        assert_eq!(keys.len(), 2);
+    }
+
+    /// A series that misses a whole bucket is not in it, and comes back with only its new values.
+    #[test]
+    fn a_series_missing_from_a_bucket_is_not_in_it() {
+        let mut t = TierState::new(60_000, 10);
+        let (a, b): (Arc<str>, Arc<str>) = ("a".into(), "b".into());
+        t.add(0, &[(a.clone(), 1), (b.clone(), 100)]);
+        t.add(60_000, &[(a.clone(), 2)]);
+        t.add(120_000, &[(b.clone(), 7), (a.clone(), 3)]);
+        t.add(121_000, &[(b.clone(), 9)]);
+        let got: Vec<_> = t.range(0, u64::MAX).into_iter().map(|b| b.series).collect();
+        let k = |s: &str, min, avg, max| (s.to_string(), min, avg, max);
+        assert_eq!(
+            got,
+            [
+                vec![k("a", 1, 1, 1), k("b", 100, 100, 100)],
+                vec![k("a", 2, 2, 2)],
+                vec![k("a", 3, 3, 3), k("b", 7, 8, 9)],
+            ]
+        );
+        // The vector holds what the open bucket has, no more (b missed the bucket before).
+        t.add(180_000, &[(a.clone(), 4)]);
+        assert_eq!(t.open.as_ref().unwrap().series.len(), 2);
+        t.add(240_000, &[(a.clone(), 5)]);
+        assert_eq!(t.open.as_ref().unwrap().series.len(), 1);
+    }
+
+    /// Keys no bucket holds are dropped as the set grows: it stays within twice what is in use.
+    #[test]
+    fn keys_in_use_stay_and_the_rest_are_dropped() {
+        let mut keys = Keys::default();
+        let held = keys.get("held");
+        for i in 0..5000 {
+            keys.get(&format!("gone-{i}"));
+            assert!(keys.len() <= 1024, "{}", keys.len());
+        }
+        assert!(Arc::ptr_eq(&keys.get("held"), &held));
+    }
+
+    /// A sum kept in two halves adds as an `i128` does, is written as one, and makes an entry of
+    /// the open bucket 56 bytes (issue #9).
+    #[test]
+    fn sums_add_and_are_stored_as_i128() {
+        let cases: &[&[i64]] = &[
+            &[],
+            &[1, -2, 3],
+            &[i64::MAX, i64::MAX, i64::MAX],
+            &[i64::MIN, i64::MIN, 5],
+            &[-1],
+        ];
+        for vs in cases {
+            let mut sum = Sum::default();
+            for v in *vs {
+                sum.add(*v);
+            }
+            let want: i128 = vs.iter().map(|v| i128::from(*v)).sum();
+            assert_eq!(sum.get(), want);
+            let bytes = postcard::to_allocvec(&sum).unwrap();
+            assert_eq!(bytes, postcard::to_allocvec(&want).unwrap());
+            assert_eq!(postcard::from_bytes::<Sum>(&bytes).unwrap(), sum);
+        }
+        assert_eq!(std::mem::size_of::<(Arc<str>, Agg)>(), 56);
     }
 }

@@ -1,0 +1,193 @@
+//! The store's memory at a fleet's scale (issue #9: 10,000 agents × 300 samples, 1 Hz for
+//! 5 minutes): prints figures, asserts nothing.
+//!
+//! ```sh
+//! cargo bench -p ember-collector --bench memory                      # 2,000 hosts × 300 samples
+//! cargo bench -p ember-collector --bench memory -- --hosts 10000 --samples 300
+//! ```
+//!
+//! Every host first sends its status and inventory (an agent's connect), then its samples, one
+//! per second, the hosts interleaved as they are on the wire, through `Store::ingest` with the
+//! default history configuration. Heap bytes are counted exactly by a counting allocator (live
+//! bytes asked for); RSS is `/proc/self/status`, allocator slack included.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+
+use ember_collector::config::RawConfig;
+use ember_collector::store::StoreConfig;
+use ember_collector::Store;
+use ember_wire::{Envelope, HostId, HostInfo, Message, Status, MAX_ENCODED_LEN};
+
+mod common;
+use common::{rss_kib, Synth};
+
+/// The system allocator, counting the bytes live.
+struct Counting;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LIVE.fetch_add(layout.size(), Relaxed);
+        System.alloc(layout)
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size(), Relaxed);
+        System.dealloc(ptr, layout)
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        LIVE.fetch_add(new_size, Relaxed);
+        LIVE.fetch_sub(layout.size(), Relaxed);
+        System.realloc(ptr, layout, new_size)
+    }
+}
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
+
+/// Heap bytes live and RSS bytes now.
+fn now() -> (usize, usize) {
+    (LIVE.load(Relaxed), rss_kib() as usize * 1024)
+}
+
+fn enc(host: &HostId, message: Message) -> Vec<u8> {
+    let mut buf = [0u8; MAX_ENCODED_LEN];
+    Envelope::new(host.clone(), message)
+        .encode(&mut buf)
+        .expect("fits")
+        .to_vec()
+}
+
+fn info(host: &HostId) -> HostInfo {
+    let mut i = HostInfo {
+        hostname: host.as_str().into(),
+        board: "Raspberry Pi 4 Model B Rev 1.4".into(),
+        os: "Debian GNU/Linux 12 (bookworm)".into(),
+        kernel: "6.6.51+rpt-rpi-v8".into(),
+        arch: "aarch64".into(),
+        cpu_model: "Cortex-A72".into(),
+        cpu_cores: 4,
+        memory: 4 << 30,
+        agent_version: "0.1.0".into(),
+        boot_time_s: 1_700_000_000,
+        ..HostInfo::default()
+    };
+    let _ = i.disks.push(ember_wire::DiskInfo {
+        name: "mmcblk0".into(),
+        size: 32 << 30,
+    });
+    let mut eth = ember_wire::Interface {
+        name: "eth0".into(),
+        mac: Some([0xdc, 0xa6, 0x32, 1, 2, 3]),
+        ..Default::default()
+    };
+    let _ = eth.ipv4.push([192, 168, 1, 20]);
+    let _ = i.interfaces.push(eth);
+    i
+}
+
+fn per(bytes: usize, n: usize) -> f64 {
+    bytes as f64 / n.max(1) as f64
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let flag = |name: &str, default: usize| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1)?.parse().ok())
+            .unwrap_or(default)
+    };
+    let n_hosts = flag("--hosts", 2000);
+    let n_samples = flag("--samples", 300);
+    let config = RawConfig::default().validate().unwrap();
+    let mut store = Store::new(StoreConfig::from_config(&config));
+    let hosts: Vec<(HostId, String)> = (0..n_hosts)
+        .map(|i| {
+            let id = HostId::new(&format!("pi-{i:05}")).unwrap();
+            let topic = format!("ember/v1/{id}/sample");
+            (id, topic)
+        })
+        .collect();
+    let mut synth: Vec<Synth> = (0..n_hosts).map(|i| Synth::new(i as u64 + 7)).collect();
+    let t0 = 1_700_000_000_000u64;
+    let status = |id: &HostId| enc(id, Message::Status(Status::Online { interval_ms: 1000 }));
+
+    let empty = now();
+    for (id, _) in &hosts {
+        store
+            .ingest(&format!("ember/v1/{id}/status"), &status(id), t0)
+            .expect("valid");
+        store
+            .ingest(
+                &format!("ember/v1/{id}/info"),
+                &enc(id, Message::HostInfo(info(id))),
+                t0,
+            )
+            .expect("valid");
+        store.drain_events();
+    }
+    let connected = now();
+    let mut after_first = connected;
+    let mut took = std::time::Duration::ZERO;
+    for step in 0..n_samples as u64 {
+        let ts = t0 + step * 1000;
+        for (i, (id, topic)) in hosts.iter().enumerate() {
+            let payload = synth[i].next(id, ts);
+            let start = std::time::Instant::now();
+            store.ingest(topic, &payload, ts).expect("valid");
+            took += start.elapsed();
+            // As the ingest thread does, a batch at a time: events are not left to pile up.
+            store.drain_events();
+        }
+        if step == 0 {
+            after_first = now();
+        }
+    }
+    let full = now();
+    let m = store.memory();
+    let samples = n_hosts * n_samples;
+    println!(
+        "memory: {n_hosts} hosts × {n_samples} samples (default history, 1 Hz); the store counts {:.1} B per raw sample, {} KiB of tiers",
+        m.bytes_per_sample(),
+        m.tier_bytes / 1024
+    );
+    println!(
+        "ingest: {:.0} samples/s through Store::ingest (the samples' synthesis not counted)",
+        samples as f64 / took.as_secs_f64()
+    );
+    println!(
+        "(a Sample is {} B, a HostInfo {} B inline)",
+        std::mem::size_of::<ember_wire::Sample>(),
+        std::mem::size_of::<HostInfo>()
+    );
+    println!("{:<44} {:>12} {:>12}", "", "heap", "RSS");
+    let row = |what: &str, (h, r): (usize, usize), n: usize| {
+        println!("{what:<44} {:>10.0} B {:>10.0} B", per(h, n), per(r, n));
+    };
+    let diff = |a: (usize, usize), b: (usize, usize)| (b.0 - a.0, b.1.saturating_sub(a.1));
+    row(
+        "per connected host (status, inventory)",
+        diff(empty, connected),
+        n_hosts,
+    );
+    row(
+        "per host, its first sample",
+        diff(connected, after_first),
+        n_hosts,
+    );
+    row(
+        "per later sample",
+        diff(after_first, full),
+        samples - n_hosts,
+    );
+    row("per host, all in", diff(empty, full), n_hosts);
+    let (h, r) = diff(empty, full);
+    println!(
+        "at 10,000 hosts × {n_samples} samples: heap {:.0} MiB, RSS {:.0} MiB (the store alone)",
+        per(h, n_hosts) * 10_000.0 / 1048576.0,
+        per(r, n_hosts) * 10_000.0 / 1048576.0
+    );
+    drop(store);
+}
