@@ -132,6 +132,12 @@ pub async fn start(config: &Config) -> Result<Running, BrokerError> {
     }
 }
 
+/// A [`Handoff`] to a broker whose server never starts (its router does): for tests and fuzzing
+/// of what the gate decides before it connects anything.
+pub fn idle_handoff() -> Handoff {
+    Broker::new(rumqttd_config(&Config::ephemeral(std::env::temp_dir()))).handoff(SERVER)
+}
+
 /// A new connection to rumqttd, as if it had connected to its listener: the gate's end of an
 /// in-memory pipe whose other end rumqttd serves.
 pub fn connect(handoff: &Handoff) -> std::io::Result<DuplexStream> {

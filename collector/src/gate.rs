@@ -1338,11 +1338,8 @@ mod tests {
     #[test]
     fn the_gate_admits_up_to_max_and_counts_refusals() {
         let settings = Settings {
-            // rumqttd's router with no server: admission does not reach it.
-            broker: rumqttd::Broker::new(crate::broker::rumqttd_config(&Config::ephemeral(
-                std::env::temp_dir(),
-            )))
-            .handoff("unused"),
+            // Admission does not reach the broker.
+            broker: crate::broker::idle_handoff(),
             max_connections: 2,
             max_packet: 1024,
             tls: None,

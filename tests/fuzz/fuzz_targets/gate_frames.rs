@@ -7,7 +7,6 @@
 #![no_main]
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
@@ -22,8 +21,7 @@ fn gate() -> &'static Arc<Gate> {
     static GATE: OnceLock<Arc<Gate>> = OnceLock::new();
     GATE.get_or_init(|| {
         let settings = Settings {
-            upstream: SocketAddr::from(([127, 0, 0, 1], 1)),
-            secret: String::new(),
+            broker: ember_collector::broker::idle_handoff(),
             max_connections: 1,
             max_packet: 8 * 1024,
             tls: None,
