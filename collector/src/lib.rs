@@ -204,6 +204,12 @@ pub async fn start(
         auth,
         gate: gate.clone(),
     });
+    // The event stream writes small lines one after another: with Nagle's algorithm on, a line
+    // written while the previous one is unacknowledged waits for the client's delayed ACK (40
+    // ms on Linux).
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
+        let _ = tcp.set_nodelay(true);
+    });
     let serve = tokio::spawn(async move {
         axum::serve(listener, app)
             .with_graceful_shutdown(async move {
