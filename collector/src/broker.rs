@@ -36,7 +36,7 @@ const SERVER: &str = "ember";
 /// Bytes buffered each way between the gate and rumqttd, per connection. The buffers grow to
 /// what is in flight (an agent's sample is a few hundred bytes); this bounds them, and a writer
 /// that finds the buffer full waits, as on a socket.
-pub const PIPE_BYTES: usize = 64 * 1024;
+const PIPE_BYTES: usize = 64 * 1024;
 
 /// The broker's settings, derived from the collector's config.
 ///

@@ -1108,7 +1108,7 @@ struct AccountSlot<'a> {
 
 impl<'a> AccountSlot<'a> {
     fn take(gate: &'a Gate, accounts: &Accounts, name: &str) -> Option<Self> {
-        let mut map = gate.per_client.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = lock(&gate.per_client);
         let n = map.entry(name.to_string()).or_insert(0);
         if *n >= accounts.max_connections_per_client {
             return None;
@@ -1123,11 +1123,7 @@ impl<'a> AccountSlot<'a> {
 
 impl Drop for AccountSlot<'_> {
     fn drop(&mut self) {
-        let mut map = self
-            .gate
-            .per_client
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut map = lock(&self.gate.per_client);
         if let Some(n) = map.get_mut(&self.name) {
             *n -= 1;
             if *n == 0 {
