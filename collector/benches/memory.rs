@@ -9,7 +9,8 @@
 //! Every host first sends its status and inventory (an agent's connect), then its samples, one
 //! per second, the hosts interleaved as they are on the wire, through `Store::ingest` with the
 //! default history configuration. Heap bytes are counted exactly by a counting allocator (live
-//! bytes asked for); RSS is `/proc/self/status`, allocator slack included.
+//! bytes asked for); RSS is `/proc/self/status`, allocator slack included. Last, the store is
+//! serialised as a snapshot and loaded back, timed.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
@@ -189,5 +190,18 @@ fn main() {
         per(h, n_hosts) * 10_000.0 / 1048576.0,
         per(r, n_hosts) * 10_000.0 / 1048576.0
     );
+    let start = std::time::Instant::now();
+    let bytes = store.to_bytes_after(0).expect("serialises");
+    let serialise = start.elapsed();
+    let start = std::time::Instant::now();
+    let back = Store::from_bytes(StoreConfig::from_config(&config), &bytes).expect("loads");
+    let load = start.elapsed();
+    println!(
+        "snapshot: {} MiB serialised in {:.0} ms, loaded in {:.0} ms",
+        bytes.len() / 1048576,
+        serialise.as_secs_f64() * 1e3,
+        load.as_secs_f64() * 1e3
+    );
+    drop(back);
     drop(store);
 }
