@@ -13,6 +13,7 @@
 //! does not make sense.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -78,9 +79,14 @@ mod as_bytes {
 }
 
 /// A ring of delta-encoded records.
+///
+/// A clone is cheap: blocks are shared, and a full block never changes again. Only the open
+/// (newest) block is copied, and only if a clone still holds it when the next record goes in.
+/// This is what lets a snapshot take the store as it is in a moment and write it from another
+/// thread while ingest goes on (see `Store::image`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Ring {
-    blocks: VecDeque<Block>,
+    blocks: VecDeque<Arc<Block>>,
     capacity: usize,
     len: usize,
     /// The newest record, which the next one is encoded against, written in full (as a block's
@@ -176,26 +182,29 @@ impl Ring {
             // A block takes about what the one before it took: it is allocated once, at that
             // size and a sixteenth more, rather than grown by doubling from small, which left
             // it up to half empty and a trail of freed smaller buffers behind it (issue #9).
-            let size = match self.blocks.back_mut() {
-                Some(b) => {
-                    b.bytes.shrink_to_fit();
-                    b.bytes.len() + b.bytes.len() / 16
-                }
+            let size = match self.blocks.back() {
+                Some(b) => b.bytes.len() + b.bytes.len() / 16,
                 None => 256,
             };
-            self.blocks.push_back(Block {
+            self.blocks.push_back(Arc::new(Block {
                 min_ts: ts,
                 max_ts: ts,
                 count: 0,
                 bytes: Vec::with_capacity(size),
-            });
+            }));
         }
-        let block = self.blocks.back_mut().expect("a block was just ensured");
+        let back = self.blocks.back_mut().expect("a block was just ensured");
+        // Copied here if a snapshot's clone still holds it (see the type's comment).
+        let block = Arc::make_mut(back);
         let prev = if new_block { &[][..] } else { &self.last[..] };
         encode_against(Full::new(prev), record, &mut block.bytes);
         block.count += 1;
         block.min_ts = block.min_ts.min(ts);
         block.max_ts = block.max_ts.max(ts);
+        if block.count >= BLOCK {
+            // Full: it never changes again.
+            block.bytes.shrink_to_fit();
+        }
         self.len += 1;
         self.last.clear();
         encode_record(&[], record, &mut self.last);
@@ -513,8 +522,8 @@ mod tests {
     #[test]
     fn the_newest_record_keeps_its_snapshot_format() {
         #[derive(Serialize)]
-        struct OldRing<'a> {
-            blocks: &'a VecDeque<Block>,
+        struct OldRing {
+            blocks: VecDeque<Block>,
             capacity: usize,
             len: usize,
             last: Vec<Tok>,
@@ -524,7 +533,7 @@ mod tests {
             r.push(i * 1000, &rec(i));
         }
         let old = OldRing {
-            blocks: &r.blocks,
+            blocks: r.blocks.iter().map(|b| Block::clone(b)).collect(),
             capacity: r.capacity,
             len: r.len,
             last: rec(69),
@@ -548,7 +557,7 @@ mod tests {
         let mut r = Ring::new(10);
         r.push(0, &long);
         let old = OldRing {
-            blocks: &r.blocks,
+            blocks: r.blocks.iter().map(|b| Block::clone(b)).collect(),
             capacity: r.capacity,
             len: r.len,
             last: long,
@@ -557,6 +566,61 @@ mod tests {
             postcard::to_allocvec(&r).unwrap(),
             postcard::to_allocvec(&old).unwrap()
         );
+    }
+
+    /// A block's bytes are written as serde bytes, which in postcard are the very bytes the
+    /// sequence of `u8` they were before made: old snapshots load, new ones are the same.
+    #[test]
+    fn block_bytes_keep_their_snapshot_format() {
+        #[derive(Serialize, Deserialize, PartialEq, Debug)]
+        struct OldBlock {
+            min_ts: u64,
+            max_ts: u64,
+            count: u32,
+            bytes: Vec<u8>,
+        }
+        let mut r = Ring::new(100);
+        for i in 0..70 {
+            r.push(i * 1000, &rec(i));
+        }
+        assert_eq!(r.blocks.len(), 2);
+        for b in &r.blocks {
+            let old = OldBlock {
+                min_ts: b.min_ts,
+                max_ts: b.max_ts,
+                count: b.count,
+                bytes: b.bytes.clone(),
+            };
+            let bytes = postcard::to_allocvec(&**b).unwrap();
+            assert_eq!(bytes, postcard::to_allocvec(&old).unwrap());
+            let back: Block = postcard::from_bytes(&bytes).unwrap();
+            assert_eq!(back.bytes, old.bytes);
+            assert_eq!(postcard::from_bytes::<OldBlock>(&bytes).unwrap(), old);
+        }
+    }
+
+    /// A clone shares the full blocks and copies the open one only when either side writes to
+    /// it: the clone stays as it was, the original goes on (what a snapshot relies on).
+    #[test]
+    fn a_clone_keeps_what_it_saw_while_the_original_goes_on() {
+        let mut r = Ring::new(1000);
+        for i in 0..100 {
+            r.push(i * 1000, &rec(i));
+        }
+        let seen = r.clone();
+        let before = postcard::to_allocvec(&seen).unwrap();
+        assert!(Arc::ptr_eq(&r.blocks[0], &seen.blocks[0]));
+        for i in 100..200 {
+            r.push(i * 1000, &rec(i));
+        }
+        assert_eq!(postcard::to_allocvec(&seen).unwrap(), before);
+        assert_eq!(seen.len(), 100);
+        assert_eq!(r.len(), 200);
+        // (A range is whole blocks; the caller filters by time.)
+        assert!(r.range(0, 99_000)[..100] == seen.range(0, u64::MAX)[..]);
+        // The full block is still shared; the one that was open was copied.
+        assert!(Arc::ptr_eq(&r.blocks[0], &seen.blocks[0]));
+        assert!(!Arc::ptr_eq(&r.blocks[1], &seen.blocks[1]));
     }
 
     /// Records are encoded against the newest one read in place: extremes, strings and changes
