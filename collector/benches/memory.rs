@@ -27,10 +27,13 @@ use common::{rss_kib, Synth};
 struct Counting;
 
 static LIVE: AtomicUsize = AtomicUsize::new(0);
+/// The most live at once since it was last reset.
+static PEAK: AtomicUsize = AtomicUsize::new(0);
 
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        LIVE.fetch_add(layout.size(), Relaxed);
+        let live = LIVE.fetch_add(layout.size(), Relaxed) + layout.size();
+        PEAK.fetch_max(live, Relaxed);
         System.alloc(layout)
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
@@ -38,7 +41,8 @@ unsafe impl GlobalAlloc for Counting {
         System.dealloc(ptr, layout)
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        LIVE.fetch_add(new_size, Relaxed);
+        let live = LIVE.fetch_add(new_size, Relaxed) + new_size;
+        PEAK.fetch_max(live, Relaxed);
         LIVE.fetch_sub(layout.size(), Relaxed);
         System.realloc(ptr, layout, new_size)
     }
@@ -190,17 +194,66 @@ fn main() {
         per(h, n_hosts) * 10_000.0 / 1048576.0,
         per(r, n_hosts) * 10_000.0 / 1048576.0
     );
+    // A snapshot: what ingest waits for (the image), then the serialising on its own thread, as
+    // in the collector, while the next second's samples come in paced over that second; then
+    // the worst case, a second's samples all at once while an image is held; then a second's
+    // with no image.
+    let round = |store: &mut Store, synth: &mut [Synth], step: u64, paced: bool| {
+        let ts = t0 + step * 1000;
+        let start = std::time::Instant::now();
+        PEAK.store(LIVE.load(Relaxed), Relaxed);
+        let before = LIVE.load(Relaxed);
+        for (i, (id, topic)) in hosts.iter().enumerate() {
+            if paced && i % 100 == 0 {
+                let due = std::time::Duration::from_secs_f64(i as f64 / n_hosts as f64);
+                std::thread::sleep(due.saturating_sub(start.elapsed()));
+            }
+            let payload = synth[i].next(id, ts);
+            store.ingest(topic, &payload, ts).expect("valid");
+            store.drain_events();
+        }
+        (start.elapsed(), PEAK.load(Relaxed).saturating_sub(before))
+    };
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+    let mib = |b: usize| b as f64 / 1048576.0;
     let start = std::time::Instant::now();
-    let bytes = store.to_bytes_after(0).expect("serialises");
-    let serialise = start.elapsed();
+    let image = store.image();
+    let imaged = start.elapsed();
+    let capacity = m.total_bytes();
+    let writer = std::thread::spawn(move || {
+        let start = std::time::Instant::now();
+        let bytes = image.into_bytes_after(0, capacity).expect("serialises");
+        (bytes, start.elapsed())
+    });
+    // (The writer's buffer is allocated before the second starts, not counted as a copy.)
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    let step = n_samples as u64;
+    let (_, paced_peak) = round(&mut store, &mut synth, step, true);
+    let (bytes, serialise) = writer.join().expect("the writer");
+    let image = store.image();
+    let (held, held_peak) = round(&mut store, &mut synth, step + 1, false);
+    drop(image);
+    let (free, free_peak) = round(&mut store, &mut synth, step + 2, false);
     let start = std::time::Instant::now();
     let back = Store::from_bytes(StoreConfig::from_config(&config), &bytes).expect("loads");
     let load = start.elapsed();
     println!(
-        "snapshot: {} MiB serialised in {:.0} ms, loaded in {:.0} ms",
+        "snapshot: {} MiB; the image taken in {:.1} ms, serialised in {:.0} ms (its own thread), \
+         loaded in {:.0} ms",
         bytes.len() / 1048576,
-        serialise.as_secs_f64() * 1e3,
-        load.as_secs_f64() * 1e3
+        ms(imaged),
+        ms(serialise),
+        ms(load)
+    );
+    println!(
+        "  heap peak over a second's {n_hosts} samples: paced, the image written meanwhile \
+         +{:.1} MiB; all at once, an image held +{:.1} MiB in {:.0} ms; no image +{:.1} MiB in \
+         {:.0} ms",
+        mib(paced_peak),
+        mib(held_peak),
+        ms(held),
+        mib(free_peak),
+        ms(free)
     );
     drop(back);
     drop(store);

@@ -256,7 +256,7 @@ pub fn decode_records(bytes: &[u8]) -> (Vec<Record<'_>>, usize) {
 }
 
 /// Fills in the header of a snapshot whose body follows [`SNAPSHOT_HEADER`] bytes of room
-/// ([`Store::to_bytes_after`]).
+/// ([`crate::store::Image::into_bytes_after`]).
 fn seal_snapshot(next_gen: u64, bytes: &mut [u8]) {
     let (header, body) = bytes.split_at_mut(SNAPSHOT_HEADER);
     header[..8].copy_from_slice(SNAPSHOT_MAGIC);
@@ -461,8 +461,10 @@ impl Persister {
         self.writer.as_ref().is_some_and(|w| !w.is_finished())
     }
 
-    /// Starts a snapshot of `store`: serialised now, written in the background. Skipped while the
-    /// previous one is still being written or while the log cannot be written.
+    /// Starts a snapshot of `store` as it is now, serialised and written in the background
+    /// (the caller's hold of the store's lock is a few milliseconds: see [`Store::image`]).
+    /// Skipped while the previous one is still being written or while the log cannot be
+    /// written.
     pub fn snapshot(&mut self, store: &Store) {
         if self.snapshot_running() {
             return;
@@ -474,14 +476,18 @@ impl Persister {
         if !self.pending.is_empty() {
             return;
         }
-        let mut bytes = match store.to_bytes_after(SNAPSHOT_HEADER) {
-            Ok(b) => b,
-            Err(e) => return self.failed(&format!("serialising the snapshot: {e}")),
-        };
+        let image = store.image();
+        // Room for the last snapshot and an eighth more (the history grows), or for what the
+        // history takes in memory the first time; room not written to costs nothing.
+        let last = self.status.lock().map(|s| s.snapshot_bytes).unwrap_or(0) as usize;
+        let capacity = SNAPSHOT_HEADER
+            + match last {
+                0 => store.memory().total_bytes(),
+                n => n + n / 8,
+            };
         self.gen += 1;
         self.wal_len = 0;
         let next_gen = self.gen;
-        seal_snapshot(next_gen, &mut bytes);
         let mut disk = self.disk.handle();
         let status = self.status.clone();
         let spawned = std::thread::Builder::new()
@@ -490,6 +496,18 @@ impl Persister {
                 let set = |f: &dyn Fn(&mut PersistStatus)| {
                     f(&mut status.lock().unwrap_or_else(|e| e.into_inner()))
                 };
+                let mut bytes = match image.into_bytes_after(SNAPSHOT_HEADER, capacity) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        tracing::error!("serialising the snapshot: {e}; the log is kept");
+                        return set(&|s| {
+                            s.ok = false;
+                            s.last_error = Some(format!("serialising the snapshot: {e}"));
+                            s.write_errors += 1;
+                        });
+                    }
+                };
+                seal_snapshot(next_gen, &mut bytes);
                 match disk.write_atomic(SNAPSHOT, &bytes) {
                     Ok(()) => {
                         if let Ok(names) = disk.list() {
@@ -733,6 +751,28 @@ mod tests {
         // The generation before the snapshot was removed.
         let wals = disk.names().iter().filter(|n| wal_gen(n).is_some()).count();
         assert_eq!(wals, 1, "{:?}", disk.names());
+    }
+
+    /// The snapshot is written from another thread while ingest goes on: it holds the store as
+    /// it was when it started, and what came after is in the next log, once.
+    #[test]
+    fn ingest_during_a_snapshot_is_logged_not_snapshotted() {
+        let disk = MemDisk::new(usize::MAX);
+        let (mut p, mut s) = Persister::open(Box::new(disk.clone()), config());
+        feed(&mut p, &mut s, 1..=100);
+        p.snapshot(&s);
+        feed(&mut p, &mut s, 101..=150);
+        p.wait();
+        feed(&mut p, &mut s, 151..=160);
+        drop(p);
+        let (p2, s2) = Persister::open(Box::new(disk.clone()), config());
+        let rec = p2.status.lock().unwrap().recovery.clone();
+        assert!(rec.snapshot_loaded);
+        assert_eq!(rec.wal_records, 60);
+        assert!(rec.problems.is_empty(), "{rec:?}");
+        assert_eq!(seqs(&s2), seqs(&s));
+        assert_eq!(s2.stats(), s.stats());
+        assert_eq!(s2.to_bytes_after(0).unwrap(), s.to_bytes_after(0).unwrap());
     }
 
     #[test]

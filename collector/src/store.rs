@@ -154,16 +154,19 @@ pub enum Event {
     },
 }
 
-/// A host as the collector knows it.
-#[derive(Debug, Serialize, Deserialize)]
+/// A host as the collector knows it. Cloned only when a snapshot's [`Image`] still holds it as
+/// ingest changes it; the clone shares its history's full blocks (see [`Ring`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Host {
     raw: Ring,
     tiers: Vec<TierState>,
-    /// Boxed, like `info`: a `Sample` is 2.6 KB and a `HostInfo` 1.3 KB whatever they hold, and
-    /// inline they would make every host's entry that large, in map nodes a third empty on
-    /// average, whether the host sent one or not (issue #9). Stored (in snapshots) as they were.
-    latest: Option<Box<Sample>>,
-    info: Option<Box<HostInfo>>,
+    /// Behind a pointer, like `info`: a `Sample` is 2.6 KB and a `HostInfo` 1.3 KB whatever they
+    /// hold, and inline they would make every host's entry that large, in map nodes a third
+    /// empty on average, whether the host sent one or not (issue #9). Shared: with the event a
+    /// new sample makes, and with a snapshot's image (a host copied on write does not copy
+    /// them). Stored (in snapshots) as they were.
+    latest: Option<Arc<Sample>>,
+    info: Option<Arc<HostInfo>>,
     status: Option<Status>,
     reported: HostStatus,
     status_since_ms: u64,
@@ -276,7 +279,8 @@ impl MemoryStats {
 /// Every host's state and history.
 #[derive(Debug)]
 pub struct Store {
-    hosts: BTreeMap<HostId, Host>,
+    /// Shared with a snapshot being written (see [`Store::image`]), and copied on write.
+    hosts: BTreeMap<HostId, Arc<Host>>,
     config: StoreConfig,
     stats: Stats,
     events: Vec<Event>,
@@ -308,6 +312,53 @@ struct Persisted {
     stats: Stats,
 }
 
+/// The store at one moment, sharing its hosts with it: what a snapshot writes (see
+/// [`Store::image`]).
+pub struct Image {
+    hosts: BTreeMap<HostId, Arc<Host>>,
+    stats: Stats,
+}
+
+impl Image {
+    /// Hosts held.
+    pub fn len(&self) -> usize {
+        self.hosts.len()
+    }
+
+    /// Whether it holds no host.
+    pub fn is_empty(&self) -> bool {
+        self.hosts.is_empty()
+    }
+
+    /// The image as snapshot bytes ([`Persisted`]'s postcard form), after `reserved` zero bytes
+    /// (the file header to fill in), in a vector allocated for `capacity` bytes to start with.
+    ///
+    /// Hosts are written least recently seen first, each let go as soon as it is written: the
+    /// hosts ingest will change next are the first out of the image, so while writing takes
+    /// less than the agents' interval, ingest copies next to none of them on write. (Postcard
+    /// has no order for a map's entries; loading sorts them. Ties go in id order, so the same
+    /// store gives the same bytes.) A capacity of the last snapshot's size or more means no
+    /// copy as the vector grows, and room never written to takes no memory (a vector that
+    /// large is mapped, not taken from the heap).
+    pub fn into_bytes_after(
+        self,
+        reserved: usize,
+        capacity: usize,
+    ) -> Result<Vec<u8>, postcard::Error> {
+        let mut out = Vec::with_capacity(capacity.max(reserved));
+        out.resize(reserved, 0);
+        // Postcard writes a map as its length (a varint, as it writes a u64), then each key and
+        // value, and a struct as its fields in order: `Persisted` byte for byte.
+        out = postcard::to_extend(&(self.hosts.len() as u64), out)?;
+        let mut hosts: Vec<(HostId, Arc<Host>)> = self.hosts.into_iter().collect();
+        hosts.sort_by_key(|(_, h)| h.last_seen_ms);
+        for (id, host) in hosts {
+            out = postcard::to_extend(&(&id, &*host), out)?;
+        }
+        postcard::to_extend(&self.stats, out)
+    }
+}
+
 impl Store {
     /// An empty store.
     pub fn new(config: StoreConfig) -> Self {
@@ -322,24 +373,21 @@ impl Store {
         }
     }
 
-    /// The whole store as bytes, for a snapshot, after `reserved` zero bytes (the file header to
-    /// fill in), in one allocation of exactly the right size: the store is measured first, so a
-    /// snapshot of hundreds of MB is neither copied as its vector grows nor copied again behind
-    /// a header.
-    pub fn to_bytes_after(&self, reserved: usize) -> Result<Vec<u8>, postcard::Error> {
-        #[derive(Serialize)]
-        struct PersistedRef<'a> {
-            hosts: &'a BTreeMap<HostId, Host>,
-            stats: &'a Stats,
+    /// The store as it is now, for a snapshot to be written from another thread while ingest
+    /// goes on: every host is shared, not copied, so this takes a few milliseconds for 10,000
+    /// hosts where serialising took a second under the lock (issue #9). A host ingest changes
+    /// while the image still holds it is copied then, once, and its full history blocks are
+    /// still shared (see [`Ring`]).
+    pub fn image(&self) -> Image {
+        Image {
+            hosts: self.hosts.clone(),
+            stats: self.stats,
         }
-        let value = PersistedRef {
-            hosts: &self.hosts,
-            stats: &self.stats,
-        };
-        let mut out =
-            Vec::with_capacity(reserved + postcard::experimental::serialized_size(&value)?);
-        out.resize(reserved, 0);
-        postcard::to_extend(&value, out)
+    }
+
+    /// The whole store as bytes, after `reserved` zero bytes (see [`Image::into_bytes_after`]).
+    pub fn to_bytes_after(&self, reserved: usize) -> Result<Vec<u8>, postcard::Error> {
+        self.image().into_bytes_after(reserved, 0)
     }
 
     /// A store from snapshot bytes, resized to `config` (a tier whose resolution is no longer
@@ -370,7 +418,7 @@ impl Store {
             for t in &mut host.tiers {
                 t.share_keys(&mut store.scratch.keys);
             }
-            store.hosts.insert(id, host);
+            store.hosts.insert(id, Arc::new(host));
         }
         Ok(store)
     }
@@ -422,26 +470,30 @@ impl Store {
             return Err(Reject::KindMismatch);
         }
         let config = &self.config;
-        let entry = self.hosts.entry(host.clone()).or_insert_with(|| Host {
-            raw: Ring::new(config.raw_samples),
-            tiers: config
-                .tiers
-                .iter()
-                .map(|t| TierState::new(t.resolution.as_millis() as u64, t.buckets()))
-                .collect(),
-            latest: None,
-            info: None,
-            status: None,
-            reported: HostStatus::Unknown,
-            status_since_ms: now_ms,
-            last_seen_ms: now_ms,
-            last_seq: None,
-            last_timestamp_ms: 0,
-            received: 0,
-            missing: 0,
-            duplicates: 0,
-            restarts: 0,
+        let entry = self.hosts.entry(host.clone()).or_insert_with(|| {
+            Arc::new(Host {
+                raw: Ring::new(config.raw_samples),
+                tiers: config
+                    .tiers
+                    .iter()
+                    .map(|t| TierState::new(t.resolution.as_millis() as u64, t.buckets()))
+                    .collect(),
+                latest: None,
+                info: None,
+                status: None,
+                reported: HostStatus::Unknown,
+                status_since_ms: now_ms,
+                last_seen_ms: now_ms,
+                last_seq: None,
+                last_timestamp_ms: 0,
+                received: 0,
+                missing: 0,
+                duplicates: 0,
+                restarts: 0,
+            })
         });
+        // Copied here if a snapshot's image still holds it.
+        let entry = Arc::make_mut(entry);
         entry.last_seen_ms = entry.last_seen_ms.max(now_ms);
         let accepted = match envelope.message {
             Message::Sample(sample) => {
@@ -452,7 +504,7 @@ impl Store {
                 {
                     self.events.push(Event::Sample {
                         host: host.clone(),
-                        sample: Arc::new(Sample::clone(latest)),
+                        sample: latest.clone(),
                     });
                 }
                 accepted
@@ -463,7 +515,7 @@ impl Store {
             }
             Message::HostInfo(info) => {
                 if entry.info.as_deref() != Some(&info) {
-                    entry.info = Some(Box::new(info));
+                    entry.info = Some(Arc::new(info));
                     self.events.push(Event::Info { host: host.clone() });
                 }
                 Accepted::Info
@@ -473,7 +525,7 @@ impl Store {
         };
         let status = self.config.status;
         if let Some(entry) = self.hosts.get_mut(&host) {
-            entry.report(&host, now_ms, &status, &mut self.events);
+            Arc::make_mut(entry).report(&host, now_ms, &status, &mut self.events);
         }
         if self.events.len() > MAX_EVENTS {
             self.events.drain(..MAX_EVENTS / 2);
@@ -494,7 +546,10 @@ impl Store {
         }
         let status = self.config.status;
         for (id, host) in &mut self.hosts {
-            host.report(id, now_ms, &status, &mut self.events);
+            // Written (and so copied, if a snapshot holds it) only when its status changed.
+            if host.status(now_ms, &status) != host.reported {
+                Arc::make_mut(host).report(id, now_ms, &status, &mut self.events);
+            }
         }
     }
 
@@ -775,10 +830,10 @@ impl Host {
                 t.add(ts, &series[..n]);
             }
         }
-        // The box is reused: no allocation per sample.
-        match &mut self.latest {
-            Some(latest) => **latest = sample,
-            None => self.latest = Some(Box::new(sample)),
+        // Reused where nothing else holds it (no event stream, no bridge): no allocation then.
+        match self.latest.as_mut().and_then(Arc::get_mut) {
+            Some(latest) => *latest = sample,
+            None => self.latest = Some(Arc::new(sample)),
         }
         Accepted::Sample { missing }
     }
@@ -1145,6 +1200,42 @@ mod tests {
         info
     }
 
+    /// A snapshot's image is the store at the moment it was taken, however ingest goes on while
+    /// it is written: hosts changed since are copied, not written to under it.
+    #[test]
+    fn an_image_keeps_the_moment_it_was_taken() {
+        let mut s = Store::new(config(1000, 4096));
+        let other = "ember/v1/other/sample";
+        for seq in 1..=100u64 {
+            s.ingest(T, &sample("pi", seq, seq * 1000), seq * 1000)
+                .unwrap();
+            s.ingest(other, &sample("other", seq, seq * 1000), seq * 1000)
+                .unwrap();
+        }
+        let then = s.to_bytes_after(0).unwrap();
+        let image = s.image();
+        for seq in 101..=300u64 {
+            s.ingest(T, &sample("pi", seq, seq * 1000), seq * 1000)
+                .unwrap();
+        }
+        connect(&mut s, 300_000);
+        s.tick(10_000_000);
+        s.ingest("ember/v1/new/sample", &sample("new", 1, 1000), 1000)
+            .unwrap();
+        assert_eq!(image.len(), 2);
+        assert_eq!(image.into_bytes_after(0, 0).unwrap(), then);
+        let now = Store::from_bytes(config(1000, 4096), &s.to_bytes_after(0).unwrap()).unwrap();
+        assert_eq!(now.host_count(), 3);
+        assert_eq!(now.summary(&id("pi"), 300_000).unwrap().received, 300);
+        let back = Store::from_bytes(config(1000, 4096), &then).unwrap();
+        assert_eq!(back.host_count(), 2);
+        assert_eq!(back.summary(&id("pi"), 100_000).unwrap().received, 100);
+        assert_eq!(
+            back.samples(&id("other"), None, 1000),
+            s.samples(&id("other"), None, 1000)
+        );
+    }
+
     #[test]
     fn snapshot_round_trips_and_resizes() {
         let mut s = Store::new(config(1000, 4096));
@@ -1154,12 +1245,22 @@ mod tests {
         }
         let info = connect(&mut s, 300_000);
         let bytes = s.to_bytes_after(0).unwrap();
-        // The snapshot's form: the same bytes after room for a header, allocated to size.
-        let sealed = s.to_bytes_after(32).unwrap();
+        // The snapshot's form: the same bytes after room for a header.
+        let sealed = s.image().into_bytes_after(32, 100).unwrap();
         assert_eq!(sealed.len(), 32 + bytes.len());
-        assert_eq!(sealed.capacity(), sealed.len());
         assert!(sealed[..32].iter().all(|b| *b == 0));
         assert_eq!(&sealed[32..], &bytes[..]);
+        // Written host by host, they are what serialising the whole was.
+        #[derive(Serialize)]
+        struct Whole<'a> {
+            hosts: &'a BTreeMap<HostId, Arc<Host>>,
+            stats: &'a Stats,
+        }
+        let whole = Whole {
+            hosts: &s.hosts,
+            stats: &s.stats,
+        };
+        assert_eq!(postcard::to_allocvec(&whole).unwrap(), bytes);
         let back = Store::from_bytes(config(1000, 4096), &bytes).unwrap();
         assert_eq!(back.stats(), s.stats());
         let h = back.summary(&id("pi"), 300_000).unwrap();
