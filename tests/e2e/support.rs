@@ -1,12 +1,16 @@
 //! Shared helpers: a collector on free ports, JSON over HTTP, waiting for a condition.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ember_collector::{Collector, Config};
 use serde_json::Value;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 /// A collector running for one test, stopped when dropped.
 pub struct TestCollector {
@@ -171,4 +175,64 @@ pub async fn send_command(
     .expect("a command result within 10 s");
     let _ = client.disconnect().await;
     result
+}
+
+/// A TCP forwarder between agent and broker that plays the broker going away: switched off
+/// (connections dropped, port closed) and on again.
+pub struct Proxy {
+    pub addr: SocketAddr,
+    upstream: SocketAddr,
+    tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    acceptor: Option<JoinHandle<()>>,
+}
+
+impl Proxy {
+    pub async fn start(upstream: SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut proxy = Proxy {
+            addr,
+            upstream,
+            tasks: Arc::default(),
+            acceptor: None,
+        };
+        proxy.serve(listener);
+        proxy
+    }
+
+    fn serve(&mut self, listener: TcpListener) {
+        let (upstream, tasks) = (self.upstream, self.tasks.clone());
+        self.acceptor = Some(tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let task = tokio::spawn(async move {
+                    if let Ok(mut server) = TcpStream::connect(upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+                tasks.lock().unwrap().push(task);
+            }
+        }));
+    }
+
+    /// The broker "stops": the port closes and every connection is cut.
+    pub fn down(&mut self) {
+        if let Some(a) = self.acceptor.take() {
+            a.abort();
+        }
+        for t in self.tasks.lock().unwrap().drain(..) {
+            t.abort();
+        }
+    }
+
+    /// The broker is back on the same port.
+    pub async fn up(&mut self) {
+        let listener = loop {
+            match TcpListener::bind(self.addr).await {
+                Ok(l) => break l,
+                // The aborted acceptor may take a moment to release the port.
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        };
+        self.serve(listener);
+    }
 }
