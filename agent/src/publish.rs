@@ -9,6 +9,10 @@
 //!   topic, and sends unacknowledged samples oldest-first, a window at a time; a sample leaves the
 //!   outbox only when its PUBACK arrives.
 //!
+//! Stopping drains the outbox first: the pump keeps sending until every sample is acknowledged,
+//! the connection fails or the drain's share of the stop timeout is spent, and only then
+//! publishes `Offline` and disconnects.
+//!
 //! The sampler only copies an encoded sample into the outbox and wakes the pump: it never waits
 //! on the network.
 //!
@@ -30,6 +34,7 @@ use ember_wire::{
 use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS};
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 use crate::command::{Named, MAX_RUNNING};
 use crate::config::AgentConfig;
@@ -56,8 +61,12 @@ enum Control {
     Result(CommandResult),
     /// New inventory: publish it (retained) if it changed.
     Info(Box<HostInfo>),
-    /// Publish `Offline`, disconnect, and tell when done.
-    Stop(oneshot::Sender<()>),
+    /// Send what the outbox holds until `drain_until`, then publish `Offline`, disconnect, and
+    /// tell when done.
+    Stop {
+        drain_until: Instant,
+        done: oneshot::Sender<()>,
+    },
 }
 
 /// What the event task reports to the pump.
@@ -192,19 +201,46 @@ impl Publisher {
         let _ = self.control.try_send(Control::Info(Box::new(info)));
     }
 
-    /// Publishes `Offline` (retained), disconnects and waits up to `timeout` for both tasks.
-    pub async fn stop(self, timeout: Duration) {
+    /// Sends what the outbox holds, then publishes `Offline` (retained) and disconnects, all
+    /// within `timeout`; returns how many samples were left unsent (and logs it).
+    ///
+    /// The drain (each sample acknowledged) may take three quarters of `timeout`, the rest is
+    /// for `Offline` and the DISCONNECT. It ends early when the connection fails. At `timeout`
+    /// both tasks are ended whatever they are doing; the broker then publishes the last will.
+    /// The outbox is in memory only: what is left unsent is lost.
+    pub async fn stop(mut self, timeout: Duration) -> usize {
+        let queued = self.backlog();
+        // A day at most: an absurd timeout must not overflow the clock.
+        let timeout = timeout.min(Duration::from_secs(86_400));
+        let deadline = Instant::now() + timeout;
+        let drain_until = deadline - timeout / 4;
         let (tx, rx) = oneshot::channel();
         let done = async {
-            if self.control.send(Control::Stop(tx)).await.is_ok() {
+            let stop = Control::Stop {
+                drain_until,
+                done: tx,
+            };
+            if self.control.send(stop).await.is_ok() {
                 let _ = rx.await;
             }
-            let _ = self.events.await;
+            let _ = (&mut self.events).await;
         };
-        if tokio::time::timeout(timeout, done).await.is_err() {
+        let clean = tokio::time::timeout_at(deadline, done).await.is_ok();
+        self.pump.abort();
+        self.events.abort();
+        let unsent = self.backlog();
+        if unsent > 0 {
+            log::warn!(
+                "stopped with {unsent} of the {queued} queued samples unacknowledged; \
+                 the outbox is in memory only: they are not kept"
+            );
+        } else if queued > 0 {
+            log::info!("sent the {queued} samples queued at stop");
+        }
+        if !clean {
             log::warn!("clean shutdown timed out; the broker will publish the last will");
         }
-        self.pump.abort();
+        unsent
     }
 }
 
@@ -270,7 +306,8 @@ impl Pump {
                             }
                         }
                     }
-                    Some(Control::Stop(done)) => {
+                    Some(Control::Stop { drain_until, done }) => {
+                        self.drain(&mut events, drain_until).await;
                         self.stop().await;
                         let _ = done.send(());
                         return;
@@ -480,6 +517,29 @@ impl Pump {
                 return None;
             }
         })
+    }
+
+    /// Sends the outbox until every sample is acknowledged, the connection fails, or `until`.
+    async fn drain(&mut self, events: &mut mpsc::Receiver<Ev>, until: Instant) {
+        loop {
+            self.fill();
+            if lock(&self.outbox).is_empty() {
+                return;
+            }
+            let ev = tokio::select! {
+                ev = events.recv() => ev,
+                _ = tokio::time::sleep_until(until) => return,
+            };
+            match ev {
+                // The broker is unreachable: nothing to wait for.
+                Some(ev @ Ev::Lost(_)) => {
+                    self.on_event(ev);
+                    return;
+                }
+                Some(ev) => self.on_event(ev),
+                None => return,
+            }
+        }
     }
 
     async fn stop(&mut self) {

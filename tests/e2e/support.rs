@@ -178,12 +178,14 @@ pub async fn send_command(
 }
 
 /// A TCP forwarder between agent and broker that plays the broker going away: switched off
-/// (connections dropped, port closed) and on again.
+/// (connections dropped, port closed) and on again, or holding its connections open while
+/// forwarding nothing (a network that drops every packet).
 pub struct Proxy {
     pub addr: SocketAddr,
     upstream: SocketAddr,
     tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
     acceptor: Option<JoinHandle<()>>,
+    held: watch::Sender<bool>,
 }
 
 impl Proxy {
@@ -195,18 +197,27 @@ impl Proxy {
             upstream,
             tasks: Arc::default(),
             acceptor: None,
+            held: watch::channel(false).0,
         };
         proxy.serve(listener);
         proxy
     }
 
     fn serve(&mut self, listener: TcpListener) {
-        let (upstream, tasks) = (self.upstream, self.tasks.clone());
+        let (upstream, tasks, held) = (self.upstream, self.tasks.clone(), self.held.subscribe());
         self.acceptor = Some(tokio::spawn(async move {
             while let Ok((mut client, _)) = listener.accept().await {
+                let mut held = held.clone();
                 let task = tokio::spawn(async move {
                     if let Ok(mut server) = TcpStream::connect(upstream).await {
-                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                        let hold = tokio::select! {
+                            _ = tokio::io::copy_bidirectional(&mut client, &mut server) => false,
+                            h = held.wait_for(|h| *h) => h.is_ok(),
+                        };
+                        if hold {
+                            // Both sockets stay open; nothing more crosses.
+                            std::future::pending::<()>().await
+                        }
                     }
                 });
                 tasks.lock().unwrap().push(task);
@@ -234,5 +245,10 @@ impl Proxy {
             }
         };
         self.serve(listener);
+    }
+
+    /// The broker stops answering: connections stay open, nothing is forwarded either way.
+    pub fn hold(&self) {
+        self.held.send_replace(true);
     }
 }

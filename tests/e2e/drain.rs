@@ -1,0 +1,136 @@
+//! A stopping agent first sends what its outbox holds (each sample acknowledged), then publishes
+//! `Offline` and disconnects; and it stops within its timeout when the broker stops answering.
+
+use std::ops::RangeInclusive;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use ember_agent::publish::Publisher;
+use ember_agent::AgentConfig;
+use ember_wire::topic::{self, Kind};
+use ember_wire::{Envelope, HostId, HostInfo, Message, Sample, Status, MAX_ENCODED_LEN};
+use rumqttc::QoS;
+
+use crate::harness;
+use crate::support::{eventually, Proxy, TestCollector};
+
+/// Samples queued at stop: fewer than the gate's default burst (200 messages), so that its rate
+/// limit holds none back.
+const QUEUED: u64 = 150;
+
+/// The stop timeout the agent uses.
+const TIMEOUT: Duration = ember_agent::STOP_TIMEOUT;
+
+/// Queues samples `seqs`, taken a second apart up to now, as the sampler would.
+fn queue(publisher: &Publisher, host: &HostId, seqs: RangeInclusive<u64>) {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let last = *seqs.end();
+    let mut buf = [0u8; MAX_ENCODED_LEN];
+    for seq in seqs {
+        let sample = Sample {
+            seq,
+            timestamp_ms: now - (last - seq) * 1000,
+            ..Sample::default()
+        };
+        let bytes = Envelope::new(host.clone(), Message::Sample(sample))
+            .encode(&mut buf)
+            .unwrap();
+        publisher.sample(seq, bytes);
+    }
+}
+
+fn config(broker: &str, host: &HostId) -> AgentConfig {
+    AgentConfig::new(broker, Some(host.as_str()), "1s", None).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn samples_queued_at_stop_are_acknowledged_before_offline() {
+    let c = TestCollector::start().await;
+    let host = HostId::new("drain-pi").unwrap();
+    // One filter for every agent topic: the broker keeps one log per filter, so the watcher
+    // sees the agent's publishes in the order the broker took them.
+    let mut watcher = harness::mqtt(harness::options("drain-watcher", c.mqtt_port()));
+    watcher
+        .client
+        .subscribe(topic::FROM_AGENTS, QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    let mut next = async || loop {
+        let (t, payload, _) = watcher.rx.recv().await.expect("the watcher runs");
+        if let Some((h, kind)) = topic::parse(&t) {
+            if h == host {
+                return (kind, ember_wire::decode(&payload).unwrap().message);
+            }
+        }
+    };
+
+    let broker = c.collector.mqtt_addr.to_string();
+    let publisher = Publisher::start(&config(&broker, &host), HostInfo::default());
+    // `Online` is retained: seen even if it went out before the subscription.
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while !matches!(next().await, (_, Message::Status(Status::Online { .. }))) {}
+    })
+    .await
+    .expect("Online within 10 s");
+
+    // A backlog (an outage that just ended), then SIGTERM.
+    queue(&publisher, &host, 1..=QUEUED);
+    let unsent = publisher.stop(TIMEOUT).await;
+    assert_eq!(unsent, 0, "everything queued was acknowledged");
+
+    let mut seqs = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match next().await {
+                (Kind::Sample, Message::Sample(s)) => seqs.push(s.seq),
+                (_, Message::Status(Status::Offline)) => break,
+                _ => {}
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no Offline within 10 s; samples seen: {seqs:?}"));
+    let want: Vec<u64> = (1..=QUEUED).collect();
+    assert_eq!(seqs, want, "every queued sample, in order, before Offline");
+
+    // And the collector stored them all.
+    eventually(Duration::from_secs(10), "the samples stored", || async {
+        let (_, h) = c.get("/api/hosts/drain-pi").await;
+        (h["received"] == QUEUED && h["status"] == "offline").then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_returns_within_its_timeout_when_the_broker_stops_answering() {
+    let c = TestCollector::start().await;
+    let proxy = Proxy::start(c.collector.mqtt_addr).await;
+    let host = HostId::new("drain-held").unwrap();
+    let broker = proxy.addr.to_string();
+    let publisher = Publisher::start(&config(&broker, &host), HostInfo::default());
+    queue(&publisher, &host, 1..=1);
+    eventually(
+        Duration::from_secs(10),
+        "the first sample acknowledged",
+        || {
+            let backlog = publisher.backlog();
+            async move { (backlog == 0).then_some(()) }
+        },
+    )
+    .await;
+
+    // The network drops everything: no PUBACK comes, no error either.
+    proxy.hold();
+    queue(&publisher, &host, 2..=QUEUED + 1);
+    let start = Instant::now();
+    let unsent = publisher.stop(TIMEOUT).await;
+    let took = start.elapsed();
+    eprintln!("drain: broker not answering, stop took {took:?}");
+    assert_eq!(unsent, QUEUED as usize, "nothing was acknowledged");
+    assert!(
+        took < TIMEOUT + Duration::from_millis(250),
+        "stop took {took:?} with a timeout of {TIMEOUT:?}"
+    );
+}
