@@ -11,7 +11,8 @@
 //!
 //! Stopping drains the outbox first: the pump keeps sending until every sample is acknowledged,
 //! the connection fails or the drain's share of the stop timeout is spent, and only then
-//! publishes `Offline` and disconnects.
+//! publishes `Offline` and disconnects. A publisher that is not connected at stop tries the
+//! broker at once instead of waiting out its backoff; a broker that refuses ends the drain there.
 //!
 //! The sampler only copies an encoded sample into the outbox and wakes the pump: it never waits
 //! on the network.
@@ -152,6 +153,7 @@ impl Publisher {
         let wake = Arc::new(Notify::new());
         let (ev_tx, ev_rx) = mpsc::channel(REQUEST_CAPACITY * 2);
         let (control, control_rx) = mpsc::channel(4);
+        let retry = Arc::new(Notify::new());
         let interval_ms = config.interval.as_millis().min(u32::MAX as u128) as u32;
         let pump = Pump {
             client,
@@ -167,9 +169,10 @@ impl Publisher {
             running: Arc::new(AtomicUsize::new(0)),
             results: control.downgrade(),
             panel,
+            retry: retry.clone(),
         };
         let pump = tokio::spawn(pump.run(ev_rx, control_rx, wake.clone()));
-        let events = tokio::spawn(drive(eventloop, ev_tx, host.clone()));
+        let events = tokio::spawn(drive(eventloop, ev_tx, host.clone(), retry));
         Publisher {
             outbox,
             wake,
@@ -205,9 +208,11 @@ impl Publisher {
     /// within `timeout`; returns how many samples were left unsent (and logs it).
     ///
     /// The drain (each sample acknowledged) may take three quarters of `timeout`, the rest is
-    /// for `Offline` and the DISCONNECT. It ends early when the connection fails. At `timeout`
-    /// both tasks are ended whatever they are doing; the broker then publishes the last will.
-    /// The outbox is in memory only: what is left unsent is lost.
+    /// for `Offline` and the DISCONNECT. It ends early when the broker cannot be reached: not
+    /// connected, the publisher tries once at once rather than at the end of its backoff, and
+    /// stops if that fails. At `timeout` both tasks are ended whatever they are doing; the
+    /// broker then publishes the last will. The outbox is in memory only: what is left unsent
+    /// is lost.
     pub async fn stop(mut self, timeout: Duration) -> usize {
         let queued = self.backlog();
         // A day at most: an absurd timeout must not overflow the clock.
@@ -277,6 +282,8 @@ struct Pump {
     results: mpsc::WeakSender<Control>,
     /// The attached panel, if any.
     panel: Option<PanelControl>,
+    /// Cuts the event task's backoff short (stopping with samples to send).
+    retry: Arc<Notify>,
 }
 
 impl Pump {
@@ -521,6 +528,10 @@ impl Pump {
 
     /// Sends the outbox until every sample is acknowledged, the connection fails, or `until`.
     async fn drain(&mut self, events: &mut mpsc::Receiver<Ev>, until: Instant) {
+        if !self.connected && !lock(&self.outbox).is_empty() {
+            // Try the broker now rather than at the end of the backoff.
+            self.retry.notify_one();
+        }
         loop {
             self.fill();
             if lock(&self.outbox).is_empty() {
@@ -542,7 +553,12 @@ impl Pump {
         }
     }
 
+    /// Publishes `Offline` and disconnects, if connected (if not, the broker has published the
+    /// last will, or will when the keep-alive runs out).
     async fn stop(&mut self) {
+        if !self.connected {
+            return;
+        }
         let offline = encode(&self.host, Message::Status(Status::Offline));
         let status = topic::topic(&self.host, Kind::Status);
         let _ = self
@@ -554,7 +570,7 @@ impl Pump {
 }
 
 /// Polls the event loop until the client disconnects.
-async fn drive(mut eventloop: EventLoop, pump: mpsc::Sender<Ev>, host: HostId) {
+async fn drive(mut eventloop: EventLoop, pump: mpsc::Sender<Ev>, host: HostId, retry: Arc<Notify>) {
     let cmd_topic = topic::topic(&host, Kind::Command);
     let alerts_topic = topic::topic(&host, Kind::Alerts);
     let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(30));
@@ -597,7 +613,13 @@ async fn drive(mut eventloop: EventLoop, pump: mpsc::Sender<Ev>, host: HostId) {
                 eventloop.pending.clear();
                 let wait = backoff.next_wait();
                 log::warn!("broker connection: {e}; retrying in {wait:?}");
-                tokio::time::sleep(wait).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    // Stopping with samples to send: try now.
+                    _ = retry.notified() => {}
+                    // Stopped: no one to reconnect for.
+                    _ = pump.closed() => return,
+                }
                 None
             }
         };
