@@ -6,7 +6,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ember_agent::publish::Publisher;
 use ember_agent::AgentConfig;
-use ember_wire::topic::{self, Kind};
+use ember_wire::topic;
 use ember_wire::{Envelope, HostId, HostInfo, Message, Sample, Status, MAX_ENCODED_LEN};
 use rumqttc::QoS;
 
@@ -19,6 +19,11 @@ const QUEUED: u64 = 150;
 
 /// The stop timeout the agent uses.
 const TIMEOUT: Duration = ember_agent::STOP_TIMEOUT;
+
+/// How long after a failed connection the agent's reconnect backoff waits longer than
+/// [`TIMEOUT`]: it grows 250 ms, 500 ms, 1 s, 2 s (each less up to a quarter of jitter), so from
+/// at most 3.75 s on it waits 3 to 4 s.
+const BACKOFF_PAST_TIMEOUT: Duration = Duration::from_secs(4);
 
 /// Queues samples `seqs`, taken a second apart up to now, as the sampler would.
 fn queue(publisher: &Publisher, host: &HostId, seqs: RangeInclusive<u64>) {
@@ -45,56 +50,89 @@ fn config(broker: &str, host: &HostId) -> AgentConfig {
     AgentConfig::new(broker, Some(host.as_str()), "1s", None).unwrap()
 }
 
+/// One host's publishes as a plain MQTT client on the collector's broker sees them.
+struct Watcher {
+    mqtt: harness::Mqtt,
+    host: HostId,
+}
+
+impl Watcher {
+    async fn start(c: &TestCollector, host: &HostId) -> Self {
+        let mqtt = harness::mqtt(harness::options("drain-watcher", c.mqtt_port()));
+        // One filter for every agent topic: the broker keeps one log per filter, so the
+        // watcher sees the agent's publishes in the order the broker took them.
+        mqtt.client
+            .subscribe(topic::FROM_AGENTS, QoS::AtLeastOnce)
+            .await
+            .unwrap();
+        Watcher {
+            mqtt,
+            host: host.clone(),
+        }
+    }
+
+    async fn next(&mut self) -> Message {
+        loop {
+            let (t, payload, _) = self.mqtt.rx.recv().await.expect("the watcher runs");
+            if topic::parse(&t).is_some_and(|(h, _)| h == self.host) {
+                return ember_wire::decode(&payload).unwrap().message;
+            }
+        }
+    }
+
+    /// Waits for `Online` (retained: seen even if it went out before the subscription).
+    async fn online(&mut self) {
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while !matches!(self.next().await, Message::Status(Status::Online { .. })) {}
+        })
+        .await
+        .expect("Online within 10 s");
+    }
+
+    /// The samples published after the last `Online` up to the next `Offline`.
+    async fn samples_until_offline(&mut self) -> Vec<u64> {
+        let mut seqs = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                match self.next().await {
+                    Message::Sample(s) => seqs.push(s.seq),
+                    Message::Status(Status::Online { .. }) => seqs.clear(),
+                    Message::Status(Status::Offline) => break,
+                    _ => {}
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("no Offline within 10 s; samples seen: {seqs:?}"));
+        seqs
+    }
+}
+
+/// Stops `publisher`, which holds samples 1 to [`QUEUED`]: each must be acknowledged, and reach
+/// the broker in order before `Offline`.
+async fn stop_sends_everything(publisher: Publisher, watcher: &mut Watcher) {
+    let unsent = publisher.stop(TIMEOUT).await;
+    assert_eq!(unsent, 0, "everything queued was acknowledged");
+    let want: Vec<u64> = (1..=QUEUED).collect();
+    assert_eq!(
+        watcher.samples_until_offline().await,
+        want,
+        "every queued sample, in order, before Offline"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn samples_queued_at_stop_are_acknowledged_before_offline() {
     let c = TestCollector::start().await;
     let host = HostId::new("drain-pi").unwrap();
-    // One filter for every agent topic: the broker keeps one log per filter, so the watcher
-    // sees the agent's publishes in the order the broker took them.
-    let mut watcher = harness::mqtt(harness::options("drain-watcher", c.mqtt_port()));
-    watcher
-        .client
-        .subscribe(topic::FROM_AGENTS, QoS::AtLeastOnce)
-        .await
-        .unwrap();
-    let mut next = async || loop {
-        let (t, payload, _) = watcher.rx.recv().await.expect("the watcher runs");
-        if let Some((h, kind)) = topic::parse(&t) {
-            if h == host {
-                return (kind, ember_wire::decode(&payload).unwrap().message);
-            }
-        }
-    };
-
+    let mut watcher = Watcher::start(&c, &host).await;
     let broker = c.collector.mqtt_addr.to_string();
     let publisher = Publisher::start(&config(&broker, &host), HostInfo::default());
-    // `Online` is retained: seen even if it went out before the subscription.
-    tokio::time::timeout(Duration::from_secs(10), async {
-        while !matches!(next().await, (_, Message::Status(Status::Online { .. }))) {}
-    })
-    .await
-    .expect("Online within 10 s");
+    watcher.online().await;
 
-    // A backlog (an outage that just ended), then SIGTERM.
+    // More than the 16 in flight, then SIGTERM.
     queue(&publisher, &host, 1..=QUEUED);
-    let unsent = publisher.stop(TIMEOUT).await;
-    assert_eq!(unsent, 0, "everything queued was acknowledged");
-
-    let mut seqs = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            match next().await {
-                (Kind::Sample, Message::Sample(s)) => seqs.push(s.seq),
-                (_, Message::Status(Status::Offline)) => break,
-                _ => {}
-            }
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("no Offline within 10 s; samples seen: {seqs:?}"));
-    let want: Vec<u64> = (1..=QUEUED).collect();
-    assert_eq!(seqs, want, "every queued sample, in order, before Offline");
-
+    stop_sends_everything(publisher, &mut watcher).await;
     // And the collector stored them all.
     eventually(Duration::from_secs(10), "the samples stored", || async {
         let (_, h) = c.get("/api/hosts/drain-pi").await;
@@ -104,15 +142,35 @@ async fn samples_queued_at_stop_are_acknowledged_before_offline() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_backlog_of_an_outage_that_just_ended_is_sent_at_stop() {
+    let c = TestCollector::start().await;
+    let mut proxy = Proxy::start(c.collector.mqtt_addr).await;
+    let host = HostId::new("drain-outage").unwrap();
+    let mut watcher = Watcher::start(&c, &host).await;
+    let broker = proxy.addr.to_string();
+    let publisher = Publisher::start(&config(&broker, &host), HostInfo::default());
+    watcher.online().await;
+
+    proxy.down();
+    assert!(
+        watcher.samples_until_offline().await.is_empty(),
+        "the last will"
+    );
+    queue(&publisher, &host, 1..=QUEUED);
+    tokio::time::sleep(BACKOFF_PAST_TIMEOUT).await;
+    // The broker is back, the agent has not noticed yet, and SIGTERM comes.
+    proxy.up().await;
+    stop_sends_everything(publisher, &mut watcher).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stop_gives_up_at_once_when_the_broker_refuses() {
     let host = HostId::new("drain-refused").unwrap();
     // Nothing listens there.
     let broker = format!("127.0.0.1:{}", harness::free_port());
     let publisher = Publisher::start(&config(&broker, &host), HostInfo::default());
     queue(&publisher, &host, 1..=QUEUED);
-    // The reconnect backoff grows (250 ms, 500 ms, 1 s, 2 s): from at most 3.75 s on it waits
-    // 3 to 4 s, longer than the stop timeout.
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    tokio::time::sleep(BACKOFF_PAST_TIMEOUT).await;
 
     let start = Instant::now();
     let unsent = publisher.stop(TIMEOUT).await;
