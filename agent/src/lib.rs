@@ -27,10 +27,14 @@ pub use sampler::Sampler;
 
 /// How often the inventory is checked for changes (an address, a disk).
 const INFO_EVERY: Duration = Duration::from_secs(60);
+/// How long a stopping agent may take to send its outbox, `Offline` and the DISCONNECT.
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Runs the agent until `shutdown` resolves: samples every interval and publishes through the
-/// store-and-forward outbox. On shutdown it publishes a retained `Offline` status and
-/// disconnects cleanly.
+/// store-and-forward outbox. On shutdown it first sends what the outbox still holds (each
+/// sample acknowledged), then publishes a retained `Offline` status and disconnects cleanly, all
+/// within [`STOP_TIMEOUT`]; samples still unsent then are logged and lost (the outbox is in
+/// memory only).
 pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let sampler_config = config.clone();
     let mut sampler = tokio::task::spawn_blocking(move || Sampler::new(&sampler_config))
@@ -99,7 +103,7 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> any
             Err(e) => log::error!("cannot encode a sample: {e}"),
         }
     }
-    publisher.stop(Duration::from_secs(2)).await;
+    publisher.stop(STOP_TIMEOUT).await;
     Ok(())
 }
 

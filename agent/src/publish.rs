@@ -9,6 +9,11 @@
 //!   topic, and sends unacknowledged samples oldest-first, a window at a time; a sample leaves the
 //!   outbox only when its PUBACK arrives.
 //!
+//! Stopping drains the outbox first: the pump keeps sending until every sample is acknowledged,
+//! the connection fails or the drain's share of the stop timeout is spent, and only then
+//! publishes `Offline` and disconnects. A publisher that is not connected at stop tries the
+//! broker at once instead of waiting out its backoff; a broker that refuses ends the drain there.
+//!
 //! The sampler only copies an encoded sample into the outbox and wakes the pump: it never waits
 //! on the network.
 //!
@@ -30,6 +35,7 @@ use ember_wire::{
 use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS};
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 use crate::command::{Named, MAX_RUNNING};
 use crate::config::AgentConfig;
@@ -56,8 +62,12 @@ enum Control {
     Result(CommandResult),
     /// New inventory: publish it (retained) if it changed.
     Info(Box<HostInfo>),
-    /// Publish `Offline`, disconnect, and tell when done.
-    Stop(oneshot::Sender<()>),
+    /// Send what the outbox holds until `drain_until`, then publish `Offline`, disconnect, and
+    /// tell when done.
+    Stop {
+        drain_until: Instant,
+        done: oneshot::Sender<()>,
+    },
 }
 
 /// What the event task reports to the pump.
@@ -143,6 +153,7 @@ impl Publisher {
         let wake = Arc::new(Notify::new());
         let (ev_tx, ev_rx) = mpsc::channel(REQUEST_CAPACITY * 2);
         let (control, control_rx) = mpsc::channel(4);
+        let retry = Arc::new(Notify::new());
         let interval_ms = config.interval.as_millis().min(u32::MAX as u128) as u32;
         let pump = Pump {
             client,
@@ -158,9 +169,10 @@ impl Publisher {
             running: Arc::new(AtomicUsize::new(0)),
             results: control.downgrade(),
             panel,
+            retry: retry.clone(),
         };
         let pump = tokio::spawn(pump.run(ev_rx, control_rx, wake.clone()));
-        let events = tokio::spawn(drive(eventloop, ev_tx, host.clone()));
+        let events = tokio::spawn(drive(eventloop, ev_tx, host.clone(), retry));
         Publisher {
             outbox,
             wake,
@@ -192,19 +204,48 @@ impl Publisher {
         let _ = self.control.try_send(Control::Info(Box::new(info)));
     }
 
-    /// Publishes `Offline` (retained), disconnects and waits up to `timeout` for both tasks.
-    pub async fn stop(self, timeout: Duration) {
+    /// Sends what the outbox holds, then publishes `Offline` (retained) and disconnects, all
+    /// within `timeout`; returns how many samples were left unsent (and logs it).
+    ///
+    /// The drain (each sample acknowledged) may take three quarters of `timeout`, the rest is
+    /// for `Offline` and the DISCONNECT. It ends early when the broker cannot be reached: not
+    /// connected, the publisher tries once at once rather than at the end of its backoff, and
+    /// stops if that fails. At `timeout` both tasks are ended whatever they are doing; the
+    /// broker then publishes the last will. The outbox is in memory only: what is left unsent
+    /// is lost.
+    pub async fn stop(mut self, timeout: Duration) -> usize {
+        let queued = self.backlog();
+        // A day at most: an absurd timeout must not overflow the clock.
+        let timeout = timeout.min(Duration::from_secs(86_400));
+        let deadline = Instant::now() + timeout;
+        let drain_until = deadline - timeout / 4;
         let (tx, rx) = oneshot::channel();
         let done = async {
-            if self.control.send(Control::Stop(tx)).await.is_ok() {
+            let stop = Control::Stop {
+                drain_until,
+                done: tx,
+            };
+            if self.control.send(stop).await.is_ok() {
                 let _ = rx.await;
             }
-            let _ = self.events.await;
+            let _ = (&mut self.events).await;
         };
-        if tokio::time::timeout(timeout, done).await.is_err() {
+        let clean = tokio::time::timeout_at(deadline, done).await.is_ok();
+        self.pump.abort();
+        self.events.abort();
+        let unsent = self.backlog();
+        if unsent > 0 {
+            log::warn!(
+                "stopped with {unsent} of the {queued} queued samples unacknowledged; \
+                 the outbox is in memory only: they are not kept"
+            );
+        } else if queued > 0 {
+            log::info!("sent the {queued} samples queued at stop");
+        }
+        if !clean {
             log::warn!("clean shutdown timed out; the broker will publish the last will");
         }
-        self.pump.abort();
+        unsent
     }
 }
 
@@ -241,6 +282,8 @@ struct Pump {
     results: mpsc::WeakSender<Control>,
     /// The attached panel, if any.
     panel: Option<PanelControl>,
+    /// Cuts the event task's backoff short (stopping with samples to send).
+    retry: Arc<Notify>,
 }
 
 impl Pump {
@@ -270,7 +313,8 @@ impl Pump {
                             }
                         }
                     }
-                    Some(Control::Stop(done)) => {
+                    Some(Control::Stop { drain_until, done }) => {
+                        self.drain(&mut events, drain_until).await;
                         self.stop().await;
                         let _ = done.send(());
                         return;
@@ -482,7 +526,39 @@ impl Pump {
         })
     }
 
+    /// Sends the outbox until every sample is acknowledged, the connection fails, or `until`.
+    async fn drain(&mut self, events: &mut mpsc::Receiver<Ev>, until: Instant) {
+        if !self.connected && !lock(&self.outbox).is_empty() {
+            // Try the broker now rather than at the end of the backoff.
+            self.retry.notify_one();
+        }
+        loop {
+            self.fill();
+            if lock(&self.outbox).is_empty() {
+                return;
+            }
+            let ev = tokio::select! {
+                ev = events.recv() => ev,
+                _ = tokio::time::sleep_until(until) => return,
+            };
+            match ev {
+                // The broker is unreachable: nothing to wait for.
+                Some(ev @ Ev::Lost(_)) => {
+                    self.on_event(ev);
+                    return;
+                }
+                Some(ev) => self.on_event(ev),
+                None => return,
+            }
+        }
+    }
+
+    /// Publishes `Offline` and disconnects, if connected (if not, the broker has published the
+    /// last will, or will when the keep-alive runs out).
     async fn stop(&mut self) {
+        if !self.connected {
+            return;
+        }
         let offline = encode(&self.host, Message::Status(Status::Offline));
         let status = topic::topic(&self.host, Kind::Status);
         let _ = self
@@ -494,7 +570,7 @@ impl Pump {
 }
 
 /// Polls the event loop until the client disconnects.
-async fn drive(mut eventloop: EventLoop, pump: mpsc::Sender<Ev>, host: HostId) {
+async fn drive(mut eventloop: EventLoop, pump: mpsc::Sender<Ev>, host: HostId, retry: Arc<Notify>) {
     let cmd_topic = topic::topic(&host, Kind::Command);
     let alerts_topic = topic::topic(&host, Kind::Alerts);
     let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(30));
@@ -537,7 +613,13 @@ async fn drive(mut eventloop: EventLoop, pump: mpsc::Sender<Ev>, host: HostId) {
                 eventloop.pending.clear();
                 let wait = backoff.next_wait();
                 log::warn!("broker connection: {e}; retrying in {wait:?}");
-                tokio::time::sleep(wait).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    // Stopping with samples to send: try now.
+                    _ = retry.notified() => {}
+                    // Stopped: no one to reconnect for.
+                    _ = pump.closed() => return,
+                }
                 None
             }
         };

@@ -18,6 +18,9 @@
 //! - `external_broker`: two collectors sharing a Mosquitto broker's load (issue #5).
 //! - `inventory`: the inventory is published again when it changes.
 //! - `outage`: a 60 s broker outage loses no sample and duplicates none (issue #3).
+//! - `drain`: a stopping agent sends its outbox (acknowledged) before `Offline`, the backlog
+//!   of an outage that just ended too, and stops within its timeout when the broker refuses or
+//!   stops answering.
 //! - `simulation`: many synthetic hosts from one process (issue #3).
 //! - `alerts`: webhooks to a real HTTP receiver with retries, the MQTT alert topic and the
 //!   host's banner topic, silences, commands from the API to a real agent and back with the
@@ -34,6 +37,7 @@ mod support;
 mod alerts;
 mod commands;
 mod dashboard;
+mod drain;
 mod foundation;
 mod harness;
 mod ingest;

@@ -1,12 +1,16 @@
 //! Shared helpers: a collector on free ports, JSON over HTTP, waiting for a condition.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ember_collector::{Collector, Config};
 use serde_json::Value;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 /// A collector running for one test, stopped when dropped.
 pub struct TestCollector {
@@ -171,4 +175,80 @@ pub async fn send_command(
     .expect("a command result within 10 s");
     let _ = client.disconnect().await;
     result
+}
+
+/// A TCP forwarder between agent and broker that plays the broker going away: switched off
+/// (connections dropped, port closed) and on again, or holding its connections open while
+/// forwarding nothing (a network that drops every packet).
+pub struct Proxy {
+    pub addr: SocketAddr,
+    upstream: SocketAddr,
+    tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    acceptor: Option<JoinHandle<()>>,
+    held: watch::Sender<bool>,
+}
+
+impl Proxy {
+    pub async fn start(upstream: SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut proxy = Proxy {
+            addr,
+            upstream,
+            tasks: Arc::default(),
+            acceptor: None,
+            held: watch::channel(false).0,
+        };
+        proxy.serve(listener);
+        proxy
+    }
+
+    fn serve(&mut self, listener: TcpListener) {
+        let (upstream, tasks, held) = (self.upstream, self.tasks.clone(), self.held.subscribe());
+        self.acceptor = Some(tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let mut held = held.clone();
+                let task = tokio::spawn(async move {
+                    if let Ok(mut server) = TcpStream::connect(upstream).await {
+                        let hold = tokio::select! {
+                            _ = tokio::io::copy_bidirectional(&mut client, &mut server) => false,
+                            h = held.wait_for(|h| *h) => h.is_ok(),
+                        };
+                        if hold {
+                            // Both sockets stay open; nothing more crosses.
+                            std::future::pending::<()>().await
+                        }
+                    }
+                });
+                tasks.lock().unwrap().push(task);
+            }
+        }));
+    }
+
+    /// The broker "stops": the port closes and every connection is cut.
+    pub fn down(&mut self) {
+        if let Some(a) = self.acceptor.take() {
+            a.abort();
+        }
+        for t in self.tasks.lock().unwrap().drain(..) {
+            t.abort();
+        }
+    }
+
+    /// The broker is back on the same port.
+    pub async fn up(&mut self) {
+        let listener = loop {
+            match TcpListener::bind(self.addr).await {
+                Ok(l) => break l,
+                // The aborted acceptor may take a moment to release the port.
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        };
+        self.serve(listener);
+    }
+
+    /// The broker stops answering: connections stay open, nothing is forwarded either way.
+    pub fn hold(&self) {
+        self.held.send_replace(true);
+    }
 }
