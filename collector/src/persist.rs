@@ -159,6 +159,10 @@ pub struct PersistStatus {
     pub snapshots: u64,
     /// Size of the last snapshot written.
     pub snapshot_bytes: u64,
+    /// How long ingest waited for the last snapshot to start (the store's image), in µs.
+    pub snapshot_pause_us: u64,
+    /// How long the last snapshot took to serialise and write (ingest going on), in ms.
+    pub snapshot_write_ms: u64,
     /// What recovery found at start.
     pub recovery: Recovery,
 }
@@ -476,6 +480,7 @@ impl Persister {
         if !self.pending.is_empty() {
             return;
         }
+        let started = std::time::Instant::now();
         let image = store.image();
         // Room for the last snapshot and an eighth more (the history grows), or for what the
         // history takes in memory the first time; room not written to costs nothing.
@@ -490,6 +495,8 @@ impl Persister {
         let next_gen = self.gen;
         let mut disk = self.disk.handle();
         let status = self.status.clone();
+        let pause = started.elapsed().as_micros() as u64;
+        self.with_status(|s| s.snapshot_pause_us = pause);
         let spawned = std::thread::Builder::new()
             .name("ember-snapshot".into())
             .spawn(move || {
@@ -517,9 +524,11 @@ impl Persister {
                                 }
                             }
                         }
+                        let took = started.elapsed().as_millis() as u64;
                         set(&|s| {
                             s.snapshots += 1;
                             s.snapshot_bytes = bytes.len() as u64;
+                            s.snapshot_write_ms = took;
                         });
                     }
                     Err(e) => {

@@ -358,6 +358,18 @@ pub fn render(store: &Store, persist: &PersistStatus, extra: Extra, now_ms: u64)
     );
     gauge(
         &mut out,
+        "ember_collector_snapshot_pause_seconds",
+        "How long ingest waited for the last snapshot to start",
+        persist.snapshot_pause_us as f64 / 1e6,
+    );
+    gauge(
+        &mut out,
+        "ember_collector_snapshot_write_seconds",
+        "How long the last snapshot took to serialise and write, ingest going on",
+        persist.snapshot_write_ms as f64 / 1e3,
+    );
+    gauge(
+        &mut out,
         "ember_collector_event_subscribers",
         "Clients of the live event stream",
         extra.event_subscribers as f64,
@@ -413,6 +425,20 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("ember_collector_samples_total 1\n"));
+        let persist = PersistStatus {
+            snapshot_pause_us: 1500,
+            snapshot_write_ms: 700,
+            ..PersistStatus::default()
+        };
+        let snap = render(&store, &persist, Extra::default(), 1);
+        assert!(
+            snap.contains("ember_collector_snapshot_pause_seconds 0.0015\n"),
+            "{snap}"
+        );
+        assert!(
+            snap.contains("ember_collector_snapshot_write_seconds 0.7\n"),
+            "{snap}"
+        );
         for line in text.lines() {
             assert!(
                 line.starts_with("# HELP ")
