@@ -66,6 +66,9 @@ pub struct Bridge {
     /// set.
     queued: VecDeque<HostId>,
     queued_set: HashSet<HostId>,
+    /// Hosts still to announce in full (availability, state, discovery) after the collector's
+    /// start or Home Assistant's birth message, oldest first, a budget's worth a round.
+    reannounce: VecDeque<HostId>,
 }
 
 /// Everything a host's discovery payload ([`discovery_json`]) depends on besides its id: the
@@ -141,6 +144,7 @@ impl Bridge {
             budget: usize::MAX,
             queued: VecDeque::new(),
             queued_set: HashSet::new(),
+            reannounce: VecDeque::new(),
         }
     }
 
@@ -153,12 +157,13 @@ impl Bridge {
         self.budget = n;
     }
 
-    /// Whether some host's discovery waits for [`Bridge::catch_up`].
+    /// Whether some host's discovery or announcement waits for [`Bridge::catch_up`].
     pub fn has_queued(&self) -> bool {
-        !self.queued.is_empty()
+        !self.queued.is_empty() || !self.reannounce.is_empty()
     }
 
-    /// The discoveries that waited, as many as the budget allows, oldest first.
+    /// The discoveries that waited, then the hosts still to announce in full, as many as the
+    /// budget allows (a host announced costs one, its discovery included), oldest first.
     pub fn catch_up(&mut self, store: &Store, now_ms: u64) -> Vec<Publish> {
         let mut out = Vec::new();
         while self.budget > 0 {
@@ -168,6 +173,18 @@ impl Bridge {
             self.queued_set.remove(&id);
             if let Some(p) = store.summary(&id, now_ms).and_then(|h| self.discovery(&h)) {
                 out.push(p);
+            }
+        }
+        while self.budget > 0 {
+            let Some(id) = self.reannounce.pop_front() else {
+                break;
+            };
+            let before = self.budget;
+            if let Some(h) = store.summary(&id, now_ms) {
+                self.host_all(&h, now_ms, &mut out);
+            }
+            if self.budget == before {
+                self.budget -= 1;
             }
         }
         out
@@ -213,13 +230,20 @@ impl Bridge {
     }
 
     /// Availability, state and discovery for every host (at start, and for Home Assistant's
-    /// birth message).
+    /// birth message): as many as the budget allows now, the rest in order through
+    /// [`Bridge::catch_up`]. Ten thousand hosts' worth at once held ingest up, as discovery
+    /// alone did (issue #9). An announcement already under way starts again from the first
+    /// host.
     pub fn announce_all(&mut self, store: &Store, now_ms: u64) -> Vec<Publish> {
-        let mut out = Vec::new();
-        for h in store.summaries(now_ms) {
-            self.host_all(&h, now_ms, &mut out);
+        if !self.config.json {
+            return Vec::new();
         }
-        out
+        self.reannounce = store
+            .summaries(now_ms)
+            .iter()
+            .map(|h| h.id.clone())
+            .collect();
+        self.catch_up(store, now_ms)
     }
 
     fn host_all(&mut self, h: &HostSummary<'_>, now_ms: u64, out: &mut Vec<Publish>) {
@@ -566,6 +590,48 @@ mod tests {
         assert_eq!(discovered(&b.catch_up(&st, 3000)), [config("e")]);
         assert!(!b.has_queued());
         assert!(b.catch_up(&st, 3000).is_empty());
+    }
+
+    /// Home Assistant's birth message announces every host again, a budget's worth a round,
+    /// each host once, in order.
+    #[test]
+    fn a_birth_announces_every_host_within_the_budget() {
+        let (mut b, mut st) = setup();
+        for (i, host) in ["a", "b", "c", "d", "e"].iter().enumerate() {
+            let topic = format!("ember/v1/{host}/sample");
+            run(
+                &mut b,
+                &mut st,
+                &topic,
+                &sample_for(host, 1, false),
+                1000 + i as u64,
+            );
+        }
+        let hosts = |p: &[Publish]| -> Vec<String> {
+            p.iter()
+                .filter(|p| p.topic.ends_with("/availability"))
+                .map(|p| p.topic.clone())
+                .collect()
+        };
+        let avail = |h: &str| format!("ember/json/{h}/availability");
+        b.set_budget(2);
+        let first = b.on_message("homeassistant/status", b"online", &st, 5000);
+        assert_eq!(hosts(&first), [avail("a"), avail("b")]);
+        assert_eq!(
+            first.len(),
+            6,
+            "availability, state and discovery: {first:?}"
+        );
+        assert!(b.has_queued());
+        b.set_budget(2);
+        assert_eq!(hosts(&b.catch_up(&st, 5000)), [avail("c"), avail("d")]);
+        b.set_budget(2);
+        let last = b.catch_up(&st, 5000);
+        assert_eq!(hosts(&last), [avail("e")]);
+        assert_eq!(topics(&last)[2], "homeassistant/device/ember_e/config");
+        assert!(!b.has_queued());
+        b.set_budget(2);
+        assert!(b.catch_up(&st, 5000).is_empty());
     }
 
     #[test]

@@ -375,9 +375,11 @@ pub fn spawn(
             } else {
                 start + persist.snapshot_every
             };
-            // Everything known at start (after recovery) goes out on the bridge.
+            // Everything known at start (after recovery) goes out on the bridge, a batch's
+            // budget now and the rest with the batches and ticks that follow.
             let initial = {
                 let store = read(&pipeline.store);
+                pipeline.bridge.set_budget(DISCOVERIES_PER_BATCH);
                 pipeline.bridge.announce_all(&store, crate::now_ms())
             };
             for p in initial {
@@ -522,7 +524,8 @@ fn handle_batch(p: &mut Pipeline, bus: &mut dyn Bus, batch: &mut Vec<Message>) -
     dropped
 }
 
-/// Home Assistant discovery payloads the bridge makes per batch, at most ([`Bridge::set_budget`]).
+/// Home Assistant discovery payloads, or hosts announced in full, the bridge makes per batch, at
+/// most ([`Bridge::set_budget`]).
 const DISCOVERIES_PER_BATCH: usize = 32;
 
 fn fan_out(p: &mut Pipeline, bus: &mut dyn Bus, events: Vec<Event>) {
