@@ -548,22 +548,23 @@ mod tests {
         p.iter().map(|p| p.topic.as_str()).collect()
     }
 
+    /// Hosts a to e send their first sample, in order: what the bridge published.
+    fn five_hosts_sample(b: &mut Bridge, st: &mut Store) -> Vec<Publish> {
+        let mut out = Vec::new();
+        for (i, host) in ["a", "b", "c", "d", "e"].iter().enumerate() {
+            let topic = format!("ember/v1/{host}/sample");
+            let sample = sample_for(host, 1, false);
+            out.extend(run(b, st, &topic, &sample, 1000 + i as u64));
+        }
+        out
+    }
+
     /// Over the budget, discoveries wait and go out in order in later rounds, each once.
     #[test]
     fn discoveries_over_the_budget_wait_for_the_next_rounds() {
         let (mut b, mut st) = setup();
         b.set_budget(2);
-        let mut first = Vec::new();
-        for (i, host) in ["a", "b", "c", "d", "e"].iter().enumerate() {
-            let topic = format!("ember/v1/{host}/sample");
-            first.extend(run(
-                &mut b,
-                &mut st,
-                &topic,
-                &sample_for(host, 1, false),
-                1000 + i as u64,
-            ));
-        }
+        let first = five_hosts_sample(&mut b, &mut st);
         let discovered = |p: &[Publish]| -> Vec<String> {
             p.iter()
                 .filter(|p| p.topic.starts_with("homeassistant/"))
@@ -597,16 +598,7 @@ mod tests {
     #[test]
     fn a_birth_announces_every_host_within_the_budget() {
         let (mut b, mut st) = setup();
-        for (i, host) in ["a", "b", "c", "d", "e"].iter().enumerate() {
-            let topic = format!("ember/v1/{host}/sample");
-            run(
-                &mut b,
-                &mut st,
-                &topic,
-                &sample_for(host, 1, false),
-                1000 + i as u64,
-            );
-        }
+        five_hosts_sample(&mut b, &mut st);
         let hosts = |p: &[Publish]| -> Vec<String> {
             p.iter()
                 .filter(|p| p.topic.ends_with("/availability"))
