@@ -381,7 +381,7 @@ impl AckLog {
     pub fn new() -> AckLog {
         AckLog {
             // Ember: was with_capacity(100) each; they grow on demand.
-            committed: VecDeque::with_capacity(8),
+            committed: VecDeque::new(),
             recorded: VecDeque::new(),
         }
     }

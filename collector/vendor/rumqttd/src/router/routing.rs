@@ -880,6 +880,8 @@ impl Router {
             }
         }
 
+        // Ember: drained; let it go, or the next connection's exchange would keep it.
+        packets.shrink_to_fit();
         self.cache = Some(packets);
 
         // Prepare AcksRequest in tracker if router is operating in a
@@ -1388,6 +1390,7 @@ fn ack_device_data(ackslog: &mut AckLog, outgoing: &mut Outgoing) -> bool {
         buffer.push_back(message);
         count += 1;
     }
+    acks.shrink_to_fit(); // Ember: drained; let it go
 
     debug!(acks_count = count, "Acks sent to device");
     outgoing.handle.try_send(()).ok();
