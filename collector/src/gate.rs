@@ -620,7 +620,9 @@ async fn connection(gate: Arc<Gate>, tcp: TcpStream, n: u64) -> Result<(), Close
     let Some(acceptor) = &gate.settings.tls else {
         return client(&gate, tcp, None, n).await;
     };
-    let tls = match tokio::time::timeout(CONNECT_TIMEOUT, acceptor.accept(tcp)).await {
+    // TLS's handshake and stream are boxed: every connection's task is as large as the largest
+    // state of this future, and without TLS it need not hold room for them.
+    let tls = match tokio::time::timeout(CONNECT_TIMEOUT, Box::pin(acceptor.accept(tcp))).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
             bump(&gate.counters.refused_tls);
@@ -638,7 +640,7 @@ async fn connection(gate: Arc<Gate>, tcp: TcpStream, n: u64) -> Result<(), Close
         .peer_certificates()
         .and_then(|c| c.first())
         .and_then(|c| crate::pki::common_name(c.as_ref()));
-    client(&gate, tls, cert_name, n).await
+    Box::pin(client(&gate, tls, cert_name, n)).await
 }
 
 /// One client, over TCP or TLS: its CONNECT, then the relay until either side closes.
@@ -752,11 +754,19 @@ where
     forwarded
         .write(&mut out)
         .map_err(|e| Closed::Malformed(e.to_string()))?;
+    // The CONNECT's last will is a slice of the first read buffer (4 KiB): kept for the whole
+    // connection, it would hold that buffer too.
+    drop(forwarded);
     up_wr.write_all(&out).await?;
+    drop(out);
     let result = match &checked {
         None => relay_bytes(gate, kick, rd, wr, up_rd, up_wr, buf).await,
+        // Boxed: the open relay's connections need not hold room for the checked one's state.
         Some((identity, accounts)) => {
-            relay_checked(gate, kick, accounts, identity, rd, wr, up_rd, up_wr, buf).await
+            Box::pin(relay_checked(
+                gate, kick, accounts, identity, rd, wr, up_rd, up_wr, buf,
+            ))
+            .await
         }
     };
     drop(session);
