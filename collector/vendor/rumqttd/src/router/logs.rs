@@ -58,7 +58,9 @@ pub struct DataLog {
     pub native: Slab<Data<PublishData>>,
     /// Map of subscription filter name to filter index
     filter_indexes: HashMap<Filter, FilterIdx>,
-    retained_publishes: HashMap<Topic, PublishData>,
+    // Ember: boxed; a `PublishData` is a few hundred bytes and the table keeps room for more
+    // entries than it holds.
+    retained_publishes: HashMap<Topic, Box<PublishData>>,
     /// List of filters associated with a topic
     publish_filters: HashMap<Topic, Vec<FilterIdx>>,
 }
@@ -261,8 +263,14 @@ impl DataLog {
         publish_properties: Option<PublishProperties>,
         topic: Topic,
     ) {
+        // Ember: the topic and payload copied out of the connection's read buffer, which they
+        // are slices of and would otherwise keep whole for as long as the message is retained.
+        let mut publish = publish;
+        publish.topic = bytes::Bytes::copy_from_slice(&publish.topic);
+        publish.payload = bytes::Bytes::copy_from_slice(&publish.payload);
         let pub_with_props = (publish, publish_properties);
-        self.retained_publishes.insert(topic, pub_with_props.into());
+        self.retained_publishes
+            .insert(topic, Box::new(pub_with_props.into()));
     }
 
     pub fn remove_from_retained_publishes(&mut self, topic: Topic) {

@@ -347,7 +347,10 @@ impl Router {
             connection.events.events.pop_front();
         }
 
-        if let Some(will) = connection.last_will.take() {
+        if let Some(mut will) = connection.last_will.take() {
+            // Ember: copied out of the connection's read buffer (see `insert_to_retained_publishes`).
+            will.topic = bytes::Bytes::copy_from_slice(&will.topic);
+            will.message = bytes::Bytes::copy_from_slice(&will.message);
             self.last_wills.insert(
                 client_id.clone(),
                 (will, connection.last_will_properties.take()),
