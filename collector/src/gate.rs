@@ -63,6 +63,9 @@ const VERIFY_AT_ONCE: usize = 2;
 /// Bytes a relay reads at once, each way. Agents' packets are a few hundred bytes; this is held
 /// twice per open connection, so it is kept small (a larger packet takes several reads).
 const RELAY_CHUNK: usize = 1024;
+/// Bytes the open relay reads at once from rumqttd: what goes to an agent is mostly 4-byte
+/// acknowledgements, so this is kept smaller still (a larger packet takes several reads).
+const DOWN_CHUNK: usize = 256;
 
 /// What the gate is configured with.
 pub struct Settings {
@@ -818,7 +821,7 @@ where
         result.map_err(Closed::from)
     };
     let down = async {
-        let mut chunk = vec![0u8; RELAY_CHUNK];
+        let mut chunk = vec![0u8; DOWN_CHUNK];
         let mut to_client = true;
         while let Ok(n) = broker_rx.read(&mut chunk).await {
             if n == 0 {
