@@ -263,11 +263,7 @@ impl DataLog {
         publish_properties: Option<PublishProperties>,
         topic: Topic,
     ) {
-        // Ember: the topic and payload copied out of the connection's read buffer, which they
-        // are slices of and would otherwise keep whole for as long as the message is retained.
-        let mut publish = publish;
-        publish.topic = bytes::Bytes::copy_from_slice(&publish.topic);
-        publish.payload = bytes::Bytes::copy_from_slice(&publish.payload);
+        // Ember: `publish` is compact already (`compact`, called by `append_to_commitlog`).
         let pub_with_props = (publish, publish_properties);
         self.retained_publishes
             .insert(topic, Box::new(pub_with_props.into()));
@@ -314,6 +310,20 @@ impl DataLog {
             .map(|(_, p)| (p.publish.clone(), p.properties.clone()))
             .collect()
     }
+}
+
+/// Ember: copies a publish's topic and payload into one allocation of their own size. Read
+/// from a connection, they are slices of its read buffer, which they would keep whole (with
+/// every other packet read with them) for as long as the message stays in a filter's log or
+/// is retained.
+pub fn compact(publish: &mut Publish) {
+    let (topic, payload) = (&publish.topic, &publish.payload);
+    let mut both = bytes::BytesMut::with_capacity(topic.len() + payload.len());
+    both.extend_from_slice(topic);
+    both.extend_from_slice(payload);
+    let mut both = both.freeze();
+    publish.payload = both.split_off(topic.len());
+    publish.topic = both;
 }
 
 pub struct Data<T> {

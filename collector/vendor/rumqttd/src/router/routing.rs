@@ -348,7 +348,7 @@ impl Router {
         }
 
         if let Some(mut will) = connection.last_will.take() {
-            // Ember: copied out of the connection's read buffer (see `insert_to_retained_publishes`).
+            // Ember: copied out of the connection's read buffer (see `logs::compact`).
             will.topic = bytes::Bytes::copy_from_slice(&will.topic);
             will.message = bytes::Bytes::copy_from_slice(&will.message);
             self.last_wills.insert(
@@ -1219,6 +1219,7 @@ fn append_to_commitlog(
         validate_and_set_topic_alias(&mut publish, connection, alias)?;
     };
 
+    crate::router::logs::compact(&mut publish); // Ember
     let topic = std::str::from_utf8(&publish.topic)?;
 
     // Ensure that only clients associated with a tenant can publish to tenant's topic
