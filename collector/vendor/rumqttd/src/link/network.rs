@@ -75,8 +75,15 @@ impl<P: Protocol> Network<P> {
         // TODO: Fix this cancellation bug and write unit test
         let mut total_read = 0;
         loop {
-            // Ember: room for the rest of the frame at least (`read` may start empty).
-            self.read.reserve(required.saturating_sub(total_read).max(READ_AT_LEAST));
+            // Ember: room for the rest of the frame at least. An empty buffer (an idle
+            // connection's: see `release`) waits with room for what is required only, a few
+            // bytes, rather than holding `READ_AT_LEAST` until its next packet.
+            let rest = required.saturating_sub(total_read);
+            if self.read.is_empty() {
+                self.read.reserve(rest);
+            } else {
+                self.read.reserve(rest.max(READ_AT_LEAST));
+            }
             let read = self.socket.read_buf(&mut self.read).await?;
             if 0 == read {
                 let error = if self.read.is_empty() {
