@@ -63,6 +63,9 @@ const VERIFY_AT_ONCE: usize = 2;
 /// Bytes a relay reads at once, each way. Agents' packets are a few hundred bytes; this is held
 /// twice per open connection, so it is kept small (a larger packet takes several reads).
 const RELAY_CHUNK: usize = 1024;
+/// Bytes the open relay reads at once from rumqttd: what goes to an agent is mostly 4-byte
+/// acknowledgements, so this is kept smaller still (a larger packet takes several reads).
+const DOWN_CHUNK: usize = 256;
 
 /// What the gate is configured with.
 pub struct Settings {
@@ -620,7 +623,9 @@ async fn connection(gate: Arc<Gate>, tcp: TcpStream, n: u64) -> Result<(), Close
     let Some(acceptor) = &gate.settings.tls else {
         return client(&gate, tcp, None, n).await;
     };
-    let tls = match tokio::time::timeout(CONNECT_TIMEOUT, acceptor.accept(tcp)).await {
+    // TLS's handshake and stream are boxed: every connection's task is as large as the largest
+    // state of this future, and without TLS it need not hold room for them.
+    let tls = match tokio::time::timeout(CONNECT_TIMEOUT, Box::pin(acceptor.accept(tcp))).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
             bump(&gate.counters.refused_tls);
@@ -638,7 +643,7 @@ async fn connection(gate: Arc<Gate>, tcp: TcpStream, n: u64) -> Result<(), Close
         .peer_certificates()
         .and_then(|c| c.first())
         .and_then(|c| crate::pki::common_name(c.as_ref()));
-    client(&gate, tls, cert_name, n).await
+    Box::pin(client(&gate, tls, cert_name, n)).await
 }
 
 /// One client, over TCP or TLS: its CONNECT, then the relay until either side closes.
@@ -752,11 +757,19 @@ where
     forwarded
         .write(&mut out)
         .map_err(|e| Closed::Malformed(e.to_string()))?;
+    // The CONNECT's last will is a slice of the first read buffer (4 KiB): kept for the whole
+    // connection, it would hold that buffer too.
+    drop(forwarded);
     up_wr.write_all(&out).await?;
+    drop(out);
     let result = match &checked {
         None => relay_bytes(gate, kick, rd, wr, up_rd, up_wr, buf).await,
+        // Boxed: the open relay's connections need not hold room for the checked one's state.
         Some((identity, accounts)) => {
-            relay_checked(gate, kick, accounts, identity, rd, wr, up_rd, up_wr, buf).await
+            Box::pin(relay_checked(
+                gate, kick, accounts, identity, rd, wr, up_rd, up_wr, buf,
+            ))
+            .await
         }
     };
     drop(session);
@@ -808,7 +821,7 @@ where
         result.map_err(Closed::from)
     };
     let down = async {
-        let mut chunk = vec![0u8; RELAY_CHUNK];
+        let mut chunk = vec![0u8; DOWN_CHUNK];
         let mut to_client = true;
         while let Ok(n) = broker_rx.read(&mut chunk).await {
             if n == 0 {

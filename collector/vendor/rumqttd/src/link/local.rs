@@ -336,8 +336,8 @@ impl LinkRx {
             router_tx,
             router_rx,
             send_buffer: outgoing_data_buffer,
-            // Ember: was with_capacity(100); it grows on demand.
-            cache: VecDeque::with_capacity(8),
+            // Ember: was with_capacity(100); it grows on demand (remote links never use it).
+            cache: VecDeque::new(),
         }
     }
 

@@ -51,9 +51,10 @@ impl<P: Protocol> Network<P> {
     ) -> Network<P> {
         Network {
             socket,
-            // Ember: was 10 KiB each; BytesMut grows on demand.
-            read: BytesMut::with_capacity(1024),
-            write: BytesMut::with_capacity(1024),
+            // Ember: was 10 KiB each. Both are allocated when there is something to read or
+            // write and let go when empty again (`release`), so an idle connection holds none.
+            read: BytesMut::new(),
+            write: BytesMut::new(),
             max_incoming_size,
             max_connection_buffer_len,
             // Overwritten by keepalive value in connect packet, otherwise we
@@ -74,6 +75,15 @@ impl<P: Protocol> Network<P> {
         // TODO: Fix this cancellation bug and write unit test
         let mut total_read = 0;
         loop {
+            // Ember: room for the rest of the frame at least. An empty buffer (an idle
+            // connection's: see `release`) waits with room for what is required only, a few
+            // bytes, rather than holding `READ_AT_LEAST` until its next packet.
+            let rest = required.saturating_sub(total_read);
+            if self.read.is_empty() {
+                self.read.reserve(rest);
+            } else {
+                self.read.reserve(rest.max(READ_AT_LEAST));
+            }
             let read = self.socket.read_buf(&mut self.read).await?;
             if 0 == read {
                 let error = if self.read.is_empty() {
@@ -100,7 +110,10 @@ impl<P: Protocol> Network<P> {
                 &mut self.read,
                 self.max_incoming_size,
             ) {
-                Ok(packet) => return Ok(packet),
+                Ok(packet) => {
+                    release(&mut self.read); // Ember
+                    return Ok(packet);
+                }
                 Err(protocol::Error::InsufficientBytes(required)) => required,
                 Err(e) => return Err(e.into()),
             };
@@ -126,7 +139,10 @@ impl<P: Protocol> Network<P> {
                         return Ok(connection_buffer_length);
                     }
                 }
-                Err(protocol::Error::InsufficientBytes(_)) => return Ok(packets.len()),
+                Err(protocol::Error::InsufficientBytes(_)) => {
+                    release(&mut self.read); // Ember
+                    return Ok(packets.len());
+                }
                 Err(e) => return Err(io::Error::new(ErrorKind::InvalidData, e.to_string()).into()),
             }
         }
@@ -135,7 +151,7 @@ impl<P: Protocol> Network<P> {
     pub async fn write(&mut self, packet: Packet) -> Result<(), Error> {
         Protocol::write(&self.protocol, packet, &mut self.write)?;
         self.socket.write_all(&self.write).await?;
-        self.write.clear();
+        self.write = BytesMut::new(); // Ember: was clear(), which kept the buffer
         Ok(())
     }
 
@@ -144,8 +160,20 @@ impl<P: Protocol> Network<P> {
             Protocol::write(&self.protocol, packet, &mut self.write)?;
         }
         self.socket.write_all(&self.write).await?;
-        self.write.clear();
+        self.write = BytesMut::new(); // Ember: was clear(), which kept the buffer
         Ok(())
+    }
+}
+
+/// Ember: bytes a read asks room for at least: a few of an agent's packets.
+const READ_AT_LEAST: usize = 512;
+
+/// Ember: lets an empty read buffer's memory go, so an idle connection holds none; the next
+/// read allocates one for what it needs. (Packets read share the buffer's allocation: their
+/// topics and payloads are slices of it, kept while the message is retained or logged.)
+fn release(buf: &mut BytesMut) {
+    if buf.is_empty() && buf.capacity() > 0 {
+        *buf = BytesMut::new();
     }
 }
 

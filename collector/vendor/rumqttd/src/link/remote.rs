@@ -121,7 +121,7 @@ impl<P: Protocol> RemoteLink<P> {
             link_tx,
             link_rx,
             // Ember: was with_capacity(100); it grows on demand.
-            notifications: VecDeque::with_capacity(8),
+            notifications: VecDeque::new(),
             will_delay_interval,
         })
     }
@@ -160,6 +160,8 @@ impl<P: Protocol> RemoteLink<P> {
                         }
 
                     }
+                    // Ember: drained; let it go (it is swapped with the router's send buffer).
+                    self.notifications.shrink_to_fit();
                     self.network.writev(packets).await?;
                     if unscheduled {
                         self.link_rx.wake().await?;

@@ -17,9 +17,9 @@ use super::{Forward, IncomingMeter, OutgoingMeter};
 
 const MAX_INFLIGHT: usize = 100;
 
-/// Ember: what a connection's queues start with. They grow on demand up to the limits above
-/// (`MAX_CHANNEL_CAPACITY`, `MAX_INFLIGHT`), so a quiet client does not hold a busy one's memory.
-const INITIAL_CAPACITY: usize = 8;
+// Ember: a connection's queues start empty (no allocation) and grow on demand up to the limits
+// above (`MAX_CHANNEL_CAPACITY`, `MAX_INFLIGHT`); the router and the link let them go again
+// once drained, so a quiet client does not hold a busy one's memory.
 const MAX_PKID: u16 = MAX_INFLIGHT as u16;
 
 #[derive(Debug)]
@@ -36,7 +36,7 @@ impl Incoming {
     #[inline]
     pub(crate) fn new(client_id: String) -> Self {
         Self {
-            buffer: Arc::new(Mutex::new(VecDeque::with_capacity(INITIAL_CAPACITY))),
+            buffer: Arc::new(Mutex::new(VecDeque::new())), // Ember: was MAX_CHANNEL_CAPACITY
             meter: Default::default(),
             client_id,
         }
@@ -77,8 +77,8 @@ impl Outgoing {
     pub(crate) fn new(client_id: String) -> (Self, Receiver<()>) {
         let (handle, rx) = flume::bounded(MAX_CHANNEL_CAPACITY);
         // Ember: these three started at their limits, and two asserts checked that they did.
-        let data_buffer = VecDeque::with_capacity(INITIAL_CAPACITY);
-        let inflight_buffer = VecDeque::with_capacity(INITIAL_CAPACITY);
+        let data_buffer = VecDeque::new();
+        let inflight_buffer = VecDeque::new();
         let unacked_pubrels = VecDeque::new();
 
 

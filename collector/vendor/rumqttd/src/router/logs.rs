@@ -58,7 +58,9 @@ pub struct DataLog {
     pub native: Slab<Data<PublishData>>,
     /// Map of subscription filter name to filter index
     filter_indexes: HashMap<Filter, FilterIdx>,
-    retained_publishes: HashMap<Topic, PublishData>,
+    // Ember: boxed; a `PublishData` is a few hundred bytes and the table keeps room for more
+    // entries than it holds.
+    retained_publishes: HashMap<Topic, Box<PublishData>>,
     /// List of filters associated with a topic
     publish_filters: HashMap<Topic, Vec<FilterIdx>>,
 }
@@ -261,8 +263,10 @@ impl DataLog {
         publish_properties: Option<PublishProperties>,
         topic: Topic,
     ) {
+        // Ember: `publish` is compact already (`compact`, called by `append_to_commitlog`).
         let pub_with_props = (publish, publish_properties);
-        self.retained_publishes.insert(topic, pub_with_props.into());
+        self.retained_publishes
+            .insert(topic, Box::new(pub_with_props.into()));
     }
 
     pub fn remove_from_retained_publishes(&mut self, topic: Topic) {
@@ -306,6 +310,20 @@ impl DataLog {
             .map(|(_, p)| (p.publish.clone(), p.properties.clone()))
             .collect()
     }
+}
+
+/// Ember: copies a publish's topic and payload into one allocation of their own size. Read
+/// from a connection, they are slices of its read buffer, which they would keep whole (with
+/// every other packet read with them) for as long as the message stays in a filter's log or
+/// is retained.
+pub fn compact(publish: &mut Publish) {
+    let (topic, payload) = (&publish.topic, &publish.payload);
+    let mut both = bytes::BytesMut::with_capacity(topic.len() + payload.len());
+    both.extend_from_slice(topic);
+    both.extend_from_slice(payload);
+    let mut both = both.freeze();
+    publish.payload = both.split_off(topic.len());
+    publish.topic = both;
 }
 
 pub struct Data<T> {
@@ -381,7 +399,7 @@ impl AckLog {
     pub fn new() -> AckLog {
         AckLog {
             // Ember: was with_capacity(100) each; they grow on demand.
-            committed: VecDeque::with_capacity(8),
+            committed: VecDeque::new(),
             recorded: VecDeque::new(),
         }
     }

@@ -347,7 +347,10 @@ impl Router {
             connection.events.events.pop_front();
         }
 
-        if let Some(will) = connection.last_will.take() {
+        if let Some(mut will) = connection.last_will.take() {
+            // Ember: copied out of the connection's read buffer (see `logs::compact`).
+            will.topic = bytes::Bytes::copy_from_slice(&will.topic);
+            will.message = bytes::Bytes::copy_from_slice(&will.message);
             self.last_wills.insert(
                 client_id.clone(),
                 (will, connection.last_will_properties.take()),
@@ -880,6 +883,8 @@ impl Router {
             }
         }
 
+        // Ember: drained; let it go, or the next connection's exchange would keep it.
+        packets.shrink_to_fit();
         self.cache = Some(packets);
 
         // Prepare AcksRequest in tracker if router is operating in a
@@ -1214,6 +1219,7 @@ fn append_to_commitlog(
         validate_and_set_topic_alias(&mut publish, connection, alias)?;
     };
 
+    crate::router::logs::compact(&mut publish); // Ember
     let topic = std::str::from_utf8(&publish.topic)?;
 
     // Ensure that only clients associated with a tenant can publish to tenant's topic
@@ -1388,6 +1394,7 @@ fn ack_device_data(ackslog: &mut AckLog, outgoing: &mut Outgoing) -> bool {
         buffer.push_back(message);
         count += 1;
     }
+    acks.shrink_to_fit(); // Ember: drained; let it go
 
     debug!(acks_count = count, "Acks sent to device");
     outgoing.handle.try_send(()).ok();
