@@ -503,20 +503,17 @@ impl Persister {
                 let set = |f: &dyn Fn(&mut PersistStatus)| {
                     f(&mut status.lock().unwrap_or_else(|e| e.into_inner()))
                 };
-                let mut bytes = match image.into_bytes_after(SNAPSHOT_HEADER, capacity) {
-                    Ok(b) => b,
-                    Err(e) => {
-                        tracing::error!("serialising the snapshot: {e}; the log is kept");
-                        return set(&|s| {
-                            s.ok = false;
-                            s.last_error = Some(format!("serialising the snapshot: {e}"));
-                            s.write_errors += 1;
-                        });
-                    }
-                };
-                seal_snapshot(next_gen, &mut bytes);
-                match disk.write_atomic(SNAPSHOT, &bytes) {
-                    Ok(()) => {
+                let written = image
+                    .into_bytes_after(SNAPSHOT_HEADER, capacity)
+                    .map_err(|e| format!("serialising the snapshot: {e}"))
+                    .and_then(|mut bytes| {
+                        seal_snapshot(next_gen, &mut bytes);
+                        disk.write_atomic(SNAPSHOT, &bytes)
+                            .map(|()| bytes.len() as u64)
+                            .map_err(|e| format!("writing {SNAPSHOT}: {e}"))
+                    });
+                match written {
+                    Ok(len) => {
                         if let Ok(names) = disk.list() {
                             for n in names {
                                 if wal_gen(&n).is_some_and(|g| g < next_gen) {
@@ -527,15 +524,15 @@ impl Persister {
                         let took = started.elapsed().as_millis() as u64;
                         set(&|s| {
                             s.snapshots += 1;
-                            s.snapshot_bytes = bytes.len() as u64;
+                            s.snapshot_bytes = len;
                             s.snapshot_write_ms = took;
                         });
                     }
-                    Err(e) => {
-                        tracing::error!("writing the snapshot: {e}; the log is kept");
+                    Err(error) => {
+                        tracing::error!("{error}; the log is kept");
                         set(&|s| {
                             s.ok = false;
-                            s.last_error = Some(format!("writing {SNAPSHOT}: {e}"));
+                            s.last_error = Some(error.clone());
                             s.write_errors += 1;
                         });
                     }

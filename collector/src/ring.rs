@@ -46,7 +46,7 @@ struct Block {
 
 /// [`Block::bytes`] as serde bytes.
 mod as_bytes {
-    use serde::de::{Deserializer, Error, SeqAccess, Visitor};
+    use serde::de::{Deserializer, Error, Visitor};
     use serde::Serializer;
 
     pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
@@ -64,13 +64,6 @@ mod as_bytes {
                 Ok(v.to_vec())
             }
             fn visit_byte_buf<E: Error>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
-                Ok(v)
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u8>, A::Error> {
-                let mut v = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1 << 16));
-                while let Some(b) = seq.next_element()? {
-                    v.push(b);
-                }
                 Ok(v)
             }
         }

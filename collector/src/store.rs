@@ -320,16 +320,6 @@ pub struct Image {
 }
 
 impl Image {
-    /// Hosts held.
-    pub fn len(&self) -> usize {
-        self.hosts.len()
-    }
-
-    /// Whether it holds no host.
-    pub fn is_empty(&self) -> bool {
-        self.hosts.is_empty()
-    }
-
     /// The image as snapshot bytes ([`Persisted`]'s postcard form), after `reserved` zero bytes
     /// (the file header to fill in), in a vector allocated for `capacity` bytes to start with.
     ///
@@ -1222,7 +1212,6 @@ mod tests {
         s.tick(10_000_000);
         s.ingest("ember/v1/new/sample", &sample("new", 1, 1000), 1000)
             .unwrap();
-        assert_eq!(image.len(), 2);
         assert_eq!(image.into_bytes_after(0, 0).unwrap(), then);
         let now = Store::from_bytes(config(1000, 4096), &s.to_bytes_after(0).unwrap()).unwrap();
         assert_eq!(now.host_count(), 3);
