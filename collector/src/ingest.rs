@@ -347,6 +347,10 @@ pub struct Pipeline {
 /// How often host status is re-evaluated.
 const TICK: Duration = Duration::from_millis(250);
 
+/// With announcements queued on the bridge, ingest waits at most this long for messages before
+/// it makes the next round of them ([`DISCOVERIES_PER_BATCH`]).
+const CATCH_UP_EVERY: Duration = Duration::from_millis(10);
+
 /// At most one warning this often about messages the broker dropped.
 const DROP_LOG_EVERY: Duration = Duration::from_secs(10);
 
@@ -398,10 +402,21 @@ pub fn spawn(
                     pipeline.persister.sync();
                     return;
                 }
-                let deadline = next_tick.min(next_flush).min(next_sync).min(next_snapshot);
+                let mut deadline = next_tick.min(next_flush).min(next_sync).min(next_snapshot);
+                // Announcements still queued (a start, Home Assistant's birth) go out a round
+                // each time ingest is free for CATCH_UP_EVERY, not only on the tick: with no
+                // traffic, 10,000 hosts took 78 s a round per tick.
+                let catching_up = pipeline.bridge.has_queued();
+                if catching_up {
+                    deadline = deadline.min(Instant::now() + CATCH_UP_EVERY);
+                }
                 match bus.recv(deadline, &mut batch) {
                     Ok(()) => {
+                        let idle = batch.is_empty();
                         unlogged_drops += handle_batch(&mut pipeline, bus.as_mut(), &mut batch);
+                        if idle && catching_up {
+                            fan_out(&mut pipeline, bus.as_mut(), Vec::new());
+                        }
                         if unlogged_drops > 0 && drops_logged.elapsed() >= DROP_LOG_EVERY {
                             tracing::warn!(
                                 "the broker dropped {unlogged_drops} messages before ingest read \
@@ -573,6 +588,115 @@ mod tests {
         ] {
             assert_eq!(from_agents(t.as_bytes()), expected, "{t}");
         }
+    }
+
+    /// A bus with no traffic: each wait runs to its deadline. It records how long ingest asked
+    /// to wait and what it published.
+    struct Quiet {
+        waits: Arc<Mutex<Vec<(Duration, usize)>>>,
+        published: Arc<Mutex<Vec<String>>>,
+    }
+
+    impl Bus for Quiet {
+        fn recv(&mut self, deadline: Instant, _: &mut Vec<Message>) -> Result<(), BusError> {
+            let wait = deadline.saturating_duration_since(Instant::now());
+            let announced = self.published.lock().unwrap().len();
+            self.waits.lock().unwrap().push((wait, announced));
+            std::thread::sleep(wait);
+            Ok(())
+        }
+        fn publish(&mut self, topic: &str, _: Vec<u8>, _: bool) {
+            if topic.ends_with("/availability") {
+                self.published.lock().unwrap().push(topic.to_owned());
+            }
+        }
+    }
+
+    /// At start the bridge announces every known host. With no traffic at all, every round
+    /// follows the last one after CATCH_UP_EVERY, not after a status tick.
+    #[test]
+    fn with_no_traffic_announcements_go_out_round_after_round() {
+        use crate::config::RawConfig;
+        use crate::persist::{MemDisk, Persister};
+        use crate::store::StoreConfig;
+        use ember_wire::{Envelope, HostId, Message, Sample, MAX_ENCODED_LEN};
+
+        const HOSTS: usize = 200;
+        let config = RawConfig::default().validate().unwrap();
+        let (persister, mut store) = Persister::open(
+            Box::new(MemDisk::new(64 << 20)),
+            StoreConfig::from_config(&config),
+        );
+        let now = crate::now_ms();
+        for i in 0..HOSTS {
+            let host = format!("pi-{i:03}");
+            let sample = Sample {
+                seq: 1,
+                timestamp_ms: now,
+                ..Sample::default()
+            };
+            let mut buf = [0u8; MAX_ENCODED_LEN];
+            let bytes = Envelope::new(HostId::new(&host).unwrap(), Message::Sample(sample))
+                .encode(&mut buf)
+                .unwrap();
+            store
+                .ingest(&format!("ember/v1/{host}/sample"), bytes, now)
+                .unwrap();
+        }
+        store.drain_events();
+        let waits = Arc::new(Mutex::new(Vec::new()));
+        let published = Arc::new(Mutex::new(Vec::new()));
+        let (stop, stopping) = tokio::sync::watch::channel(false);
+        let (_outgoing_tx, outgoing) = std::sync::mpsc::channel();
+        let ingest = spawn(
+            Box::new(Quiet {
+                waits: waits.clone(),
+                published: published.clone(),
+            }),
+            Pipeline {
+                store: Arc::new(RwLock::new(store)),
+                persister,
+                bridge: Bridge::new(config.bridge.clone()),
+                events: broadcast::channel(16).0,
+                stopping,
+                commands: Arc::new(Mutex::new(Commands::new())),
+                outgoing,
+            },
+            &config,
+        )
+        .unwrap();
+        let rounds = HOSTS.div_ceil(DISCOVERIES_PER_BATCH);
+        let started = Instant::now();
+        while published.lock().unwrap().len() < HOSTS
+            && started.elapsed() < 10 * TICK * rounds as u32
+        {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        stop.send(true).unwrap();
+        ingest.join().unwrap();
+
+        let published = published.lock().unwrap();
+        let mut hosts: Vec<&String> = published.iter().collect();
+        hosts.sort();
+        hosts.dedup();
+        assert_eq!(hosts.len(), HOSTS, "every host announced, once");
+        assert_eq!(published.len(), HOSTS, "every host announced, once");
+        // Each wait while some hosts were still to be announced ended a round.
+        let waits = waits.lock().unwrap();
+        let catching_up: Vec<Duration> = waits
+            .iter()
+            .filter(|(_, announced)| *announced < HOSTS)
+            .map(|(w, _)| *w)
+            .collect();
+        assert!(
+            catching_up.iter().all(|w| *w <= CATCH_UP_EVERY),
+            "waited longer than a round's pause: {catching_up:?}"
+        );
+        assert!(
+            catching_up.len() < rounds,
+            "{} waits for {rounds} rounds",
+            catching_up.len()
+        );
     }
 
     #[test]
