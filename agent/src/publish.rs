@@ -13,6 +13,8 @@
 //! the connection fails or the drain's share of the stop timeout is spent, and only then
 //! publishes `Offline` and disconnects. A publisher that is not connected at stop tries the
 //! broker at once instead of waiting out its backoff; a broker that refuses ends the drain there.
+//! A connection made during the drain only sends samples: no `Online` (the host's status would
+//! flap for every subscriber), no subscriptions; a connection lost then is not retried.
 //!
 //! The sampler only copies an encoded sample into the outbox and wakes the pump: it never waits
 //! on the network.
@@ -81,8 +83,8 @@ enum Ev {
     Alerts(Vec<u8>),
     /// A host's status (retained), for the panel's fleet page.
     Status(Vec<u8>),
-    /// The connection failed; reply once nothing more will be sent on it.
-    Lost(oneshot::Sender<()>),
+    /// The connection failed; reply once nothing more will be sent on it: whether to reconnect.
+    Lost(oneshot::Sender<bool>),
 }
 
 /// A host's retained status, as the fleet page needs it: the host and whether it is up. `None`
@@ -163,6 +165,7 @@ impl Publisher {
             info,
             interval_ms,
             connected: false,
+            stopping: false,
             unassigned: VecDeque::new(),
             in_flight: Vec::new(),
             named: config.commands.clone(),
@@ -269,6 +272,9 @@ struct Pump {
     info: HostInfo,
     interval_ms: u32,
     connected: bool,
+    /// Stop has begun: a reconnect only drains the outbox (no `Online`, no subscriptions), and
+    /// a lost connection is not retried.
+    stopping: bool,
     /// Requests made whose packet id is not known yet, oldest first.
     unassigned: VecDeque<Entry>,
     /// Packet ids of requests sent and not yet acknowledged.
@@ -314,6 +320,7 @@ impl Pump {
                         }
                     }
                     Some(Control::Stop { drain_until, done }) => {
+                        self.stopping = true;
                         self.drain(&mut events, drain_until).await;
                         self.stop().await;
                         let _ = done.send(());
@@ -330,6 +337,11 @@ impl Pump {
         match ev {
             Ev::ConnAck => {
                 self.connected = true;
+                if self.stopping {
+                    // Back only to hand over the outbox before `Offline`: announcing `Online`
+                    // now would flap the host's status for every subscriber.
+                    return;
+                }
                 let online = encode(
                     &self.host,
                     Message::Status(Status::Online {
@@ -392,7 +404,8 @@ impl Pump {
                 self.unassigned.clear();
                 self.in_flight.clear();
                 lock(&self.outbox).rewind();
-                let _ = paused.send(());
+                // Stopping: no reconnect (the drain ends on a lost connection).
+                let _ = paused.send(!self.stopping);
             }
         }
     }
@@ -606,7 +619,10 @@ async fn drive(mut eventloop: EventLoop, pump: mpsc::Sender<Ev>, host: HostId, r
                 if pump.send(Ev::Lost(paused)).await.is_err() {
                     return;
                 }
-                let _ = is_paused.await;
+                if is_paused.await != Ok(true) {
+                    // The pump is stopping, or gone: nobody to reconnect for.
+                    return;
+                }
                 // Nothing more is requested until the next CONNACK: drop what rumqttc still
                 // queues, the outbox sends it again in order.
                 eventloop.clean();

@@ -89,21 +89,32 @@ impl Watcher {
         .expect("Online within 10 s");
     }
 
-    /// The samples published after the last `Online` up to the next `Offline`.
-    async fn samples_until_offline(&mut self) -> Vec<u64> {
-        let mut seqs = Vec::new();
+    /// What the host published up to the next `Offline`, that excluded.
+    async fn until_offline(&mut self) -> Vec<Message> {
+        let mut seen = Vec::new();
         tokio::time::timeout(Duration::from_secs(10), async {
             loop {
                 match self.next().await {
-                    Message::Sample(s) => seqs.push(s.seq),
-                    Message::Status(Status::Online { .. }) => seqs.clear(),
                     Message::Status(Status::Offline) => break,
-                    _ => {}
+                    m => seen.push(m),
                 }
             }
         })
         .await
-        .unwrap_or_else(|_| panic!("no Offline within 10 s; samples seen: {seqs:?}"));
+        .unwrap_or_else(|_| panic!("no Offline within 10 s; seen: {seen:?}"));
+        seen
+    }
+
+    /// The samples published after the last `Online` up to the next `Offline`.
+    async fn samples_until_offline(&mut self) -> Vec<u64> {
+        let mut seqs = Vec::new();
+        for m in self.until_offline().await {
+            match m {
+                Message::Sample(s) => seqs.push(s.seq),
+                Message::Status(Status::Online { .. }) => seqs.clear(),
+                _ => {}
+            }
+        }
         seqs
     }
 }
@@ -160,7 +171,28 @@ async fn the_backlog_of_an_outage_that_just_ended_is_sent_at_stop() {
     tokio::time::sleep(BACKOFF_PAST_TIMEOUT).await;
     // The broker is back, the agent has not noticed yet, and SIGTERM comes.
     proxy.up().await;
-    stop_sends_everything(publisher, &mut watcher).await;
+    let unsent = publisher.stop(TIMEOUT).await;
+    assert_eq!(unsent, 0, "everything queued was acknowledged");
+    // Back only to hand the outbox over: no `Online` (the host's status would flap for
+    // every subscriber), only the samples, in order, then `Offline`.
+    let seen = watcher.until_offline().await;
+    let seqs: Vec<u64> = seen
+        .iter()
+        .filter_map(|m| match m {
+            Message::Sample(s) => Some(s.seq),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        seqs,
+        (1..=QUEUED).collect::<Vec<_>>(),
+        "every queued sample, in order"
+    );
+    let other: Vec<&Message> = seen
+        .iter()
+        .filter(|m| !matches!(m, Message::Sample(_)))
+        .collect();
+    assert!(other.is_empty(), "samples only, no status: {other:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
