@@ -141,6 +141,10 @@ impl Silence {
     }
 }
 
+/// How long after it was saved a pending alert's `for` timer is restored
+/// ([`Engine::restore_pending`]); after a longer stop it starts over.
+pub const PENDING_KEPT_FOR: Duration = Duration::from_secs(10 * 60);
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     Pending { since: u64 },
@@ -245,6 +249,34 @@ impl Engine {
                 }
             }
             self.record(e);
+        }
+    }
+
+    /// Restarts the `for` timers of alerts that were pending when `pending` was saved, at
+    /// `saved_ms`, so that a restart does not push their firing back by a whole `for`. The time
+    /// the collector was down counts as the condition holding (as Prometheus restores its
+    /// `for` state), but only after a short stop: a pending alert saved more than
+    /// [`PENDING_KEPT_FOR`] before `now_ms` starts over. An alert pending for a rule that is
+    /// gone, or already known (firing), is ignored. The next evaluation decides as usual: a
+    /// condition no longer true ends it.
+    pub fn restore_pending(&mut self, pending: Vec<Alert>, saved_ms: u64, now_ms: u64) {
+        if now_ms.saturating_sub(saved_ms) > PENDING_KEPT_FOR.as_millis() as u64 {
+            return;
+        }
+        for a in pending {
+            let Some(i) = self.rule_index(&a.rule) else {
+                continue;
+            };
+            if a.since_ms > now_ms {
+                continue;
+            }
+            self.instances
+                .entry((i, a.host.clone()))
+                .or_insert(Instance {
+                    phase: Phase::Pending { since: a.since_ms },
+                    summary: a.summary,
+                    notified: false,
+                });
         }
     }
 

@@ -16,6 +16,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::notify::{Notifier, Retry};
@@ -127,13 +128,30 @@ pub struct Evaluator {
     /// The last host refitted: the next tick goes on after it.
     refitted_last: Option<HostId>,
     holds: Holds,
+    /// Where the pending alerts' `for` timers are kept across a restart.
+    pending_path: PathBuf,
+    /// The pending alerts last written there (rule, host, since) and when.
+    pending_saved: (Vec<(String, HostId, u64)>, Option<Instant>),
 }
+
+/// The pending alerts as `alerts-pending.json` holds them.
+#[derive(Debug, Serialize, Deserialize)]
+struct PendingFile {
+    /// When written, ms since the Unix epoch.
+    saved_ms: u64,
+    pending: Vec<Alert>,
+}
+
+/// A pending alert's `for` timer is written again this often while it stays pending, so that
+/// the file's time says how long the collector was stopped ([`Engine::restore_pending`]).
+const PENDING_SAVE_EVERY: Duration = Duration::from_secs(60);
 
 /// How often each host's filesystem trends are read again from the history. The refits are
 /// spread over the ticks in between, so that no tick does the whole fleet's at once.
 pub const TREND_EVERY: Duration = Duration::from_secs(60);
 
 const LOG: &str = "alerts.jsonl";
+const PENDING: &str = "alerts-pending.json";
 
 /// Reads the recorded events, skipping (and reporting) lines that do not parse.
 fn load(path: &Path, keep: usize) -> Vec<AlertEvent> {
@@ -213,6 +231,18 @@ impl Evaluator {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => tracing::warn!("cannot read {}: {e}", silences_path.display()),
         }
+        let pending_path = data_dir.join(PENDING);
+        match std::fs::read(&pending_path) {
+            Ok(bytes) => match serde_json::from_slice::<PendingFile>(&bytes) {
+                Ok(f) => engine.restore_pending(f.pending, f.saved_ms, crate::now_ms()),
+                Err(e) => tracing::warn!(
+                    "{}: ignored (pending alerts' `for` timers start over): {e}",
+                    pending_path.display()
+                ),
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!("cannot read {}: {e}", pending_path.display()),
+        }
         let shared = Arc::new(Alerting {
             engine: Mutex::new(engine),
             notifier,
@@ -230,6 +260,8 @@ impl Evaluator {
                 trends_window: None,
                 refitted_last: None,
                 holds: Holds::default(),
+                pending_path,
+                pending_saved: (Vec::new(), None),
             },
             shared,
         )
@@ -327,10 +359,12 @@ impl Evaluator {
         let notifications = engine.evaluate(now_ms, &facts);
         let recorded = engine.take_recorded();
         let active = engine.active(now_ms);
+        let pending = engine.pending(now_ms);
         drop(engine);
         if !recorded.is_empty() {
             append(&self.log_path, &recorded);
         }
+        self.save_pending(pending, now, now_ms);
         for n in &notifications {
             tracing::info!("alert {:?}: {} on {}", n.change, n.alert.rule, n.alert.host);
             self.shared.notifier.send(n);
@@ -346,6 +380,34 @@ impl Evaluator {
             });
         }
         Some(out)
+    }
+
+    /// Writes the pending alerts to `alerts-pending.json` when they changed, and every
+    /// [`PENDING_SAVE_EVERY`] while any is pending.
+    fn save_pending(&mut self, pending: Vec<Alert>, now: Instant, now_ms: u64) {
+        let key: Vec<(String, HostId, u64)> = pending
+            .iter()
+            .map(|a| (a.rule.clone(), a.host.clone(), a.since_ms))
+            .collect();
+        let (last, at) = &self.pending_saved;
+        let stale = !key.is_empty() && at.is_none_or(|at| now >= at + PENDING_SAVE_EVERY);
+        if key == *last && !stale {
+            return;
+        }
+        let tmp = self.pending_path.with_extension("json.tmp");
+        let file = PendingFile {
+            saved_ms: now_ms,
+            pending,
+        };
+        let written = serde_json::to_vec(&file)
+            .map_err(std::io::Error::other)
+            .and_then(|b| std::fs::write(&tmp, b))
+            .and_then(|_| std::fs::rename(&tmp, &self.pending_path));
+        match written {
+            Ok(()) => self.pending_saved = (key, Some(now)),
+            // Tried again at the next tick; a restart meanwhile restarts the timers.
+            Err(e) => tracing::warn!("cannot save {}: {e}", self.pending_path.display()),
+        }
     }
 
     /// Which of `owned` (in host order, as [`Evaluator::copy_facts`] gives them) to refit this
@@ -633,6 +695,42 @@ mod tests {
         assert_eq!(out, out_long);
         // Not yet time: nothing read, nothing published.
         assert!(short.tick(&store, now, now_ms).is_empty());
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    /// A restart keeps the `for` timer of an alert that was pending: it fires when it would
+    /// have without the restart.
+    #[test]
+    fn pending_alerts_keep_their_for_timers_across_a_restart() {
+        let now_ms = crate::now_ms();
+        let store = RwLock::new(fleet(2, now_ms));
+        let config = alerts(
+            "[[alerts.rules]]\nname = \"busy\"\nfor = \"2m\"\nwhen = { metric = \"cpu.busy\", above = 0.9 }\n",
+        );
+        let d = dir("pending");
+        let (mut e, shared) = Evaluator::start(config.clone(), &d);
+        let now = Instant::now();
+        e.tick(&store, now, now_ms);
+        let pending = shared.engine().pending(now_ms);
+        assert_eq!(pending.len(), 2);
+        assert!(pending.iter().all(|a| a.since_ms == now_ms));
+        drop((e, shared));
+
+        // Restarted a minute later: the timers go on from `now_ms`.
+        let later = now_ms + MIN;
+        let (mut again, shared) = Evaluator::start(config.clone(), &d);
+        let restored = shared.engine().pending(later);
+        assert_eq!(restored.len(), 2, "{restored:?}");
+        assert!(restored.iter().all(|a| a.since_ms == now_ms));
+        again.tick(&store, now, later);
+        assert!(shared.engine().active(later).is_empty());
+        again.tick(&store, now + Duration::from_secs(60), now_ms + 2 * MIN);
+        assert_eq!(shared.engine().active(now_ms + 2 * MIN).len(), 2);
+
+        // A damaged file is reported and ignored: the timers start over, nothing breaks.
+        std::fs::write(d.join(PENDING), b"{not json").unwrap();
+        let (_, shared) = Evaluator::start(config, &d);
+        assert!(shared.engine().pending(later).is_empty());
         let _ = std::fs::remove_dir_all(&d);
     }
 

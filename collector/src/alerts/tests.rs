@@ -374,6 +374,51 @@ fn restore_keeps_firing_alerts_without_notifying_again() {
     assert_eq!(step(&mut again, 4 * MIN, &[&h]), ["resolved cpu@pi"]);
 }
 
+/// A restart keeps a pending alert's `for` timer: it fires when it would have, not a whole
+/// `for` later. After a long stop, or for a condition no longer true, it starts over.
+#[test]
+fn restore_pending_keeps_the_for_timers_of_a_short_stop() {
+    let mut e = engine(CPU);
+    let mut h = Host::new("pi");
+    h.sample = cpu(0.95);
+    assert!(step(&mut e, 0, &[&h]).is_empty());
+    assert!(step(&mut e, MIN, &[&h]).is_empty());
+    let saved = e.pending(MIN);
+    assert_eq!(saved.len(), 1);
+    assert_eq!(saved[0].since_ms, 0);
+
+    // Back 30 s later: fires at 2 min, as without the restart.
+    let mut again = engine(CPU);
+    again.restore_pending(saved.clone(), MIN, MIN + 30 * S);
+    assert!(step(&mut again, MIN + 30 * S, &[&h]).is_empty());
+    assert_eq!(step(&mut again, 2 * MIN, &[&h]), ["firing cpu@pi"]);
+
+    // Without it the timer starts at the first evaluation after the restart.
+    let mut fresh = engine(CPU);
+    assert!(step(&mut fresh, MIN + 30 * S, &[&h]).is_empty());
+    assert!(step(&mut fresh, 2 * MIN, &[&h]).is_empty());
+
+    // A stop longer than PENDING_KEPT_FOR: the timer starts over.
+    let late = MIN + PENDING_KEPT_FOR.as_millis() as u64 + S;
+    let mut long = engine(CPU);
+    long.restore_pending(saved.clone(), MIN, late);
+    assert!(step(&mut long, late, &[&h]).is_empty());
+    assert!(step(&mut long, late + MIN, &[&h]).is_empty());
+    assert_eq!(step(&mut long, late + 2 * MIN, &[&h]), ["firing cpu@pi"]);
+
+    // The condition is no longer true after the restart: nothing fires, nothing stays pending.
+    let mut cleared = engine(CPU);
+    cleared.restore_pending(saved.clone(), MIN, MIN + 30 * S);
+    h.sample = cpu(0.1);
+    assert!(step(&mut cleared, MIN + 30 * S, &[&h]).is_empty());
+    assert!(cleared.pending(MIN + 30 * S).is_empty());
+
+    // A rule that no longer exists is ignored.
+    let mut other = engine(&CPU.replace("\"cpu\"", "\"load\""));
+    other.restore_pending(saved, MIN, MIN + 30 * S);
+    assert!(other.pending(MIN + 30 * S).is_empty());
+}
+
 #[test]
 fn the_history_is_bounded() {
     let mut e = engine(&format!("history = 3\n{CPU}").replace("for = \"2m\"", ""));
