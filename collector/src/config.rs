@@ -54,6 +54,8 @@ pub struct HttpConfig {
     pub read_access: ReadAccessSetting,
     /// The tokens, hashed.
     pub tokens: Vec<TokenEntry>,
+    /// HTTPS: the certificate and key the dashboard and API are served with.
+    pub tls: Option<TlsFiles>,
 }
 
 /// `http.read-access`.
@@ -314,6 +316,8 @@ impl Config {
                         })
                         .collect()
                 }),
+                tls_cert: self.http.tls.as_ref().map(|t| t.cert.clone()),
+                tls_key: self.http.tls.as_ref().map(|t| t.key.clone()),
             },
             mqtt: RawMqtt {
                 tls: Some(self.mqtt.tls.is_some()),
@@ -425,6 +429,12 @@ pub struct RawHttp {
     /// `[[http.tokens]]`: the tokens, hashed. Set in the file only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tokens: Option<Vec<RawToken>>,
+    /// HTTPS: certificate chain (PEM).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    /// HTTPS: private key (PEM).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// One `[[http.tokens]]` entry.
@@ -582,6 +592,8 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("EMBER_BROKER_CLIENT_ID", "broker.client-id"),
     ("EMBER_BROKER_SHARE_GROUP", "broker.share-group"),
     ("EMBER_HTTP_READ_ACCESS", "http.read-access"),
+    ("EMBER_HTTP_TLS_CERT", "http.tls-cert"),
+    ("EMBER_HTTP_TLS_KEY", "http.tls-key"),
     ("EMBER_MQTT_TLS", "mqtt.tls"),
     ("EMBER_MQTT_TLS_CERT", "mqtt.tls-cert"),
     ("EMBER_MQTT_TLS_KEY", "mqtt.tls-key"),
@@ -665,6 +677,8 @@ impl RawConfig {
             http: RawHttp {
                 read_access: s("auto"),
                 tokens: None,
+                tls_cert: None,
+                tls_key: None,
             },
             mqtt: RawMqtt {
                 // Twenty times an agent's default rate, and a burst that covers a reconnect's
@@ -787,6 +801,8 @@ impl RawConfig {
                 "broker.client-id" => raw.broker.client_id = s(),
                 "broker.share-group" => raw.broker.share_group = s(),
                 "http.read-access" => raw.http.read_access = s(),
+                "http.tls-cert" => raw.http.tls_cert = Some(PathBuf::from(&value)),
+                "http.tls-key" => raw.http.tls_key = Some(PathBuf::from(&value)),
                 "mqtt.tls" => raw.mqtt.tls = Some(boolean()?),
                 "mqtt.tls-cert" => raw.mqtt.tls_cert = Some(PathBuf::from(&value)),
                 "mqtt.tls-key" => raw.mqtt.tls_key = Some(PathBuf::from(&value)),
@@ -848,6 +864,8 @@ impl RawConfig {
             http: RawHttp {
                 read_access: over.http.read_access.or(self.http.read_access),
                 tokens: over.http.tokens.or(self.http.tokens),
+                tls_cert: over.http.tls_cert.or(self.http.tls_cert),
+                tls_key: over.http.tls_key.or(self.http.tls_key),
             },
             mqtt: RawMqtt {
                 tls: over.mqtt.tls.or(self.mqtt.tls),
@@ -1072,6 +1090,29 @@ pub fn add_token(text: &str, name: &str, role: Role, token: &str) -> Result<Stri
     Ok(out)
 }
 
+/// `SECTION.tls-cert` and `SECTION.tls-key`: both or neither.
+fn tls_files(
+    section: &str,
+    cert: &Option<PathBuf>,
+    key: &Option<PathBuf>,
+) -> Result<Option<TlsFiles>, ConfigError> {
+    match (cert, key) {
+        (Some(cert), Some(key)) => Ok(Some(TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+        })),
+        (None, None) => Ok(None),
+        (Some(_), None) => Err(err(
+            &format!("{section}.tls-key"),
+            format!("missing: {section}.tls-cert needs its key"),
+        )),
+        (None, Some(_)) => Err(err(
+            &format!("{section}.tls-cert"),
+            format!("missing: {section}.tls-key needs its certificate"),
+        )),
+    }
+}
+
 fn validate_http(raw: &RawHttp, listen: SocketAddr) -> Result<HttpConfig, ConfigError> {
     let read_access = match raw.read_access.as_deref().unwrap_or("auto") {
         "auto" => ReadAccessSetting::Auto,
@@ -1131,9 +1172,11 @@ fn validate_http(raw: &RawHttp, listen: SocketAddr) -> Result<HttpConfig, Config
             hash,
         });
     }
+    let tls = tls_files("http", &raw.tls_cert, &raw.tls_key)?;
     let http = HttpConfig {
         read_access,
         tokens,
+        tls,
     };
     http.resolve(listen)?;
     Ok(http)
@@ -1168,20 +1211,7 @@ fn validate_mqtt(
             },
         );
     }
-    let tls = match (&raw.tls_cert, &raw.tls_key) {
-        (Some(cert), Some(key)) => Some(TlsFiles {
-            cert: cert.clone(),
-            key: key.clone(),
-        }),
-        (None, None) => None,
-        (Some(_), None) => return Err(err("mqtt.tls-key", "missing: mqtt.tls-cert needs its key")),
-        (None, Some(_)) => {
-            return Err(err(
-                "mqtt.tls-cert",
-                "missing: mqtt.tls-key needs its certificate",
-            ))
-        }
-    };
+    let tls = tls_files("mqtt", &raw.tls_cert, &raw.tls_key)?;
     let mqtt = MqttSecurity {
         users,
         tls,

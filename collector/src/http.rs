@@ -56,6 +56,8 @@ pub struct AppState {
     pub auth: Arc<Auth>,
     /// The MQTT gate (embedded broker only).
     pub gate: Option<Arc<crate::gate::Gate>>,
+    /// Served over HTTPS: the session cookie is marked `Secure`.
+    pub https: bool,
 }
 
 /// Every route: method, path and what it serves. The router is built from this list, and a test
@@ -283,10 +285,11 @@ async fn login(State(state): State<AppState>, body: Bytes) -> Result<Response, A
     };
     tracing::info!("dashboard login by {name:?} ({})", role.as_str());
     let cookie = format!(
-        "{}={}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}",
+        "{}={}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
         auth::SESSION_COOKIE,
         state.auth.session(name, crate::now_ms()),
-        auth::SESSION_MS / 1000
+        auth::SESSION_MS / 1000,
+        if state.https { "; Secure" } else { "" }
     );
     Ok((
         [(header::SET_COOKIE, cookie)],
@@ -857,6 +860,7 @@ mod tests {
             outgoing,
             auth: Arc::new(Auth::with_key(auth::ReadAccess::Open, Vec::new(), [7; 32])),
             gate: None,
+            https: false,
         };
         let req = |json: &str| Ok(Json(serde_json::from_str(json).unwrap()));
         let operator = |name: &str| {

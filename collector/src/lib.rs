@@ -16,6 +16,7 @@ pub mod commands;
 pub mod config;
 pub mod gate;
 pub mod http;
+pub mod https;
 pub mod ingest;
 pub mod metrics;
 pub mod onboard;
@@ -44,6 +45,8 @@ pub struct Collector {
     pub mqtt_addr: SocketAddr,
     /// The HTTP API's address.
     pub http_addr: SocketAddr,
+    /// Whether it is served over HTTPS (`http.tls-cert`).
+    pub https: bool,
     /// Hosts and history, for tests and embedding.
     pub store: Arc<RwLock<Store>>,
     /// Live events (samples, status changes), for embedding and benchmarks.
@@ -81,6 +84,13 @@ pub async fn start(
 ) -> anyhow::Result<Collector> {
     // Refuses to serve reads to the network without a token (the error names the key and fix).
     let read_access = config.http.resolve(config.http_listen)?;
+    let https = match &config.http.tls {
+        Some(files) => Some(https::server_config(files).with_context(|| {
+            "cannot serve HTTPS with `http.tls-cert` and `http.tls-key` (`ember-collector ca init` \
+             writes a certificate and key)"
+        })?),
+        None => None,
+    };
     let auth = Arc::new(
         auth::Auth::new(read_access, config.http.tokens.clone())
             .context("no random numbers from the OS for the session key")?,
@@ -203,27 +213,50 @@ pub async fn start(
         outgoing: outgoing_tx,
         auth,
         gate: gate.clone(),
+        https: https.is_some(),
     });
-    // The event stream writes small lines one after another: with Nagle's algorithm on, a line
-    // written while the previous one is unacknowledged waits for the client's delayed ACK (40
-    // ms on Linux).
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let serve = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                // Ends the event streams (so that the graceful shutdown can finish), ingest and
-                // alert evaluation.
-                let _ = stop_tx.send(true);
-                drop(alerts_stop);
+    if https.is_none() && !config.http_listen.ip().is_loopback() && !config.http.tokens.is_empty() {
+        tracing::warn!(
+            "HTTP on {} without TLS: tokens and session cookies cross the network in clear \
+             text; set http.tls-cert and http.tls-key",
+            config.http_listen
+        );
+    }
+    let shutdown = async move {
+        shutdown.await;
+        // Ends the event streams (so that the graceful shutdown can finish), ingest and
+        // alert evaluation.
+        let _ = stop_tx.send(true);
+        drop(alerts_stop);
+    };
+    let serve = match https {
+        Some(tls) => {
+            let listener = https::TlsListener::new(listener, tls)?;
+            tokio::spawn(async move {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(shutdown)
+                    .await
             })
-            .await
-    });
+        }
+        None => {
+            // The event stream writes small lines one after another: with Nagle's algorithm
+            // on, a line written while the previous one is unacknowledged waits for the
+            // client's delayed ACK (40 ms on Linux).
+            let listener =
+                axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
+                    let _ = tcp.set_nodelay(true);
+                });
+            tokio::spawn(async move {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(shutdown)
+                    .await
+            })
+        }
+    };
     Ok(Collector {
         mqtt_addr,
         http_addr,
+        https: config.http.tls.is_some(),
         store,
         events,
         serve,

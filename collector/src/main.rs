@@ -371,9 +371,10 @@ fn real_main() -> anyhow::Result<()> {
             http
         };
         println!("Ember collector {}", env!("CARGO_PKG_VERSION"));
-        println!("  dashboard: http://{shown}/");
-        println!("  API:       http://{shown}/api/hosts");
-        println!("  metrics:   http://{shown}/metrics");
+        let scheme = if collector.https { "https" } else { "http" };
+        println!("  dashboard: {scheme}://{shown}/");
+        println!("  API:       {scheme}://{shown}/api/hosts");
+        println!("  metrics:   {scheme}://{shown}/metrics");
         println!("  MQTT:      {}", collector.mqtt_addr);
 
         #[cfg(feature = "local-agent")]

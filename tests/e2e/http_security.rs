@@ -375,6 +375,126 @@ async fn a_collector_open_to_the_network_without_tokens_does_not_start() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// `http.tls-cert` and `http.tls-key`: the API and dashboard over HTTPS with a certificate
+/// from Ember's own CA (as `ember-collector ca init` makes), the session cookie `Secure`, and
+/// nothing in clear text on the port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_serves_the_api_and_dashboard_with_the_collectors_certificate() {
+    use ember_collector::config::TlsFiles;
+    use ember_collector::pki;
+
+    let dir = std::env::temp_dir().join(format!("ember-e2e-https-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca = pki::new_ca().unwrap();
+    std::fs::write(dir.join("ca.key"), &ca.key_pem).unwrap();
+    let server = pki::Ca::load(&dir.join("ca.key"))
+        .unwrap()
+        .server(&["localhost".to_string(), "127.0.0.1".to_string()])
+        .unwrap();
+    let files = TlsFiles {
+        cert: dir.join("server.pem"),
+        key: dir.join("server.key"),
+    };
+    std::fs::write(&files.cert, &server.cert_pem).unwrap();
+    std::fs::write(&files.key, &server.key_pem).unwrap();
+
+    let read = generate_token().unwrap();
+    let tokens = vec![TokenEntry {
+        name: "viewer".into(),
+        role: Role::Read,
+        hash: TokenHash::of(&read),
+    }];
+    let tls = files.clone();
+    let c = Running::start(move |c: &mut Config| {
+        c.http.read_access = ReadAccessSetting::Token;
+        c.http.tokens = tokens;
+        c.http.tls = Some(tls);
+    })
+    .await;
+    assert!(c.collector.https);
+    let port = c.collector.http_addr.port();
+
+    let ca_pem = ca.cert_pem.clone().into_bytes();
+    let (health, login, dashboard, plain) = tokio::task::spawn_blocking(move || {
+        use ureq::tls::{Certificate, RootCerts, TlsConfig};
+        let roots = vec![Certificate::from_pem(&ca_pem).unwrap()];
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(5)))
+            .tls_config(
+                TlsConfig::builder()
+                    .root_certs(RootCerts::Specific(Arc::new(roots)))
+                    .build(),
+            )
+            .build()
+            .into();
+        let health = agent
+            .get(format!("https://localhost:{port}/api/health"))
+            .header("Authorization", format!("Bearer {read}"))
+            .call()
+            .expect("HTTPS request");
+        let health_status = health.status().as_u16();
+        let login = agent
+            .post(format!("https://localhost:{port}/login"))
+            .content_type("application/json")
+            .send(format!(r#"{{"token": "{read}"}}"#).as_bytes())
+            .expect("HTTPS login");
+        let cookie = login
+            .headers()
+            .get("set-cookie")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let mut page = agent
+            .get(format!("https://localhost:{port}/"))
+            .call()
+            .expect("HTTPS dashboard");
+        let dashboard = (
+            page.status().as_u16(),
+            page.body_mut().read_to_string().unwrap_or_default(),
+        );
+        // Plain HTTP on the HTTPS port: no answer in clear text.
+        let plain = crate::harness::http_agent()
+            .get(format!("http://127.0.0.1:{port}/api/health"))
+            .call();
+        (health_status, cookie, dashboard, plain.map(|r| r.status()))
+    })
+    .await
+    .unwrap();
+    assert_eq!(health, 200);
+    assert!(login.contains("HttpOnly"), "{login}");
+    assert!(
+        login.contains("; Secure"),
+        "the session cookie over HTTPS: {login}"
+    );
+    assert_eq!(dashboard.0, 200);
+    assert!(dashboard.1.contains("<html"), "the dashboard's page");
+    assert!(plain.is_err(), "plain HTTP answered: {plain:?}");
+
+    // A key without its certificate is a configuration error naming the key.
+    let e = ember_collector::config::RawConfig::from_toml(&format!(
+        "[http]\ntls-key = {:?}\n",
+        files.key
+    ))
+    .and_then(|r| r.validate())
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("http.tls-cert"), "{e}");
+    // A certificate that is not one: the collector does not start, and says which file.
+    std::fs::write(&files.cert, "not a certificate").unwrap();
+    let mut config = Config::ephemeral(dir.join("data"));
+    config.http.tls = Some(files.clone());
+    let e = match ember_collector::start(config, std::future::pending()).await {
+        Ok(_) => panic!("started with a bad certificate"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(e.contains("http.tls-cert"), "{e}");
+    assert!(e.contains("server.pem"), "{e}");
+    drop(c);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_logs_in_with_a_read_token_under_its_csp() {
     let (c, t) = collector(ReadAccessSetting::Token).await;
