@@ -53,6 +53,9 @@ pub struct AgentConfig {
     pub login: Option<Login>,
     /// TLS to the broker, if on.
     pub tls: Option<Tls>,
+    /// Where samples still unsent at stop are kept for the next start (see `spool.rs`), if
+    /// anywhere.
+    pub spool: Option<PathBuf>,
 }
 
 /// MQTT credentials. The password is never printed (`Debug` hides it, `--print-config` shows
@@ -172,6 +175,10 @@ pub struct RawConfig {
     /// Its private key (PEM).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_key: Option<PathBuf>,
+    /// File for the samples unsent at stop; `""`: none. Default: `outbox.spool` in systemd's
+    /// `$STATE_DIRECTORY`, if set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spool: Option<PathBuf>,
 }
 
 /// The environment variables read, and the key each sets.
@@ -194,6 +201,7 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("EMBER_TLS_CA", "tls-ca"),
     ("EMBER_TLS_CERT", "tls-cert"),
     ("EMBER_TLS_KEY", "tls-key"),
+    ("EMBER_SPOOL", "spool"),
 ];
 
 /// Environment variables that are Ember's but not configuration keys.
@@ -302,6 +310,7 @@ impl RawConfig {
                 "tls-ca" => raw.tls_ca = Some(PathBuf::from(&value)),
                 "tls-cert" => raw.tls_cert = Some(PathBuf::from(&value)),
                 "tls-key" => raw.tls_key = Some(PathBuf::from(&value)),
+                "spool" => raw.spool = Some(PathBuf::from(&value)),
                 _ => unreachable!("ENV_KEYS and this match list the same keys"),
             }
         }
@@ -331,6 +340,7 @@ impl RawConfig {
             tls_ca: over.tls_ca.or(self.tls_ca),
             tls_cert: over.tls_cert.or(self.tls_cert),
             tls_key: over.tls_key.or(self.tls_key),
+            spool: over.spool.or(self.spool),
         }
     }
 
@@ -412,9 +422,24 @@ impl RawConfig {
         let probes = list("probes", &self.probes, MAX_PROBES, 32)?;
         let login = self.login(&host_id)?;
         let tls = self.tls()?;
+        // Off with `spool = ""`; under systemd (`StateDirectory=`) in its state directory.
+        let spool = match &self.spool {
+            Some(p) if p.as_os_str().is_empty() => None,
+            Some(p) => Some(p.clone()),
+            None => std::env::var_os("STATE_DIRECTORY")
+                .filter(|d| !d.is_empty())
+                // Several directories are separated by ':': the first is ours.
+                .and_then(|d| {
+                    d.to_str()
+                        .and_then(|d| d.split(':').next())
+                        .map(PathBuf::from)
+                })
+                .map(|d| d.join("outbox.spool")),
+        };
         Ok(AgentConfig {
             login,
             tls,
+            spool,
             broker_host,
             broker_port,
             host_id,
@@ -585,6 +610,7 @@ impl AgentConfig {
                 .tls
                 .as_ref()
                 .and_then(|t| t.client.as_ref().map(|c| c.1.clone())),
+            spool: Some(self.spool.clone().unwrap_or_default()),
         }
     }
 }

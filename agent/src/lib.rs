@@ -15,6 +15,7 @@ pub mod procfs;
 pub mod publish;
 pub mod sampler;
 pub mod simulate;
+pub mod spool;
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -33,8 +34,8 @@ pub const STOP_TIMEOUT: Duration = Duration::from_secs(2);
 /// Runs the agent until `shutdown` resolves: samples every interval and publishes through the
 /// store-and-forward outbox. On shutdown it first sends what the outbox still holds (each
 /// sample acknowledged), then publishes a retained `Offline` status and disconnects cleanly, all
-/// within [`STOP_TIMEOUT`]; samples still unsent then are logged and lost (the outbox is in
-/// memory only).
+/// within [`STOP_TIMEOUT`]; samples still unsent then go to the spool (`spool` in the config),
+/// which the next start sends first, its sequence going on from them.
 pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let sampler_config = config.clone();
     let mut sampler = tokio::task::spawn_blocking(move || Sampler::new(&sampler_config))
@@ -55,6 +56,27 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> any
     });
     let publisher =
         publish::Publisher::start_with_panel(&config, info, panel.as_ref().map(|p| p.control()));
+    if let Some(path) = &config.spool {
+        match spool::take(path) {
+            Ok(Some(s)) => {
+                log::info!(
+                    "sending the {} samples unsent at the last stop (from {})",
+                    s.samples.len(),
+                    path.display()
+                );
+                for (seq, bytes) in &s.samples {
+                    publisher.sample(*seq, bytes);
+                }
+                sampler.continue_from(s.next_seq);
+            }
+            Ok(None) => {}
+            Err(e) => log::error!(
+                "{}: {e}; its samples are lost (set aside as {})",
+                path.display(),
+                path.with_extension("bad").display()
+            ),
+        }
+    }
     let probes = probe::spawn(&config.probes, config.interval);
 
     let mut ticker = tokio::time::interval(config.interval);
@@ -103,7 +125,31 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> any
             Err(e) => log::error!("cannot encode a sample: {e}"),
         }
     }
-    publisher.stop(STOP_TIMEOUT).await;
+    let outbox = publisher.outbox();
+    let unsent = publisher.stop(STOP_TIMEOUT).await;
+    if unsent > 0 {
+        match &config.spool {
+            Some(path) => {
+                let bytes = {
+                    let outbox = outbox.lock().unwrap_or_else(|e| e.into_inner());
+                    spool::encode(sampler.next_seq(), outbox.unacked())
+                };
+                match spool::save(path, &bytes) {
+                    Ok(()) => log::info!(
+                        "kept the {unsent} unsent samples in {} for the next start",
+                        path.display()
+                    ),
+                    Err(e) => log::error!(
+                        "cannot keep the {unsent} unsent samples in {}: {e}; they are lost",
+                        path.display()
+                    ),
+                }
+            }
+            None => log::warn!(
+                "the {unsent} unsent samples are lost: set `spool` to keep them for the next start"
+            ),
+        }
+    }
     Ok(())
 }
 

@@ -133,6 +133,14 @@ impl Outbox {
         }
     }
 
+    /// Every sample not acknowledged, oldest first (what the spool keeps at stop).
+    pub fn unacked(&self) -> impl Iterator<Item = (u64, &[u8])> {
+        self.records
+            .iter()
+            .filter(|r| !r.acked)
+            .map(|r| (r.seq, &self.bytes[r.start..r.start + r.len]))
+    }
+
     /// Samples handed to the network and not yet acknowledged.
     pub fn in_flight(&self) -> usize {
         self.records.iter().filter(|r| r.sent && !r.acked).count()

@@ -197,6 +197,12 @@ impl Publisher {
         lock(&self.outbox).dropped()
     }
 
+    /// The outbox itself, which outlives [`Publisher::stop`]: what it still holds then is
+    /// what the spool keeps.
+    pub fn outbox(&self) -> Arc<Mutex<Outbox>> {
+        self.outbox.clone()
+    }
+
     /// Samples waiting for an acknowledgement.
     pub fn backlog(&self) -> usize {
         lock(&self.outbox).len()
@@ -214,8 +220,8 @@ impl Publisher {
     /// for `Offline` and the DISCONNECT. It ends early when the broker cannot be reached: not
     /// connected, the publisher tries once at once rather than at the end of its backoff, and
     /// stops if that fails. At `timeout` both tasks are ended whatever they are doing; the
-    /// broker then publishes the last will. The outbox is in memory only: what is left unsent
-    /// is lost.
+    /// broker then publishes the last will. What is left unsent stays in the outbox
+    /// ([`Publisher::outbox`]), for the spool.
     pub async fn stop(mut self, timeout: Duration) -> usize {
         let queued = self.backlog();
         // A day at most: an absurd timeout must not overflow the clock.
@@ -238,10 +244,7 @@ impl Publisher {
         self.events.abort();
         let unsent = self.backlog();
         if unsent > 0 {
-            log::warn!(
-                "stopped with {unsent} of the {queued} queued samples unacknowledged; \
-                 the outbox is in memory only: they are not kept"
-            );
+            log::warn!("stopped with {unsent} of the {queued} queued samples unacknowledged");
         } else if queued > 0 {
             log::info!("sent the {queued} samples queued at stop");
         }

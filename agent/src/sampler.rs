@@ -191,6 +191,16 @@ impl Sampler {
         Ok(sampler)
     }
 
+    /// Goes on from an earlier run's sequence (the spool's): the next sample takes `next`.
+    pub fn continue_from(&mut self, next: u64) {
+        self.seq = next.saturating_sub(1);
+    }
+
+    /// The sequence number the next sample takes.
+    pub fn next_seq(&self) -> u64 {
+        self.seq + 1
+    }
+
     /// Takes the next sample. Sequence numbers start at 1 and grow by one per call.
     pub fn sample(&mut self) -> Sample {
         let now = Instant::now();

@@ -244,3 +244,62 @@ async fn stop_returns_within_its_timeout_when_the_broker_stops_answering() {
         "stop took {took:?} with a timeout of {TIMEOUT:?}"
     );
 }
+
+/// With a `spool`, the samples still unsent at stop are kept in a file; the next start sends
+/// them first and its sequence goes on from them, so the collector stores one unbroken
+/// sequence: nothing missing, no restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn samples_unsent_at_stop_are_spooled_and_sent_at_the_next_start() {
+    let dir = std::env::temp_dir().join(format!("ember-e2e-spool-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let spool = dir.join("outbox.spool");
+    // Nothing listens there: every sample stays in the outbox.
+    let refused: std::net::SocketAddr = format!("127.0.0.1:{}", harness::free_port())
+        .parse()
+        .unwrap();
+    let mut offline = harness::agent_config(refused, "spool-pi", "100ms");
+    offline.spool = Some(spool.clone());
+    let (stop, agent) = crate::support::spawn_agent(offline);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop.send(true).unwrap();
+    agent.await.unwrap().unwrap();
+    let kept = ember_agent::spool::decode(&std::fs::read(&spool).expect("spooled")).unwrap();
+    let n = kept.samples.len() as u64;
+    assert!(n >= 5, "{n} samples spooled");
+    let seqs: Vec<u64> = kept.samples.iter().map(|(s, _)| *s).collect();
+    assert_eq!(seqs, (1..=n).collect::<Vec<_>>());
+    assert_eq!(kept.next_seq, n + 1);
+
+    let c = TestCollector::start().await;
+    let mut online = harness::agent_config(c.collector.mqtt_addr, "spool-pi", "100ms");
+    online.spool = Some(spool.clone());
+    let (stop, agent) = crate::support::spawn_agent(online);
+    let h = eventually(
+        Duration::from_secs(10),
+        "the spooled samples and new ones",
+        || async {
+            let (_, h) = c.get("/api/hosts/spool-pi").await;
+            (h["received"].as_u64() >= Some(n + 5)).then_some(h)
+        },
+    )
+    .await;
+    assert!(!spool.exists(), "the spool is taken at start");
+    assert_eq!(h["missing"], 0, "{h}");
+    assert_eq!(h["restarts"], 0, "one sequence: {h}");
+    assert_eq!(h["duplicates"], 0, "{h}");
+    // The spooled samples themselves were stored, then the new ones, one sequence.
+    let (_, stored) = c.get("/api/hosts/spool-pi/samples?limit=100000").await;
+    let mut stored: Vec<u64> = stored["samples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["seq"].as_u64().unwrap())
+        .collect();
+    stored.sort();
+    let last = *stored.last().unwrap();
+    assert_eq!(stored, (1..=last).collect::<Vec<_>>(), "{n} spooled");
+    stop.send(true).unwrap();
+    agent.await.unwrap().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
