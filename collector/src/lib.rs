@@ -19,6 +19,7 @@ pub mod http;
 pub mod ingest;
 pub mod metrics;
 pub mod onboard;
+pub mod packed;
 pub mod persist;
 pub mod pki;
 pub mod prom;

@@ -15,6 +15,7 @@ use ember_wire::{HostId, HostInfo, Message, Sample, Status};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, StatusConfig, Tier};
+use crate::packed::Packed;
 use crate::ring::{Ring, Tok};
 use crate::tiers::{Keys, TierState};
 use crate::{codec, metrics};
@@ -160,13 +161,11 @@ pub enum Event {
 pub struct Host {
     raw: Ring,
     tiers: Vec<TierState>,
-    /// Behind a pointer, like `info`: a `Sample` is 2.6 KB and a `HostInfo` 1.3 KB whatever they
-    /// hold, and inline they would make every host's entry that large, in map nodes a third
-    /// empty on average, whether the host sent one or not (issue #9). Shared: with the event a
-    /// new sample makes, and with a snapshot's image (a host copied on write does not copy
-    /// them). Stored (in snapshots) as they were.
-    latest: Option<Arc<Sample>>,
-    info: Option<Arc<HostInfo>>,
+    /// As their postcard bytes, decoded when read: a `Sample` is 2.6 KB and a `HostInfo` 1.3 KB
+    /// whatever they hold, their bytes a few hundred (issue #9). Stored (in snapshots) as they
+    /// were.
+    latest: Option<Packed<Sample>>,
+    info: Option<Packed<HostInfo>>,
     status: Option<Status>,
     reported: HostStatus,
     status_since_ms: u64,
@@ -204,10 +203,29 @@ pub struct HostSummary<'a> {
     pub restarts: u64,
     /// Memory the host's history takes, in bytes.
     pub history_bytes: usize,
-    /// The newest sample.
-    pub latest: Option<&'a Sample>,
-    /// The host's inventory.
-    pub info: Option<&'a HostInfo>,
+    /// The newest sample, decoded by [`HostSummary::latest`].
+    #[serde(rename = "latest")]
+    latest_packed: Option<&'a Packed<Sample>>,
+    /// The host's inventory, decoded by [`HostSummary::info`].
+    #[serde(rename = "info")]
+    info_packed: Option<&'a Packed<HostInfo>>,
+}
+
+impl HostSummary<'_> {
+    /// The newest sample (decoded now: the store keeps it as its bytes).
+    pub fn latest(&self) -> Option<Sample> {
+        self.latest_packed.and_then(Packed::get)
+    }
+
+    /// Whether a sample came.
+    pub fn has_sample(&self) -> bool {
+        self.latest_packed.is_some()
+    }
+
+    /// The host's inventory (decoded now).
+    pub fn info(&self) -> Option<HostInfo> {
+        self.info_packed.and_then(Packed::get)
+    }
 }
 
 /// Which history to read.
@@ -487,14 +505,11 @@ impl Store {
         entry.last_seen_ms = entry.last_seen_ms.max(now_ms);
         let accepted = match envelope.message {
             Message::Sample(sample) => {
-                let accepted = entry.push_sample(sample, &mut self.scratch);
-                let wanted = self.sample_events;
-                if let (Accepted::Sample { .. }, Some(latest), true) =
-                    (accepted, &entry.latest, wanted)
-                {
+                let accepted = entry.push_sample(&sample, &mut self.scratch);
+                if let (Accepted::Sample { .. }, true) = (accepted, self.sample_events) {
                     self.events.push(Event::Sample {
                         host: host.clone(),
-                        sample: latest.clone(),
+                        sample: Arc::new(sample),
                     });
                 }
                 accepted
@@ -504,8 +519,8 @@ impl Store {
                 Accepted::Status
             }
             Message::HostInfo(info) => {
-                if entry.info.as_deref() != Some(&info) {
-                    entry.info = Some(Arc::new(info));
+                if !entry.info.as_ref().is_some_and(|i| i.holds(&info)) {
+                    entry.info = Some(Packed::new(&info));
                     self.events.push(Event::Info { host: host.clone() });
                 }
                 Accepted::Info
@@ -779,7 +794,7 @@ impl Store {
 }
 
 impl Host {
-    fn push_sample(&mut self, sample: Sample, scratch: &mut Scratch) -> Accepted {
+    fn push_sample(&mut self, sample: &Sample, scratch: &mut Scratch) -> Accepted {
         let mut missing = 0;
         if let Some(last) = self.last_seq {
             if sample.seq <= last {
@@ -800,14 +815,14 @@ impl Host {
         self.last_seq = Some(sample.seq);
         self.last_timestamp_ms = sample.timestamp_ms;
         let ts = sample.timestamp_ms;
-        codec::flatten_into(&sample, &mut scratch.tokens);
+        codec::flatten_into(sample, &mut scratch.tokens);
         self.raw.push(ts, &scratch.tokens);
         if !self.tiers.is_empty() {
             let Scratch {
                 series, key, keys, ..
             } = scratch;
             let mut n = 0;
-            metrics::for_each(&sample, |m, l, v| {
+            metrics::for_each(sample, |m, l, v| {
                 metrics::key_into(m, l, key);
                 match series.get_mut(n) {
                     Some((k, value)) if **k == **key => *value = v,
@@ -820,10 +835,10 @@ impl Host {
                 t.add(ts, &series[..n]);
             }
         }
-        // Reused where nothing else holds it (no event stream, no bridge): no allocation then.
-        match self.latest.as_mut().and_then(Arc::get_mut) {
-            Some(latest) => *latest = sample,
-            None => self.latest = Some(Arc::new(sample)),
+        // Its bytes' room reused: no allocation while samples keep their size.
+        match &mut self.latest {
+            Some(latest) => latest.set(sample),
+            None => self.latest = Some(Packed::new(sample)),
         }
         Accepted::Sample { missing }
     }
@@ -876,8 +891,8 @@ impl Host {
             duplicates: self.duplicates,
             restarts: self.restarts,
             history_bytes: self.raw.bytes() + self.tiers.iter().map(|t| t.bytes()).sum::<usize>(),
-            latest: self.latest.as_deref(),
-            info: self.info.as_deref(),
+            latest_packed: self.latest.as_ref(),
+            info_packed: self.info.as_ref(),
         }
     }
 }
@@ -1253,7 +1268,7 @@ mod tests {
         let back = Store::from_bytes(config(1000, 4096), &bytes).unwrap();
         assert_eq!(back.stats(), s.stats());
         let h = back.summary(&id("pi"), 300_000).unwrap();
-        assert_eq!(h.info, Some(&info), "inventory survives");
+        assert_eq!(h.info(), Some(info), "inventory survives");
         assert_eq!(h.status, HostStatus::Online);
         assert_eq!(h.received, 300);
         assert_eq!(
@@ -1393,7 +1408,10 @@ mod tests {
         let (a, b) = (back.summary(&pi, 200_000), s.summary(&pi, 200_000));
         let a = a.unwrap();
         let b = b.unwrap();
-        assert_eq!((a.latest, a.info, a.status), (b.latest, b.info, b.status));
+        assert_eq!(
+            (a.latest(), a.info(), a.status),
+            (b.latest(), b.info(), b.status)
+        );
         // And the store goes on from it as the original does.
         let mut back = back;
         for st in [&mut s, &mut back] {
