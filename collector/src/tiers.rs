@@ -53,17 +53,20 @@ struct Agg {
     min: i64,
     max: i64,
     sum: Sum,
-    /// Samples folded in; 0 for a series of an earlier bucket that has none in this one.
+    /// Samples folded in; 0 for a series of an earlier bucket that has none in this one. At
+    /// `u32::MAX` a bucket takes no more (its sum would no longer fit [`Sum`]).
     n: u32,
 }
 
-/// A series' sum in a bucket: an `i128` (a bucket may add up many values near `i64::MAX`) kept
-/// as two halves, so that an [`Agg`] is aligned on 8 bytes, not 16, and takes 40 bytes, not 48
-/// (issue #9). Stored (in snapshots) as the `i128` it was.
+/// A series' sum in a bucket: up to `u32::MAX` values of an `i64` add up to less than 2^95 either
+/// way, so 96 bits hold it, kept as two halves packed on 4 bytes, so that the count fits beside
+/// them (an [`Agg`] takes 32 bytes where an `i128` made it 48; issue #9). Stored (in snapshots)
+/// as the `i128` it was.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[repr(C, packed(4))]
 struct Sum {
     lo: u64,
-    hi: i64,
+    hi: i32,
 }
 
 impl Sum {
@@ -71,9 +74,10 @@ impl Sum {
         (i128::from(self.hi) << 64) | i128::from(self.lo)
     }
 
+    /// Keeps the low 96 bits (of a sum that fits them: see the type's comment).
     fn set(&mut self, v: i128) {
         self.lo = v as u64;
-        self.hi = (v >> 64) as i64;
+        self.hi = (v >> 64) as i32;
     }
 
     fn add(&mut self, v: i64) {
@@ -272,6 +276,9 @@ impl TierState {
         }
         for (key, v) in series {
             let a = open.agg(key, *v);
+            if a.n == u32::MAX {
+                continue;
+            }
             a.min = a.min.min(*v);
             a.max = a.max.max(*v);
             a.sum.add(*v);
@@ -558,8 +565,8 @@ mod tests {
         assert!(Arc::ptr_eq(&keys.get("held"), &held));
     }
 
-    /// A sum kept in two halves adds as an `i128` does, is written as one, and makes an entry of
-    /// the open bucket 56 bytes (issue #9).
+    /// A sum kept in 96 bits adds as an `i128` does, is written as one, and makes an entry of
+    /// the open bucket 48 bytes (issue #9).
     #[test]
     fn sums_add_and_are_stored_as_i128() {
         let cases: &[&[i64]] = &[
@@ -568,6 +575,8 @@ mod tests {
             &[i64::MAX, i64::MAX, i64::MAX],
             &[i64::MIN, i64::MIN, 5],
             &[-1],
+            &[i64::MAX; 1000],
+            &[i64::MIN; 1000],
         ];
         for vs in cases {
             let mut sum = Sum::default();
@@ -580,6 +589,24 @@ mod tests {
             assert_eq!(bytes, postcard::to_allocvec(&want).unwrap());
             assert_eq!(postcard::from_bytes::<Sum>(&bytes).unwrap(), sum);
         }
-        assert_eq!(std::mem::size_of::<(Arc<str>, Agg)>(), 56);
+        assert_eq!(std::mem::size_of::<(Arc<str>, Agg)>(), 48);
+        // The most a bucket takes, each value the largest there is: still exact.
+        let mut sum = Sum::default();
+        sum.set(i128::from(u32::MAX) * i128::from(i64::MIN));
+        assert_eq!(sum.get(), i128::from(u32::MAX) * i128::from(i64::MIN));
+        sum.set(i128::from(u32::MAX) * i128::from(i64::MAX));
+        assert_eq!(sum.get(), i128::from(u32::MAX) * i128::from(i64::MAX));
+    }
+
+    /// A bucket stops at `u32::MAX` values of a series rather than let its sum overflow.
+    #[test]
+    fn a_full_series_takes_no_more() {
+        let mut t = TierState::new(60_000, 10);
+        t.add(0, &s(7));
+        let o = t.open.as_mut().unwrap();
+        o.series[0].1.n = u32::MAX;
+        t.add(1, &s(i64::MAX));
+        let a = t.open.as_ref().unwrap().series[0].1;
+        assert_eq!((a.n, a.max), (u32::MAX, 7));
     }
 }
