@@ -270,14 +270,14 @@ impl Bridge {
             return out;
         };
         match event {
-            Event::Sample { .. } => {
+            Event::Sample { sample, .. } => {
                 let due = self.last_state_ms.get(host).is_none_or(|t| {
                     now_ms.saturating_sub(*t) >= self.config.state_every.as_millis() as u64
                 });
                 if due {
                     out.push(self.state(&h, now_ms));
                 }
-                if let Some(p) = self.discovery(&h) {
+                if let Some(p) = self.discovery_of(&h, sample) {
                     out.push(p);
                 }
             }
@@ -309,9 +309,17 @@ impl Bridge {
         if !self.config.home_assistant {
             return None;
         }
-        let latest = h.latest()?;
+        self.discovery_of(h, &h.latest()?)
+    }
+
+    /// [`Bridge::discovery`] with the host's newest sample at hand (a sample event's): not
+    /// decoded again from the store.
+    fn discovery_of(&mut self, h: &HostSummary<'_>, latest: &Sample) -> Option<Publish> {
+        if !self.config.home_assistant {
+            return None;
+        }
         let info = h.info();
-        let shape = Shape::of(info.as_ref(), &latest);
+        let shape = Shape::of(info.as_ref(), latest);
         if self.announced.get(h.id).is_some_and(|a| a.is(&shape)) {
             return None;
         }

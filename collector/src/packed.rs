@@ -58,6 +58,12 @@ impl<T: Serialize + DeserializeOwned> Packed<T> {
         });
     }
 
+    /// Replaces the value with one given as its postcard bytes, as they came: the caller has
+    /// decoded them as a `T` (so they decode again, as `get` expects).
+    pub fn set_encoded(&mut self, bytes: &[u8]) {
+        refill(&mut self.bytes, bytes);
+    }
+
     /// The value. `None` only if the bytes do not decode, which bytes this type wrote always do.
     pub fn get(&self) -> Option<T> {
         postcard::from_bytes(&self.bytes).ok()

@@ -505,7 +505,16 @@ impl Store {
         entry.last_seen_ms = entry.last_seen_ms.max(now_ms);
         let accepted = match envelope.message {
             Message::Sample(sample) => {
-                let accepted = entry.push_sample(&sample, &mut self.scratch);
+                // The sample's own bytes, kept as they came where the envelope is laid out as
+                // expected (a version byte, the id's one-byte length and bytes, the kind 0 and
+                // the sample to the end: `ember_wire::decode` allows nothing after it), rather
+                // than encoded again.
+                let n = host.as_str().len();
+                let encoded = match (payload.get(1), payload.get(2 + n)) {
+                    (Some(&len), Some(0)) if usize::from(len) == n => payload.get(3 + n..),
+                    _ => None,
+                };
+                let accepted = entry.push_sample(&sample, encoded, &mut self.scratch);
                 if let (Accepted::Sample { .. }, true) = (accepted, self.sample_events) {
                     self.events.push(Event::Sample {
                         host: host.clone(),
@@ -794,7 +803,12 @@ impl Store {
 }
 
 impl Host {
-    fn push_sample(&mut self, sample: &Sample, scratch: &mut Scratch) -> Accepted {
+    fn push_sample(
+        &mut self,
+        sample: &Sample,
+        encoded: Option<&[u8]>,
+        scratch: &mut Scratch,
+    ) -> Accepted {
         let mut missing = 0;
         if let Some(last) = self.last_seq {
             if sample.seq <= last {
@@ -836,9 +850,12 @@ impl Host {
             }
         }
         // Its bytes' room reused: no allocation while samples keep their size.
-        match &mut self.latest {
-            Some(latest) => latest.set(sample),
-            None => self.latest = Some(Packed::new(sample)),
+        let latest = self
+            .latest
+            .get_or_insert_with(|| Packed::new(&Sample::default()));
+        match encoded {
+            Some(bytes) => latest.set_encoded(bytes),
+            None => latest.set(sample),
         }
         Accepted::Sample { missing }
     }
@@ -950,6 +967,32 @@ mod tests {
     }
 
     const T: &str = "ember/v1/pi/sample";
+
+    /// The newest sample is kept as the bytes it came in (issue #9), which are its postcard
+    /// bytes, and reads back as what was sent, whatever the id's length.
+    #[test]
+    fn the_newest_sample_is_kept_as_it_came() {
+        let mut s = Store::new(config(10, 4096));
+        for host in ["a", "pi-00042", &"h".repeat(32)] {
+            for seq in 1..=3u64 {
+                let mut smp = Sample {
+                    seq,
+                    timestamp_ms: seq * 1000,
+                    uptime_s: seq << 40,
+                    ..Sample::default()
+                };
+                smp.cpu.cores.extend((0..seq as u16 * 5).map(|c| c * 77));
+                let payload = enc(host, Message::Sample(smp.clone()));
+                let n = host.len();
+                assert_eq!(payload[3 + n..], postcard::to_allocvec(&smp).unwrap()[..]);
+                s.ingest(&format!("ember/v1/{host}/sample"), &payload, seq * 1000)
+                    .unwrap();
+                let h = s.summary(&id(host), seq * 1000).unwrap();
+                assert_eq!(h.latest(), Some(smp));
+                assert!(h.has_sample());
+            }
+        }
+    }
 
     #[test]
     fn summaries_after_walks_every_host_once_in_order() {
