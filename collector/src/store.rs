@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{Config, StatusConfig, Tier};
 use crate::packed::Packed;
 use crate::ring::{Ring, Tok};
-use crate::tiers::{Keys, TierState};
+use crate::tiers::{Key, Keys, TierState};
 use crate::{codec, metrics};
 
 /// Why a message was dropped. Each reason has its own counter in [`Stats`].
@@ -314,7 +314,7 @@ pub struct Store {
 struct Scratch {
     /// Series keys and values of the sample being folded into the tiers: a key is looked up in
     /// `keys` only where it differs from the previous sample's at the same place.
-    series: Vec<(Arc<str>, i64)>,
+    series: Vec<(Key, i64)>,
     /// The key being written.
     key: String,
     /// The keys the tiers' open buckets hold, one copy each for the whole store.
