@@ -4,17 +4,23 @@
 //! ```sh
 //! cargo bench -p ember-collector --bench memory                      # 2,000 hosts × 300 samples
 //! cargo bench -p ember-collector --bench memory -- --hosts 10000 --samples 300
+//! cargo bench -p ember-collector --bench memory -- --synth uniform   # near-incompressible
 //! ```
 //!
 //! Every host first sends its status and inventory (an agent's connect), then its samples, one
 //! per second, the hosts interleaved as they are on the wire, through `Store::ingest` with the
-//! default history configuration. Heap bytes are counted exactly by a counting allocator (live
+//! default history configuration. The samples are the simulated agents' (`--synth agent`, the
+//! default: `ember_agent::simulate::Synth`, random walks with a daily rhythm and bursts, as the
+//! load benchmark's hosts send), or with `--synth uniform` the collector benches' own
+//! (`common::Synth`: values drawn uniformly at random, near-incompressible: a worst case for
+//! the delta-encoded history, not what a board sends). Heap bytes are counted exactly by a counting allocator (live
 //! bytes asked for); RSS is `/proc/self/status`, allocator slack included. Last, the store is
 //! serialised as a snapshot and loaded back, timed.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
+use ember_agent::simulate::Synth as AgentSynth;
 use ember_collector::config::RawConfig;
 use ember_collector::store::StoreConfig;
 use ember_collector::Store;
@@ -92,6 +98,27 @@ fn info(host: &HostId) -> HostInfo {
     i
 }
 
+/// Where the samples come from (see the module's comment).
+enum Synths {
+    Agent(AgentSynth),
+    Uniform(Synth),
+}
+
+impl Synths {
+    /// The next sample, encoded; `ts` is the bench's clock (an agent's synth keeps its own,
+    /// stamped the same).
+    fn next(&mut self, host: &HostId, ts: u64) -> Vec<u8> {
+        match self {
+            Synths::Uniform(s) => s.next(host, ts),
+            Synths::Agent(s) => {
+                let sample = s.sample();
+                debug_assert_eq!(sample.timestamp_ms, ts);
+                enc(host, Message::Sample(sample))
+            }
+        }
+    }
+}
+
 fn per(bytes: usize, n: usize) -> f64 {
     bytes as f64 / n.max(1) as f64
 }
@@ -115,8 +142,28 @@ fn main() {
             (id, topic)
         })
         .collect();
-    let mut synth: Vec<Synth> = (0..n_hosts).map(|i| Synth::new(i as u64 + 7)).collect();
     let t0 = 1_700_000_000_000u64;
+    let uniform = match args
+        .iter()
+        .position(|a| a == "--synth")
+        .map(|i| args.get(i + 1))
+    {
+        None => false,
+        Some(Some(s)) if s == "agent" => false,
+        Some(Some(s)) if s == "uniform" => true,
+        Some(s) => panic!("--synth {s:?}: agent or uniform"),
+    };
+    let mut synth: Vec<Synths> = (0..n_hosts)
+        .map(|i| {
+            if uniform {
+                Synths::Uniform(Synth::new(i as u64 + 7))
+            } else {
+                // Stamped t0, t0 + 1 s…, as the bench's clock.
+                let interval = std::time::Duration::from_secs(1);
+                Synths::Agent(AgentSynth::new(i as u64 + 7, t0 - 1000, interval))
+            }
+        })
+        .collect();
     let status = |id: &HostId| enc(id, Message::Status(Status::Online { interval_ms: 1000 }));
 
     let empty = now();
@@ -154,7 +201,8 @@ fn main() {
     let m = store.memory();
     let samples = n_hosts * n_samples;
     println!(
-        "memory: {n_hosts} hosts × {n_samples} samples (default history, 1 Hz); the store counts {:.1} B per raw sample, {} KiB of tiers",
+        "memory: {n_hosts} hosts × {n_samples} samples (default history, 1 Hz, {} synth); the store counts {:.1} B per raw sample, {} KiB of tiers",
+        if uniform { "uniform" } else { "agent" },
         m.bytes_per_sample(),
         m.tier_bytes / 1024
     );
@@ -198,7 +246,7 @@ fn main() {
     // in the collector, while the next second's samples come in paced over that second; then
     // the worst case, a second's samples all at once while an image is held; then a second's
     // with no image.
-    let round = |store: &mut Store, synth: &mut [Synth], step: u64, paced: bool| {
+    let round = |store: &mut Store, synth: &mut [Synths], step: u64, paced: bool| {
         let ts = t0 + step * 1000;
         let start = std::time::Instant::now();
         PEAK.store(LIVE.load(Relaxed), Relaxed);

@@ -17,7 +17,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
-use ember_wire::{HostId, Sample};
+use ember_wire::{HostId, HostInfo, Sample};
 use serde_json::{json, Map, Value};
 
 use crate::config::BridgeConfig;
@@ -83,8 +83,8 @@ struct Shape<S> {
 }
 
 impl<'a> Shape<&'a str> {
-    fn of(h: &HostSummary<'a>, s: &Sample) -> Self {
-        let (model, sw) = match h.info {
+    fn of(info: Option<&'a HostInfo>, s: &Sample) -> Self {
+        let (model, sw) = match info {
             Some(i) if !i.board.is_empty() => (i.board.as_str(), i.os.as_str()),
             Some(i) => ("Linux host", i.os.as_str()),
             None => ("Linux host", ""),
@@ -270,14 +270,14 @@ impl Bridge {
             return out;
         };
         match event {
-            Event::Sample { .. } => {
+            Event::Sample { sample, .. } => {
                 let due = self.last_state_ms.get(host).is_none_or(|t| {
                     now_ms.saturating_sub(*t) >= self.config.state_every.as_millis() as u64
                 });
                 if due {
                     out.push(self.state(&h, now_ms));
                 }
-                if let Some(p) = self.discovery(&h) {
+                if let Some(p) = self.discovery_of(&h, sample) {
                     out.push(p);
                 }
             }
@@ -309,8 +309,17 @@ impl Bridge {
         if !self.config.home_assistant {
             return None;
         }
-        let latest = h.latest?;
-        let shape = Shape::of(h, latest);
+        self.discovery_of(h, &h.latest()?)
+    }
+
+    /// [`Bridge::discovery`] with the host's newest sample at hand (a sample event's): not
+    /// decoded again from the store.
+    fn discovery_of(&mut self, h: &HostSummary<'_>, latest: &Sample) -> Option<Publish> {
+        if !self.config.home_assistant {
+            return None;
+        }
+        let info = h.info();
+        let shape = Shape::of(info.as_ref(), latest);
         if self.announced.get(h.id).is_some_and(|a| a.is(&shape)) {
             return None;
         }
@@ -368,7 +377,7 @@ pub fn state_json(h: &HostSummary<'_>) -> Value {
         "status": h.status,
         "last_seen_ms": h.last_seen_ms,
     });
-    if let Some(s) = h.latest {
+    if let Some(s) = &h.latest() {
         let mut values = Map::new();
         metrics::for_each(s, |m, l, x| {
             values.insert(metrics::key(m, l), json!(metrics::scaled(m, x as f64)));
@@ -396,7 +405,7 @@ pub fn state_json(h: &HostSummary<'_>) -> Value {
             a.extend(b);
         }
     }
-    if let (Value::Object(a), Some(i)) = (&mut v, h.info) {
+    if let (Value::Object(a), Some(i)) = (&mut v, h.info()) {
         a.insert(
             "info".into(),
             json!({
@@ -415,7 +424,8 @@ pub fn state_json(h: &HostSummary<'_>) -> Value {
 /// Home Assistant device discovery for a host: one device, a sensor per headline figure, each
 /// reading the JSON state and bound to the host's availability.
 pub fn discovery_json(h: &HostSummary<'_>, s: &Sample) -> Value {
-    discovery_payload(h.id, &Shape::of(h, s))
+    let info = h.info();
+    discovery_payload(h.id, &Shape::of(info.as_ref(), s))
 }
 
 fn discovery_payload(host: &HostId, shape: &Shape<&str>) -> Value {
@@ -735,7 +745,7 @@ mod tests {
         };
         let fresh = |st: &Store| {
             let h = st.summary(&HostId::new("pi").unwrap(), 0).unwrap();
-            discovery_json(&h, h.latest.unwrap())
+            discovery_json(&h, &h.latest().unwrap())
         };
         // The board becomes known: new model.
         let p = run(

@@ -369,9 +369,9 @@ async fn panel(
             .summary(&id, crate::now_ms())
             .ok_or_else(|| no_host(&id))?;
         let sample = summary
-            .latest
+            .latest()
             .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no sample from {id} yet")))?;
-        let ip = summary.info.and_then(|i| {
+        let ip = summary.info().and_then(|i| {
             i.interfaces
                 .iter()
                 .flat_map(|n| n.ipv4.iter())
@@ -379,7 +379,7 @@ async fn panel(
                 .copied()
         });
         let mut fb = ember_display::framebuffer::Mono128x64::new();
-        let model = ember_display::overview::Overview::from_sample(id.as_str(), ip, sample);
+        let model = ember_display::overview::Overview::from_sample(id.as_str(), ip, &sample);
         // Drawing into a framebuffer cannot fail.
         let _ = ember_display::overview::draw(&model, &mut fb);
         ember_display::png::encode_png(&fb, 3)

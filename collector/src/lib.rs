@@ -20,6 +20,7 @@ pub mod https;
 pub mod ingest;
 pub mod metrics;
 pub mod onboard;
+pub mod packed;
 pub mod persist;
 pub mod pki;
 pub mod prom;

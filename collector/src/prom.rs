@@ -141,8 +141,8 @@ pub fn render(store: &Store, persist: &PersistStatus, extra: Extra, now_ms: u64)
     // Latest values, one family per metric.
     let mut lines: BTreeMap<&'static str, (&'static Metric, Vec<String>)> = BTreeMap::new();
     for h in &hosts {
-        let Some(s) = h.latest else { continue };
-        metrics::for_each(s, |m, label, v| {
+        let Some(s) = h.latest() else { continue };
+        metrics::for_each(&s, |m, label, v| {
             let labels = match (m.label, label) {
                 (Some(name), Some(value)) => format!("host=\"{}\",{name}=\"{}\"", h.id, esc(value)),
                 _ => format!("host=\"{}\"", h.id),

@@ -15,8 +15,9 @@ use ember_wire::{HostId, HostInfo, Message, Sample, Status};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, StatusConfig, Tier};
+use crate::packed::Packed;
 use crate::ring::{Ring, Tok};
-use crate::tiers::{Keys, TierState};
+use crate::tiers::{Key, Keys, TierState};
 use crate::{codec, metrics};
 
 /// Why a message was dropped. Each reason has its own counter in [`Stats`].
@@ -160,13 +161,11 @@ pub enum Event {
 pub struct Host {
     raw: Ring,
     tiers: Vec<TierState>,
-    /// Behind a pointer, like `info`: a `Sample` is 2.6 KB and a `HostInfo` 1.3 KB whatever they
-    /// hold, and inline they would make every host's entry that large, in map nodes a third
-    /// empty on average, whether the host sent one or not (issue #9). Shared: with the event a
-    /// new sample makes, and with a snapshot's image (a host copied on write does not copy
-    /// them). Stored (in snapshots) as they were.
-    latest: Option<Arc<Sample>>,
-    info: Option<Arc<HostInfo>>,
+    /// As their postcard bytes, decoded when read: a `Sample` is 2.6 KB and a `HostInfo` 1.3 KB
+    /// whatever they hold, their bytes a few hundred (issue #9). Stored (in snapshots) as they
+    /// were.
+    latest: Option<Packed<Sample>>,
+    info: Option<Packed<HostInfo>>,
     status: Option<Status>,
     reported: HostStatus,
     status_since_ms: u64,
@@ -204,10 +203,29 @@ pub struct HostSummary<'a> {
     pub restarts: u64,
     /// Memory the host's history takes, in bytes.
     pub history_bytes: usize,
-    /// The newest sample.
-    pub latest: Option<&'a Sample>,
-    /// The host's inventory.
-    pub info: Option<&'a HostInfo>,
+    /// The newest sample, decoded by [`HostSummary::latest`].
+    #[serde(rename = "latest")]
+    latest_packed: Option<&'a Packed<Sample>>,
+    /// The host's inventory, decoded by [`HostSummary::info`].
+    #[serde(rename = "info")]
+    info_packed: Option<&'a Packed<HostInfo>>,
+}
+
+impl HostSummary<'_> {
+    /// The newest sample (decoded now: the store keeps it as its bytes).
+    pub fn latest(&self) -> Option<Sample> {
+        self.latest_packed.and_then(Packed::get)
+    }
+
+    /// Whether a sample came.
+    pub fn has_sample(&self) -> bool {
+        self.latest_packed.is_some()
+    }
+
+    /// The host's inventory (decoded now).
+    pub fn info(&self) -> Option<HostInfo> {
+        self.info_packed.and_then(Packed::get)
+    }
 }
 
 /// Which history to read.
@@ -296,7 +314,7 @@ pub struct Store {
 struct Scratch {
     /// Series keys and values of the sample being folded into the tiers: a key is looked up in
     /// `keys` only where it differs from the previous sample's at the same place.
-    series: Vec<(Arc<str>, i64)>,
+    series: Vec<(Key, i64)>,
     /// The key being written.
     key: String,
     /// The keys the tiers' open buckets hold, one copy each for the whole store.
@@ -487,14 +505,20 @@ impl Store {
         entry.last_seen_ms = entry.last_seen_ms.max(now_ms);
         let accepted = match envelope.message {
             Message::Sample(sample) => {
-                let accepted = entry.push_sample(sample, &mut self.scratch);
-                let wanted = self.sample_events;
-                if let (Accepted::Sample { .. }, Some(latest), true) =
-                    (accepted, &entry.latest, wanted)
-                {
+                // The sample's own bytes, kept as they came where the envelope is laid out as
+                // expected (a version byte, the id's one-byte length and bytes, the kind 0 and
+                // the sample to the end: `ember_wire::decode` allows nothing after it), rather
+                // than encoded again.
+                let n = host.as_str().len();
+                let encoded = match (payload.get(1), payload.get(2 + n)) {
+                    (Some(&len), Some(0)) if usize::from(len) == n => payload.get(3 + n..),
+                    _ => None,
+                };
+                let accepted = entry.push_sample(&sample, encoded, &mut self.scratch);
+                if let (Accepted::Sample { .. }, true) = (accepted, self.sample_events) {
                     self.events.push(Event::Sample {
                         host: host.clone(),
-                        sample: latest.clone(),
+                        sample: Arc::new(sample),
                     });
                 }
                 accepted
@@ -504,8 +528,8 @@ impl Store {
                 Accepted::Status
             }
             Message::HostInfo(info) => {
-                if entry.info.as_deref() != Some(&info) {
-                    entry.info = Some(Arc::new(info));
+                if !entry.info.as_ref().is_some_and(|i| i.holds(&info)) {
+                    entry.info = Some(Packed::new(&info));
                     self.events.push(Event::Info { host: host.clone() });
                 }
                 Accepted::Info
@@ -779,7 +803,12 @@ impl Store {
 }
 
 impl Host {
-    fn push_sample(&mut self, sample: Sample, scratch: &mut Scratch) -> Accepted {
+    fn push_sample(
+        &mut self,
+        sample: &Sample,
+        encoded: Option<&[u8]>,
+        scratch: &mut Scratch,
+    ) -> Accepted {
         let mut missing = 0;
         if let Some(last) = self.last_seq {
             if sample.seq <= last {
@@ -800,14 +829,14 @@ impl Host {
         self.last_seq = Some(sample.seq);
         self.last_timestamp_ms = sample.timestamp_ms;
         let ts = sample.timestamp_ms;
-        codec::flatten_into(&sample, &mut scratch.tokens);
+        codec::flatten_into(sample, &mut scratch.tokens);
         self.raw.push(ts, &scratch.tokens);
         if !self.tiers.is_empty() {
             let Scratch {
                 series, key, keys, ..
             } = scratch;
             let mut n = 0;
-            metrics::for_each(&sample, |m, l, v| {
+            metrics::for_each(sample, |m, l, v| {
                 metrics::key_into(m, l, key);
                 match series.get_mut(n) {
                     Some((k, value)) if **k == **key => *value = v,
@@ -820,10 +849,13 @@ impl Host {
                 t.add(ts, &series[..n]);
             }
         }
-        // Reused where nothing else holds it (no event stream, no bridge): no allocation then.
-        match self.latest.as_mut().and_then(Arc::get_mut) {
-            Some(latest) => *latest = sample,
-            None => self.latest = Some(Arc::new(sample)),
+        // Its bytes' room reused: no allocation while samples keep their size.
+        let latest = self
+            .latest
+            .get_or_insert_with(|| Packed::new(&Sample::default()));
+        match encoded {
+            Some(bytes) => latest.set_encoded(bytes),
+            None => latest.set(sample),
         }
         Accepted::Sample { missing }
     }
@@ -876,8 +908,8 @@ impl Host {
             duplicates: self.duplicates,
             restarts: self.restarts,
             history_bytes: self.raw.bytes() + self.tiers.iter().map(|t| t.bytes()).sum::<usize>(),
-            latest: self.latest.as_deref(),
-            info: self.info.as_deref(),
+            latest_packed: self.latest.as_ref(),
+            info_packed: self.info.as_ref(),
         }
     }
 }
@@ -935,6 +967,32 @@ mod tests {
     }
 
     const T: &str = "ember/v1/pi/sample";
+
+    /// The newest sample is kept as the bytes it came in (issue #9), which are its postcard
+    /// bytes, and reads back as what was sent, whatever the id's length.
+    #[test]
+    fn the_newest_sample_is_kept_as_it_came() {
+        let mut s = Store::new(config(10, 4096));
+        for host in ["a", "pi-00042", &"h".repeat(32)] {
+            for seq in 1..=3u64 {
+                let mut smp = Sample {
+                    seq,
+                    timestamp_ms: seq * 1000,
+                    uptime_s: seq << 40,
+                    ..Sample::default()
+                };
+                smp.cpu.cores.extend((0..seq as u16 * 5).map(|c| c * 77));
+                let payload = enc(host, Message::Sample(smp.clone()));
+                let n = host.len();
+                assert_eq!(payload[3 + n..], postcard::to_allocvec(&smp).unwrap()[..]);
+                s.ingest(&format!("ember/v1/{host}/sample"), &payload, seq * 1000)
+                    .unwrap();
+                let h = s.summary(&id(host), seq * 1000).unwrap();
+                assert_eq!(h.latest(), Some(smp));
+                assert!(h.has_sample());
+            }
+        }
+    }
 
     #[test]
     fn summaries_after_walks_every_host_once_in_order() {
@@ -1253,7 +1311,7 @@ mod tests {
         let back = Store::from_bytes(config(1000, 4096), &bytes).unwrap();
         assert_eq!(back.stats(), s.stats());
         let h = back.summary(&id("pi"), 300_000).unwrap();
-        assert_eq!(h.info, Some(&info), "inventory survives");
+        assert_eq!(h.info(), Some(info), "inventory survives");
         assert_eq!(h.status, HostStatus::Online);
         assert_eq!(h.received, 300);
         assert_eq!(
@@ -1393,7 +1451,10 @@ mod tests {
         let (a, b) = (back.summary(&pi, 200_000), s.summary(&pi, 200_000));
         let a = a.unwrap();
         let b = b.unwrap();
-        assert_eq!((a.latest, a.info, a.status), (b.latest, b.info, b.status));
+        assert_eq!(
+            (a.latest(), a.info(), a.status),
+            (b.latest(), b.info(), b.status)
+        );
         // And the store goes on from it as the original does.
         let mut back = back;
         for st in [&mut s, &mut back] {

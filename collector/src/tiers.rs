@@ -9,29 +9,72 @@ use serde::{Deserialize, Serialize};
 
 use crate::ring::{Ring, Tok};
 
+/// A series key (`cpu.busy`, `fs.used|/`), shared: a thin pointer (8 bytes, where an `Key`
+/// takes 16) to the one copy [`Keys`] holds, compared and hashed as the string (issue #9).
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Key(Arc<String>);
+
+impl Key {
+    /// Whether both are the same copy.
+    pub fn ptr_eq(a: &Key, b: &Key) -> bool {
+        Arc::ptr_eq(&a.0, &b.0)
+    }
+}
+
+impl std::ops::Deref for Key {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::borrow::Borrow<str> for Key {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl From<&str> for Key {
+    fn from(s: &str) -> Key {
+        Key(Arc::new(s.to_string()))
+    }
+}
+
+impl From<String> for Key {
+    fn from(s: String) -> Key {
+        Key(Arc::new(s))
+    }
+}
+
 /// Series keys shared by every open bucket of every host (`cpu.busy`, `fs.used|/`): a fleet
 /// sends the same few dozen, so a bucket holds a pointer to its series' names, not a copy
 /// (issue #9).
 #[derive(Debug, Default)]
 pub struct Keys {
-    keys: HashSet<Arc<str>>,
+    keys: HashSet<Key>,
     /// How many were held when those no bucket holds were last dropped.
     kept: usize,
 }
 
 impl Keys {
     /// The shared copy of `key`.
-    pub fn get(&mut self, key: &str) -> Arc<str> {
+    pub fn get(&mut self, key: &str) -> Key {
         if let Some(k) = self.keys.get(key) {
             return k.clone();
         }
         // Keys no bucket holds any longer (a probe's target changed) are dropped once the set
         // has doubled, so that it stays within twice what is in use.
         if self.keys.len() >= 2 * self.kept.max(512) {
-            self.keys.retain(|k| Arc::strong_count(k) > 1);
+            self.keys.retain(|k| Arc::strong_count(&k.0) > 1);
             self.kept = self.keys.len();
         }
-        let k: Arc<str> = key.into();
+        let k: Key = key.into();
         self.keys.insert(k.clone());
         k
     }
@@ -53,17 +96,20 @@ struct Agg {
     min: i64,
     max: i64,
     sum: Sum,
-    /// Samples folded in; 0 for a series of an earlier bucket that has none in this one.
+    /// Samples folded in; 0 for a series of an earlier bucket that has none in this one. At
+    /// `u32::MAX` a bucket takes no more (its sum would no longer fit [`Sum`]).
     n: u32,
 }
 
-/// A series' sum in a bucket: an `i128` (a bucket may add up many values near `i64::MAX`) kept
-/// as two halves, so that an [`Agg`] is aligned on 8 bytes, not 16, and takes 40 bytes, not 48
-/// (issue #9). Stored (in snapshots) as the `i128` it was.
+/// A series' sum in a bucket: up to `u32::MAX` values of an `i64` add up to less than 2^95 either
+/// way, so 96 bits hold it, kept as two halves packed on 4 bytes, so that the count fits beside
+/// them (an [`Agg`] takes 32 bytes where an `i128` made it 48; issue #9). Stored (in snapshots)
+/// as the `i128` it was.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[repr(C, packed(4))]
 struct Sum {
     lo: u64,
-    hi: i64,
+    hi: i32,
 }
 
 impl Sum {
@@ -71,9 +117,10 @@ impl Sum {
         (i128::from(self.hi) << 64) | i128::from(self.lo)
     }
 
+    /// Keeps the low 96 bits (of a sum that fits them: see the type's comment).
     fn set(&mut self, v: i128) {
         self.lo = v as u64;
-        self.hi = (v >> 64) as i64;
+        self.hi = (v >> 64) as i32;
     }
 
     fn add(&mut self, v: i64) {
@@ -105,15 +152,15 @@ struct Open {
     /// in the same vector with the same keys (their counts at 0), so a host's open bucket is
     /// allocated once. Stored (in snapshots) as a map ordered by key, as it always was.
     #[serde(with = "by_key")]
-    series: Vec<(Arc<str>, Agg)>,
+    series: Vec<(Key, Agg)>,
     /// Where the next series of the sample being folded in is expected.
     #[serde(skip)]
     next: usize,
 }
 
 impl Open {
-    fn agg(&mut self, key: &Arc<str>, v: i64) -> &mut Agg {
-        let same = |k: &Arc<str>| Arc::ptr_eq(k, key) || **k == **key;
+    fn agg(&mut self, key: &Key, v: i64) -> &mut Agg {
+        let same = |k: &Key| Key::ptr_eq(k, key) || **k == **key;
         let at = match self.series.get(self.next) {
             Some((k, _)) if same(k) => self.next,
             _ => match self.series.iter().position(|(k, _)| same(k)) {
@@ -159,19 +206,18 @@ impl Open {
 /// [`Open::series`] as a map ordered by key (the snapshot format of a `BTreeMap<String, Agg>`).
 mod by_key {
     use std::collections::BTreeMap;
-    use std::sync::Arc;
 
     use serde::{Deserialize, Deserializer, Serializer};
 
-    use super::Agg;
+    use super::{Agg, Key};
 
-    pub fn serialize<S: Serializer>(series: &[(Arc<str>, Agg)], s: S) -> Result<S::Ok, S::Error> {
+    pub fn serialize<S: Serializer>(series: &[(Key, Agg)], s: S) -> Result<S::Ok, S::Error> {
         let mut sorted: Vec<_> = series.iter().filter(|(_, a)| a.n > 0).collect();
         sorted.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         s.collect_map(sorted.into_iter().map(|(k, a)| (&**k, a)))
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(Arc<str>, Agg)>, D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(Key, Agg)>, D::Error> {
         Ok(BTreeMap::<String, Agg>::deserialize(d)?
             .into_iter()
             .map(|(k, a)| (k.into(), a))
@@ -232,7 +278,7 @@ impl TierState {
             + self
                 .open
                 .as_ref()
-                .map(|o| o.series.capacity() * std::mem::size_of::<(Arc<str>, Agg)>())
+                .map(|o| o.series.capacity() * std::mem::size_of::<(Key, Agg)>())
                 .unwrap_or(0)
     }
 
@@ -249,7 +295,7 @@ impl TierState {
     }
 
     /// Folds in one sample's series taken at `ts`, their keys from [`Keys`].
-    pub fn add(&mut self, ts: u64, series: &[(Arc<str>, i64)]) {
+    pub fn add(&mut self, ts: u64, series: &[(Key, i64)]) {
         let start = ts - ts % self.resolution_ms;
         match &self.open {
             Some(open) if start < open.start => {
@@ -272,6 +318,9 @@ impl TierState {
         }
         for (key, v) in series {
             let a = open.agg(key, *v);
+            if a.n == u32::MAX {
+                continue;
+            }
             a.min = a.min.min(*v);
             a.max = a.max.max(*v);
             a.sum.add(*v);
@@ -375,7 +424,7 @@ fn bucket(t: &[Tok]) -> Option<Bucket> {
 mod tests {
     use super::*;
 
-    fn s(v: i64) -> Vec<(Arc<str>, i64)> {
+    fn s(v: i64) -> Vec<(Key, i64)> {
         vec![("cpu.busy".into(), v), ("temp|cpu".into(), -v)]
     }
 
@@ -426,7 +475,7 @@ mod tests {
     #[test]
     fn series_in_any_order_fold_as_a_map_would() {
         use std::collections::BTreeMap;
-        let samples: Vec<Vec<(Arc<str>, i64)>> = vec![
+        let samples: Vec<Vec<(Key, i64)>> = vec![
             vec![("b".into(), 1), ("a".into(), 2), ("c".into(), 3)],
             vec![("b".into(), 4), ("a".into(), 5), ("c".into(), 6)],
             // Reordered, a repeat, a newcomer, one missing.
@@ -510,8 +559,8 @@ mod tests {
             b.add(i * 1000, &s);
         }
         let open = |t: &TierState| t.open.as_ref().unwrap().series.clone();
-        assert!(Arc::ptr_eq(&open(&a)[0].0, &open(&b)[0].0));
-        assert!(Arc::ptr_eq(&open(&a)[1].0, &series(0)[1].0));
+        assert!(Key::ptr_eq(&open(&a)[0].0, &open(&b)[0].0));
+        assert!(Key::ptr_eq(&open(&a)[1].0, &series(0)[1].0));
         assert_eq!(b.open.as_ref().unwrap().series.capacity(), 2);
         let at = a.open.as_ref().unwrap().series.as_ptr();
         a.add(240_000, &series(1));
@@ -524,7 +573,7 @@ mod tests {
     #[test]
     fn a_series_missing_from_a_bucket_is_not_in_it() {
         let mut t = TierState::new(60_000, 10);
-        let (a, b): (Arc<str>, Arc<str>) = ("a".into(), "b".into());
+        let (a, b): (Key, Key) = ("a".into(), "b".into());
         t.add(0, &[(a.clone(), 1), (b.clone(), 100)]);
         t.add(60_000, &[(a.clone(), 2)]);
         t.add(120_000, &[(b.clone(), 7), (a.clone(), 3)]);
@@ -555,11 +604,11 @@ mod tests {
             keys.get(&format!("gone-{i}"));
             assert!(keys.len() <= 1024, "{}", keys.len());
         }
-        assert!(Arc::ptr_eq(&keys.get("held"), &held));
+        assert!(Key::ptr_eq(&keys.get("held"), &held));
     }
 
-    /// A sum kept in two halves adds as an `i128` does, is written as one, and makes an entry of
-    /// the open bucket 56 bytes (issue #9).
+    /// A sum kept in 96 bits adds as an `i128` does, is written as one, and makes an entry of
+    /// the open bucket 40 bytes with its key (issue #9).
     #[test]
     fn sums_add_and_are_stored_as_i128() {
         let cases: &[&[i64]] = &[
@@ -568,6 +617,8 @@ mod tests {
             &[i64::MAX, i64::MAX, i64::MAX],
             &[i64::MIN, i64::MIN, 5],
             &[-1],
+            &[i64::MAX; 1000],
+            &[i64::MIN; 1000],
         ];
         for vs in cases {
             let mut sum = Sum::default();
@@ -580,6 +631,24 @@ mod tests {
             assert_eq!(bytes, postcard::to_allocvec(&want).unwrap());
             assert_eq!(postcard::from_bytes::<Sum>(&bytes).unwrap(), sum);
         }
-        assert_eq!(std::mem::size_of::<(Arc<str>, Agg)>(), 56);
+        assert_eq!(std::mem::size_of::<(Key, Agg)>(), 40);
+        // The most a bucket takes, each value the largest there is: still exact.
+        let mut sum = Sum::default();
+        sum.set(i128::from(u32::MAX) * i128::from(i64::MIN));
+        assert_eq!(sum.get(), i128::from(u32::MAX) * i128::from(i64::MIN));
+        sum.set(i128::from(u32::MAX) * i128::from(i64::MAX));
+        assert_eq!(sum.get(), i128::from(u32::MAX) * i128::from(i64::MAX));
+    }
+
+    /// A bucket stops at `u32::MAX` values of a series rather than let its sum overflow.
+    #[test]
+    fn a_full_series_takes_no_more() {
+        let mut t = TierState::new(60_000, 10);
+        t.add(0, &s(7));
+        let o = t.open.as_mut().unwrap();
+        o.series[0].1.n = u32::MAX;
+        t.add(1, &s(i64::MAX));
+        let a = t.open.as_ref().unwrap().series[0].1;
+        assert_eq!((a.n, a.max), (u32::MAX, 7));
     }
 }

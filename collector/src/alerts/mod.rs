@@ -60,18 +60,6 @@ pub struct HostFacts<'a> {
     pub trends: &'a [FsTrend],
 }
 
-impl<'a> HostFacts<'a> {
-    /// The facts of a host as the store summarises it.
-    pub fn of(h: &crate::store::HostSummary<'a>, trends: &'a [FsTrend]) -> Self {
-        HostFacts {
-            id: h.id,
-            status: h.status,
-            sample: h.latest,
-            trends,
-        }
-    }
-}
-
 /// An alert as the API, the MQTT topic and notifications show it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Alert {

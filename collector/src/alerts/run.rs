@@ -451,7 +451,7 @@ impl Evaluator {
                     .map(|h| Owned {
                         id: h.id.clone(),
                         status: h.status,
-                        sample: h.latest.cloned(),
+                        sample: h.latest(),
                     })
                     .collect();
                 (chunk, started.elapsed())
@@ -534,7 +534,7 @@ fn banner(host: &HostId, firing: u8, text: &str) -> Publish {
 /// younger than the window, as every host is in a fleet's first hours) decodes every sample:
 /// 6,333 young hosts took seconds of CPU a refit.
 fn trends(store: &Store, id: &HostId, now_ms: u64, window: Duration) -> Vec<FsTrend> {
-    let Some(latest) = store.summary(id, now_ms).and_then(|h| h.latest) else {
+    let Some(latest) = store.summary(id, now_ms).and_then(|h| h.latest()) else {
         return Vec::new();
     };
     let from = now_ms.saturating_sub(window.as_millis() as u64);
