@@ -634,6 +634,7 @@ const ENV_OTHER: &[&str] = &[
     "EMBER_TLS_CA",
     "EMBER_TLS_CERT",
     "EMBER_TLS_KEY",
+    "EMBER_SPOOL",
 ];
 
 impl RawConfig {
