@@ -7,7 +7,11 @@ use std::time::Duration;
 
 use rumqttd::local::{LinkRx, LinkTx};
 use rumqttd::{Broker, ConnectionSettings, Handoff, RouterConfig, ServerSettings};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use crate::config::Config;
 
@@ -34,8 +38,8 @@ pub const SEGMENT_COUNT: usize = 4;
 const SERVER: &str = "ember";
 
 /// Bytes buffered each way between the gate and rumqttd, per connection. The buffers grow to
-/// what is in flight (an agent's sample is a few hundred bytes); this bounds them, and a writer
-/// that finds the buffer full waits, as on a socket.
+/// what is in flight (an agent's sample is a few hundred bytes) and are let go once read
+/// ([`Pipe`]); this bounds them, and a writer that finds the buffer full waits, as on a socket.
 const PIPE_BYTES: usize = 64 * 1024;
 
 /// The broker's settings, derived from the collector's config.
@@ -140,8 +144,8 @@ pub fn idle_handoff() -> Handoff {
 
 /// A new connection to rumqttd, as if it had connected to its listener: the gate's end of an
 /// in-memory pipe whose other end rumqttd serves.
-pub fn connect(handoff: &Handoff) -> std::io::Result<DuplexStream> {
-    let (ours, theirs) = tokio::io::duplex(PIPE_BYTES);
+pub fn connect(handoff: &Handoff) -> std::io::Result<Pipe> {
+    let (ours, theirs) = pipe(PIPE_BYTES);
     handoff.hand(Box::new(theirs)).map_err(|_| {
         std::io::Error::new(
             std::io::ErrorKind::ConnectionRefused,
@@ -149,6 +153,159 @@ pub fn connect(handoff: &Handoff) -> std::io::Result<DuplexStream> {
         )
     })?;
     Ok(ours)
+}
+
+/// One end of an in-memory pipe between the gate and rumqttd: what one end writes, the other
+/// reads. As tokio's `duplex`, except that a direction's buffer is let go once it has been
+/// read to the end, so a connection that is not sending holds none (tokio's keeps the largest
+/// it ever held, each way, for the connection's life). Dropping an end closes both directions.
+#[derive(Debug)]
+pub struct Pipe {
+    read: Arc<Mutex<Simplex>>,
+    write: Arc<Mutex<Simplex>>,
+}
+
+/// One direction of a [`Pipe`].
+#[derive(Debug)]
+struct Simplex {
+    buf: Vec<u8>,
+    /// Bytes of `buf` already read.
+    at: usize,
+    max: usize,
+    closed: bool,
+    reader: Option<Waker>,
+    writer: Option<Waker>,
+}
+
+impl Simplex {
+    fn new(max: usize) -> Arc<Mutex<Self>> {
+        Arc::new(Mutex::new(Simplex {
+            buf: Vec::new(),
+            at: 0,
+            max,
+            closed: false,
+            reader: None,
+            writer: None,
+        }))
+    }
+
+    /// Closes this direction; returns the waker of its reader or writer to wake.
+    fn close(&mut self) -> (Option<Waker>, Option<Waker>) {
+        self.closed = true;
+        (self.reader.take(), self.writer.take())
+    }
+}
+
+/// Two connected [`Pipe`] ends, each direction holding up to `max` bytes unread.
+pub fn pipe(max: usize) -> (Pipe, Pipe) {
+    let (one, two) = (Simplex::new(max), Simplex::new(max));
+    (
+        Pipe {
+            read: one.clone(),
+            write: two.clone(),
+        },
+        Pipe {
+            read: two,
+            write: one,
+        },
+    )
+}
+
+fn lock(s: &Mutex<Simplex>) -> std::sync::MutexGuard<'_, Simplex> {
+    s.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn wake(w: Option<Waker>) {
+    if let Some(w) = w {
+        w.wake();
+    }
+}
+
+impl AsyncRead for Pipe {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        out: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let mut s = lock(&self.read);
+        if out.remaining() == 0 {
+            return Poll::Ready(Ok(()));
+        }
+        let unread = s.buf.len() - s.at;
+        if unread > 0 {
+            let n = unread.min(out.remaining());
+            out.put_slice(&s.buf[s.at..s.at + n]);
+            s.at += n;
+            if s.at == s.buf.len() {
+                // Read to the end: let the memory go.
+                s.buf = Vec::new();
+                s.at = 0;
+            }
+            let writer = s.writer.take();
+            drop(s);
+            wake(writer);
+            Poll::Ready(Ok(()))
+        } else if s.closed {
+            Poll::Ready(Ok(()))
+        } else {
+            s.reader = Some(cx.waker().clone());
+            Poll::Pending
+        }
+    }
+}
+
+impl AsyncWrite for Pipe {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let mut s = lock(&self.write);
+        if s.closed {
+            return Poll::Ready(Err(std::io::ErrorKind::BrokenPipe.into()));
+        }
+        if data.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        let room = s.max - (s.buf.len() - s.at);
+        if room == 0 {
+            s.writer = Some(cx.waker().clone());
+            return Poll::Pending;
+        }
+        if s.at > 0 && s.buf.len() + data.len().min(room) > s.buf.capacity() {
+            // Move the unread bytes to the front rather than grow.
+            let at = s.at;
+            s.buf.drain(..at);
+            s.at = 0;
+        }
+        let n = data.len().min(room);
+        s.buf.extend_from_slice(&data[..n]);
+        let reader = s.reader.take();
+        drop(s);
+        wake(reader);
+        Poll::Ready(Ok(n))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let (reader, _) = lock(&self.write).close();
+        wake(reader);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl Drop for Pipe {
+    fn drop(&mut self) {
+        // What this end would have written ends (its reader sees the end of the stream); what
+        // it would have read is refused (its writer gets `BrokenPipe`).
+        let (reader, _) = lock(&self.write).close();
+        let (_, writer) = lock(&self.read).close();
+        wake(reader);
+        wake(writer);
+    }
 }
 
 /// Connects, waits for the CONNACK, and disconnects cleanly.
@@ -173,6 +330,54 @@ async fn mqtt_ping(handoff: &Handoff) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The pipe carries bytes both ways in order, holds a writer back while its direction is
+    /// full, ends at a shutdown or a drop, and lets a direction's buffer go once it is read.
+    #[tokio::test]
+    async fn the_pipe_carries_bytes_and_keeps_no_buffer_once_read() {
+        let (mut a, mut b) = pipe(16);
+        let sent: Vec<u8> = (0..200u8).collect();
+        let writer = tokio::spawn({
+            let sent = sent.clone();
+            async move {
+                for piece in sent.chunks(7) {
+                    a.write_all(piece).await.unwrap();
+                }
+                a
+            }
+        });
+        let mut got = vec![0u8; sent.len()];
+        b.read_exact(&mut got).await.unwrap();
+        assert_eq!(got, sent);
+        let mut a = writer.await.unwrap();
+        assert_eq!(lock(&b.read).buf.capacity(), 0, "read to the end: let go");
+        // A full direction holds its writer back until the reader takes some.
+        a.write_all(&[1; 16]).await.unwrap();
+        let mut more = tokio::spawn(async move {
+            a.write_all(&[2; 4]).await.unwrap();
+            a
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!more.is_finished(), "held while full");
+        let mut four = [0u8; 4];
+        b.read_exact(&mut four).await.unwrap();
+        let mut a = tokio::time::timeout(Duration::from_secs(1), &mut more)
+            .await
+            .expect("released once read")
+            .unwrap();
+        let mut rest = vec![0u8; 16];
+        b.read_exact(&mut rest).await.unwrap();
+        assert_eq!(&rest[12..], [2; 4]);
+        // The other way, then a shutdown: the reader sees the end.
+        b.write_all(b"ack").await.unwrap();
+        b.shutdown().await.unwrap();
+        let mut back = Vec::new();
+        a.read_to_end(&mut back).await.unwrap();
+        assert_eq!(back, b"ack");
+        // A dropped end: the other's writes fail.
+        drop(b);
+        assert!(a.write_all(b"x").await.is_err());
+    }
 
     /// rumqttd is reached through the handoff only: every connection handed over is served,
     /// side by side, and none needs a password.

@@ -34,7 +34,9 @@
 //! without sockets; [`serve`] is the I/O around them.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::future::Future;
+use std::pin::{pin, Pin};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -42,7 +44,7 @@ use bytes::{Bytes, BytesMut};
 use rumqttc::mqttbytes::v4::{ConnAck, Connect, ConnectReturnCode, PubAck, Publish, Subscribe};
 use rumqttc::mqttbytes::{check, FixedHeader, PacketType, Protocol, QoS};
 use serde::Serialize;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use rumqttd::Handoff;
@@ -60,12 +62,10 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Password checks at once: argon2 is slow on purpose, so a burst of CONNECTs with wrong
 /// passwords must not take every core.
 const VERIFY_AT_ONCE: usize = 2;
-/// Bytes a relay reads at once, each way. Agents' packets are a few hundred bytes; this is held
-/// twice per open connection, so it is kept small (a larger packet takes several reads).
+/// Bytes a relay reads at once, each way (a larger packet takes several reads). The room is on
+/// the stack of the poll that finds bytes to read ([`read_with`]): a connection waiting for its
+/// next packet holds no read buffer.
 const RELAY_CHUNK: usize = 1024;
-/// Bytes the open relay reads at once from rumqttd: what goes to an agent is mostly 4-byte
-/// acknowledgements, so this is kept smaller still (a larger packet takes several reads).
-const DOWN_CHUNK: usize = 256;
 
 /// What the gate is configured with.
 pub struct Settings {
@@ -145,8 +145,27 @@ pub struct Gate {
 struct Session {
     /// Tells the relay to end as if its client had closed.
     kick: Notify,
-    /// Set once rumqttd has closed its side (or the drain gave up).
-    closed: tokio::sync::watch::Sender<bool>,
+    /// Set once rumqttd has closed its side (or the drain gave up); `closing` wakes who waits
+    /// for it. (Not a `watch` channel: its shared state, nine `Notify`s and more, is a few
+    /// hundred bytes that every open connection would hold.)
+    closed: AtomicBool,
+    closing: Notify,
+}
+
+impl Session {
+    /// Waits until the session's connection has closed at rumqttd.
+    async fn closed(&self) {
+        loop {
+            let notified = self.closing.notified();
+            tokio::pin!(notified);
+            // Registered before the check, so a close between the two is not missed.
+            notified.as_mut().enable();
+            if self.closed.load(Ordering::Acquire) {
+                return;
+            }
+            notified.await;
+        }
+    }
 }
 
 /// A client id held at rumqttd by one connection; given back when dropped.
@@ -166,7 +185,8 @@ impl Drop for SessionGuard<'_> {
             sessions.remove(&self.id);
         }
         drop(sessions);
-        self.session.closed.send_replace(true);
+        self.session.closed.store(true, Ordering::Release);
+        self.session.closing.notify_waiters();
     }
 }
 
@@ -270,14 +290,14 @@ impl Gate {
     async fn take_session(&self, client_id: &str) -> SessionGuard<'_> {
         let session = Arc::new(Session {
             kick: Notify::new(),
-            closed: tokio::sync::watch::channel(false).0,
+            closed: AtomicBool::new(false),
+            closing: Notify::new(),
         });
         let previous = lock(&self.sessions).insert(client_id.to_owned(), session.clone());
         if let Some(previous) = previous {
             // A permit is kept if that relay is not waiting right now.
             previous.kick.notify_one();
-            let mut closed = previous.closed.subscribe();
-            let _ = tokio::time::timeout(DRAIN_TIMEOUT, closed.wait_for(|c| *c)).await;
+            let _ = tokio::time::timeout(DRAIN_TIMEOUT, previous.closed()).await;
         }
         SessionGuard {
             gate: self,
@@ -659,7 +679,7 @@ where
     let counters = &gate.counters;
     let (mut rd, mut wr) = tokio::io::split(stream);
     let max = gate.settings.max_packet;
-    let mut buf = BytesMut::with_capacity(4096);
+    let mut buf = BytesMut::new();
     let first = tokio::time::timeout(CONNECT_TIMEOUT, read_frame(&mut rd, &mut buf, max)).await;
     let (header, frame) = match first {
         Ok(Ok(Some(f))) => f,
@@ -757,7 +777,7 @@ where
     forwarded
         .write(&mut out)
         .map_err(|e| Closed::Malformed(e.to_string()))?;
-    // The CONNECT's last will is a slice of the first read buffer (4 KiB): kept for the whole
+    // The CONNECT's last will is a slice of the first read buffer: kept for the whole
     // connection, it would hold that buffer too.
     drop(forwarded);
     up_wr.write_all(&out).await?;
@@ -796,54 +816,55 @@ where
 {
     let flow = &gate.flow;
     let mut scanner = Scanner::default();
-    let up = async {
+    let up = pin!(async {
         // Whatever came after the CONNECT.
         flow.relay(scanner.feed(&pending)).await;
         broker_tx.write_all(&pending).await?;
         drop(pending);
-        let mut chunk = vec![0u8; RELAY_CHUNK];
         let result = loop {
-            let n = tokio::select! {
-                r = client_rx.read(&mut chunk) => match r {
-                    Ok(0) => break Ok(()),
-                    Ok(n) => n,
+            let bytes = tokio::select! {
+                r = read_some(&mut client_rx) => match r {
+                    Ok(b) if b.is_empty() => break Ok(()),
+                    Ok(b) => b,
                     Err(e) => break Err(e),
                 },
                 // Taken over: end as if the client had closed.
                 () = kick.notified() => break Ok(()),
             };
-            flow.relay(scanner.feed(&chunk[..n])).await;
-            if let Err(e) = broker_tx.write_all(&chunk[..n]).await {
+            flow.relay(scanner.feed(&bytes)).await;
+            if let Err(e) = broker_tx.write_all(&bytes).await {
                 break Err(e);
             }
         };
         let _ = broker_tx.shutdown().await;
         result.map_err(Closed::from)
-    };
-    let down = async {
-        let mut chunk = vec![0u8; DOWN_CHUNK];
+    });
+    let down = pin!(async {
         let mut to_client = true;
-        while let Ok(n) = broker_rx.read(&mut chunk).await {
-            if n == 0 {
+        while let Ok(bytes) = read_some(&mut broker_rx).await {
+            if bytes.is_empty() {
                 break;
             }
-            if to_client && client_tx.write_all(&chunk[..n]).await.is_err() {
+            if to_client && client_tx.write_all(&bytes).await.is_err() {
                 to_client = false;
             }
         }
         let _ = client_tx.shutdown().await;
-    };
+    });
     drain(up, down).await
 }
 
 /// Runs both directions. When the client's side ends, waits (a while) for rumqttd to close its
 /// side: it has then sent the router the disconnection, which the router handles before any
 /// later connection, so the slot can go back.
+///
+/// Takes both pinned where the caller made them (`pin!(async { .. })`): moved in by value,
+/// each would be kept twice in the connection's task (the caller's moved-from local and this
+/// future's copy), 330 bytes more per open connection.
 async fn drain(
-    up: impl std::future::Future<Output = Result<(), Closed>>,
-    down: impl std::future::Future<Output = ()>,
+    mut up: Pin<&mut impl Future<Output = Result<(), Closed>>>,
+    mut down: Pin<&mut impl Future<Output = ()>>,
 ) -> Result<(), Closed> {
-    tokio::pin!(up, down);
     tokio::select! {
         r = &mut up => {
             let _ = tokio::time::timeout(DRAIN_TIMEOUT, &mut down).await;
@@ -879,8 +900,8 @@ where
     // Both directions write to the client: the broker's packets and the gate's own
     // acknowledgements of dropped publishes. Whole frames, under one lock.
     let wr = tokio::sync::Mutex::new(wr);
-    let down = async {
-        let mut buf = BytesMut::with_capacity(RELAY_CHUNK);
+    let down = pin!(async {
+        let mut buf = BytesMut::new();
         // The broker's packets are bounded by its own max-payload.
         while let Ok(Some((_, frame))) = read_frame(&mut up_rd, &mut buf, usize::MAX >> 4).await {
             let mut w = wr.lock().await;
@@ -892,8 +913,8 @@ where
             }
         }
         let _ = wr.lock().await.shutdown().await;
-    };
-    let up = async {
+    });
+    let up = pin!(async {
         let mut bucket = TokenBucket::new(accounts.rate, accounts.burst, Instant::now());
         let result = loop {
             let next = tokio::select! {
@@ -937,7 +958,7 @@ where
         };
         let _ = up_wr.shutdown().await;
         result
-    };
+    });
     drain(up, down).await
 }
 
@@ -1149,7 +1170,15 @@ impl Drop for AccountSlot<'_> {
 /// Takes one whole MQTT frame off the front of `buf`; `None` while it holds less than one.
 pub fn next_frame(buf: &mut BytesMut, max: usize) -> Result<Option<(FixedHeader, Bytes)>, Closed> {
     match check(buf.iter(), max) {
-        Ok(h) => Ok(Some((h, buf.split_to(h.frame_length()).freeze()))),
+        Ok(h) => {
+            let frame = buf.split_to(h.frame_length()).freeze();
+            if buf.is_empty() {
+                // What room is left shares the frame's allocation: let it go with the frame
+                // rather than hold it until the next packet.
+                *buf = BytesMut::new();
+            }
+            Ok(Some((h, frame)))
+        }
         Err(rumqttc::mqttbytes::Error::InsufficientBytes(_)) => Ok(None),
         Err(rumqttc::mqttbytes::Error::PayloadSizeLimitExceeded(n)) => Err(Closed::TooLarge(n)),
         Err(e) => Err(Closed::Malformed(e.to_string())),
@@ -1166,8 +1195,12 @@ async fn read_frame<R: AsyncRead + Unpin>(
         if let Some(frame) = next_frame(buf, max)? {
             return Ok(Some(frame));
         }
-        buf.reserve(RELAY_CHUNK);
-        if r.read_buf(buf).await? == 0 {
+        let n = read_with(r, |bytes| {
+            buf.extend_from_slice(bytes);
+            bytes.len()
+        })
+        .await?;
+        if n == 0 {
             return if buf.is_empty() {
                 Ok(None)
             } else {
@@ -1177,9 +1210,32 @@ async fn read_frame<R: AsyncRead + Unpin>(
     }
 }
 
+/// Reads what `r` has now, up to [`RELAY_CHUNK`] bytes, and hands them to `take` (nothing: the
+/// end of the stream). The room read into is on the stack of the poll that finds the bytes, so
+/// a connection waiting for its next packet holds no buffer; `take` copies them where they go.
+async fn read_with<R, T>(r: &mut R, mut take: impl FnMut(&[u8]) -> T) -> std::io::Result<T>
+where
+    R: AsyncRead + Unpin,
+{
+    std::future::poll_fn(|cx| {
+        let mut room = [std::mem::MaybeUninit::<u8>::uninit(); RELAY_CHUNK];
+        let mut buf = tokio::io::ReadBuf::uninit(&mut room);
+        std::task::ready!(std::pin::Pin::new(&mut *r).poll_read(cx, &mut buf))?;
+        std::task::Poll::Ready(Ok(take(buf.filled())))
+    })
+    .await
+}
+
+/// Reads what `r` has now (up to [`RELAY_CHUNK`] bytes) into a buffer of exactly that size;
+/// empty at the end of the stream. See [`read_with`].
+async fn read_some<R: AsyncRead + Unpin>(r: &mut R) -> std::io::Result<Vec<u8>> {
+    read_with(r, <[u8]>::to_vec).await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::AsyncReadExt;
 
     #[test]
     fn the_protocol_level_is_read_from_any_connect() {
@@ -1257,6 +1313,49 @@ mod tests {
         let mut s = Scanner::default();
         assert_eq!(s.feed(&[0x30, 0xff, 0xff, 0xff, 0xff, 0x7f]), 0);
         assert_eq!(s.state, Scan::Broken);
+    }
+
+    /// Frames are read whole however the stream is cut, and once the last one is taken the
+    /// buffer holds no memory: a connection waiting for its next packet keeps no read buffer.
+    #[tokio::test]
+    async fn frames_are_read_whole_and_leave_no_buffer_behind() {
+        let big = publish("ember/v1/pi/sample", 3000, 1);
+        let small = publish("ember/v1/pi/status", 3, 1);
+        let (mut tx, mut rx) = tokio::io::duplex(64);
+        let sent = [big.clone(), small.clone(), vec![0xc0, 0]].concat();
+        let writer = tokio::spawn(async move {
+            for piece in sent.chunks(100) {
+                tx.write_all(piece).await.unwrap();
+            }
+        });
+        let mut buf = BytesMut::new();
+        for expected in [&big[..], &small[..], &[0xc0, 0][..]] {
+            let (_, frame) = read_frame(&mut rx, &mut buf, 1 << 20)
+                .await
+                .unwrap()
+                .expect("a frame");
+            assert_eq!(&frame[..], expected);
+        }
+        assert_eq!(buf.capacity(), 0, "no buffer kept between packets");
+        writer.await.unwrap();
+        assert!(read_frame(&mut rx, &mut buf, 1 << 20)
+            .await
+            .unwrap()
+            .is_none());
+        // A read hands over what is there, no more than a chunk at a time.
+        let (mut tx, mut rx) = tokio::io::duplex(4 * RELAY_CHUNK);
+        tx.write_all(&big).await.unwrap();
+        drop(tx);
+        let mut got = Vec::new();
+        loop {
+            let bytes = read_some(&mut rx).await.unwrap();
+            assert!(bytes.len() <= RELAY_CHUNK);
+            if bytes.is_empty() {
+                break;
+            }
+            got.extend_from_slice(&bytes);
+        }
+        assert_eq!(got, big);
     }
 
     #[tokio::test]

@@ -350,13 +350,10 @@ pub struct IncomingMeter {
 
 impl IncomingMeter {
     pub fn register_publish(&mut self, publish: &Publish) -> Result<(), std::str::Utf8Error> {
-        let meter = {
-            let topic = std::str::from_utf8(&publish.topic)?.to_string();
-            self.publishes.entry(topic).or_default()
-        };
-        meter.count += 1;
-        meter.size += publish.len();
-
+        // Ember: totals only. The count per topic (`publishes`, a copy of each topic a client
+        // published to, in a map per connection) is read by nothing, and cost every publish an
+        // allocation. `get_topic_meters` is empty.
+        std::str::from_utf8(&publish.topic)?;
         self.total_publishes.count += 1;
         self.total_publishes.size += publish.len();
 
@@ -367,12 +364,14 @@ impl IncomingMeter {
         &self.publishes
     }
 
-    pub fn register_subscription(&mut self, filter: Filter) -> bool {
-        self.subscribes.insert(filter)
+    // Ember: nothing reads `subscribes` (the router keeps the subscriptions in `Connection`):
+    // not kept, so a connection holds no second copy of its filters. Both always answer false.
+    pub fn register_subscription(&mut self, _filter: Filter) -> bool {
+        false
     }
 
-    pub fn unregister_subscription(&mut self, filter: &Filter) -> bool {
-        self.subscribes.remove(filter)
+    pub fn unregister_subscription(&mut self, _filter: &Filter) -> bool {
+        false
     }
 
     pub fn get_total_count(&self) -> usize {

@@ -347,13 +347,13 @@ impl Router {
             connection.events.events.pop_front();
         }
 
-        if let Some(mut will) = connection.last_will.take() {
+        if let Some(mut will) = connection.last_will.take().map(|w| *w) { // Ember: boxed
             // Ember: copied out of the connection's read buffer (see `logs::compact`).
             will.topic = bytes::Bytes::copy_from_slice(&will.topic);
             will.message = bytes::Bytes::copy_from_slice(&will.message);
             self.last_wills.insert(
                 client_id.clone(),
-                (will, connection.last_will_properties.take()),
+                (will, connection.last_will_properties.take().map(|p| *p)), // Ember: boxed
             );
         }
 
