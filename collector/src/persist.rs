@@ -52,11 +52,22 @@ pub trait Disk: Send + 'static {
     fn sync(&mut self, name: &str) -> io::Result<()>;
     /// Replaces a file as a whole: all of `bytes` or the old content, never a mix.
     fn write_atomic(&mut self, name: &str, bytes: &[u8]) -> io::Result<()>;
+    /// Replaces a file as a whole with what `fill` writes, streamed (it may seek back to write
+    /// a header last): all of it or the old content, never a mix.
+    fn write_atomic_with(
+        &mut self,
+        name: &str,
+        fill: &mut dyn FnMut(&mut dyn SeekWrite) -> io::Result<()>,
+    ) -> io::Result<()>;
     /// Removes a file.
     fn remove(&mut self, name: &str) -> io::Result<()>;
     /// Another handle on the same files (for the snapshot thread).
     fn handle(&self) -> Box<dyn Disk>;
 }
+
+/// Where [`Disk::write_atomic_with`] writes.
+pub trait SeekWrite: Write + std::io::Seek {}
+impl<T: Write + std::io::Seek> SeekWrite for T {}
 
 /// Files in a directory.
 #[derive(Debug)]
@@ -106,10 +117,18 @@ impl Disk for DirDisk {
         self.file(name)?.sync_data()
     }
     fn write_atomic(&mut self, name: &str, bytes: &[u8]) -> io::Result<()> {
+        self.write_atomic_with(name, &mut |w| w.write_all(bytes))
+    }
+    fn write_atomic_with(
+        &mut self,
+        name: &str,
+        fill: &mut dyn FnMut(&mut dyn SeekWrite) -> io::Result<()>,
+    ) -> io::Result<()> {
         let tmp = self.dir.join(format!("{name}.tmp"));
         let result = (|| {
-            let mut f = File::create(&tmp)?;
-            f.write_all(bytes)?;
+            let mut w = io::BufWriter::with_capacity(256 * 1024, File::create(&tmp)?);
+            fill(&mut w)?;
+            let f = w.into_inner().map_err(|e| e.into_error())?;
             f.sync_all()?;
             fs::rename(&tmp, self.dir.join(name))?;
             // The rename itself is durable once the directory is synced.
@@ -259,15 +278,51 @@ pub fn decode_records(bytes: &[u8]) -> (Vec<Record<'_>>, usize) {
     (out, at)
 }
 
-/// Fills in the header of a snapshot whose body follows [`SNAPSHOT_HEADER`] bytes of room
-/// ([`crate::store::Image::into_bytes_after`]).
-fn seal_snapshot(next_gen: u64, bytes: &mut [u8]) {
-    let (header, body) = bytes.split_at_mut(SNAPSHOT_HEADER);
+/// A snapshot's header, for a body of `len` bytes whose CRC-32 is `crc`.
+fn snapshot_header(next_gen: u64, len: u64, crc: u32) -> [u8; SNAPSHOT_HEADER] {
+    let mut header = [0u8; SNAPSHOT_HEADER];
     header[..8].copy_from_slice(SNAPSHOT_MAGIC);
     header[8..12].copy_from_slice(&SNAPSHOT_VERSION.to_le_bytes());
     header[12..20].copy_from_slice(&next_gen.to_le_bytes());
-    header[20..28].copy_from_slice(&(body.len() as u64).to_le_bytes());
-    header[28..].copy_from_slice(&crc32fast::hash(body).to_le_bytes());
+    header[20..28].copy_from_slice(&len.to_le_bytes());
+    header[28..].copy_from_slice(&crc.to_le_bytes());
+    header
+}
+
+/// Writes a snapshot to `w`: room for the header, the body as `body` writes it (its length and
+/// CRC taken on the way), then the header.
+fn write_snapshot(
+    w: &mut dyn SeekWrite,
+    next_gen: u64,
+    body: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+) -> io::Result<u64> {
+    struct Summing<'a> {
+        inner: &'a mut dyn SeekWrite,
+        crc: crc32fast::Hasher,
+        len: u64,
+    }
+    impl Write for Summing<'_> {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            let n = self.inner.write(b)?;
+            self.crc.update(&b[..n]);
+            self.len += n as u64;
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            self.inner.flush()
+        }
+    }
+    w.write_all(&[0; SNAPSHOT_HEADER])?;
+    let mut summing = Summing {
+        inner: &mut *w,
+        crc: crc32fast::Hasher::new(),
+        len: 0,
+    };
+    body(&mut summing)?;
+    let (len, crc) = (summing.len, summing.crc.finalize());
+    w.seek(io::SeekFrom::Start(0))?;
+    w.write_all(&snapshot_header(next_gen, len, crc))?;
+    Ok(SNAPSHOT_HEADER as u64 + len)
 }
 
 fn decode_snapshot(bytes: &[u8]) -> Result<(u64, &[u8]), String> {
@@ -482,14 +537,6 @@ impl Persister {
         }
         let started = std::time::Instant::now();
         let image = store.image();
-        // Room for the last snapshot and an eighth more (the history grows), or for what the
-        // history takes in memory the first time; room not written to costs nothing.
-        let last = self.status.lock().map(|s| s.snapshot_bytes).unwrap_or(0) as usize;
-        let capacity = SNAPSHOT_HEADER
-            + match last {
-                0 => store.memory().total_bytes(),
-                n => n + n / 8,
-            };
         self.gen += 1;
         self.wal_len = 0;
         let next_gen = self.gen;
@@ -503,15 +550,19 @@ impl Persister {
                 let set = |f: &dyn Fn(&mut PersistStatus)| {
                     f(&mut status.lock().unwrap_or_else(|e| e.into_inner()))
                 };
-                let written = image
-                    .into_bytes_after(SNAPSHOT_HEADER, capacity)
-                    .map_err(|e| format!("serialising the snapshot: {e}"))
-                    .and_then(|mut bytes| {
-                        seal_snapshot(next_gen, &mut bytes);
-                        disk.write_atomic(SNAPSHOT, &bytes)
-                            .map(|()| bytes.len() as u64)
-                            .map_err(|e| format!("writing {SNAPSHOT}: {e}"))
-                    });
+                // Streamed to the file a host at a time: never whole in memory.
+                let mut image = Some(image);
+                let mut len = 0;
+                let written = disk
+                    .write_atomic_with(SNAPSHOT, &mut |w| {
+                        let image = image.take().ok_or_else(|| {
+                            io::Error::other("the snapshot's image was already written")
+                        })?;
+                        len = write_snapshot(w, next_gen, |body| image.write_to(body))?;
+                        Ok(())
+                    })
+                    .map(|()| len)
+                    .map_err(|e| format!("writing {SNAPSHOT}: {e}"));
                 match written {
                     Ok(len) => {
                         if let Ok(names) = disk.list() {
@@ -630,6 +681,15 @@ impl Disk for MemDisk {
     fn sync(&mut self, _: &str) -> io::Result<()> {
         Ok(())
     }
+    fn write_atomic_with(
+        &mut self,
+        name: &str,
+        fill: &mut dyn FnMut(&mut dyn SeekWrite) -> io::Result<()>,
+    ) -> io::Result<()> {
+        let mut w = io::Cursor::new(Vec::new());
+        fill(&mut w)?;
+        self.write_atomic(name, &w.into_inner())
+    }
     fn write_atomic(&mut self, name: &str, bytes: &[u8]) -> io::Result<()> {
         let mut files = self.files.lock().unwrap();
         let old = files.get(name).map(Vec::len).unwrap_or(0);
@@ -734,6 +794,44 @@ mod tests {
         let mut flipped = b.clone();
         *flipped.last_mut().unwrap() ^= 1;
         assert_eq!(decode_records(&flipped).0.len(), 1);
+    }
+
+    /// A snapshot streamed to a file is the store's bytes behind a header that checks them,
+    /// and a write that fails half-way leaves the file before it.
+    #[test]
+    fn a_streamed_snapshot_is_the_store_whole_or_not_at_all() {
+        let mut st = Store::new(config());
+        for seq in 1..=300 {
+            st.ingest("ember/v1/pi/sample", &sample(seq), seq * 1000)
+                .unwrap();
+        }
+        let body = st.to_bytes_after(0).unwrap();
+        let dir = std::env::temp_dir().join(format!("ember-persist-stream-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut disk = DirDisk::new(dir.clone());
+        let mut len = 0;
+        disk.write_atomic_with(SNAPSHOT, &mut |w| {
+            len = write_snapshot(w, 9, |b| st.image().write_to(b))?;
+            Ok(())
+        })
+        .unwrap();
+        let file = disk.read(SNAPSHOT).unwrap();
+        assert_eq!(file.len() as u64, len);
+        assert_eq!(decode_snapshot(&file).unwrap(), (9, &body[..]));
+
+        // A write that fails after part of the body: the old snapshot stays, no tmp is left.
+        let failed = disk.write_atomic_with(SNAPSHOT, &mut |w| {
+            write_snapshot(w, 10, |b| {
+                b.write_all(&body[..body.len() / 2])?;
+                Err(io::Error::other("disk full"))
+            })
+            .map(|_| ())
+        });
+        assert!(failed.is_err());
+        assert_eq!(disk.read(SNAPSHOT).unwrap(), file);
+        assert_eq!(disk.list().unwrap(), [SNAPSHOT]);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -337,33 +337,58 @@ pub struct Image {
     stats: Stats,
 }
 
+/// A value postcard can append to a vector, behind `dyn` ([`Image::write_to`]).
+mod erased {
+    pub trait Put {
+        fn put(&self, out: Vec<u8>) -> std::io::Result<Vec<u8>>;
+    }
+
+    impl<T: serde::Serialize> Put for T {
+        fn put(&self, out: Vec<u8>) -> std::io::Result<Vec<u8>> {
+            postcard::to_extend(self, out).map_err(std::io::Error::other)
+        }
+    }
+}
+
 impl Image {
-    /// The image as snapshot bytes ([`Persisted`]'s postcard form), after `reserved` zero bytes
-    /// (the file header to fill in), in a vector allocated for `capacity` bytes to start with.
+    /// The image as snapshot bytes ([`Persisted`]'s postcard form), after `reserved` zero bytes,
+    /// in a vector allocated for `capacity` bytes to start with (see [`Image::write_to`]).
+    pub fn into_bytes_after(
+        self,
+        reserved: usize,
+        capacity: usize,
+    ) -> Result<Vec<u8>, std::io::Error> {
+        let mut out = Vec::with_capacity(capacity.max(reserved));
+        out.resize(reserved, 0);
+        self.write_to(&mut out)?;
+        Ok(out)
+    }
+
+    /// Writes the image as snapshot bytes ([`Persisted`]'s postcard form) to `w`, a host at a
+    /// time: the snapshot is never whole in memory (at 10,000 hosts × 300 samples it was a
+    /// vector of 230 MB on top of the store).
     ///
     /// Hosts are written least recently seen first, each let go as soon as it is written: the
     /// hosts ingest will change next are the first out of the image, so while writing takes
     /// less than the agents' interval, ingest copies next to none of them on write. (Postcard
     /// has no order for a map's entries; loading sorts them. Ties go in id order, so the same
-    /// store gives the same bytes.) A capacity of the last snapshot's size or more means no
-    /// copy as the vector grows, and room never written to takes no memory (a vector that
-    /// large is mapped, not taken from the heap).
-    pub fn into_bytes_after(
-        self,
-        reserved: usize,
-        capacity: usize,
-    ) -> Result<Vec<u8>, postcard::Error> {
-        let mut out = Vec::with_capacity(capacity.max(reserved));
-        out.resize(reserved, 0);
+    /// store gives the same bytes.)
+    pub fn write_to<W: std::io::Write + ?Sized>(self, w: &mut W) -> Result<(), std::io::Error> {
+        let mut buf = Vec::new();
+        let mut put = |w: &mut W, v: &dyn erased::Put| -> std::io::Result<()> {
+            buf.clear();
+            buf = v.put(std::mem::take(&mut buf))?;
+            w.write_all(&buf)
+        };
         // Postcard writes a map as its length (a varint, as it writes a u64), then each key and
         // value, and a struct as its fields in order: `Persisted` byte for byte.
-        out = postcard::to_extend(&(self.hosts.len() as u64), out)?;
+        put(w, &(self.hosts.len() as u64))?;
         let mut hosts: Vec<(HostId, Arc<Host>)> = self.hosts.into_iter().collect();
         hosts.sort_by_key(|(_, h)| h.last_seen_ms);
         for (id, host) in hosts {
-            out = postcard::to_extend(&(&id, &*host), out)?;
+            put(w, &(&id, &*host))?;
         }
-        postcard::to_extend(&self.stats, out)
+        put(w, &self.stats)
     }
 }
 
@@ -394,7 +419,7 @@ impl Store {
     }
 
     /// The whole store as bytes, after `reserved` zero bytes (see [`Image::into_bytes_after`]).
-    pub fn to_bytes_after(&self, reserved: usize) -> Result<Vec<u8>, postcard::Error> {
+    pub fn to_bytes_after(&self, reserved: usize) -> Result<Vec<u8>, std::io::Error> {
         self.image().into_bytes_after(reserved, 0)
     }
 
