@@ -70,10 +70,10 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> any
                 sampler.continue_from(s.next_seq);
             }
             Ok(None) => {}
+            // A damaged file is kept as `*.bad` (see `spool::take`); starting goes on.
             Err(e) => log::error!(
-                "{}: {e}; its samples are lost (set aside as {})",
-                path.display(),
-                path.with_extension("bad").display()
+                "{}: {e}; starting without the samples it held",
+                path.display()
             ),
         }
     }
