@@ -530,15 +530,9 @@ impl Store {
         entry.last_seen_ms = entry.last_seen_ms.max(now_ms);
         let accepted = match envelope.message {
             Message::Sample(sample) => {
-                // The sample's own bytes, kept as they came where the envelope is laid out as
-                // expected (a version byte, the id's one-byte length and bytes, the kind 0 and
-                // the sample to the end: `ember_wire::decode` allows nothing after it), rather
-                // than encoded again.
-                let n = host.as_str().len();
-                let encoded = match (payload.get(1), payload.get(2 + n)) {
-                    (Some(&len), Some(0)) if usize::from(len) == n => payload.get(3 + n..),
-                    _ => None,
-                };
+                // The sample's own bytes, kept as they came rather than encoded again.
+                let encoded = ember_wire::split_message(payload)
+                    .and_then(|(kind, body)| (kind == Message::SAMPLE).then_some(body));
                 let accepted = entry.push_sample(&sample, encoded, &mut self.scratch);
                 if let (Accepted::Sample { .. }, true) = (accepted, self.sample_events) {
                     self.events.push(Event::Sample {

@@ -122,6 +122,8 @@ impl Envelope {
 impl Message {
     /// How many message kinds this version knows; the kind byte is below this.
     pub const KINDS: u8 = 6;
+    /// The kind byte of [`Message::Sample`] ([`split_message`]).
+    pub const SAMPLE: u8 = 0;
 
     /// The topic kind this message travels on.
     pub fn kind(&self) -> topic::Kind {
@@ -181,6 +183,20 @@ impl core::fmt::Display for Error {
 
 impl core::error::Error for Error {}
 
+/// An encoded envelope's message kind (`Message`'s variant index, [`Message::SAMPLE`] for a
+/// sample) and the message's own postcard bytes, from the layout postcard gives an envelope: the
+/// version byte, the host id's length (one byte: an id is at most 32 bytes) and bytes, the kind
+/// (one byte), then the message. `None` where `bytes` cannot be that. For bytes [`decode`]
+/// accepts, the message's bytes run exactly to the end.
+pub fn split_message(bytes: &[u8]) -> Option<(u8, &[u8])> {
+    let host_len = *bytes.get(1)?;
+    if host_len > 0x7f {
+        return None;
+    }
+    let at = 2 + usize::from(host_len);
+    Some((*bytes.get(at)?, bytes.get(at + 1..)?))
+}
+
 /// Decodes one envelope from exactly `bytes`. Never panics, whatever the input.
 pub fn decode(bytes: &[u8]) -> Result<Envelope, Error> {
     match bytes.first() {
@@ -188,13 +204,10 @@ pub fn decode(bytes: &[u8]) -> Result<Envelope, Error> {
         Some(&v) if v != VERSION => return Err(Error::UnsupportedVersion(v)),
         Some(_) => {}
     }
-    // Name an unknown message kind before the body decoder sees it. The host id is at most 32
-    // bytes, so its length is a one-byte varint; anything longer fails in the decoder below.
-    if let Some(&host_len @ 0..=0x7f) = bytes.get(1) {
-        if let Some(&kind) = bytes.get(2 + usize::from(host_len)) {
-            if kind >= Message::KINDS {
-                return Err(Error::UnknownMessage(kind));
-            }
+    // Name an unknown message kind before the body decoder sees it.
+    if let Some((kind, _)) = split_message(bytes) {
+        if kind >= Message::KINDS {
+            return Err(Error::UnknownMessage(kind));
         }
     }
     let (envelope, rest) = postcard::take_from_bytes::<Envelope>(bytes).map_err(|e| match e {

@@ -183,3 +183,25 @@ fn a_full_sample_fits_the_max_size() {
     assert!(len <= MAX_ENCODED_LEN);
     assert_eq!(decode(&buf[..len]).unwrap(), envelope);
 }
+
+/// `split_message` finds every fixture's kind and its message's own postcard bytes, whatever the
+/// host id's length, and nothing where the bytes are too short to hold them.
+#[test]
+fn split_message_finds_the_kind_and_the_message_bytes() {
+    for id in ["a", "pi", &"h".repeat(HOST_ID_MAX_LEN)] {
+        let host = HostId::new(id).unwrap();
+        for (m, _) in fixtures() {
+            let bytes = encode(&Envelope::new(host.clone(), m.clone()));
+            let (kind, body) = split_message(&bytes).expect("an envelope");
+            let mut whole = [0u8; MAX_ENCODED_LEN];
+            let message = postcard::to_slice(&m, &mut whole).unwrap();
+            // A message is its kind byte, then its body.
+            assert_eq!(kind, message[0], "{m:?}");
+            assert_eq!(body, &message[1..], "{m:?}");
+            assert_eq!(kind == Message::SAMPLE, matches!(m, Message::Sample(_)));
+        }
+    }
+    assert_eq!(split_message(&[]), None);
+    assert_eq!(split_message(&[1, 5, b'a']), None);
+    assert_eq!(split_message(&[1, 0x80, 0, 0]), None);
+}
