@@ -51,7 +51,9 @@ pub trait Disk: Send + 'static {
     /// Makes a file's content durable.
     fn sync(&mut self, name: &str) -> io::Result<()>;
     /// Replaces a file as a whole: all of `bytes` or the old content, never a mix.
-    fn write_atomic(&mut self, name: &str, bytes: &[u8]) -> io::Result<()>;
+    fn write_atomic(&mut self, name: &str, bytes: &[u8]) -> io::Result<()> {
+        self.write_atomic_with(name, &mut |w| w.write_all(bytes))
+    }
     /// Replaces a file as a whole with what `fill` writes, streamed (it may seek back to write
     /// a header last): all of it or the old content, never a mix.
     fn write_atomic_with(
@@ -115,9 +117,6 @@ impl Disk for DirDisk {
     }
     fn sync(&mut self, name: &str) -> io::Result<()> {
         self.file(name)?.sync_data()
-    }
-    fn write_atomic(&mut self, name: &str, bytes: &[u8]) -> io::Result<()> {
-        self.write_atomic_with(name, &mut |w| w.write_all(bytes))
     }
     fn write_atomic_with(
         &mut self,
@@ -688,15 +687,13 @@ impl Disk for MemDisk {
     ) -> io::Result<()> {
         let mut w = io::Cursor::new(Vec::new());
         fill(&mut w)?;
-        self.write_atomic(name, &w.into_inner())
-    }
-    fn write_atomic(&mut self, name: &str, bytes: &[u8]) -> io::Result<()> {
+        let bytes = w.into_inner();
         let mut files = self.files.lock().unwrap();
         let old = files.get(name).map(Vec::len).unwrap_or(0);
         if bytes.len() > self.room(&files) + old {
             return Err(full());
         }
-        files.insert(name.to_string(), bytes.to_vec());
+        files.insert(name.to_string(), bytes);
         Ok(())
     }
     fn remove(&mut self, name: &str) -> io::Result<()> {
