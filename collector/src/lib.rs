@@ -216,7 +216,10 @@ pub async fn start(
         gate: gate.clone(),
         https: config.http.tls.is_some(),
     });
-    if config.http.tls.is_none() && !config.http_listen.ip().is_loopback() && !config.http.tokens.is_empty() {
+    if config.http.tls.is_none()
+        && !config.http_listen.ip().is_loopback()
+        && !config.http.tokens.is_empty()
+    {
         tracing::warn!(
             "HTTP on {} without TLS: tokens and session cookies cross the network in clear \
              text; set http.tls-cert and http.tls-key",

@@ -40,14 +40,7 @@ impl Alerting {
     /// through the API), so that a restart keeps them.
     pub fn save_silences(&self) {
         let list = self.engine().silences(crate::now_ms());
-        let tmp = self.silences_path.with_extension("json.tmp");
-        let written = serde_json::to_vec_pretty(&list)
-            .map_err(std::io::Error::other)
-            .and_then(|b| std::fs::write(&tmp, b))
-            .and_then(|_| std::fs::rename(&tmp, &self.silences_path));
-        if let Err(e) = written {
-            tracing::warn!("cannot save {}: {e}", self.silences_path.display());
-        }
+        let _ = save_json(&self.silences_path, &list);
     }
 
     /// The engine, locked.
@@ -153,6 +146,39 @@ pub const TREND_EVERY: Duration = Duration::from_secs(60);
 const LOG: &str = "alerts.jsonl";
 const PENDING: &str = "alerts-pending.json";
 
+/// Reads a JSON file the alert state keeps: `None` if there is none, or (reported, with
+/// `consequence` after the reason) if it cannot be read or parsed.
+fn load_json<T: serde::de::DeserializeOwned>(path: &Path, consequence: &str) -> Option<T> {
+    match std::fs::read(path) {
+        Ok(bytes) => match serde_json::from_slice(&bytes) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                tracing::warn!("{}: ignored{consequence}: {e}", path.display());
+                None
+            }
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => {
+            tracing::warn!("cannot read {}: {e}", path.display());
+            None
+        }
+    }
+}
+
+/// Replaces `path` with `value` as JSON, whole or not at all (a tmp file, then a rename);
+/// reports a failure. Whether it was written.
+fn save_json(path: &Path, value: &impl Serialize) -> bool {
+    let tmp = path.with_extension("json.tmp");
+    let written = serde_json::to_vec_pretty(value)
+        .map_err(std::io::Error::other)
+        .and_then(|b| std::fs::write(&tmp, b))
+        .and_then(|_| std::fs::rename(&tmp, path));
+    if let Err(e) = &written {
+        tracing::warn!("cannot save {}: {e}", path.display());
+    }
+    written.is_ok()
+}
+
 /// Reads the recorded events, skipping (and reporting) lines that do not parse.
 fn load(path: &Path, keep: usize) -> Vec<AlertEvent> {
     let Ok(file) = std::fs::File::open(path) else {
@@ -223,25 +249,13 @@ impl Evaluator {
         engine.restore(events);
         engine.take_recorded();
         let silences_path = data_dir.join("silences.json");
-        match std::fs::read(&silences_path) {
-            Ok(bytes) => match serde_json::from_slice(&bytes) {
-                Ok(list) => engine.restore_silences(list, crate::now_ms()),
-                Err(e) => tracing::warn!("{}: ignored: {e}", silences_path.display()),
-            },
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => tracing::warn!("cannot read {}: {e}", silences_path.display()),
+        if let Some(list) = load_json(&silences_path, "") {
+            engine.restore_silences(list, crate::now_ms());
         }
         let pending_path = data_dir.join(PENDING);
-        match std::fs::read(&pending_path) {
-            Ok(bytes) => match serde_json::from_slice::<PendingFile>(&bytes) {
-                Ok(f) => engine.restore_pending(f.pending, f.saved_ms, crate::now_ms()),
-                Err(e) => tracing::warn!(
-                    "{}: ignored (pending alerts' `for` timers start over): {e}",
-                    pending_path.display()
-                ),
-            },
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => tracing::warn!("cannot read {}: {e}", pending_path.display()),
+        let starts_over = " (pending alerts' `for` timers start over)";
+        if let Some(f) = load_json::<PendingFile>(&pending_path, starts_over) {
+            engine.restore_pending(f.pending, f.saved_ms, crate::now_ms());
         }
         let shared = Arc::new(Alerting {
             engine: Mutex::new(engine),
@@ -394,19 +408,13 @@ impl Evaluator {
         if key == *last && !stale {
             return;
         }
-        let tmp = self.pending_path.with_extension("json.tmp");
         let file = PendingFile {
             saved_ms: now_ms,
             pending,
         };
-        let written = serde_json::to_vec(&file)
-            .map_err(std::io::Error::other)
-            .and_then(|b| std::fs::write(&tmp, b))
-            .and_then(|_| std::fs::rename(&tmp, &self.pending_path));
-        match written {
-            Ok(()) => self.pending_saved = (key, Some(now)),
-            // Tried again at the next tick; a restart meanwhile restarts the timers.
-            Err(e) => tracing::warn!("cannot save {}: {e}", self.pending_path.display()),
+        // If not, tried again at the next tick; a restart meanwhile restarts the timers.
+        if save_json(&self.pending_path, &file) {
+            self.pending_saved = (key, Some(now));
         }
     }
 
