@@ -5,6 +5,7 @@
 //! cargo bench -p ember-collector --bench memory                      # 2,000 hosts × 300 samples
 //! cargo bench -p ember-collector --bench memory -- --hosts 10000 --samples 300
 //! cargo bench -p ember-collector --bench memory -- --synth uniform   # near-incompressible
+//! cargo bench -p ember-collector --bench memory -- --no-spill        # all history in memory
 //! ```
 //!
 //! Every host first sends its status and inventory (an agent's connect), then its samples, one
@@ -134,7 +135,16 @@ fn main() {
     let n_hosts = flag("--hosts", 2000);
     let n_samples = flag("--samples", 300);
     let config = RawConfig::default().validate().unwrap();
-    let mut store = Store::new(StoreConfig::from_config(&config));
+    let mut store_config = StoreConfig::from_config(&config);
+    // As the collector does by default: sealed blocks in `data-dir/spill`, here a temporary
+    // directory; `--no-spill` keeps them all in memory.
+    let spill_dir = std::env::temp_dir().join(format!("ember-memory-bench-{}", std::process::id()));
+    let spill = !args.iter().any(|a| a == "--no-spill");
+    if spill {
+        let s = ember_collector::spill::Spill::in_dir(&spill_dir).expect("a spill directory");
+        store_config.spill = Some(std::sync::Arc::new(s));
+    }
+    let mut store = Store::new(store_config);
     let hosts: Vec<(HostId, String)> = (0..n_hosts)
         .map(|i| {
             let id = HostId::new(&format!("pi-{i:05}")).unwrap();
@@ -201,11 +211,21 @@ fn main() {
     let m = store.memory();
     let samples = n_hosts * n_samples;
     println!(
-        "memory: {n_hosts} hosts × {n_samples} samples (default history, 1 Hz, {} synth); the store counts {:.1} B per raw sample, {} KiB of tiers",
+        "memory: {n_hosts} hosts × {n_samples} samples (default history, 1 Hz, {} synth, {}); the store counts {:.1} B per raw sample, {} KiB of tiers in memory",
         if uniform { "uniform" } else { "agent" },
+        if spill { "sealed blocks spilled to disk" } else { "all in memory (--no-spill)" },
         m.bytes_per_sample(),
         m.tier_bytes / 1024
     );
+    if let Some(st) = store.spill_stats() {
+        println!(
+            "spilled: {} MiB of raw samples, {} MiB of tiers; {} MiB on disk in {} segments",
+            m.raw_spilled_bytes >> 20,
+            m.tier_spilled_bytes >> 20,
+            st.disk_bytes >> 20,
+            st.segments
+        );
+    }
     println!(
         "ingest: {:.0} samples/s through Store::ingest (the samples' synthesis not counted)",
         samples as f64 / took.as_secs_f64()
@@ -267,7 +287,7 @@ fn main() {
     let start = std::time::Instant::now();
     let image = store.image();
     let imaged = start.elapsed();
-    let capacity = m.total_bytes();
+    let capacity = m.total_bytes() + m.raw_spilled_bytes + m.tier_spilled_bytes;
     let writer = std::thread::spawn(move || {
         let start = std::time::Instant::now();
         let bytes = image.into_bytes_after(0, capacity).expect("serialises");
@@ -305,4 +325,5 @@ fn main() {
     );
     drop(back);
     drop(store);
+    let _ = std::fs::remove_dir_all(&spill_dir);
 }

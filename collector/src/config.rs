@@ -168,6 +168,9 @@ pub struct HistoryConfig {
     pub raw_samples: usize,
     /// Downsampled tiers, finest first.
     pub tiers: Vec<Tier>,
+    /// Whether sealed history blocks are kept on disk under `data-dir/spill` rather than in
+    /// memory (see `spill.rs`).
+    pub spill: bool,
 }
 
 /// One downsampled tier: min/avg/max per `resolution`, kept for `retention`.
@@ -273,6 +276,7 @@ impl Config {
             history: RawHistory {
                 raw_samples: Some(self.history.raw_samples),
                 tiers: Some(self.history.tiers.iter().map(Tier::spec).collect()),
+                spill: Some(self.history.spill),
             },
             status: RawStatus {
                 stale_after: d(self.status.stale_after),
@@ -504,6 +508,9 @@ pub struct RawHistory {
     /// Tiers as `RESOLUTION:RETENTION`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tiers: Option<Vec<String>>,
+    /// Sealed history blocks on disk rather than in memory.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spill: Option<bool>,
 }
 
 /// `[status]`
@@ -577,6 +584,7 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("EMBER_MAX_PAYLOAD", "max-payload"),
     ("EMBER_MAX_CONNECTIONS", "max-connections"),
     ("EMBER_HISTORY_RAW_SAMPLES", "history.raw-samples"),
+    ("EMBER_HISTORY_SPILL", "history.spill"),
     ("EMBER_HISTORY_TIERS", "history.tiers"),
     ("EMBER_STATUS_STALE_AFTER", "status.stale-after"),
     ("EMBER_STATUS_STALE_INTERVALS", "status.stale-intervals"),
@@ -652,6 +660,7 @@ impl RawConfig {
                 // One hour at the agent's default 1 s interval.
                 raw_samples: Some(3600),
                 tiers: Some(vec!["1m:24h".into(), "15m:30d".into()]),
+                spill: Some(true),
             },
             status: RawStatus {
                 stale_after: s("3s"),
@@ -776,6 +785,7 @@ impl RawConfig {
                 "max-payload" => raw.max_payload = Some(number()?),
                 "max-connections" => raw.max_connections = Some(number()?),
                 "history.raw-samples" => raw.history.raw_samples = Some(number()?),
+                "history.spill" => raw.history.spill = Some(boolean()?),
                 "history.tiers" => {
                     raw.history.tiers = Some(
                         value
@@ -836,6 +846,7 @@ impl RawConfig {
             history: RawHistory {
                 raw_samples: over.history.raw_samples.or(self.history.raw_samples),
                 tiers: over.history.tiers.or(self.history.tiers),
+                spill: over.history.spill.or(self.history.spill),
             },
             status: RawStatus {
                 stale_after: over.status.stale_after.or(self.status.stale_after),
@@ -1064,7 +1075,11 @@ impl RawConfig {
             data_dir,
             max_payload,
             max_connections,
-            history: HistoryConfig { raw_samples, tiers },
+            history: HistoryConfig {
+                raw_samples,
+                tiers,
+                spill: raw.history.spill.unwrap_or(true),
+            },
             status,
             persist,
             bridge,

@@ -418,8 +418,11 @@ async fn health(State(state): State<AppState>) -> Response {
             "raw_bytes": memory.raw_bytes,
             "tier_buckets": memory.tier_buckets,
             "tier_bytes": memory.tier_bytes,
+            "raw_spilled_bytes": memory.raw_spilled_bytes,
+            "tier_spilled_bytes": memory.tier_spilled_bytes,
             "bytes_per_sample": memory.bytes_per_sample(),
         },
+        "spill": store.spill_stats(),
         "persistence": persistence,
     }))
     .into_response()

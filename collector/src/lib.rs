@@ -26,6 +26,7 @@ pub mod pki;
 pub mod prom;
 pub mod query;
 pub mod ring;
+pub mod spill;
 pub mod store;
 pub mod tiers;
 
@@ -103,7 +104,19 @@ pub async fn start(
         )
     })?;
     let disk = Box::new(persist::DirDisk::new(config.data_dir.clone()));
-    let store_config = store::StoreConfig::from_config(&config);
+    let mut store_config = store::StoreConfig::from_config(&config);
+    if config.history.spill {
+        let dir = config.data_dir.join("spill");
+        match spill::Spill::in_dir(&dir) {
+            Ok(s) => store_config.spill = Some(Arc::new(s)),
+            // Not fatal: the history stays in memory, as with `history.spill = false`.
+            Err(e) => tracing::warn!(
+                "history stays in memory: cannot keep its sealed blocks in {} ({e}); \
+                 set `history.spill = false` to silence this",
+                dir.display()
+            ),
+        }
+    }
     let (persister, store) =
         tokio::task::spawn_blocking(move || persist::Persister::open(disk, store_config))
             .await

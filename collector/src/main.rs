@@ -300,6 +300,7 @@ fn real_main() -> anyhow::Result<()> {
         history: RawHistory {
             raw_samples: flags.history,
             tiers: None,
+            spill: None,
         },
         ..RawConfig::default()
     };

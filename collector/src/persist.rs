@@ -725,6 +725,7 @@ mod tests {
                 stale_intervals: 3,
                 offline_after: Duration::from_secs(60),
             },
+            spill: None,
         }
     }
 

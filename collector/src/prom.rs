@@ -334,6 +334,26 @@ pub fn render(store: &Store, persist: &PersistStatus, extra: Extra, now_ms: u64)
     );
     gauge(
         &mut out,
+        "ember_collector_history_spilled_bytes",
+        "History bytes kept on disk rather than in memory (history.spill)",
+        (mem.raw_spilled_bytes + mem.tier_spilled_bytes) as f64,
+    );
+    if let Some(spill) = store.spill_stats() {
+        gauge(
+            &mut out,
+            "ember_collector_spill_disk_bytes",
+            "Disk space the spilled history's segments take",
+            spill.disk_bytes as f64,
+        );
+        counter(
+            &mut out,
+            "ember_collector_spill_errors_total",
+            "Spill writes and reads that failed (a failed write keeps the block in memory)",
+            spill.errors,
+        );
+    }
+    gauge(
+        &mut out,
         "ember_collector_persist_ok",
         "1 if the last write to disk succeeded",
         if persist.ok { 1.0 } else { 0.0 },

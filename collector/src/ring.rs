@@ -17,6 +17,8 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::spill::{Spill, Spilled};
+
 /// Records per block.
 pub const BLOCK: u32 = 64;
 /// Most tokens in one record (a sample has a few hundred at most).
@@ -48,19 +50,68 @@ struct Block {
     /// Written as bytes, which in postcard is the very format a sequence of `u8` has, a copy
     /// where the sequence was a call per byte (a snapshot is mostly these).
     #[serde(with = "as_bytes")]
-    bytes: Vec<u8>,
+    bytes: Bytes,
 }
 
-/// [`Block::bytes`] as serde bytes.
+/// A block's encoded records: in memory, or (sealed) in a [`Spill`] segment.
+#[derive(Debug, Clone)]
+enum Bytes {
+    Mem(Vec<u8>),
+    Out(Spilled),
+}
+
+impl Default for Bytes {
+    fn default() -> Self {
+        Bytes::Mem(Vec::new())
+    }
+}
+
+impl Bytes {
+    fn len(&self) -> usize {
+        match self {
+            Bytes::Mem(v) => v.len(),
+            Bytes::Out(s) => s.len(),
+        }
+    }
+
+    /// The bytes in memory (tests of blocks never spilled).
+    #[cfg(test)]
+    fn mem(&self) -> &Vec<u8> {
+        match self {
+            Bytes::Mem(v) => v,
+            Bytes::Out(_) => panic!("spilled"),
+        }
+    }
+
+    /// The bytes: borrowed, or read into `buf`.
+    fn get<'a>(&'a self, buf: &'a mut Vec<u8>) -> std::io::Result<&'a [u8]> {
+        match self {
+            Bytes::Mem(v) => Ok(v),
+            Bytes::Out(s) => {
+                s.read(buf)?;
+                Ok(buf)
+            }
+        }
+    }
+}
+
+/// [`Block::bytes`] as serde bytes (read back from the spill if they were spilled).
 mod as_bytes {
     use serde::de::{Deserializer, Error, Visitor};
+    use serde::ser::Error as _;
     use serde::Serializer;
 
-    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+    use super::Bytes;
+
+    pub fn serialize<S: Serializer>(bytes: &Bytes, s: S) -> Result<S::Ok, S::Error> {
+        let mut buf = Vec::new();
+        let bytes = bytes
+            .get(&mut buf)
+            .map_err(|e| S::Error::custom(format!("a spilled history block: {e}")))?;
         s.serialize_bytes(bytes)
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Bytes, D::Error> {
         struct Bytes;
         impl<'de> Visitor<'de> for Bytes {
             type Value = Vec<u8>;
@@ -74,7 +125,7 @@ mod as_bytes {
                 Ok(v)
             }
         }
-        d.deserialize_byte_buf(Bytes)
+        d.deserialize_byte_buf(Bytes).map(super::Bytes::Mem)
     }
 }
 
@@ -151,14 +202,80 @@ impl Ring {
         self.evict();
     }
 
-    /// Memory held, in bytes (encoded data, block headers and the last record).
+    /// Memory held, in bytes (encoded data in memory, block headers and the last record).
     pub fn bytes(&self) -> usize {
         let last = self.last.capacity();
         self.blocks
             .iter()
-            .map(|b| b.bytes.capacity() + std::mem::size_of::<Block>())
+            .map(|b| {
+                let data = match &b.bytes {
+                    Bytes::Mem(v) => v.capacity(),
+                    Bytes::Out(_) => 0,
+                };
+                data + std::mem::size_of::<Block>()
+            })
             .sum::<usize>()
             + last
+    }
+
+    /// Bytes of encoded records spilled out of memory.
+    pub fn spilled_bytes(&self) -> usize {
+        self.blocks
+            .iter()
+            .map(|b| match &b.bytes {
+                Bytes::Out(s) => s.len(),
+                Bytes::Mem(_) => 0,
+            })
+            .sum()
+    }
+
+    /// Moves sealed blocks still in memory to `spill`'s `class`, newest first, up to the first
+    /// one already out (so, once caught up, it looks at one block). A block that cannot be
+    /// written stays in memory; the error is returned.
+    pub fn spill(&mut self, spill: &Spill, class: usize) -> std::io::Result<()> {
+        for b in self.blocks.iter_mut().rev() {
+            match &b.bytes {
+                Bytes::Out(_) => break,
+                Bytes::Mem(_) if b.count < BLOCK => continue,
+                Bytes::Mem(bytes) => {
+                    let out = spill.put(class, bytes)?;
+                    // A new block: a snapshot's clone may still hold the old one.
+                    *b = Arc::new(Block {
+                        bytes: Bytes::Out(out),
+                        ..**b
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether a block is in a sparse segment (see [`crate::spill`]).
+    pub fn should_move(&self) -> bool {
+        self.blocks
+            .iter()
+            .any(|b| matches!(&b.bytes, Bytes::Out(s) if s.should_move()))
+    }
+
+    /// Moves the blocks in sparse segments to `spill`'s open segment for `class`; returns how
+    /// many moved.
+    pub fn move_sparse(&mut self, spill: &Spill, class: usize) -> std::io::Result<u64> {
+        let mut buf = Vec::new();
+        let mut moved = 0;
+        for b in &mut self.blocks {
+            if let Bytes::Out(s) = &b.bytes {
+                if s.should_move() {
+                    s.read(&mut buf)?;
+                    let out = spill.put(class, &buf)?;
+                    *b = Arc::new(Block {
+                        bytes: Bytes::Out(out),
+                        ..**b
+                    });
+                    moved += 1;
+                }
+            }
+        }
+        Ok(moved)
     }
 
     /// Bytes of encoded records only.
@@ -177,13 +294,17 @@ impl Ring {
     /// Appends a record taken at `ts` (any monotonic-ish time; used to find records by range).
     /// The ring keeps no reference to `record`: a caller can refill it without allocating.
     pub fn push(&mut self, ts: u64, record: &[Tok]) {
-        let new_block = self.blocks.back().is_none_or(|b| b.count >= BLOCK);
+        // (A spilled block is full; only a damaged snapshot could have one that is not.)
+        let new_block = self
+            .blocks
+            .back()
+            .is_none_or(|b| b.count >= BLOCK || matches!(b.bytes, Bytes::Out(_)));
         if new_block {
             self.blocks.push_back(Arc::new(Block {
                 min_ts: ts,
                 max_ts: ts,
                 count: 0,
-                bytes: Vec::new(),
+                bytes: Bytes::Mem(Vec::new()),
             }));
         }
         // The open block grows by an eighth of what the block before it took (at least
@@ -197,11 +318,13 @@ impl Ring {
         let back = self.blocks.back_mut().expect("a block was just ensured");
         // Copied here if a snapshot's clone still holds it (see the type's comment).
         let block = Arc::make_mut(back);
+        let Bytes::Mem(bytes) = &mut block.bytes else {
+            unreachable!("the open block is in memory: a spilled one starts a new block")
+        };
         let prev = if new_block { &[][..] } else { &self.last[..] };
         SCRATCH.with_borrow_mut(|buf| {
             buf.clear();
             encode_against(Full::new(prev), record, buf);
-            let bytes = &mut block.bytes;
             if bytes.capacity() - bytes.len() < buf.len() {
                 bytes.reserve_exact(buf.len().max(step));
             }
@@ -218,7 +341,7 @@ impl Ring {
         block.max_ts = block.max_ts.max(ts);
         if block.count >= BLOCK {
             // Full: it never changes again.
-            block.bytes.shrink_to_fit();
+            bytes.shrink_to_fit();
         }
         self.len += 1;
         self.evict();
@@ -264,11 +387,17 @@ impl Ring {
     }
 }
 
+/// Decodes a block's records into `out`. A spilled block that cannot be read back gives none
+/// (the spill counts and reports the failure).
 fn decode_block(b: &Block, out: &mut Vec<Vec<Tok>>) {
+    let mut buf = Vec::new();
+    let Ok(bytes) = b.bytes.get(&mut buf) else {
+        return;
+    };
     let mut at = 0;
     let mut prev: Vec<Tok> = Vec::new();
     for _ in 0..b.count {
-        match decode_record(&prev, &b.bytes, &mut at) {
+        match decode_record(&prev, bytes, &mut at) {
             Some(r) => {
                 out.push(r.clone());
                 prev = r;
@@ -523,7 +652,7 @@ mod tests {
                 min_ts: 0,
                 max_ts: 0,
                 count: 64,
-                bytes,
+                bytes: Bytes::Mem(bytes),
             };
             let mut out = Vec::new();
             decode_block(&b, &mut out);
@@ -602,12 +731,12 @@ mod tests {
                 min_ts: b.min_ts,
                 max_ts: b.max_ts,
                 count: b.count,
-                bytes: b.bytes.clone(),
+                bytes: b.bytes.mem().clone(),
             };
             let bytes = postcard::to_allocvec(&**b).unwrap();
             assert_eq!(bytes, postcard::to_allocvec(&old).unwrap());
             let back: Block = postcard::from_bytes(&bytes).unwrap();
-            assert_eq!(back.bytes, old.bytes);
+            assert_eq!(back.bytes.mem(), &old.bytes);
             assert_eq!(postcard::from_bytes::<OldBlock>(&bytes).unwrap(), old);
         }
     }
@@ -676,11 +805,11 @@ mod tests {
         let n = BLOCK as u64;
         let mut moves = 0;
         for i in 0..5 * n {
-            let before = r.blocks.back().map(|b| (b.count, b.bytes.as_ptr()));
+            let before = r.blocks.back().map(|b| (b.count, b.bytes.mem().as_ptr()));
             r.push(i, &record(i));
             let back = r.blocks.back().unwrap();
             if let Some((count, ptr)) = before {
-                moves += usize::from(count < BLOCK && back.bytes.as_ptr() != ptr);
+                moves += usize::from(count < BLOCK && back.bytes.mem().as_ptr() != ptr);
             }
             let prev = r
                 .blocks
@@ -690,13 +819,13 @@ mod tests {
             let step = prev.map_or(MIN_STEP, |p| (p / 8).max(MIN_STEP));
             let mut last = Vec::new();
             encode_record(&[], &record(i), &mut last);
-            let spare = back.bytes.capacity() - back.bytes.len();
+            let spare = back.bytes.mem().capacity() - back.bytes.len();
             assert!(spare <= step.max(last.len()), "record {i}: {spare} spare");
             assert_eq!(r.last, last);
             assert!(r.last.capacity() <= last.len() + last.len() / 8 + 8);
         }
         for b in r.blocks.iter().take(4) {
-            assert_eq!(b.bytes.capacity(), b.bytes.len());
+            assert_eq!(b.bytes.mem().capacity(), b.bytes.len());
         }
         assert!(moves <= 5 * 16, "{moves} moves");
         let all: Vec<Vec<Tok>> = (0..5 * n).map(record).collect();

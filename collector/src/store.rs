@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{Config, StatusConfig, Tier};
 use crate::packed::Packed;
 use crate::ring::{Ring, Tok};
+use crate::spill::Spill;
 use crate::tiers::{Key, Keys, TierState};
 use crate::{codec, metrics};
 
@@ -89,6 +90,9 @@ pub struct StoreConfig {
     pub max_payload: usize,
     /// Status thresholds.
     pub status: StatusConfig,
+    /// Where sealed history blocks go out of memory (see [`crate::spill`]); none keeps all of
+    /// the history in memory.
+    pub spill: Option<Arc<Spill>>,
 }
 
 impl StoreConfig {
@@ -99,6 +103,7 @@ impl StoreConfig {
             tiers: c.history.tiers.clone(),
             max_payload: c.max_payload,
             status: c.status,
+            spill: None,
         }
     }
 }
@@ -269,28 +274,32 @@ pub struct History {
     pub series: Vec<SeriesPoints>,
 }
 
-/// Memory the history takes.
+/// Memory the history takes, and what of it was spilled out of memory.
 #[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
 pub struct MemoryStats {
     /// Raw samples held, all hosts.
     pub raw_samples: usize,
-    /// Bytes of the raw rings.
+    /// Bytes of the raw rings in memory.
     pub raw_bytes: usize,
+    /// Bytes of the raw rings' sealed blocks spilled to disk (see [`crate::spill`]).
+    pub raw_spilled_bytes: usize,
     /// Downsampled buckets held, all hosts.
     pub tier_buckets: usize,
-    /// Bytes of the tiers.
+    /// Bytes of the tiers in memory.
     pub tier_bytes: usize,
+    /// Bytes of the tiers' sealed blocks spilled to disk.
+    pub tier_spilled_bytes: usize,
 }
 
 impl MemoryStats {
-    /// Everything.
+    /// Everything in memory.
     pub fn total_bytes(&self) -> usize {
         self.raw_bytes + self.tier_bytes
     }
 
-    /// Bytes per raw sample held.
+    /// Bytes per raw sample held, in memory or spilled.
     pub fn bytes_per_sample(&self) -> f64 {
-        self.raw_bytes as f64 / self.raw_samples.max(1) as f64
+        (self.raw_bytes + self.raw_spilled_bytes) as f64 / self.raw_samples.max(1) as f64
     }
 }
 
@@ -451,6 +460,10 @@ impl Store {
             for t in &mut host.tiers {
                 t.share_keys(&mut store.scratch.keys);
             }
+            if let Some(spill) = &store.config.spill {
+                // Each host's history leaves memory as it is loaded, not after the whole store.
+                let _ = host.spill(spill);
+            }
             store.hosts.insert(id, Arc::new(host));
         }
         Ok(store)
@@ -534,6 +547,10 @@ impl Store {
                 let encoded = ember_wire::split_message(payload)
                     .and_then(|(kind, body)| (kind == Message::SAMPLE).then_some(body));
                 let accepted = entry.push_sample(&sample, encoded, &mut self.scratch);
+                if let Some(spill) = &self.config.spill {
+                    // A write that fails leaves the block in memory; the spill reports it.
+                    let _ = entry.spill(spill);
+                }
                 if let (Accepted::Sample { .. }, true) = (accepted, self.sample_events) {
                     self.events.push(Event::Sample {
                         host: host.clone(),
@@ -584,6 +601,29 @@ impl Store {
                 Arc::make_mut(host).report(id, now_ms, &status, &mut self.events);
             }
         }
+        self.move_sparse();
+    }
+
+    /// Moves the blocks left in mostly dead spill segments to open ones, so the segments go
+    /// (see [`crate::spill`]). Looks at every host only when a segment is sparse.
+    fn move_sparse(&mut self) {
+        let Some(spill) = &self.config.spill else {
+            return;
+        };
+        if !spill.has_sparse() {
+            return;
+        }
+        let mut moved = 0;
+        for host in self.hosts.values_mut() {
+            if host.raw.should_move() || host.tiers.iter().any(|t| t.ring().should_move()) {
+                match Arc::make_mut(host).move_sparse(spill) {
+                    Ok(n) => moved += n,
+                    // Failures are counted by the spill; the rest waits for the next tick.
+                    Err(_) => break,
+                }
+            }
+        }
+        spill.count_moved(moved);
     }
 
     /// Takes the queued events.
@@ -641,12 +681,19 @@ impl Store {
         for h in self.hosts.values() {
             m.raw_samples += h.raw.len();
             m.raw_bytes += h.raw.bytes();
+            m.raw_spilled_bytes += h.raw.spilled_bytes();
             for t in &h.tiers {
                 m.tier_buckets += t.len();
                 m.tier_bytes += t.bytes();
+                m.tier_spilled_bytes += t.spilled_bytes();
             }
         }
         m
+    }
+
+    /// What the spill holds, if history is spilled (see [`crate::spill`]).
+    pub fn spill_stats(&self) -> Option<crate::spill::SpillStats> {
+        self.config.spill.as_ref().map(|s| s.stats())
     }
 
     /// Every host's summary, ordered by id.
@@ -822,6 +869,25 @@ impl Store {
 }
 
 impl Host {
+    /// Moves its sealed history blocks out of memory: raw samples as class 0, tier `i` as
+    /// class `i + 1` (blocks that live about as long share segments).
+    fn spill(&mut self, spill: &Spill) -> std::io::Result<()> {
+        self.raw.spill(spill, 0)?;
+        for (i, t) in self.tiers.iter_mut().enumerate() {
+            t.ring_mut().spill(spill, i + 1)?;
+        }
+        Ok(())
+    }
+
+    /// Moves its blocks out of sparse segments; returns how many moved.
+    fn move_sparse(&mut self, spill: &Spill) -> std::io::Result<u64> {
+        let mut moved = self.raw.move_sparse(spill, 0)?;
+        for (i, t) in self.tiers.iter_mut().enumerate() {
+            moved += t.ring_mut().move_sparse(spill, i + 1)?;
+        }
+        Ok(moved)
+    }
+
     fn push_sample(
         &mut self,
         sample: &Sample,
@@ -956,6 +1022,7 @@ mod tests {
                 stale_intervals: 3,
                 offline_after: Duration::from_secs(60),
             },
+            spill: None,
         }
     }
 
@@ -1247,6 +1314,168 @@ mod tests {
             .history(&id("pi"), 0, u64::MAX, Resolution::Raw, &[])
             .unwrap();
         assert!(all.series.len() > 10);
+    }
+
+    /// A store spilling to memory segments of `segment_bytes`, and the switch that makes the
+    /// "disk" fail.
+    fn spilling(raw: usize, segment_bytes: u64) -> (Store, Arc<std::sync::atomic::AtomicBool>) {
+        let (spill, fail) = crate::spill::MemSegment::spill(segment_bytes);
+        let mut c = config(raw, 4096);
+        c.spill = Some(Arc::new(spill.with_retry_after(Duration::ZERO)));
+        (Store::new(c), fail)
+    }
+
+    /// Everything a reader sees of a host: its samples, raw history and tier.
+    fn seen(s: &Store, host: &str) -> (Vec<Sample>, History, History) {
+        let h = id(host);
+        (
+            s.samples(&h, None, usize::MAX).unwrap(),
+            s.history(&h, 0, u64::MAX, Resolution::Raw, &[]).unwrap(),
+            s.history(&h, 0, u64::MAX, Resolution::Tier(0), &[])
+                .unwrap(),
+        )
+    }
+
+    /// Sealed blocks leave memory (issue #9): readers see the same history, a snapshot holds
+    /// the same bytes, and a store loaded from it spills as it loads.
+    #[test]
+    fn spilled_history_reads_back_as_it_was() {
+        let (mut s, _) = spilling(300, 64 << 10);
+        let mut plain = Store::new(config(300, 4096));
+        for seq in 1..=1000u64 {
+            let ts = 1_000_000_000 + seq * 10_000;
+            for host in ["pi", "nas"] {
+                let topic = format!("ember/v1/{host}/sample");
+                for st in [&mut s, &mut plain] {
+                    st.ingest(&topic, &sample(host, seq, ts), ts).unwrap();
+                }
+            }
+        }
+        for host in ["pi", "nas"] {
+            let got = seen(&s, host);
+            assert_eq!(got, seen(&plain, host));
+            assert!(got.0.len() >= 300 && got.2.series[0].points.len() > 64);
+        }
+        let (m, p) = (s.memory(), plain.memory());
+        assert_eq!(
+            (m.raw_samples, m.tier_buckets),
+            (p.raw_samples, p.tier_buckets)
+        );
+        // All but the open block of each ring is out of memory.
+        assert!(m.raw_spilled_bytes > 0 && m.tier_spilled_bytes > 0);
+        assert_eq!(p.raw_spilled_bytes + p.tier_spilled_bytes, 0);
+        assert!(m.raw_bytes * 3 < p.raw_bytes, "{m:?} {p:?}");
+        assert_eq!(
+            m.raw_bytes as f64 * m.bytes_per_sample(),
+            m.raw_bytes as f64 * p.bytes_per_sample()
+        );
+        let spill = s.spill_stats().unwrap();
+        assert_eq!(
+            spill.live_bytes as usize,
+            m.raw_spilled_bytes + m.tier_spilled_bytes
+        );
+        assert_eq!(spill.errors, 0);
+        let bytes = s.to_bytes_after(0).unwrap();
+        assert!(bytes == plain.to_bytes_after(0).unwrap());
+        // Loaded with a spill: out of memory as it loads. Without: all in memory, as before.
+        let mut c = config(300, 4096);
+        c.spill = Some(Arc::new(crate::spill::MemSegment::spill(64 << 10).0));
+        let back = Store::from_bytes(c, &bytes).unwrap();
+        let b = back.memory();
+        let spilled = |m: MemoryStats| (m.raw_spilled_bytes, m.tier_spilled_bytes);
+        assert_eq!(spilled(b), spilled(m));
+        assert!(b.raw_bytes <= m.raw_bytes && b.tier_bytes <= m.tier_bytes);
+        let b = Store::from_bytes(config(300, 4096), &bytes)
+            .unwrap()
+            .memory();
+        assert_eq!(spilled(b), (0, 0));
+        assert!(b.raw_bytes > p.raw_bytes / 2);
+        for host in ["pi", "nas"] {
+            assert_eq!(seen(&back, host), seen(&plain, host));
+        }
+    }
+
+    /// A disk that fails keeps the history in memory, loses nothing and panics nowhere; the
+    /// blocks go out once it works again. A block that cannot be read back is left out of an
+    /// answer, and a snapshot is an error, not a panic.
+    #[test]
+    fn a_failing_spill_loses_nothing() {
+        let (mut s, fail) = spilling(10_000, 64 << 10);
+        let mut plain = Store::new(config(10_000, 4096));
+        let mut seq = 0;
+        let mut feed = |s: &mut Store, plain: &mut Store, n: u64| {
+            for _ in 0..n {
+                seq += 1;
+                let ts = 1_000_000_000 + seq * 1000;
+                for st in [&mut *s, &mut *plain] {
+                    st.ingest(T, &sample("pi", seq, ts), ts).unwrap();
+                }
+            }
+        };
+        feed(&mut s, &mut plain, 200);
+        let before = s.memory();
+        fail.store(true, std::sync::atomic::Ordering::Relaxed);
+        feed(&mut s, &mut plain, 200);
+        let during = s.memory();
+        assert_eq!(during.raw_spilled_bytes, before.raw_spilled_bytes);
+        assert!(during.raw_bytes > before.raw_bytes * 2);
+        let spill = s.spill_stats().unwrap();
+        assert!(spill.errors > 0 && spill.last_error.is_some());
+        // Nothing can be read back: those blocks are missing from answers, the open ones not.
+        let raw = |s: &Store| {
+            s.history(&id("pi"), 0, u64::MAX, Resolution::Raw, &[])
+                .unwrap()
+                .series[0]
+                .points
+                .len()
+        };
+        assert!(raw(&s) < raw(&plain) && raw(&s) > 0);
+        assert!(s.to_bytes_after(0).is_err());
+        // It works again: the blocks kept in memory go out with the next sample.
+        fail.store(false, std::sync::atomic::Ordering::Relaxed);
+        feed(&mut s, &mut plain, 1);
+        let after = s.memory();
+        assert!(after.raw_bytes < before.raw_bytes * 2, "{after:?}");
+        assert!(after.raw_spilled_bytes > during.raw_spilled_bytes);
+        assert_eq!(seen(&s, "pi"), seen(&plain, "pi"));
+        assert!(s.to_bytes_after(0).unwrap() == plain.to_bytes_after(0).unwrap());
+    }
+
+    /// A host that went quiet keeps its blocks while others' roll over; `tick` moves them out of
+    /// the mostly dead segments, so the spill's disk stays near what is live.
+    #[test]
+    fn tick_empties_mostly_dead_segments() {
+        let (mut s, _) = spilling(200, 16 << 10);
+        let mut plain = Store::new(config(200, 4096));
+        let mut now = 1_000_000_000;
+        let mut feed = |s: &mut Store, plain: &mut Store, hosts: &[&str], n: u64, from: u64| {
+            for seq in from..from + n {
+                now += 1000;
+                for host in hosts {
+                    let topic = format!("ember/v1/{host}/sample");
+                    for st in [&mut *s, &mut *plain] {
+                        st.ingest(&topic, &sample(host, seq, now), now).unwrap();
+                    }
+                }
+            }
+        };
+        feed(&mut s, &mut plain, &["quiet", "busy"], 300, 1);
+        // Only `busy` goes on: its old blocks drop out, `quiet`'s stay where they were.
+        feed(&mut s, &mut plain, &["busy"], 3000, 301);
+        let st = s.spill_stats().unwrap();
+        assert!(st.disk_bytes > 4 * st.live_bytes, "{st:?}");
+        s.tick(now);
+        plain.tick(now);
+        let st = s.spill_stats().unwrap();
+        assert!(st.moved_blocks > 0, "{st:?}");
+        assert!(
+            st.disk_bytes <= 4 * st.live_bytes + 2 * (16 << 10),
+            "{st:?}"
+        );
+        for host in ["quiet", "busy"] {
+            assert_eq!(seen(&s, host), seen(&plain, host));
+        }
+        assert!(s.to_bytes_after(0).unwrap() == plain.to_bytes_after(0).unwrap());
     }
 
     /// `pi` says it is online, sampling every second, and sends its inventory, which is returned.

@@ -282,6 +282,21 @@ impl TierState {
                 .unwrap_or(0)
     }
 
+    /// Bytes of closed buckets spilled out of memory.
+    pub fn spilled_bytes(&self) -> usize {
+        self.ring.spilled_bytes()
+    }
+
+    /// The ring of closed buckets (to spill its sealed blocks: see [`crate::spill`]).
+    pub fn ring_mut(&mut self) -> &mut Ring {
+        &mut self.ring
+    }
+
+    /// The ring of closed buckets.
+    pub fn ring(&self) -> &Ring {
+        &self.ring
+    }
+
     /// Start of the oldest bucket held.
     pub fn oldest_ms(&self) -> Option<u64> {
         self.ring

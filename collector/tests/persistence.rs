@@ -111,13 +111,28 @@ fn sigkill_loses_at_most_a_second_and_damage_is_recovered_and_reported() {
     let (mqtt, http) = (free_port(), free_port());
     let mut p = start(&dir, mqtt, http);
 
-    // Run past a snapshot (every 2 s here) so that recovery uses both the snapshot and the log.
-    let (id, _) = wait_for("40 samples", Duration::from_secs(30), || {
-        samples(&p.base).filter(|(_, s)| s.len() >= 40)
+    // Run past a snapshot (every 2 s here) so that recovery uses both the snapshot and the log,
+    // and past a full history block (64 samples), which is spilled out of memory: the snapshot
+    // reads it back from the spill, and the restarted collector spills it again as it loads.
+    let (id, _) = wait_for("80 samples", Duration::from_secs(30), || {
+        samples(&p.base).filter(|(_, s)| s.len() >= 80)
     });
+    let spilled = |base: &str| {
+        let h = get(&format!("{base}/api/health"))?;
+        let n = h["memory"]["raw_spilled_bytes"].as_u64()?;
+        (n > 0 && h["spill"]["errors"] == 0 && h["spill"]["live_bytes"].as_u64()? >= n)
+            .then_some(())
+    };
+    wait_for("a block spilled", Duration::from_secs(10), || {
+        spilled(&p.base)
+    });
+    let snapshots = |base: &str| {
+        let h = get(&format!("{base}/api/health"))?;
+        h["persistence"]["snapshots"].as_u64()
+    };
+    let first = snapshots(&p.base).unwrap();
     wait_for("a snapshot", Duration::from_secs(10), || {
-        let h = get(&format!("{}/api/health", p.base))?;
-        (h["persistence"]["snapshots"].as_u64()? >= 1).then_some(())
+        (snapshots(&p.base)? > first).then_some(())
     });
     // Then a second of samples that only the log holds (the next snapshot is 2 s away).
     let at_snapshot = samples(&p.base).unwrap().1.len();
@@ -148,6 +163,13 @@ fn sigkill_loses_at_most_a_second_and_damage_is_recovered_and_reported() {
         })
         .collect();
     let recovered_last = *old_run.last().expect("history survived");
+    spilled(&p.base).expect("the loaded history spilled again");
+    // The spill's segment files are unlinked as soon as they are made: nothing to clean up.
+    let left: Vec<_> = std::fs::read_dir(dir.join("spill"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
     // At 100 ms a second is 10 samples.
     assert!(
         recovered_last + 10 >= last_seen_by_api,
