@@ -9,6 +9,9 @@
 //! the ring holds more than its capacity, so a ring holds between `capacity` and
 //! `capacity + BLOCK - 1` records once full.
 //!
+//! A full block never changes again: it is kept behind an `Arc`, or spilled to disk
+//! ([`crate::spill`]) with only its handle in memory; the open block's bytes are the ring's own.
+//!
 //! Bad bytes (from a damaged snapshot) are never a panic: decoding stops at the first record that
 //! does not make sense.
 
@@ -19,8 +22,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::spill::{Spill, Spilled};
 
-/// Records per block.
-pub const BLOCK: u32 = 64;
+/// Records per block. Full blocks leave memory (see [`crate::spill`]), so the open one is what a
+/// ring holds: 32 records (a raw sample's block is about 2.3 KB) where 64 held twice that, for
+/// a handle of 40 bytes more per 32 records on disk (issue #9).
+pub const BLOCK: u32 = 32;
 /// Most tokens in one record (a sample has a few hundred at most).
 const MAX_TOKENS: u64 = 8192;
 /// Longest string token.
@@ -42,76 +47,86 @@ pub enum Tok {
     Str(String),
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+/// Where a block's encoded records are.
+#[derive(Debug, Clone)]
+enum Bytes {
+    /// The open (newest, not yet full) block's: in [`Ring::open`].
+    Open,
+    /// A full block's, in memory: no spill, or writing to it failed.
+    Sealed(Arc<[u8]>),
+    /// A full block's, in a spill segment.
+    Out(Spilled),
+}
+
+/// A block of up to [`BLOCK`] records, held inline: 40 bytes where an `Arc`'d block with its
+/// bytes' vector took 88 (issue #9: at an hour of samples a host holds over a hundred).
+#[derive(Debug, Clone)]
 struct Block {
+    min_ts: u64,
+    /// `max_ts - min_ts`. A record whose time would make it larger than `u32::MAX` ms (49
+    /// days: only a clock that jumped) starts a block of its own.
+    span: u32,
+    count: u32,
+    bytes: Bytes,
+}
+
+impl Block {
+    fn max_ts(&self) -> u64 {
+        self.min_ts + u64::from(self.span)
+    }
+
+    /// Whether a record taken at `ts` keeps the span within `u32`.
+    fn fits(&self, ts: u64) -> bool {
+        let lo = self.min_ts.min(ts);
+        let hi = self.max_ts().max(ts);
+        hi - lo <= u64::from(u32::MAX)
+    }
+
+    fn add(&mut self, ts: u64) {
+        let lo = self.min_ts.min(ts);
+        let hi = self.max_ts().max(ts);
+        self.min_ts = lo;
+        self.span = u32::try_from(hi - lo).unwrap_or(u32::MAX);
+        self.count += 1;
+    }
+
+    /// Bytes of encoded records (the open block's are in the ring: `open_len`).
+    fn len(&self, open_len: usize) -> usize {
+        match &self.bytes {
+            Bytes::Open => open_len,
+            Bytes::Sealed(b) => b.len(),
+            Bytes::Out(s) => s.len(),
+        }
+    }
+}
+
+/// A block as snapshots hold it (the format of the `Arc<Block>` it was, byte for byte).
+#[derive(Deserialize)]
+struct StoredBlock {
     min_ts: u64,
     max_ts: u64,
     count: u32,
     /// Written as bytes, which in postcard is the very format a sequence of `u8` has, a copy
     /// where the sequence was a call per byte (a snapshot is mostly these).
     #[serde(with = "as_bytes")]
-    bytes: Bytes,
+    bytes: Vec<u8>,
 }
 
-/// A block's encoded records: in memory, or (sealed) in a [`Spill`] segment.
-#[derive(Debug, Clone)]
-enum Bytes {
-    Mem(Vec<u8>),
-    Out(Spilled),
+/// A ring as snapshots hold it.
+#[derive(Deserialize)]
+struct StoredRing {
+    blocks: Vec<StoredBlock>,
+    capacity: usize,
+    len: usize,
+    #[serde(deserialize_with = "as_tokens::deserialize")]
+    last: Vec<u8>,
 }
 
-impl Default for Bytes {
-    fn default() -> Self {
-        Bytes::Mem(Vec::new())
-    }
-}
-
-impl Bytes {
-    fn len(&self) -> usize {
-        match self {
-            Bytes::Mem(v) => v.len(),
-            Bytes::Out(s) => s.len(),
-        }
-    }
-
-    /// The bytes in memory (tests of blocks never spilled).
-    #[cfg(test)]
-    fn mem(&self) -> &Vec<u8> {
-        match self {
-            Bytes::Mem(v) => v,
-            Bytes::Out(_) => panic!("spilled"),
-        }
-    }
-
-    /// The bytes: borrowed, or read into `buf`.
-    fn get<'a>(&'a self, buf: &'a mut Vec<u8>) -> std::io::Result<&'a [u8]> {
-        match self {
-            Bytes::Mem(v) => Ok(v),
-            Bytes::Out(s) => {
-                s.read(buf)?;
-                Ok(buf)
-            }
-        }
-    }
-}
-
-/// [`Block::bytes`] as serde bytes (read back from the spill if they were spilled).
+/// Serde bytes, read as a `Vec<u8>`.
 mod as_bytes {
     use serde::de::{Deserializer, Error, Visitor};
-    use serde::ser::Error as _;
-    use serde::Serializer;
 
-    use super::Bytes;
-
-    pub fn serialize<S: Serializer>(bytes: &Bytes, s: S) -> Result<S::Ok, S::Error> {
-        let mut buf = Vec::new();
-        let bytes = bytes
-            .get(&mut buf)
-            .map_err(|e| S::Error::custom(format!("a spilled history block: {e}")))?;
-        s.serialize_bytes(bytes)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Bytes, D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
         struct Bytes;
         impl<'de> Visitor<'de> for Bytes {
             type Value = Vec<u8>;
@@ -125,26 +140,122 @@ mod as_bytes {
                 Ok(v)
             }
         }
-        d.deserialize_byte_buf(Bytes).map(super::Bytes::Mem)
+        d.deserialize_byte_buf(Bytes)
     }
 }
 
 /// A ring of delta-encoded records.
 ///
-/// A clone is cheap: blocks are shared, and a full block never changes again. Only the open
-/// (newest) block is copied, and only if a clone still holds it when the next record goes in.
-/// This is what lets a snapshot take the store as it is in a moment and write it from another
-/// thread while ingest goes on (see `Store::image`).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+/// A clone is cheap: full blocks are shared (behind an `Arc`, or in a spill segment), and a full
+/// block never changes again; only the open block's bytes are copied. This is what lets a
+/// snapshot take the store as it is in a moment and write it from another thread while ingest
+/// goes on (see `Store::image`): a host ingest changes meanwhile is cloned once.
+///
+/// Stored (in snapshots) as its blocks, capacity, length and newest record's tokens, whichever
+/// way they are kept in memory.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(from = "StoredRing")]
 pub struct Ring {
-    blocks: VecDeque<Arc<Block>>,
+    blocks: VecDeque<Block>,
+    /// The open block's encoded records.
+    open: Vec<u8>,
     capacity: usize,
     len: usize,
     /// The newest record, which the next one is encoded against, written in full (as a block's
     /// first record is) and read in place: a few hundred bytes where its tokens took kilobytes
-    /// (issue #9). Stored (in snapshots) as its tokens, as it always was.
-    #[serde(with = "as_tokens")]
+    /// (issue #9). In a lean ring, written as its difference from the newest block's first
+    /// record instead: a few bytes.
     last: Vec<u8>,
+    /// See [`Ring::set_lean`].
+    lean: bool,
+}
+
+impl From<StoredRing> for Ring {
+    fn from(s: StoredRing) -> Ring {
+        let n = s.blocks.len();
+        let mut ring = Ring {
+            blocks: VecDeque::with_capacity(n),
+            open: Vec::new(),
+            capacity: s.capacity.max(1),
+            len: s.len,
+            last: s.last,
+            lean: false,
+        };
+        for (i, b) in s.blocks.into_iter().enumerate() {
+            let bytes = if i + 1 == n && b.count < BLOCK {
+                ring.open = b.bytes;
+                Bytes::Open
+            } else {
+                Bytes::Sealed(b.bytes.into())
+            };
+            ring.blocks.push_back(Block {
+                min_ts: b.min_ts,
+                // (Only a damaged snapshot holds a block wider: its newest times are missed.)
+                span: u32::try_from(b.max_ts.saturating_sub(b.min_ts)).unwrap_or(u32::MAX),
+                count: b.count,
+                bytes,
+            });
+        }
+        ring
+    }
+}
+
+impl Serialize for Ring {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{Error, SerializeSeq, SerializeStruct};
+
+        /// Bytes serialised as serde bytes.
+        struct Raw<'a>(&'a [u8]);
+        impl Serialize for Raw<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_bytes(self.0)
+            }
+        }
+        /// A block as [`StoredBlock`] (its bytes read back from the spill if they were spilled).
+        struct One<'a>(&'a Ring, &'a Block);
+        impl Serialize for One<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let One(ring, b) = self;
+                let mut buf = Vec::new();
+                let bytes = ring
+                    .bytes_of(b, &mut buf)
+                    .map_err(|e| S::Error::custom(format!("a spilled history block: {e}")))?;
+                let mut st = s.serialize_struct("Block", 4)?;
+                st.serialize_field("min_ts", &b.min_ts)?;
+                st.serialize_field("max_ts", &b.max_ts())?;
+                st.serialize_field("count", &b.count)?;
+                st.serialize_field("bytes", &Raw(bytes))?;
+                st.end()
+            }
+        }
+        struct All<'a>(&'a Ring);
+        impl Serialize for All<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let mut seq = s.serialize_seq(Some(self.0.blocks.len()))?;
+                for b in &self.0.blocks {
+                    seq.serialize_element(&One(self.0, b))?;
+                }
+                seq.end()
+            }
+        }
+
+        let mut st = s.serialize_struct("Ring", 4)?;
+        st.serialize_field("blocks", &All(self))?;
+        st.serialize_field("capacity", &self.capacity)?;
+        st.serialize_field("len", &self.len)?;
+        if self.lean {
+            let last = if self.is_empty() {
+                Vec::new()
+            } else {
+                self.newest()
+                    .ok_or_else(|| S::Error::custom("a ring's newest record does not decode"))?
+            };
+            st.serialize_field("last", &last)?;
+        } else {
+            st.serialize_field("last", &as_tokens::Tokens(&self.last))?;
+        }
+        st.end()
+    }
 }
 
 /// [`Ring::last`] as the list of tokens it was before it was kept encoded.
@@ -153,15 +264,20 @@ mod as_tokens {
 
     use super::{encode_record, Full, Tok, TokRef};
 
-    pub fn serialize<S: Serializer>(last: &[u8], s: S) -> Result<S::Ok, S::Error> {
-        // Every token, whatever its size (decode_record's limits are for untrusted bytes).
-        let toks: Vec<Tok> = Full::new(last)
-            .map(|t| match t {
-                TokRef::Int(v) => Tok::Int(v),
-                TokRef::Str(b) => Tok::Str(String::from_utf8_lossy(b).into_owned()),
-            })
-            .collect();
-        toks.serialize(s)
+    /// A record written in full, serialised as its tokens.
+    pub struct Tokens<'a>(pub &'a [u8]);
+
+    impl Serialize for Tokens<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            // Every token, whatever its size (decode_record's limits are for untrusted bytes).
+            let toks: Vec<Tok> = Full::new(self.0)
+                .map(|t| match t {
+                    TokRef::Int(v) => Tok::Int(v),
+                    TokRef::Str(b) => Tok::Str(String::from_utf8_lossy(b).into_owned()),
+                })
+                .collect();
+            toks.serialize(s)
+        }
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
@@ -202,20 +318,20 @@ impl Ring {
         self.evict();
     }
 
-    /// Memory held, in bytes (encoded data in memory, block headers and the last record).
+    /// Memory held, in bytes (blocks, encoded data in memory and the newest record).
     pub fn bytes(&self) -> usize {
-        let last = self.last.capacity();
-        self.blocks
+        let sealed: usize = self
+            .blocks
             .iter()
-            .map(|b| {
-                let data = match &b.bytes {
-                    Bytes::Mem(v) => v.capacity(),
-                    Bytes::Out(_) => 0,
-                };
-                data + std::mem::size_of::<Block>()
+            .map(|b| match &b.bytes {
+                Bytes::Sealed(bytes) => bytes.len() + 2 * std::mem::size_of::<usize>(),
+                Bytes::Open | Bytes::Out(_) => 0,
             })
-            .sum::<usize>()
-            + last
+            .sum();
+        self.blocks.capacity() * std::mem::size_of::<Block>()
+            + sealed
+            + self.open.capacity()
+            + self.last.capacity()
     }
 
     /// Bytes of encoded records spilled out of memory.
@@ -224,26 +340,40 @@ impl Ring {
             .iter()
             .map(|b| match &b.bytes {
                 Bytes::Out(s) => s.len(),
-                Bytes::Mem(_) => 0,
+                Bytes::Open | Bytes::Sealed(_) => 0,
             })
             .sum()
     }
 
-    /// Moves sealed blocks still in memory to `spill`'s `class`, newest first, up to the first
-    /// one already out (so, once caught up, it looks at one block). A block that cannot be
-    /// written stays in memory; the error is returned.
+    /// Bytes of encoded records, in memory or spilled.
+    pub fn encoded_bytes(&self) -> usize {
+        self.blocks.iter().map(|b| b.len(self.open.len())).sum()
+    }
+
+    /// A block's bytes: borrowed, or read back from the spill into `buf`.
+    fn bytes_of<'a>(&'a self, b: &'a Block, buf: &'a mut Vec<u8>) -> std::io::Result<&'a [u8]> {
+        match &b.bytes {
+            Bytes::Open => Ok(&self.open),
+            Bytes::Sealed(bytes) => Ok(bytes),
+            Bytes::Out(s) => {
+                s.read(buf)?;
+                Ok(buf)
+            }
+        }
+    }
+
+    /// Moves full blocks still in memory to `spill`'s `class`, newest first, up to the first
+    /// one already out (so, once caught up, it looks at one or two blocks). A block that cannot
+    /// be written stays in memory; the error is returned.
     pub fn spill(&mut self, spill: &Spill, class: usize) -> std::io::Result<()> {
         for b in self.blocks.iter_mut().rev() {
             match &b.bytes {
                 Bytes::Out(_) => break,
-                Bytes::Mem(_) if b.count < BLOCK => continue,
-                Bytes::Mem(bytes) => {
+                Bytes::Open => continue,
+                Bytes::Sealed(bytes) => {
                     let out = spill.put(class, bytes)?;
-                    // A new block: a snapshot's clone may still hold the old one.
-                    *b = Arc::new(Block {
-                        bytes: Bytes::Out(out),
-                        ..**b
-                    });
+                    // (A snapshot's clone keeps its own handle on the bytes.)
+                    b.bytes = Bytes::Out(out);
                 }
             }
         }
@@ -266,11 +396,7 @@ impl Ring {
             if let Bytes::Out(s) = &b.bytes {
                 if s.should_move() {
                     s.read(&mut buf)?;
-                    let out = spill.put(class, &buf)?;
-                    *b = Arc::new(Block {
-                        bytes: Bytes::Out(out),
-                        ..**b
-                    });
+                    b.bytes = Bytes::Out(spill.put(class, &buf)?);
                     moved += 1;
                 }
             }
@@ -278,70 +404,128 @@ impl Ring {
         Ok(moved)
     }
 
-    /// Bytes of encoded records only.
-    pub fn encoded_bytes(&self) -> usize {
-        self.blocks.iter().map(|b| b.bytes.len()).sum()
-    }
-
     /// The newest record.
     pub fn last(&self) -> Option<Vec<Tok>> {
         if self.is_empty() {
             return None;
         }
-        decode_record(&[], &self.last, &mut 0)
+        self.newest()
+    }
+
+    /// Keeps the newest record as its difference from the newest block's first record, not in
+    /// full: for rings written to rarely (a tier's, once a bucket), whose records are large (a
+    /// tier's hold every series' key), a few bytes where the record is 600 or so (issue #9).
+    /// Each record pushed then decodes the block's first record and the newest one.
+    pub fn set_lean(&mut self) {
+        if self.lean {
+            return;
+        }
+        if self.is_empty() {
+            self.last.clear();
+            self.lean = true;
+            return;
+        }
+        let (Some(newest), Some(first)) = (self.newest(), self.first_of_newest()) else {
+            // Damaged: left as it is.
+            return;
+        };
+        let mut last = Vec::new();
+        encode_record(&first, &newest, &mut last);
+        crate::packed::refill(&mut self.last, &last);
+        self.lean = true;
+    }
+
+    /// The newest block's first record (written in full).
+    fn first_of_newest(&self) -> Option<Vec<Tok>> {
+        let b = self.blocks.back()?;
+        let mut buf = Vec::new();
+        decode_record(&[], self.bytes_of(b, &mut buf).ok()?, &mut 0)
+    }
+
+    /// The newest record's tokens, however it is kept.
+    fn newest(&self) -> Option<Vec<Tok>> {
+        if self.lean {
+            decode_record(&self.first_of_newest()?, &self.last, &mut 0)
+        } else {
+            decode_record(&[], &self.last, &mut 0)
+        }
+    }
+
+    /// Seals the open block: its bytes behind an `Arc` at their size.
+    fn seal(&mut self) {
+        if let Some(b) = self.blocks.back_mut() {
+            if matches!(b.bytes, Bytes::Open) {
+                b.bytes = Bytes::Sealed(std::mem::take(&mut self.open).into());
+            }
+        }
     }
 
     /// Appends a record taken at `ts` (any monotonic-ish time; used to find records by range).
     /// The ring keeps no reference to `record`: a caller can refill it without allocating.
     pub fn push(&mut self, ts: u64, record: &[Tok]) {
-        // (A spilled block is full; only a damaged snapshot could have one that is not.)
-        let new_block = self
+        let mut new_block = self
             .blocks
             .back()
-            .is_none_or(|b| b.count >= BLOCK || matches!(b.bytes, Bytes::Out(_)));
+            .is_none_or(|b| !matches!(b.bytes, Bytes::Open) || b.count >= BLOCK || !b.fits(ts));
+        // A lean ring's newest record and its block's first, which the newest is kept against.
+        let mut lean_prev = None;
+        if self.lean && !new_block {
+            match (self.first_of_newest(), self.newest()) {
+                (Some(first), Some(newest)) => lean_prev = Some((first, newest)),
+                // Damaged: the record starts a block of its own.
+                _ => new_block = true,
+            }
+        }
         if new_block {
-            self.blocks.push_back(Arc::new(Block {
+            self.seal();
+            if self.blocks.len() == self.blocks.capacity() {
+                // By a quarter, not doubling: a full ring's block count is steady.
+                self.blocks.reserve_exact((self.blocks.len() / 4).max(2));
+            }
+            self.blocks.push_back(Block {
                 min_ts: ts,
-                max_ts: ts,
+                span: 0,
                 count: 0,
-                bytes: Bytes::Mem(Vec::new()),
-            }));
+                bytes: Bytes::Open,
+            });
+            self.open = Vec::new();
         }
         // The open block grows by an eighth of what the block before it took (at least
         // `MIN_STEP`), not by doubling, which left it up to half empty, nor all at once at
         // its expected size, which left it half empty on average until it was full (issue #9).
         let n = self.blocks.len();
         let step = match n.checked_sub(2) {
-            Some(i) => (self.blocks[i].bytes.len() / 8).max(MIN_STEP),
+            Some(i) => (self.blocks[i].len(0) / 8).max(MIN_STEP),
             None => MIN_STEP,
         };
-        let back = self.blocks.back_mut().expect("a block was just ensured");
-        // Copied here if a snapshot's clone still holds it (see the type's comment).
-        let block = Arc::make_mut(back);
-        let Bytes::Mem(bytes) = &mut block.bytes else {
-            unreachable!("the open block is in memory: a spilled one starts a new block")
-        };
         let prev = if new_block { &[][..] } else { &self.last[..] };
+        let open = &mut self.open;
         SCRATCH.with_borrow_mut(|buf| {
             buf.clear();
-            encode_against(Full::new(prev), record, buf);
-            if bytes.capacity() - bytes.len() < buf.len() {
-                bytes.reserve_exact(buf.len().max(step));
+            match &lean_prev {
+                Some((_, newest)) => encode_record(newest, record, buf),
+                None => encode_against(Full::new(prev), record, buf),
             }
-            bytes.extend_from_slice(buf);
+            if open.capacity() - open.len() < buf.len() {
+                open.reserve_exact(buf.len().max(step));
+            }
+            open.extend_from_slice(buf);
         });
-        // The newest record at its own size.
+        // The newest record at its own size: in full, or (lean) against its block's first.
         SCRATCH.with_borrow_mut(|buf| {
             buf.clear();
-            encode_record(&[], record, buf);
+            match (&lean_prev, self.lean) {
+                (Some((first, _)), _) => encode_record(first, record, buf),
+                (None, true) => encode_record(record, record, buf),
+                (None, false) => encode_record(&[], record, buf),
+            }
             crate::packed::refill(&mut self.last, buf);
         });
-        block.count += 1;
-        block.min_ts = block.min_ts.min(ts);
-        block.max_ts = block.max_ts.max(ts);
-        if block.count >= BLOCK {
+        let back = self.blocks.back_mut().expect("a block was just ensured");
+        back.add(ts);
+        if back.count >= BLOCK {
             // Full: it never changes again.
-            bytes.shrink_to_fit();
+            self.seal();
         }
         self.len += 1;
         self.evict();
@@ -363,8 +547,8 @@ impl Ring {
     pub fn range(&self, from: u64, to: u64) -> Vec<Vec<Tok>> {
         let mut out = Vec::new();
         for b in &self.blocks {
-            if b.max_ts >= from && b.min_ts <= to {
-                decode_block(b, &mut out);
+            if b.max_ts() >= from && b.min_ts <= to {
+                self.decode_block(b, &mut out);
             }
         }
         out
@@ -374,7 +558,7 @@ impl Ring {
     pub fn newest_blocks(&self, mut f: impl FnMut(Vec<Vec<Tok>>) -> bool) {
         for b in self.blocks.iter().rev() {
             let mut records = Vec::with_capacity(b.count as usize);
-            decode_block(b, &mut records);
+            self.decode_block(b, &mut records);
             if !f(records) {
                 return;
             }
@@ -385,18 +569,23 @@ impl Ring {
     pub fn oldest_ts(&self) -> Option<u64> {
         self.blocks.front().map(|b| b.min_ts)
     }
+
+    /// Decodes a block's records into `out`. A spilled block that cannot be read back gives
+    /// none (the spill counts and reports the failure).
+    fn decode_block(&self, b: &Block, out: &mut Vec<Vec<Tok>>) {
+        let mut buf = Vec::new();
+        if let Ok(bytes) = self.bytes_of(b, &mut buf) {
+            decode_records(bytes, b.count, out);
+        }
+    }
 }
 
-/// Decodes a block's records into `out`. A spilled block that cannot be read back gives none
-/// (the spill counts and reports the failure).
-fn decode_block(b: &Block, out: &mut Vec<Vec<Tok>>) {
-    let mut buf = Vec::new();
-    let Ok(bytes) = b.bytes.get(&mut buf) else {
-        return;
-    };
+/// Decodes up to `count` records from a block's bytes into `out`, stopping at the first that
+/// does not make sense.
+fn decode_records(bytes: &[u8], count: u32, out: &mut Vec<Vec<Tok>>) {
     let mut at = 0;
     let mut prev: Vec<Tok> = Vec::new();
-    for _ in 0..b.count {
+    for _ in 0..count {
         match decode_record(&prev, bytes, &mut at) {
             Some(r) => {
                 out.push(r.clone());
@@ -648,34 +837,57 @@ mod tests {
                 .collect();
             let mut at = 0;
             let _ = decode_record(&rec(1), &bytes, &mut at);
-            let b = Block {
-                min_ts: 0,
-                max_ts: 0,
-                count: 64,
-                bytes: Bytes::Mem(bytes),
-            };
             let mut out = Vec::new();
-            decode_block(&b, &mut out);
+            decode_records(&bytes, 64, &mut out);
+            // As a snapshot's ring: a damaged one is an error or a ring that reads, no panic.
+            if let Ok(r) = postcard::from_bytes::<Ring>(&bytes) {
+                let _ = r.range(0, u64::MAX);
+                let _ = r.last();
+            }
         }
     }
 
-    /// The newest record is kept encoded (issue #9) but stored in snapshots as its tokens, as
-    /// it was: the same bytes, and a ring read back goes on as the original does.
+    /// A block as snapshots held it when blocks were `Arc<Block>` with a `Vec<u8>`.
+    #[derive(Serialize, Deserialize, PartialEq, Debug)]
+    struct OldBlock {
+        min_ts: u64,
+        max_ts: u64,
+        count: u32,
+        bytes: Vec<u8>,
+    }
+
+    /// A ring as snapshots held it.
+    #[derive(Serialize)]
+    struct OldRing {
+        blocks: Vec<OldBlock>,
+        capacity: usize,
+        len: usize,
+        last: Vec<Tok>,
+    }
+
+    fn old_blocks(r: &Ring) -> Vec<OldBlock> {
+        r.blocks
+            .iter()
+            .map(|b| OldBlock {
+                min_ts: b.min_ts,
+                max_ts: b.max_ts(),
+                count: b.count,
+                bytes: r.bytes_of(b, &mut Vec::new()).unwrap().to_vec(),
+            })
+            .collect()
+    }
+
+    /// The ring is stored (in snapshots) as it always was, whatever it keeps in memory: blocks
+    /// whose bytes are serde bytes (in postcard, the very bytes a sequence of `u8` made), and
+    /// the newest record as its tokens. A ring read back goes on as the original does.
     #[test]
-    fn the_newest_record_keeps_its_snapshot_format() {
-        #[derive(Serialize)]
-        struct OldRing {
-            blocks: VecDeque<Block>,
-            capacity: usize,
-            len: usize,
-            last: Vec<Tok>,
-        }
+    fn the_ring_keeps_its_snapshot_format() {
         let mut r = Ring::new(100);
         for i in 0..70 {
             r.push(i * 1000, &rec(i));
         }
         let old = OldRing {
-            blocks: r.blocks.iter().map(|b| Block::clone(b)).collect(),
+            blocks: old_blocks(&r),
             capacity: r.capacity,
             len: r.len,
             last: rec(69),
@@ -684,6 +896,7 @@ mod tests {
         assert_eq!(bytes, postcard::to_allocvec(&old).unwrap());
         let mut back: Ring = postcard::from_bytes(&bytes).unwrap();
         assert_eq!(back.last(), Some(rec(69)));
+        assert!(matches!(back.blocks.back().unwrap().bytes, Bytes::Open));
         for ring in [&mut r, &mut back] {
             ring.push(70_000, &rec(70));
         }
@@ -699,7 +912,7 @@ mod tests {
         let mut r = Ring::new(10);
         r.push(0, &long);
         let old = OldRing {
-            blocks: r.blocks.iter().map(|b| Block::clone(b)).collect(),
+            blocks: old_blocks(&r),
             capacity: r.capacity,
             len: r.len,
             last: long,
@@ -710,48 +923,59 @@ mod tests {
         );
     }
 
-    /// A block's bytes are written as serde bytes, which in postcard are the very bytes the
-    /// sequence of `u8` they were before made: old snapshots load, new ones are the same.
+    /// Snapshots from before blocks held 32 records hold blocks of 64: they load, read back
+    /// and take new records in blocks of their own.
     #[test]
-    fn block_bytes_keep_their_snapshot_format() {
-        #[derive(Serialize, Deserialize, PartialEq, Debug)]
-        struct OldBlock {
-            min_ts: u64,
-            max_ts: u64,
-            count: u32,
-            bytes: Vec<u8>,
+    fn blocks_of_64_records_from_older_snapshots_load() {
+        let mut blocks = Vec::new();
+        for b in 0..3u64 {
+            let n = if b == 2 { 40 } else { 64 };
+            let mut bytes = Vec::new();
+            let mut prev = Vec::new();
+            for i in b * 64..b * 64 + n {
+                encode_record(&prev, &rec(i), &mut bytes);
+                prev = rec(i);
+            }
+            blocks.push(OldBlock {
+                min_ts: b * 64_000,
+                max_ts: (b * 64 + n - 1) * 1000,
+                count: n as u32,
+                bytes,
+            });
         }
-        let mut r = Ring::new(100);
-        for i in 0..70 {
-            r.push(i * 1000, &rec(i));
-        }
-        assert_eq!(r.blocks.len(), 2);
-        for b in &r.blocks {
-            let old = OldBlock {
-                min_ts: b.min_ts,
-                max_ts: b.max_ts,
-                count: b.count,
-                bytes: b.bytes.mem().clone(),
-            };
-            let bytes = postcard::to_allocvec(&**b).unwrap();
-            assert_eq!(bytes, postcard::to_allocvec(&old).unwrap());
-            let back: Block = postcard::from_bytes(&bytes).unwrap();
-            assert_eq!(back.bytes.mem(), &old.bytes);
-            assert_eq!(postcard::from_bytes::<OldBlock>(&bytes).unwrap(), old);
-        }
+        let old = OldRing {
+            blocks,
+            capacity: 1000,
+            len: 168,
+            last: rec(167),
+        };
+        let bytes = postcard::to_allocvec(&old).unwrap();
+        let mut r: Ring = postcard::from_bytes(&bytes).unwrap();
+        let all: Vec<Vec<Tok>> = (0..168).map(rec).collect();
+        assert_eq!(r.range(0, u64::MAX), all);
+        assert_eq!(r.range(70_000, 80_000), all[64..128]);
+        assert_eq!(postcard::to_allocvec(&r).unwrap(), bytes);
+        r.push(168_000, &rec(168));
+        assert_eq!(r.blocks.len(), 4, "the 40-record block is full at 32");
+        assert_eq!(r.range(0, u64::MAX).len(), 169);
+        assert_eq!(r.last(), Some(rec(168)));
     }
 
-    /// A clone shares the full blocks and copies the open one only when either side writes to
-    /// it: the clone stays as it was, the original goes on (what a snapshot relies on).
+    /// A clone shares the full blocks and copies only the open one's bytes: the clone stays as
+    /// it was, the original goes on (what a snapshot relies on).
     #[test]
     fn a_clone_keeps_what_it_saw_while_the_original_goes_on() {
+        let shared = |a: &Block, b: &Block| match (&a.bytes, &b.bytes) {
+            (Bytes::Sealed(x), Bytes::Sealed(y)) => Arc::ptr_eq(x, y),
+            _ => false,
+        };
         let mut r = Ring::new(1000);
         for i in 0..100 {
             r.push(i * 1000, &rec(i));
         }
         let seen = r.clone();
         let before = postcard::to_allocvec(&seen).unwrap();
-        assert!(Arc::ptr_eq(&r.blocks[0], &seen.blocks[0]));
+        assert!(shared(&r.blocks[0], &seen.blocks[0]));
         for i in 100..200 {
             r.push(i * 1000, &rec(i));
         }
@@ -760,9 +984,11 @@ mod tests {
         assert_eq!(r.len(), 200);
         // (A range is whole blocks; the caller filters by time.)
         assert!(r.range(0, 99_000)[..100] == seen.range(0, u64::MAX)[..]);
-        // The full block is still shared; the one that was open was copied.
-        assert!(Arc::ptr_eq(&r.blocks[0], &seen.blocks[0]));
-        assert!(!Arc::ptr_eq(&r.blocks[1], &seen.blocks[1]));
+        // The full blocks are still shared; the one that was open has its own bytes.
+        let n = seen.blocks.len();
+        assert!((0..n - 1).all(|i| shared(&r.blocks[i], &seen.blocks[i])));
+        assert!(matches!(seen.blocks[n - 1].bytes, Bytes::Open));
+        assert!(!shared(&r.blocks[n - 1], &seen.blocks[n - 1]));
     }
 
     /// Records are encoded against the newest one read in place: extremes, strings and changes
@@ -790,9 +1016,11 @@ mod tests {
 
     /// The open block keeps at most an eighth of the block before it spare (or `MIN_STEP`
     /// bytes, or one record), grows a few times per block, not per record; a sealed block and
-    /// the newest record keep no spare room to speak of (issue #9).
+    /// the newest record keep no spare room to speak of, and a block's handle is 40 bytes
+    /// (issue #9).
     #[test]
     fn blocks_and_the_newest_record_keep_little_spare_room() {
+        assert!(std::mem::size_of::<Block>() <= 40);
         // Records of varied sizes, now and then a long one.
         let record = |i: u64| {
             let mut r = rec(i * i % 1000);
@@ -805,30 +1033,102 @@ mod tests {
         let n = BLOCK as u64;
         let mut moves = 0;
         for i in 0..5 * n {
-            let before = r.blocks.back().map(|b| (b.count, b.bytes.mem().as_ptr()));
+            let before = r.blocks.back().map(|b| (b.count, r.open.as_ptr()));
             r.push(i, &record(i));
             let back = r.blocks.back().unwrap();
             if let Some((count, ptr)) = before {
-                moves += usize::from(count < BLOCK && back.bytes.mem().as_ptr() != ptr);
+                moves += usize::from(count < BLOCK && r.open.as_ptr() != ptr);
             }
-            let prev = r
-                .blocks
-                .len()
-                .checked_sub(2)
-                .map(|i| r.blocks[i].bytes.len());
+            let prev = r.blocks.len().checked_sub(2).map(|i| r.blocks[i].len(0));
             let step = prev.map_or(MIN_STEP, |p| (p / 8).max(MIN_STEP));
             let mut last = Vec::new();
             encode_record(&[], &record(i), &mut last);
-            let spare = back.bytes.mem().capacity() - back.bytes.len();
-            assert!(spare <= step.max(last.len()), "record {i}: {spare} spare");
+            if matches!(back.bytes, Bytes::Open) {
+                let spare = r.open.capacity() - r.open.len();
+                assert!(spare <= step.max(last.len()), "record {i}: {spare} spare");
+            } else {
+                assert!(matches!(back.bytes, Bytes::Sealed(_)) && r.open.capacity() == 0);
+            }
             assert_eq!(r.last, last);
             assert!(r.last.capacity() <= last.len() + last.len() / 8 + 8);
-        }
-        for b in r.blocks.iter().take(4) {
-            assert_eq!(b.bytes.mem().capacity(), b.bytes.len());
         }
         assert!(moves <= 5 * 16, "{moves} moves");
         let all: Vec<Vec<Tok>> = (0..5 * n).map(record).collect();
         assert_eq!(r.range(0, u64::MAX), all);
+    }
+
+    /// A clock that jumps puts the record in a block of its own rather than widening a block
+    /// past what its span holds; ranges find both sides.
+    #[test]
+    fn a_clock_jump_starts_a_block() {
+        let mut r = Ring::new(1000);
+        let far = 1u64 << 40;
+        for (i, ts) in [1000, 2000, far, far + 1000, 3000].into_iter().enumerate() {
+            r.push(ts, &rec(i as u64));
+        }
+        assert_eq!(r.blocks.len(), 3);
+        assert_eq!(r.range(0, 5000), vec![rec(0), rec(1), rec(4)]);
+        assert_eq!(r.range(far, far), vec![rec(2), rec(3)]);
+        assert_eq!(r.range(0, u64::MAX).len(), 5);
+    }
+
+    /// A lean ring keeps its newest record as a few bytes against its block's first and is
+    /// otherwise the same ring: the same records, the same snapshot bytes. One loaded from a
+    /// snapshot, or made lean part way through a block, goes on as the original; so does one
+    /// whose newest block was spilled.
+    #[test]
+    fn a_lean_ring_is_the_same_ring_in_fewer_bytes() {
+        let record = |i: u64| {
+            let mut r = rec(i);
+            r.push(Tok::Str("memory.available".into()));
+            r.push(Tok::Int(i * i));
+            r
+        };
+        let mut full = Ring::new(100);
+        let mut lean = Ring::new(100);
+        lean.set_lean();
+        for i in 0..150 {
+            full.push(i * 1000, &record(i));
+            lean.push(i * 1000, &record(i));
+            assert_eq!(lean.last(), Some(record(i)));
+            assert!(lean.last.len() * 2 < full.last.len(), "record {i}");
+        }
+        let bytes = postcard::to_allocvec(&full).unwrap();
+        assert_eq!(postcard::to_allocvec(&lean).unwrap(), bytes);
+        let mut loaded: Ring = postcard::from_bytes(&bytes).unwrap();
+        loaded.set_lean();
+        let mut midway = full.clone();
+        midway.set_lean();
+        let (spill, _) = crate::spill::MemSegment::spill(1 << 20);
+        let mut spilled = full.clone();
+        spilled.set_lean();
+        for i in 150..260 {
+            for r in [&mut full, &mut lean, &mut loaded, &mut midway, &mut spilled] {
+                r.push(i * 1000, &record(i));
+            }
+            spilled.spill(&spill, 0).unwrap();
+            if i % 64 == 63 {
+                // The newest block full and out of memory: the newest record read from it.
+                assert!(matches!(
+                    spilled.blocks.back().unwrap().bytes,
+                    Bytes::Out(_)
+                ));
+                assert_eq!(spilled.last(), Some(record(i)));
+            }
+        }
+        assert!(spilled.spilled_bytes() > 0);
+        let want = postcard::to_allocvec(&full).unwrap();
+        for r in [&lean, &loaded, &midway, &spilled] {
+            assert_eq!(r.last(), Some(record(259)));
+            assert!(r.range(0, u64::MAX) == full.range(0, u64::MAX));
+            assert!(postcard::to_allocvec(r).unwrap() == want);
+        }
+        // Empty, it serialises as an empty ring does.
+        let mut empty = Ring::new(10);
+        empty.set_lean();
+        assert_eq!(
+            postcard::to_allocvec(&empty).unwrap(),
+            postcard::to_allocvec(&Ring::new(10)).unwrap()
+        );
     }
 }

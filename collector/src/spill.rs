@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 /// A segment's size once full, by default.
-pub const SEGMENT_BYTES: u64 = 8 << 20;
+pub const SEGMENT_BYTES: u32 = 8 << 20;
 /// How long spilling waits after a failed write before it tries again.
 pub const RETRY_AFTER: Duration = Duration::from_secs(30);
 
@@ -92,7 +92,8 @@ impl Segment {
 /// A block's bytes in a segment. The segment lives as long as a handle to it does.
 pub struct Spilled {
     segment: Arc<Segment>,
-    offset: u64,
+    /// (A segment is at most [`SEGMENT_BYTES`] but for one larger block at its start.)
+    offset: u32,
     len: u32,
 }
 
@@ -112,7 +113,7 @@ impl Spilled {
     pub fn read(&self, out: &mut Vec<u8>) -> io::Result<()> {
         out.clear();
         out.resize(self.len as usize, 0);
-        let read = self.segment.io.read_at(out, self.offset);
+        let read = self.segment.io.read_at(out, u64::from(self.offset));
         if let Err(e) = &read {
             self.segment.counters.failed("read", e);
             tracing::warn!("a spilled history block could not be read back: {e}");
@@ -197,12 +198,12 @@ impl fmt::Debug for Spill {
 impl Spill {
     /// Segments of `segment_bytes` made by `open`.
     pub fn new(
-        segment_bytes: u64,
+        segment_bytes: u32,
         open: impl Fn() -> io::Result<Box<dyn SegmentIo>> + Send + Sync + 'static,
     ) -> Spill {
         Spill {
             open: Box::new(open),
-            segment_bytes: segment_bytes.max(1),
+            segment_bytes: u64::from(segment_bytes.max(1)),
             retry_after: RETRY_AFTER,
             state: Mutex::new(State::default()),
             counters: Arc::default(),
@@ -294,11 +295,13 @@ impl Spill {
                 s
             }
         };
-        let offset = segment.written.load(Relaxed);
-        if let Err(e) = segment.io.write_at(bytes, offset) {
+        let written = segment.written.load(Relaxed);
+        let offset = u32::try_from(written)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "segment too large"))?;
+        if let Err(e) = segment.io.write_at(bytes, written) {
             return Err(self.failed(&mut st, e));
         }
-        segment.written.store(offset + u64::from(len), Relaxed);
+        segment.written.store(written + u64::from(len), Relaxed);
         segment.live.fetch_add(u64::from(len), Relaxed);
         Ok(Spilled {
             segment,
@@ -360,7 +363,7 @@ pub struct MemSegment {
 impl MemSegment {
     /// A spill of `segment_bytes` segments in memory, and the switch that makes every write
     /// and read fail (a full or broken disk).
-    pub fn spill(segment_bytes: u64) -> (Spill, Arc<AtomicBool>) {
+    pub fn spill(segment_bytes: u32) -> (Spill, Arc<AtomicBool>) {
         let fail = Arc::new(AtomicBool::new(false));
         let f = Arc::clone(&fail);
         let spill = Spill::new(segment_bytes, move || {

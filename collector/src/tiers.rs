@@ -249,9 +249,12 @@ pub struct TierState {
 impl TierState {
     /// A tier of `buckets` buckets of `resolution_ms` each.
     pub fn new(resolution_ms: u64, buckets: usize) -> Self {
+        let mut ring = Ring::new(buckets);
+        // A bucket's record holds every series' key; one is pushed a minute or less often.
+        ring.set_lean();
         TierState {
             resolution_ms: resolution_ms.max(1),
-            ring: Ring::new(buckets),
+            ring,
             open: None,
             late: 0,
         }
