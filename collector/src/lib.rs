@@ -140,6 +140,8 @@ pub async fn start(
         }
     }
     let store = Arc::new(RwLock::new(store));
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    spawn_heap_trim();
     let bridge = bridge::Bridge::new(config.bridge.clone());
     let extra = bridge.subscriptions();
     let flow = gate::Flow::new(gate::Flow::limit_for(
@@ -288,4 +290,42 @@ pub fn now_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+/// How often [`spawn_heap_trim`] gives free pages back.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+const TRIM_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Gives glibc's free heap pages back to the system every [`TRIM_EVERY`], on a thread of its own.
+///
+/// glibc returns freed memory only from the top of its heap: what the collector frees in
+/// between (history blocks once spilled, snapshot and response buffers) stays in its RSS until
+/// `malloc_trim` releases the free pages. Measured (issue #9): 8.3 of the store's 91 MiB at
+/// 10,000 hosts × 300 samples, in 1 ms (`cargo bench -p ember-collector --bench memory`); at
+/// 10,000 agents × 300 s, RSS at the end 254.7 with against 262.6 MiB without, one run each,
+/// a call taking 1 to 46 ms on that heap, its arenas locked one at a time meanwhile.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn spawn_heap_trim() {
+    extern "C" {
+        fn malloc_trim(pad: usize) -> std::ffi::c_int;
+    }
+    let trim = || loop {
+        std::thread::sleep(TRIM_EVERY);
+        // SAFETY: `malloc_trim` takes no pointer and only walks glibc's own heap under glibc's
+        // own locks; any thread may call it at any time.
+        #[allow(unsafe_code)]
+        unsafe {
+            malloc_trim(0);
+        }
+    };
+    // Once per process, however many collectors a test starts in it.
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if let Err(e) = std::thread::Builder::new()
+            .name("heap-trim".into())
+            .spawn(trim)
+        {
+            tracing::warn!("freed memory will not be given back to the system: {e}");
+        }
+    });
 }
