@@ -309,14 +309,15 @@ fn spawn_heap_trim() {
     extern "C" {
         fn malloc_trim(pad: usize) -> std::ffi::c_int;
     }
+    // At once first: recovery has just freed what loading the snapshot took.
     let trim = || loop {
-        std::thread::sleep(TRIM_EVERY);
         // SAFETY: `malloc_trim` takes no pointer and only walks glibc's own heap under glibc's
         // own locks; any thread may call it at any time.
         #[allow(unsafe_code)]
         unsafe {
             malloc_trim(0);
         }
+        std::thread::sleep(TRIM_EVERY);
     };
     // Once per process, however many collectors a test starts in it.
     static ONCE: std::sync::Once = std::sync::Once::new();

@@ -560,7 +560,8 @@ fn load(md: &mut String, r: &Results) {
          | per connected agent (connection, retained status and inventory, host entry; before any sample) | {} |\n\
          | per stored sample (slope of RSS over samples stored, after the warm-up) | {} |\n\
          | per publishing agent (its fixed part once sampling: open tier buckets, latest sample, buffers) | {} |\n\
-         | the store's own count: raw samples held / bytes per raw sample / tier bytes | {} / {} / {} |\n",
+         | the store's own count: raw samples held / bytes per raw sample (memory and disk) / tier bytes in memory | {} / {} / {} |\n\
+         | history on disk (`history.spill`: full blocks, read back through the page cache) | {} in {} segments |\n",
         mib(&x["rss_base_kib"]),
         bytes(&x["per_agent_idle_bytes"]),
         bytes(&x["per_sample_bytes"]),
@@ -568,14 +569,18 @@ fn load(md: &mut String, r: &Results) {
         num(&x["health_end"]["memory"]["raw_samples"], 0),
         num(&x["health_end"]["memory"]["bytes_per_sample"], 1),
         bytes(&x["health_end"]["memory"]["tier_bytes"]),
+        bytes(&x["health_end"]["spill"]["disk_bytes"]),
+        num(&x["health_end"]["spill"]["segments"], 0),
     );
     let _ = writeln!(
         md,
         "So the collector's RSS is about *idle + agents × per-publishing-agent + samples held × \
-         per-sample*, where samples held per host is at most `history.raw-samples` (3600 by \
-         default, an hour at 1 Hz); the tiers' cost per host is in [History](#history). These \
-         are this run's figures, read from `/proc/<pid>/status` (VmRSS), which includes \
-         allocator slack.\n"
+         per-sample*. Only each ring's open block (32 records) is in memory; full blocks are on \
+         disk (`history.spill`, the default), so the per-sample slope is small and the history's \
+         size is mostly on disk, at the bytes per raw sample above; samples held per host are at \
+         most `history.raw-samples` (3600 by default, an hour at 1 Hz), and the tiers' cost per \
+         host is in [History](#history). These are this run's figures, read from \
+         `/proc/<pid>/status` (VmRSS), which includes allocator slack.\n"
     );
     if let Some(t) = x["timeline"].as_array() {
         let _ = writeln!(
