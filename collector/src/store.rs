@@ -244,6 +244,11 @@ pub enum Resolution {
     Auto,
 }
 
+/// How often [`Store::tick`] looks for blocks to move out of sparse spill segments: a segment
+/// that cannot be read is then tried (and its failure counted and logged) every 10 s, not at
+/// every tick.
+pub const MOVE_EVERY_MS: u64 = 10_000;
+
 /// Most events queued for [`Store::drain_events`]; beyond this the oldest half is dropped, so a
 /// caller that never drains cannot grow the store without bound.
 pub const MAX_EVENTS: usize = 65_536;
@@ -315,6 +320,8 @@ pub struct Store {
     scratch: Scratch,
     /// Whether stored samples become [`Event::Sample`]s (see [`Store::set_sample_events`]).
     sample_events: bool,
+    /// When [`Store::tick`] last looked for blocks to move out of sparse spill segments.
+    moved_at_ms: u64,
     rate: (u64, u64, f64),
 }
 
@@ -413,6 +420,7 @@ impl Store {
             events: Vec::new(),
             scratch: Scratch::default(),
             sample_events: true,
+            moved_at_ms: 0,
             rate: (0, 0, 0.0),
         }
     }
@@ -611,7 +619,10 @@ impl Store {
                 Arc::make_mut(host).report(id, now_ms, &status, &mut self.events);
             }
         }
-        self.move_sparse();
+        if now_ms.abs_diff(self.moved_at_ms) >= MOVE_EVERY_MS {
+            self.moved_at_ms = now_ms;
+            self.move_sparse();
+        }
     }
 
     /// Moves the blocks left in mostly dead spill segments to open ones, so the segments go
