@@ -940,6 +940,9 @@ pub fn run(args: &Args) -> anyhow::Result<Value> {
     let mut hosts_seen = 0usize;
     let (mut received, mut missing, mut duplicates) = (0u64, 0u64, 0u64);
     let drain_started = Instant::now();
+    // The peak of the load itself, before this bench's own `/api/hosts` (below: 30 MB of JSON
+    // at 10,000 hosts) adds its response to it.
+    let mut peak_load = None;
     if let Some(h) = http {
         // Until the count stops moving and the gate has nothing relayed that ingest has not
         // read (at most 30 s): a thousand publishers stopping at once keep the broker busy a
@@ -962,6 +965,7 @@ pub fn run(args: &Args) -> anyhow::Result<Value> {
             std::thread::sleep(Duration::from_millis(500));
         }
         final_delivered = last.saturating_sub(stored0);
+        peak_load = procs::peak_rss_kib(pid);
         let hosts = procs::get_json(&api, &format!("http://{h}/api/hosts"))?;
         for host in hosts.as_array().into_iter().flatten() {
             let id = host["id"].as_str().unwrap_or("");
@@ -1037,6 +1041,7 @@ pub fn run(args: &Args) -> anyhow::Result<Value> {
         "rss_loaded_kib": rss_loaded,
         "rss_end_kib": rss_end,
         "peak_rss_kib": peak,
+        "peak_rss_load_kib": peak_load,
         "per_agent_idle_bytes": per_agent_idle,
         "per_agent_active_bytes": per_agent_active,
         "per_sample_bytes": per_sample,

@@ -304,10 +304,11 @@ fn summary(md: &mut String, r: &Results, mode: &str) {
             let rss_ok = yes(sized.then(|| peak.is_some_and(|p| p <= 256.0 * 1024.0)));
             let _ = writeln!(
                 md,
-                "| collector RSS ≤ 256 MiB with its history | {} at the end, {} peak | \
-                 {rss_ok}{at} |",
+                "| collector RSS ≤ 256 MiB with its history | {} at the end, {} peak ({} before \
+                 the bench's own `/api/hosts` at the end) | {rss_ok}{at} |",
                 mib(&x["rss_end_kib"]),
                 mib(&x["peak_rss_kib"]),
+                mib(&x["peak_rss_load_kib"]),
             );
         }
         Err(e) => {
