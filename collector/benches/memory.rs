@@ -265,13 +265,9 @@ fn main() {
     // What the collector's heap-trim thread gives back (`spawn_heap_trim` in lib.rs).
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
-        extern "C" {
-            fn malloc_trim(pad: usize) -> std::ffi::c_int;
-        }
         let before = rss_kib();
         let start = std::time::Instant::now();
-        // SAFETY: takes no pointer; glibc walks its own heap under its own locks.
-        unsafe { malloc_trim(0) };
+        ember_collector::trim_heap();
         println!(
             "after malloc_trim: RSS {:.1} → {:.1} MiB (the process) in {:.1} ms",
             before as f64 / 1024.0,

@@ -440,16 +440,7 @@ struct Tagged<'a> {
 /// holds the engine while it evaluates).
 fn tagger(state: &AppState) -> impl Fn(&str) -> Vec<String> {
     let tags = state.alerts.engine().config().tags.clone();
-    move |host| {
-        tags.iter()
-            .filter(|(_, hosts)| {
-                hosts
-                    .iter()
-                    .any(|p| crate::alerts::rules::pattern_matches(p, host))
-            })
-            .map(|(t, _)| t.clone())
-            .collect()
-    }
+    move |host| crate::alerts::rules::tags_in(&tags, host)
 }
 
 /// JSON written straight from the store, not built as a `serde_json::Value` first: for

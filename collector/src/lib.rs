@@ -306,17 +306,9 @@ const TRIM_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
 /// a call taking 1 to 46 ms on that heap, its arenas locked one at a time meanwhile.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn spawn_heap_trim() {
-    extern "C" {
-        fn malloc_trim(pad: usize) -> std::ffi::c_int;
-    }
     // At once first: recovery has just freed what loading the snapshot took.
     let trim = || loop {
-        // SAFETY: `malloc_trim` takes no pointer and only walks glibc's own heap under glibc's
-        // own locks; any thread may call it at any time.
-        #[allow(unsafe_code)]
-        unsafe {
-            malloc_trim(0);
-        }
+        trim_heap();
         std::thread::sleep(TRIM_EVERY);
     };
     // Once per process, however many collectors a test starts in it.
@@ -329,4 +321,19 @@ fn spawn_heap_trim() {
             tracing::warn!("freed memory will not be given back to the system: {e}");
         }
     });
+}
+
+/// Gives glibc's free heap pages back to the system now (`malloc_trim(0)`): what
+/// [`spawn_heap_trim`]'s thread does, and what the memory bench measures.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+pub fn trim_heap() {
+    extern "C" {
+        fn malloc_trim(pad: usize) -> std::ffi::c_int;
+    }
+    // SAFETY: `malloc_trim` takes no pointer and only walks glibc's own heap under glibc's own
+    // locks; any thread may call it at any time.
+    #[allow(unsafe_code)]
+    unsafe {
+        malloc_trim(0);
+    }
 }

@@ -468,9 +468,14 @@ impl Ring {
             .back()
             .is_none_or(|b| !matches!(b.bytes, Bytes::Open) || b.count >= BLOCK || !b.fits(ts));
         // A lean ring's newest record and its block's first, which the newest is kept against.
+        // (The first decoded once: `newest` would decode it again.)
         let mut lean_prev = None;
         if self.lean && !new_block {
-            match (self.first_of_newest(), self.newest()) {
+            let first = self.first_of_newest();
+            let newest = first
+                .as_ref()
+                .and_then(|f| decode_record(f, &self.last, &mut 0));
+            match (first, newest) {
                 (Some(first), Some(newest)) => lean_prev = Some((first, newest)),
                 // Damaged: the record starts a block of its own.
                 _ => new_block = true,

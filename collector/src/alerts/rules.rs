@@ -383,12 +383,16 @@ pub struct AlertsConfig {
 impl AlertsConfig {
     /// The tags of `host`.
     pub fn tags_of(&self, host: &str) -> Vec<String> {
-        self.tags
-            .iter()
-            .filter(|(_, hosts)| hosts.iter().any(|p| pattern_matches(p, host)))
-            .map(|(t, _)| t.clone())
-            .collect()
+        tags_in(&self.tags, host)
     }
+}
+
+/// The tags of `host` in a tag → host patterns map (`[alerts.tags]`).
+pub fn tags_in(tags: &BTreeMap<String, Vec<String>>, host: &str) -> Vec<String> {
+    tags.iter()
+        .filter(|(_, hosts)| hosts.iter().any(|p| pattern_matches(p, host)))
+        .map(|(t, _)| t.clone())
+        .collect()
 }
 
 fn cerr(key: &str, reason: impl Into<String>) -> ConfigError {
