@@ -210,7 +210,7 @@ pub struct HostSummary<'a> {
     pub history_bytes: usize,
     /// The newest sample, decoded by [`HostSummary::latest`].
     #[serde(rename = "latest")]
-    latest_packed: Option<&'a Packed<Sample>>,
+    pub(crate) latest_packed: Option<&'a Packed<Sample>>,
     /// The host's inventory, decoded by [`HostSummary::info`].
     #[serde(rename = "info")]
     info_packed: Option<&'a Packed<HostInfo>>,
