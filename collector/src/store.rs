@@ -410,6 +410,14 @@ impl Image {
     }
 }
 
+/// A number that a host's id always gives and that differs from host to host (FNV-1a), for
+/// [`Ring::stagger`].
+fn stagger_key(host: &HostId) -> u64 {
+    host.as_str().bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
 impl Store {
     /// An empty store.
     pub fn new(config: StoreConfig) -> Self {
@@ -535,12 +543,21 @@ impl Store {
         }
         let config = &self.config;
         let entry = self.hosts.entry(host.clone()).or_insert_with(|| {
+            // Each ring's first block as long as the host's id says: see `Ring::stagger`.
+            let k = stagger_key(&host);
+            let mut raw = Ring::new(config.raw_samples);
+            raw.stagger(k);
             Arc::new(Host {
-                raw: Ring::new(config.raw_samples),
+                raw,
                 tiers: config
                     .tiers
                     .iter()
-                    .map(|t| TierState::new(t.resolution.as_millis() as u64, t.buckets()))
+                    .enumerate()
+                    .map(|(i, t)| {
+                        let mut tier = TierState::new(t.resolution.as_millis() as u64, t.buckets());
+                        tier.ring_mut().stagger(k >> (5 * (i + 1)));
+                        tier
+                    })
                     .collect(),
                 latest: None,
                 info: None,
@@ -1101,6 +1118,47 @@ mod tests {
         }
     }
 
+    /// Hosts that start together do not fill their blocks together (see `Ring::stagger`): their
+    /// rings' first blocks end at counts their ids spread over a block's length, the same for
+    /// the same id in any store.
+    #[test]
+    fn hosts_fill_their_blocks_out_of_step() {
+        let mut c = config(1000, 4096);
+        c.tiers[0].resolution = Duration::from_secs(1);
+        let (mut a, mut b) = (Store::new(c.clone()), Store::new(c));
+        let names: Vec<String> = (0..64).map(|i| format!("pi-{i:03}")).collect();
+        for seq in 1..=40u64 {
+            for h in &names {
+                let topic = format!("ember/v1/{h}/sample");
+                let t = seq * 1000;
+                a.ingest(&topic, &sample(h, seq, t), t).unwrap();
+                b.ingest(&topic, &sample(h, seq, t), t).unwrap();
+            }
+        }
+        let firsts = |s: &Store, tier: bool| -> Vec<u32> {
+            s.hosts
+                .values()
+                .map(|h| match tier {
+                    false => h.raw.block_counts()[0],
+                    true => h.tiers[0].ring().block_counts()[0],
+                })
+                .collect()
+        };
+        for tier in [false, true] {
+            let got = firsts(&a, tier);
+            assert_eq!(got, firsts(&b, tier));
+            let mut distinct = got.clone();
+            distinct.sort_unstable();
+            distinct.dedup();
+            assert!(distinct.len() >= 20, "first blocks {got:?}");
+            assert!(got.iter().all(|&n| (1..=crate::ring::BLOCK).contains(&n)));
+        }
+        // Every sample is there all the same.
+        for h in &names {
+            assert_eq!(a.samples(&id(h), None, 100).unwrap().len(), 40);
+        }
+    }
+
     #[test]
     fn summaries_after_walks_every_host_once_in_order() {
         let mut s = Store::new(config(10, 4096));
@@ -1375,7 +1433,8 @@ mod tests {
         for host in ["pi", "nas"] {
             let got = seen(&s, host);
             assert_eq!(got, seen(&plain, host));
-            assert!(got.0.len() >= 300 && got.2.series[0].points.len() > 64);
+            // (More than a block of buckets: some of the tier is spilled too.)
+            assert!(got.0.len() >= 300 && got.2.series[0].points.len() > 32);
         }
         let (m, p) = (s.memory(), plain.memory());
         assert_eq!(
@@ -1740,7 +1799,8 @@ mod tests {
             (a.latest(), a.info(), a.status),
             (b.latest(), b.info(), b.status)
         );
-        // And the store goes on from it as the original does.
+        // And the store goes on from it as the original does. (Over its newest 100 samples:
+        // which older ones each keeps depends on where its blocks begin, see `Ring::stagger`.)
         let mut back = back;
         for st in [&mut s, &mut back] {
             st.ingest(T, &sample("pi", 151, 211_000), 211_000).unwrap();
@@ -1748,8 +1808,8 @@ mod tests {
         assert_eq!(back.samples(&pi, None, 100), s.samples(&pi, None, 100));
         for r in [Resolution::Raw, Resolution::Tier(0)] {
             assert_eq!(
-                back.history(&pi, from, u64::MAX, r, &[]),
-                s.history(&pi, from, u64::MAX, r, &[])
+                back.history(&pi, from + 1000, u64::MAX, r, &[]),
+                s.history(&pi, from + 1000, u64::MAX, r, &[])
             );
         }
         let again = Store::from_bytes(config(100, 4096), &back.to_bytes_after(0).unwrap());
