@@ -456,18 +456,54 @@ fn json_bytes(value: &impl serde::Serialize) -> Response {
     }
 }
 
+/// Hosts `/api/hosts` writes per hold of the store's lock (a host's JSON is about 3 KB).
+const HOSTS_CHUNK: usize = 64;
+
+/// Every host's summary, ordered by id, written out as it is read, [`HOSTS_CHUNK`] hosts per
+/// hold of the store's lock. At 10,000 hosts the list is 30 MB of JSON: made whole before the
+/// first byte went out, it raised the collector's RSS by as much for a moment (issue #9), and
+/// ingest waited for the store while it was made. Each host is as it was when its share was
+/// read; a host that appears meanwhile is listed if its id sorts after the share being written.
 async fn hosts(State(state): State<AppState>) -> Response {
     let tags = tagger(&state);
-    let store = read(&state);
-    let list: Vec<Tagged> = store
-        .summaries(crate::now_ms())
-        .into_iter()
-        .map(|summary| Tagged {
-            tags: tags(summary.id.as_str()),
-            summary,
-        })
-        .collect();
-    json_bytes(&list)
+    let now_ms = crate::now_ms();
+    let mut first = true;
+    // The state: after which host to go on, or `None` once the list is closed.
+    let chunks = futures_util::stream::unfold(Some(None), move |after: Option<Option<HostId>>| {
+        let chunk = after.map(|after| {
+            let mut buf = Vec::new();
+            if after.is_none() {
+                buf.push(b'[');
+            }
+            let store = read(&state);
+            let list = store.summaries_after(after.as_ref(), HOSTS_CHUNK, now_ms);
+            let done = list.len() < HOSTS_CHUNK;
+            let last = list.last().map(|h| h.id.clone());
+            for summary in list {
+                if !std::mem::take(&mut first) {
+                    buf.push(b',');
+                }
+                let tags = tags(summary.id.as_str());
+                if let Err(e) = serde_json::to_writer(&mut buf, &Tagged { summary, tags }) {
+                    // (Cannot happen: every key is a string.) The response ends short, which a
+                    // client sees as JSON that does not parse.
+                    return (Err(std::io::Error::other(e)), None);
+                }
+            }
+            if done {
+                buf.push(b']');
+                (Ok(Bytes::from(buf)), None)
+            } else {
+                (Ok(Bytes::from(buf)), Some(last))
+            }
+        });
+        std::future::ready(chunk)
+    });
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        axum::body::Body::from_stream(chunks),
+    )
+        .into_response()
 }
 
 async fn host(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
@@ -846,6 +882,106 @@ async fn not_found() -> ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
+
+    /// The state the routes get, over `store`, with a fresh data directory named after `name`;
+    /// and what the routes publish.
+    fn app_state(
+        store: Store,
+        config: &Config,
+        name: &str,
+    ) -> (
+        AppState,
+        std::sync::mpsc::Receiver<Publish>,
+        std::path::PathBuf,
+    ) {
+        let dir = std::env::temp_dir().join(format!("ember-http-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let (_, alerts) = crate::alerts::run::Evaluator::start(config.alerts.clone(), &dir);
+        let (outgoing, sent) = std::sync::mpsc::channel();
+        let state = AppState {
+            store: Arc::new(RwLock::new(store)),
+            started: Instant::now(),
+            mqtt_addr: "127.0.0.1:1883".parse().unwrap(),
+            broker: "embedded",
+            persist: Arc::default(),
+            events: broadcast::channel(4).0,
+            stopping: watch::channel(false).1,
+            alerts,
+            commands: Arc::new(Mutex::new(Commands::open(&dir))),
+            outgoing,
+            auth: Arc::new(Auth::with_key(auth::ReadAccess::Open, Vec::new(), [7; 32])),
+            gate: None,
+            https: false,
+        };
+        (state, sent, dir)
+    }
+
+    /// `/api/hosts` is written a share of hosts at a time (issue #9): whatever the number of
+    /// hosts, around and across the shares' edges, it is the one JSON array it was when it was
+    /// made whole, every host once, in order, with its tags.
+    #[tokio::test]
+    async fn the_hosts_list_streamed_is_the_list_made_whole() {
+        use crate::store::StoreConfig;
+        use ember_wire::{Envelope, Message, Sample};
+        let config = crate::config::RawConfig::default().validate().unwrap();
+        let now = crate::now_ms();
+        for n in [
+            0,
+            1,
+            HOSTS_CHUNK - 1,
+            HOSTS_CHUNK,
+            HOSTS_CHUNK + 1,
+            2 * HOSTS_CHUNK + 7,
+        ] {
+            let mut store = Store::new(StoreConfig::from_config(&config));
+            let mut buf = [0u8; ember_wire::MAX_ENCODED_LEN];
+            for i in (0..n).rev() {
+                let host = format!("pi-{i:03}");
+                let mut s = Sample {
+                    seq: 1,
+                    timestamp_ms: now,
+                    ..Sample::default()
+                };
+                s.cpu.busy = i as u16;
+                let sample = Envelope::new(HostId::new(&host).unwrap(), Message::Sample(s))
+                    .encode(&mut buf)
+                    .unwrap()
+                    .to_vec();
+                store
+                    .ingest(&format!("ember/v1/{host}/sample"), &sample, now)
+                    .unwrap();
+            }
+            let (state, _, dir) = app_state(store, &config, "hosts");
+            let body = hosts(State(state.clone())).await.into_body();
+            let got: serde_json::Value =
+                serde_json::from_slice(&axum::body::to_bytes(body, usize::MAX).await.unwrap())
+                    .expect("one JSON document");
+            let tags = tagger(&state);
+            let store = read(&state);
+            let whole: Vec<Tagged> = store
+                .summaries(now)
+                .into_iter()
+                .map(|summary| Tagged {
+                    tags: tags(summary.id.as_str()),
+                    summary,
+                })
+                .collect();
+            let whole = serde_json::to_value(&whole).unwrap();
+            drop(store);
+            let ids: Vec<&str> = got
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|h| h["id"].as_str().unwrap())
+                .collect();
+            let expected: Vec<String> = (0..n).map(|i| format!("pi-{i:03}")).collect();
+            assert_eq!(ids, expected, "{n} hosts");
+            assert_eq!(got, whole, "{n} hosts");
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
 
     /// Issue #7 with #8: the audit log's "who" is the operator that `auth::guard` put into the
     /// request's extensions (the name of the operator token), for commands and silences.
@@ -866,26 +1002,7 @@ mod tests {
         store
             .ingest("ember/v1/pi/status", &online, crate::now_ms())
             .unwrap();
-        let dir = std::env::temp_dir().join(format!("ember-http-actor-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let (_, alerts) = crate::alerts::run::Evaluator::start(config.alerts.clone(), &dir);
-        let (outgoing, sent) = std::sync::mpsc::channel();
-        let state = AppState {
-            store: Arc::new(RwLock::new(store)),
-            started: Instant::now(),
-            mqtt_addr: "127.0.0.1:1883".parse().unwrap(),
-            broker: "embedded",
-            persist: Arc::default(),
-            events: broadcast::channel(4).0,
-            stopping: watch::channel(false).1,
-            alerts,
-            commands: Arc::new(Mutex::new(Commands::open(&dir))),
-            outgoing,
-            auth: Arc::new(Auth::with_key(auth::ReadAccess::Open, Vec::new(), [7; 32])),
-            gate: None,
-            https: false,
-        };
+        let (state, sent, dir) = app_state(store, &config, "actor");
         let req = |json: &str| Ok(Json(serde_json::from_str(json).unwrap()));
         let operator = |name: &str| {
             Extension(Operator {
