@@ -379,6 +379,77 @@ mod tests {
         assert!(a.write_all(b"x").await.is_err());
     }
 
+    /// A subscriber gets every retained message its filter matches, however many: rumqttd 0.20
+    /// sent as many as one read's room (200 at QoS 0, the free inflight slots at QoS 1) and
+    /// dropped the rest, so Home Assistant subscribing to discovery behind a fleet of more
+    /// than a hundred or two hosts saw only some of them.
+    #[tokio::test]
+    async fn a_subscriber_gets_every_retained_message() {
+        use rumqttc::mqttbytes::v4::{self, Packet as In};
+        use rumqttc::mqttbytes::QoS;
+        use rumqttd::protocol::{Packet, Publish};
+        const N: usize = 1000;
+        let dir =
+            std::env::temp_dir().join(format!("ember-broker-retained-{}", std::process::id()));
+        let mut running = start(&Config::ephemeral(dir))
+            .await
+            .expect("the broker starts");
+        for i in 0..N {
+            let p = Publish::new(format!("t/{i}").into_bytes(), vec![7; 300], true);
+            running
+                .link_tx
+                .send(Packet::Publish(p, None))
+                .await
+                .unwrap();
+        }
+        // (Another topic, not matched.)
+        let p = Publish::new(b"other".to_vec(), vec![1], true);
+        running
+            .link_tx
+            .send(Packet::Publish(p, None))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        for qos in [QoS::AtMostOnce, QoS::AtLeastOnce] {
+            let mut s = connect(&running.handoff).unwrap();
+            let mut out = bytes::BytesMut::new();
+            let mut c = v4::Connect::new(format!("retained-{qos:?}"));
+            c.keep_alive = 30;
+            c.write(&mut out).unwrap();
+            v4::Subscribe::new("t/#", qos).write(&mut out).unwrap();
+            s.write_all(&out).await.unwrap();
+            let mut topics = std::collections::HashSet::new();
+            let mut buf = bytes::BytesMut::new();
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            while topics.len() < N {
+                match In::read(&mut buf, 1 << 20) {
+                    Ok(In::Publish(p)) => {
+                        assert!(p.retain, "sent as retained");
+                        if let Some(pkid) = (p.qos == QoS::AtLeastOnce).then_some(p.pkid) {
+                            let mut ack = bytes::BytesMut::new();
+                            v4::PubAck::new(pkid).write(&mut ack).unwrap();
+                            s.write_all(&ack).await.unwrap();
+                        }
+                        topics.insert(p.topic);
+                    }
+                    Ok(_) => {}
+                    Err(rumqttc::mqttbytes::Error::InsufficientBytes(_)) => {
+                        let mut more = [0u8; 4096];
+                        let n = tokio::time::timeout_at(deadline, s.read(&mut more))
+                            .await
+                            .unwrap_or_else(|_| panic!("{qos:?}: {} of {N} in 10 s", topics.len()))
+                            .unwrap();
+                        assert!(n > 0, "closed");
+                        buf.extend_from_slice(&more[..n]);
+                    }
+                    Err(e) => panic!("{e:?}"),
+                }
+            }
+            assert_eq!(topics.len(), N, "{qos:?}");
+            assert!(!topics.contains("other"));
+        }
+    }
+
     /// rumqttd is reached through the handoff only: every connection handed over is served,
     /// side by side, and none needs a password.
     #[tokio::test]

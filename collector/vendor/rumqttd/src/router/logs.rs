@@ -273,8 +273,38 @@ impl DataLog {
         self.retained_publishes.remove(&topic);
     }
 
+    /// Ember: the topics of the retained messages `filter` matches (expired ones dropped first,
+    /// as `read_retained_messages` does), for `forward_device_data` to send a read's room at a
+    /// time with [`DataLog::retained`].
+    pub fn retained_topics(&mut self, filter: &str) -> VecDeque<String> {
+        self.drop_expired_retained();
+        self.retained_publishes
+            .keys()
+            .filter(|topic| matches(topic, filter))
+            .cloned()
+            .collect()
+    }
+
+    /// Ember: the retained message on `topic`, if there is one.
+    pub fn retained(&self, topic: &str) -> Option<PubWithProp> {
+        self.retained_publishes
+            .get(topic)
+            .map(|p| (p.publish.clone(), p.properties.clone()))
+    }
+
     pub fn read_retained_messages(&mut self, filter: &str) -> Vec<PubWithProp> {
         trace!(info = "reading retain msg", filter = &filter);
+        self.drop_expired_retained(); // Ember: moved into a function of its own
+
+        // no need to include timestamp when returning
+        self.retained_publishes
+            .iter()
+            .filter(|(topic, _)| matches(topic, filter))
+            .map(|(_, p)| (p.publish.clone(), p.properties.clone()))
+            .collect()
+    }
+
+    fn drop_expired_retained(&mut self) {
         let now = Instant::now();
 
         // discard expired retained messages
@@ -302,13 +332,6 @@ impl DataLog {
 
             is_valid
         });
-
-        // no need to include timestamp when returning
-        self.retained_publishes
-            .iter()
-            .filter(|(topic, _)| matches(topic, filter))
-            .map(|(_, p)| (p.publish.clone(), p.properties.clone()))
-            .collect()
     }
 }
 

@@ -196,6 +196,10 @@ pub struct DataRequest {
     max_count: usize,
     pub(crate) forward_retained: bool,
     pub(crate) group: Option<String>,
+    /// Ember: the retained topics still to send since the subscription, a read's room at a
+    /// time (`forward_device_data`); upstream sent one read's room and dropped the rest.
+    #[serde(skip)]
+    pub(crate) retained_pending: std::collections::VecDeque<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -980,6 +980,7 @@ impl Router {
                 // set true for new subscriptions
                 forward_retained,
                 group,
+                retained_pending: Default::default(), // Ember
             };
 
             self.scheduler.track(id, request);
@@ -1469,17 +1470,22 @@ fn forward_device_data(
     let mut publishes = Vec::new();
 
     if request.forward_retained {
-        // NOTE: ideally we want to limit the number of read messages
-        // and skip the messages previously read while reading next time.
-        // but for now, we just try to read all messages and drop the excess ones
-        let mut retained_publishes = datalog.read_retained_messages(&request.filter);
-        retained_publishes.truncate(inflight_slots as usize);
-
-        publishes.extend(retained_publishes.into_iter().map(|p| (p, None)));
-        inflight_slots -= publishes.len() as u64;
+        // Ember: every matching topic is noted and sent below, a read's room at a time, until
+        // all are sent. Upstream sent one read's room (200 at QoS 0) and dropped the rest.
+        request.retained_pending = datalog.retained_topics(&request.filter);
 
         // we only want to forward retained messages once
         request.forward_retained = false;
+    }
+    // Ember: (a retained message removed meanwhile is skipped; one replaced goes as it is now)
+    while inflight_slots > 0 {
+        let Some(topic) = request.retained_pending.pop_front() else {
+            break;
+        };
+        if let Some(p) = datalog.retained(&topic) {
+            publishes.push((p, None));
+            inflight_slots -= 1;
+        }
     }
 
     let (next, publishes_from_datalog) =
@@ -1625,7 +1631,8 @@ fn forward_device_data(
         share.cursor = request.cursor;
     }
 
-    if caughtup {
+    // Ember: not parked while retained messages are still to send.
+    if caughtup && request.retained_pending.is_empty() {
         ConsumeStatus::FilterCaughtup
     } else {
         ConsumeStatus::PartialRead
