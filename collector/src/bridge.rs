@@ -40,6 +40,152 @@ pub fn availability_topic(host: &HostId) -> String {
     format!("{JSON_PREFIX}/{host}/availability")
 }
 
+/// The bridge's retained topics served from the store (embedded broker): new subscriptions get
+/// each host's JSON state, availability and Home Assistant discovery made from the store as it
+/// is then (rumqttd asks, see `rumqttd::RetainedSource`), and the bridge publishes them without
+/// the retain flag, so that the broker's retained table does not keep a copy of each. At
+/// 10,000 hosts those copies were about 3 KB of payload per host and the collector's largest
+/// item after its connections (issue #9). With an external broker the bridge publishes them
+/// retained as before: that broker keeps them.
+pub struct Served {
+    store: std::sync::Arc<std::sync::RwLock<Store>>,
+    config: BridgeConfig,
+}
+
+impl Served {
+    /// Serves what `config` makes the bridge publish, from `store`.
+    pub fn new(store: std::sync::Arc<std::sync::RwLock<Store>>, config: BridgeConfig) -> Self {
+        Served { store, config }
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Store> {
+        // A panic while holding the lock cannot leave the store half-changed in a way that
+        // matters for reading.
+        self.store.read().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Which of the bridge's retained topics, for which host.
+enum Kept {
+    State(HostId),
+    Availability(HostId),
+    Discovery(HostId),
+}
+
+impl BridgeConfig {
+    /// The Home Assistant discovery topic of `host`.
+    fn discovery_topic(&self, host: &HostId) -> String {
+        format!("{}/device/ember_{host}/config", self.discovery_prefix)
+    }
+
+    /// Which of the bridge's retained topics `topic` is, if it is one that [`Served`] serves.
+    fn served(&self, topic: &str) -> Option<Kept> {
+        if !self.json {
+            return None;
+        }
+        if let Some(rest) = topic
+            .strip_prefix(JSON_PREFIX)
+            .and_then(|r| r.strip_prefix('/'))
+        {
+            return match rest.strip_suffix("/availability") {
+                Some(host) => HostId::new(host).ok().map(Kept::Availability),
+                None => HostId::new(rest).ok().map(Kept::State),
+            };
+        }
+        if !self.home_assistant {
+            return None;
+        }
+        let host = topic
+            .strip_prefix(self.discovery_prefix.as_str())?
+            .strip_prefix("/device/ember_")?
+            .strip_suffix("/config")?;
+        HostId::new(host).ok().map(Kept::Discovery)
+    }
+
+    /// Whether [`Served`] serves `topic` (so the bridge publishes it without the retain flag
+    /// to the embedded broker).
+    pub fn serves(&self, topic: &str) -> bool {
+        self.served(topic).is_some()
+    }
+}
+
+impl rumqttd::RetainedSource for Served {
+    fn topics(&self, filter: &str) -> Vec<String> {
+        if !self.config.json {
+            return Vec::new();
+        }
+        // Most filters (the collector's own `ember/v1/#`, every agent's commands as it
+        // connects) match none of these: told by their first levels, without a look at every
+        // host. One without wildcards names one topic.
+        let ha = self.config.home_assistant;
+        let discovery = format!("{}/device", self.config.discovery_prefix);
+        let wanted = may_match(filter, JSON_PREFIX) || (ha && may_match(filter, &discovery));
+        if !wanted {
+            return Vec::new();
+        }
+        if !filter.contains(['+', '#']) {
+            let now_ms = crate::now_ms();
+            let kept = self.payload_at(filter, now_ms).is_some();
+            return if kept {
+                vec![filter.to_string()]
+            } else {
+                Vec::new()
+            };
+        }
+        let store = self.read();
+        let mut out = Vec::new();
+        for h in store.summaries_after(None, usize::MAX, crate::now_ms()) {
+            let mut topics = vec![state_topic(h.id), availability_topic(h.id)];
+            if self.config.home_assistant && h.has_sample() {
+                topics.push(self.config.discovery_topic(h.id));
+            }
+            out.extend(
+                topics
+                    .into_iter()
+                    .filter(|t| rumqttd::protocol::matches(t, filter)),
+            );
+        }
+        out
+    }
+
+    fn payload(&self, topic: &str) -> Option<Vec<u8>> {
+        self.payload_at(topic, crate::now_ms())
+    }
+}
+
+/// Whether `filter` may match a topic under `prefix` (levels separated by `/`, no wildcards).
+fn may_match(filter: &str, prefix: &str) -> bool {
+    let mut levels = filter.split('/');
+    for want in prefix.split('/') {
+        match levels.next() {
+            Some("#") => return true,
+            Some("+") => {}
+            Some(level) if level == want => {}
+            _ => return false,
+        }
+    }
+    // Topics under the prefix have more levels.
+    levels.next().is_some()
+}
+
+impl Served {
+    /// What is retained on `topic` at `now_ms`, if it is one of the bridge's topics.
+    fn payload_at(&self, topic: &str, now_ms: u64) -> Option<Vec<u8>> {
+        let which = self.config.served(topic)?;
+        let store = self.read();
+        Some(match which {
+            Kept::State(id) => state_json(&store.summary(&id, now_ms)?)
+                .to_string()
+                .into_bytes(),
+            Kept::Availability(id) => availability(&store.summary(&id, now_ms)?).payload,
+            Kept::Discovery(id) => {
+                let h = store.summary(&id, now_ms)?;
+                discovery_json(&h, &h.latest()?).to_string().into_bytes()
+            }
+        })
+    }
+}
+
 /// One publication to make.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Publish {
@@ -196,10 +342,7 @@ impl Bridge {
     }
 
     fn discovery_topic(&self, host: &HostId) -> String {
-        format!(
-            "{}/device/ember_{host}/config",
-            self.config.discovery_prefix
-        )
+        self.config.discovery_topic(host)
     }
 
     /// Whether [`Bridge::on_event`] does anything with sample events (the JSON state).
@@ -567,6 +710,118 @@ mod tests {
             out.extend(run(b, st, &topic, &sample, 1000 + i as u64));
         }
         out
+    }
+
+    /// What the embedded broker gets from `Served` for a new subscription is what the bridge
+    /// publishes, made from the store as it is then: the same topics, and the same payloads.
+    #[test]
+    fn the_retained_topics_served_are_the_bridges() {
+        use rumqttd::RetainedSource;
+        use std::sync::{Arc, RwLock};
+        let (mut b, mut st) = setup();
+        let mut published = five_hosts_sample(&mut b, &mut st);
+        // A host with a status and no sample yet: no discovery.
+        let online = enc_for("f", Message::Status(Status::Online { interval_ms: 1000 }));
+        published.extend(run(&mut b, &mut st, "ember/v1/f/status", &online, 2000));
+        let config = b.config.clone();
+        let store = Arc::new(RwLock::new(st));
+        let served = Served::new(store.clone(), config.clone());
+        let hosts = ["a", "b", "c", "d", "e", "f"];
+        let mut all = served.topics("#");
+        all.sort();
+        let mut expected: Vec<String> = hosts
+            .iter()
+            .flat_map(|h| {
+                let id = HostId::new(h).unwrap();
+                let mut t = vec![state_topic(&id), availability_topic(&id)];
+                if *h != "f" {
+                    t.push(config.discovery_topic(&id));
+                }
+                t
+            })
+            .collect();
+        expected.sort();
+        assert_eq!(all, expected);
+        for p in &published {
+            assert!(all.contains(&p.topic), "{} published, not served", p.topic);
+            assert!(config.serves(&p.topic));
+        }
+        // Payloads: as the bridge makes them now.
+        let now = crate::now_ms();
+        let st = store.read().unwrap();
+        for h in hosts {
+            let id = HostId::new(h).unwrap();
+            let summary = st.summary(&id, now).unwrap();
+            let state = served.payload(&state_topic(&id)).unwrap();
+            assert_eq!(
+                serde_json::from_slice::<Value>(&state).unwrap(),
+                state_json(&summary)
+            );
+            let avail = served.payload(&availability_topic(&id)).unwrap();
+            assert_eq!(avail, availability(&summary).payload);
+            let disc = served.payload(&config.discovery_topic(&id));
+            let sent = published
+                .iter()
+                .rfind(|p| p.topic == config.discovery_topic(&id))
+                .map(|p| p.payload.clone());
+            assert_eq!(disc, sent, "{h}");
+        }
+        drop(st);
+        // Filters: only what they match; most are told at their first level.
+        let sorted = |mut v: Vec<String>| {
+            v.sort();
+            v
+        };
+        assert_eq!(served.topics("ember/json/a"), ["ember/json/a"]);
+        assert_eq!(served.topics("ember/json/+").len(), 6);
+        assert_eq!(served.topics("+/json/+/availability").len(), 6);
+        assert_eq!(
+            sorted(served.topics("homeassistant/#")),
+            ["a", "b", "c", "d", "e"].map(|h| format!("homeassistant/device/ember_{h}/config"))
+        );
+        assert_eq!(
+            served.topics("homeassistant/device/ember_a/config"),
+            ["homeassistant/device/ember_a/config"]
+        );
+        assert_eq!(served.topics("ember/#").len(), 12);
+        for none in [
+            "ember/v1/#",
+            "ember/v1/a/cmd",
+            "ember/json",
+            "ember/json/zz",
+            "homeassistant/device/ember_f/config",
+            "other/#",
+            "ember/alerts",
+            "homeassistant/status",
+        ] {
+            assert!(served.topics(none).is_empty(), "{none}");
+        }
+        for none in [
+            "ember/json/zz",
+            "ember/json/a/b",
+            "ember/alerts",
+            "ember/v1/a/alerts",
+        ] {
+            assert_eq!(served.payload(none), None, "{none}");
+        }
+        for other in [
+            "ember/alerts",
+            "ember/v1/a/alerts",
+            "homeassistant/status",
+            "ember/json",
+        ] {
+            assert!(!config.serves(other), "{other}");
+        }
+        // Without Home Assistant, no discovery; without the JSON state, nothing.
+        let mut c = config.clone();
+        c.home_assistant = false;
+        let no_ha = Served::new(store.clone(), c.clone());
+        assert_eq!(no_ha.topics("#").len(), 12);
+        assert!(!c.serves("homeassistant/device/ember_a/config"));
+        c.json = false;
+        let off = Served::new(store, c.clone());
+        assert!(off.topics("#").is_empty() && off.payload("ember/json/a").is_none());
+        assert!(!c.serves("ember/json/a"));
     }
 
     /// Over the budget, discoveries wait and go out in order in later rounds, each once.

@@ -112,7 +112,16 @@ pub struct Running {
 ///
 /// rumqttd has no way to stop; its threads end with the process.
 pub async fn start(config: &Config) -> Result<Running, BrokerError> {
-    let mut broker = Broker::new(rumqttd_config(config));
+    start_serving(config, None).await
+}
+
+/// [`start`], new subscriptions also getting the retained messages `source` serves (the MQTT
+/// bridge's, [`crate::bridge::Served`]), which rumqttd's retained table then need not hold.
+pub async fn start_serving(
+    config: &Config,
+    source: Option<Arc<dyn rumqttd::RetainedSource>>,
+) -> Result<Running, BrokerError> {
+    let mut broker = Broker::with_retained_source(rumqttd_config(config), source);
     let handoff = broker.handoff(SERVER);
     let (link_tx, link_rx) = broker
         .link("ember-collector")
@@ -382,71 +391,91 @@ mod tests {
     /// A subscriber gets every retained message its filter matches, however many: rumqttd 0.20
     /// sent as many as one read's room (200 at QoS 0, the free inflight slots at QoS 1) and
     /// dropped the rest, so Home Assistant subscribing to discovery behind a fleet of more
-    /// than a hundred or two hosts saw only some of them.
+    /// than a hundred or two hosts saw only some of them. Those a retained source serves (the
+    /// MQTT bridge's, from the store) come the same way, the table's first where both have one.
     #[tokio::test]
     async fn a_subscriber_gets_every_retained_message() {
         use rumqttc::mqttbytes::v4::{self, Packet as In};
         use rumqttc::mqttbytes::QoS;
         use rumqttd::protocol::{Packet, Publish};
         const N: usize = 1000;
+        /// Serves `s/0` … `s/499`, each its number.
+        struct Source;
+        impl rumqttd::RetainedSource for Source {
+            fn topics(&self, filter: &str) -> Vec<String> {
+                (0..N / 2)
+                    .map(|i| format!("s/{i}"))
+                    .filter(|t| rumqttd::protocol::matches(t, filter))
+                    .collect()
+            }
+            fn payload(&self, topic: &str) -> Option<Vec<u8>> {
+                topic.strip_prefix("s/").map(|i| i.as_bytes().to_vec())
+            }
+        }
         let dir =
             std::env::temp_dir().join(format!("ember-broker-retained-{}", std::process::id()));
-        let mut running = start(&Config::ephemeral(dir))
+        let mut running = start_serving(&Config::ephemeral(dir), Some(Arc::new(Source)))
             .await
             .expect("the broker starts");
-        for i in 0..N {
-            let p = Publish::new(format!("t/{i}").into_bytes(), vec![7; 300], true);
+        let mut retained: Vec<(String, Vec<u8>)> =
+            (0..N).map(|i| (format!("t/{i}"), vec![7; 300])).collect();
+        // Another topic; and one the source serves too, whose table copy is sent.
+        retained.push(("other".into(), vec![1]));
+        retained.push(("s/0".into(), b"table".to_vec()));
+        for (topic, payload) in retained {
+            let p = Publish::new(topic.into_bytes(), payload, true);
             running
                 .link_tx
                 .send(Packet::Publish(p, None))
                 .await
                 .unwrap();
         }
-        // (Another topic, not matched.)
-        let p = Publish::new(b"other".to_vec(), vec![1], true);
-        running
-            .link_tx
-            .send(Packet::Publish(p, None))
-            .await
-            .unwrap();
         tokio::time::sleep(Duration::from_millis(300)).await;
-        for qos in [QoS::AtMostOnce, QoS::AtLeastOnce] {
+        for (filter, qos, n) in [
+            ("t/#", QoS::AtMostOnce, N),
+            ("t/#", QoS::AtLeastOnce, N),
+            ("#", QoS::AtMostOnce, N + 1 + N / 2),
+        ] {
             let mut s = connect(&running.handoff).unwrap();
             let mut out = bytes::BytesMut::new();
-            let mut c = v4::Connect::new(format!("retained-{qos:?}"));
+            let mut c = v4::Connect::new(format!("retained-{n}-{qos:?}"));
             c.keep_alive = 30;
             c.write(&mut out).unwrap();
-            v4::Subscribe::new("t/#", qos).write(&mut out).unwrap();
+            v4::Subscribe::new(filter, qos).write(&mut out).unwrap();
             s.write_all(&out).await.unwrap();
-            let mut topics = std::collections::HashSet::new();
+            let mut got = std::collections::HashMap::new();
             let mut buf = bytes::BytesMut::new();
             let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-            while topics.len() < N {
+            while got.len() < n {
                 match In::read(&mut buf, 1 << 20) {
                     Ok(In::Publish(p)) => {
                         assert!(p.retain, "sent as retained");
-                        if let Some(pkid) = (p.qos == QoS::AtLeastOnce).then_some(p.pkid) {
+                        if p.qos == QoS::AtLeastOnce {
                             let mut ack = bytes::BytesMut::new();
-                            v4::PubAck::new(pkid).write(&mut ack).unwrap();
+                            v4::PubAck::new(p.pkid).write(&mut ack).unwrap();
                             s.write_all(&ack).await.unwrap();
                         }
-                        topics.insert(p.topic);
+                        assert!(got.insert(p.topic, p.payload).is_none(), "sent twice");
                     }
                     Ok(_) => {}
                     Err(rumqttc::mqttbytes::Error::InsufficientBytes(_)) => {
                         let mut more = [0u8; 4096];
-                        let n = tokio::time::timeout_at(deadline, s.read(&mut more))
-                            .await
-                            .unwrap_or_else(|_| panic!("{qos:?}: {} of {N} in 10 s", topics.len()))
+                        let read = tokio::time::timeout_at(deadline, s.read(&mut more)).await;
+                        let k = read
+                            .unwrap_or_else(|_| panic!("{filter}: {} of {n} in 10 s", got.len()))
                             .unwrap();
-                        assert!(n > 0, "closed");
-                        buf.extend_from_slice(&more[..n]);
+                        assert!(k > 0, "closed");
+                        buf.extend_from_slice(&more[..k]);
                     }
                     Err(e) => panic!("{e:?}"),
                 }
             }
-            assert_eq!(topics.len(), N, "{qos:?}");
-            assert!(!topics.contains("other"));
+            assert_eq!(got.len(), n, "{filter} {qos:?}");
+            if filter == "#" {
+                assert_eq!(&got["s/0"][..], b"table");
+                assert_eq!(&got["s/499"][..], b"499");
+                assert_eq!(&got["other"][..], [1]);
+            }
         }
     }
 

@@ -19,7 +19,7 @@ use tokio::sync::broadcast;
 
 use crate::bridge::{self, Bridge};
 use crate::commands::Commands;
-use crate::config::{Config, ExternalBroker};
+use crate::config::{BridgeConfig, Config, ExternalBroker};
 use crate::gate::Flow;
 use crate::persist::Persister;
 use crate::store::{Event, Reject, Store};
@@ -82,6 +82,9 @@ pub struct LinkBus {
     /// The gate's flow control, told what ingest has read.
     flow: Option<Arc<Flow>>,
     last_read: Instant,
+    /// The bridge's retained topics the broker gets from the store (`bridge::Served`): these
+    /// are published without the retain flag, so that its table keeps no copy.
+    served: Option<BridgeConfig>,
 }
 
 /// Nothing to read for this long means the broker has given ingest all it had.
@@ -130,6 +133,7 @@ impl LinkBus {
                 dropped: 0,
                 flow: None,
                 last_read: Instant::now(),
+                served: None,
             }),
             Some(Err(e)) => Err(BusError::Link(e.to_string())),
             None => Err(BusError::Link("subscribe did not complete".into())),
@@ -141,6 +145,13 @@ impl LinkBus {
     /// Tells `flow` (the gate's flow control) what ingest reads.
     pub fn with_flow(mut self, flow: Arc<Flow>) -> Self {
         self.flow = Some(flow);
+        self
+    }
+
+    /// Publishes the bridge's retained topics that the broker serves from the store
+    /// (`bridge::Served`, for `config`) without the retain flag.
+    pub fn serving(mut self, config: BridgeConfig) -> Self {
+        self.served = Some(config);
         self
     }
 }
@@ -167,6 +178,7 @@ impl Bus for LinkBus {
     }
 
     fn publish(&mut self, topic: &str, payload: Vec<u8>, retain: bool) {
+        let retain = retain && !self.served.as_ref().is_some_and(|c| c.serves(topic));
         let publish = Publish::new(topic.as_bytes().to_vec(), payload, retain);
         if let Some(Err(e)) = self.tx.send(Packet::Publish(publish, None)).now_or_never() {
             tracing::warn!(%topic, "bridge publish failed: {e}");

@@ -152,9 +152,11 @@ pub async fn start(
     let (bus, mqtt_addr, broker_kind): (Box<dyn ingest::Bus>, SocketAddr, &'static str) =
         match &config.external {
             None => {
-                let broker = broker::start(&config).await?;
+                let served = bridge::Served::new(store.clone(), config.bridge.clone());
+                let broker = broker::start_serving(&config, Some(Arc::new(served))).await?;
                 let bus = ingest::LinkBus::new(broker.link_tx, broker.link_rx, &extra)?
-                    .with_flow(flow.clone());
+                    .with_flow(flow.clone())
+                    .serving(config.bridge.clone());
                 let settings =
                     gate::Settings::from_config(&config, broker.handoff).context("MQTT TLS")?;
                 let listener = tokio::net::TcpListener::bind(config.mqtt_listen)

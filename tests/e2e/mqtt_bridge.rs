@@ -70,4 +70,30 @@ async fn json_state_and_home_assistant_discovery_over_mqtt() {
         p == b"offline"
     })
     .await;
+
+    // A subscriber arriving once nothing more is published gets all three, retained, as they
+    // are now (the embedded broker serves them from the store: issue #9).
+    let mut late = mqtt(options("e2e-late", c.mqtt_port()));
+    for filter in ["ember/json/#", "homeassistant/#"] {
+        late.client
+            .subscribe(filter, QoS::AtLeastOnce)
+            .await
+            .unwrap();
+    }
+    let mut got = std::collections::HashMap::new();
+    tokio::time::timeout(long, async {
+        while got.len() < 3 {
+            let (t, p, retained) = late.rx.recv().await.expect("the MQTT client stopped");
+            assert!(retained, "{t} not sent as retained");
+            got.insert(t, p);
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("retained: only {:?}", got.keys()));
+    let state: Value = serde_json::from_slice(&got["ember/json/ha-host"]).unwrap();
+    assert_eq!(state["status"], "offline");
+    assert!(state["info"]["kernel"].is_string());
+    assert_eq!(got["ember/json/ha-host/availability"], b"offline");
+    let again: Value = serde_json::from_slice(&got[topic]).unwrap();
+    assert_eq!(again["dev"], disc["dev"]);
 }

@@ -34,6 +34,17 @@ mod router;
 mod segments;
 mod server;
 
+/// Ember: retained messages that something else in the process holds and makes when asked,
+/// served to new subscriptions as if they were in the broker's retained table (which is looked
+/// at first). The collector serves its MQTT bridge's JSON states and Home Assistant discovery
+/// this way from its store, rather than keeping a copy of each in the table.
+pub trait RetainedSource: Send + Sync {
+    /// The topics served that `filter` matches.
+    fn topics(&self, filter: &str) -> Vec<String>;
+    /// What is retained on `topic` now, if anything.
+    fn payload(&self, topic: &str) -> Option<Vec<u8>>;
+}
+
 pub type ConnectionId = usize;
 pub type RouterId = usize;
 pub type NodeId = usize;

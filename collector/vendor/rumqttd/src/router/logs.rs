@@ -63,6 +63,8 @@ pub struct DataLog {
     retained_publishes: HashMap<Topic, Box<PublishData>>,
     /// List of filters associated with a topic
     publish_filters: HashMap<Topic, Vec<FilterIdx>>,
+    /// Ember: retained messages served from elsewhere (`Router::set_retained_source`).
+    pub(crate) retained_source: Option<std::sync::Arc<dyn crate::RetainedSource>>,
 }
 
 impl DataLog {
@@ -89,6 +91,7 @@ impl DataLog {
             publish_filters,
             filter_indexes,
             retained_publishes,
+            retained_source: None, // Ember
         })
     }
 
@@ -278,18 +281,29 @@ impl DataLog {
     /// time with [`DataLog::retained`].
     pub fn retained_topics(&mut self, filter: &str) -> VecDeque<String> {
         self.drop_expired_retained();
-        self.retained_publishes
+        let mut topics: VecDeque<String> = self
+            .retained_publishes
             .keys()
             .filter(|topic| matches(topic, filter))
             .cloned()
-            .collect()
+            .collect();
+        if let Some(source) = &self.retained_source {
+            let served = source.topics(filter);
+            let table = &self.retained_publishes;
+            topics.extend(served.into_iter().filter(|t| !table.contains_key(t)));
+        }
+        topics
     }
 
-    /// Ember: the retained message on `topic`, if there is one.
+    /// Ember: the retained message on `topic`, if there is one: the table's, else the
+    /// retained source's as it is now.
     pub fn retained(&self, topic: &str) -> Option<PubWithProp> {
-        self.retained_publishes
-            .get(topic)
-            .map(|p| (p.publish.clone(), p.properties.clone()))
+        if let Some(p) = self.retained_publishes.get(topic) {
+            return Some((p.publish.clone(), p.properties.clone()));
+        }
+        let payload = self.retained_source.as_ref()?.payload(topic)?;
+        let publish = Publish::new(bytes::Bytes::from(topic.to_string()), payload.into(), true);
+        Some((publish, None))
     }
 
     pub fn read_retained_messages(&mut self, filter: &str) -> Vec<PubWithProp> {

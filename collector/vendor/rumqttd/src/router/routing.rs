@@ -161,6 +161,11 @@ impl Router {
     /// For that reason, all the public methods should start the router in the
     /// background
     #[tracing::instrument(skip_all)]
+    /// Ember: new subscriptions also get the retained messages `source` serves.
+    pub fn set_retained_source(&mut self, source: std::sync::Arc<dyn crate::RetainedSource>) {
+        self.datalog.retained_source = Some(source);
+    }
+
     pub fn spawn(mut self) -> Sender<(ConnectionId, Event)> {
         let router = thread::Builder::new().name(format!("router-{}", self.id));
         let link = self.link();

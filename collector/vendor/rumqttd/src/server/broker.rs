@@ -87,9 +87,21 @@ impl Handoff {
 
 impl Broker {
     pub fn new(config: Config) -> Broker {
+        Self::with_retained_source(config, None) // Ember
+    }
+
+    /// Ember: a broker whose new subscriptions also get the retained messages `source` serves
+    /// (see [`crate::RetainedSource`]).
+    pub fn with_retained_source(
+        config: Config,
+        source: Option<Arc<dyn crate::RetainedSource>>,
+    ) -> Broker {
         let config = Arc::new(config);
         let router_config = config.router.clone();
-        let router: Router = Router::new(config.id, router_config);
+        let mut router: Router = Router::new(config.id, router_config); // Ember: mut
+        if let Some(source) = source {
+            router.set_retained_source(source); // Ember
+        }
 
         // Setup cluster if cluster settings are configured.
         match config.cluster.clone() {
