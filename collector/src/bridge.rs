@@ -124,8 +124,13 @@ impl rumqttd::RetainedSource for Served {
             return Vec::new();
         }
         if !filter.contains(['+', '#']) {
-            let now_ms = crate::now_ms();
-            let kept = self.payload_at(filter, now_ms).is_some();
+            let store = self.read();
+            let has = |id: &HostId| store.summary(id, 0);
+            let kept = match self.config.served(filter) {
+                Some(Kept::State(id) | Kept::Availability(id)) => has(&id).is_some(),
+                Some(Kept::Discovery(id)) => has(&id).is_some_and(|h| h.has_sample()),
+                None => false,
+            };
             return if kept {
                 vec![filter.to_string()]
             } else {

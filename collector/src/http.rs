@@ -402,7 +402,15 @@ async fn health(State(state): State<AppState>) -> Response {
     let persistence = persist(&state);
     let store = read(&state);
     let memory = store.memory();
-    let status = if persistence.ok { "ok" } else { "degraded" };
+    let spill = store.spill_stats();
+    // The disk refuses writes: the log's and snapshots' (`persistence`), or the spill's (its
+    // blocks then stay in memory).
+    let failing = spill.as_ref().is_some_and(|s| s.failing);
+    let status = if persistence.ok && !failing {
+        "ok"
+    } else {
+        "degraded"
+    };
     Json(json!({
         "status": status,
         "version": env!("CARGO_PKG_VERSION"),
@@ -422,7 +430,7 @@ async fn health(State(state): State<AppState>) -> Response {
             "tier_spilled_bytes": memory.tier_spilled_bytes,
             "bytes_per_sample": memory.bytes_per_sample(),
         },
-        "spill": store.spill_stats(),
+        "spill": spill,
         "persistence": persistence,
     }))
     .into_response()
@@ -916,6 +924,65 @@ mod tests {
             https: false,
         };
         (state, sent, dir)
+    }
+
+    /// A disk that refuses the spill's writes (full) makes `/api/health` say `degraded`, as
+    /// one that refuses the log's does, and `ok` again once a write works.
+    #[tokio::test]
+    async fn health_is_degraded_while_spill_writes_fail() {
+        use crate::spill::MemSegment;
+        use crate::store::StoreConfig;
+        use ember_wire::{Envelope, Message, Sample};
+        use std::sync::atomic::Ordering::Relaxed;
+        let config = crate::config::RawConfig::default().validate().unwrap();
+        let (spill, fail) = MemSegment::spill(1 << 20);
+        let spill = Arc::new(spill.with_retry_after(Duration::ZERO));
+        let mut store_config = StoreConfig::from_config(&config);
+        store_config.spill = Some(spill.clone());
+        let mut store = Store::new(store_config);
+        fail.store(true, Relaxed);
+        let now = crate::now_ms();
+        let mut buf = [0u8; ember_wire::MAX_ENCODED_LEN];
+        let mut feed = |store: &mut Store, seqs: std::ops::Range<u64>| {
+            for seq in seqs {
+                let s = Sample {
+                    seq,
+                    timestamp_ms: now + seq,
+                    ..Sample::default()
+                };
+                let bytes = Envelope::new(HostId::new("pi").unwrap(), Message::Sample(s))
+                    .encode(&mut buf)
+                    .unwrap()
+                    .to_vec();
+                store
+                    .ingest("ember/v1/pi/sample", &bytes, now + seq)
+                    .unwrap();
+            }
+        };
+        // A block of 32 (or the first, shorter) is sealed and its write fails.
+        feed(&mut store, 1..40);
+        let (state, _, dir) = app_state(store, &config, "spill-health");
+        // The log's writes work: only the spill's fail.
+        state.persist.lock().unwrap().ok = true;
+        let health = |state: &AppState| {
+            let state = state.clone();
+            async move {
+                let body = super::health(State(state)).await.into_body();
+                let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+                serde_json::from_slice::<serde_json::Value>(&bytes).unwrap()
+            }
+        };
+        let h = health(&state).await;
+        assert_eq!(h["status"], "degraded", "{h}");
+        assert_eq!(h["spill"]["failing"], true);
+        assert!(h["spill"]["errors"].as_u64().unwrap() >= 1);
+        // The disk has room again: the next sealed block goes out, and health is back.
+        fail.store(false, Relaxed);
+        feed(&mut state.store.write().unwrap(), 40..80);
+        let h = health(&state).await;
+        assert_eq!(h["status"], "ok", "{h}");
+        assert_eq!(h["spill"]["failing"], false);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// `/api/hosts` is written a share of hosts at a time (issue #9): whatever the number of

@@ -351,6 +351,12 @@ pub fn render(store: &Store, persist: &PersistStatus, extra: Extra, now_ms: u64)
             "Spill writes and reads that failed (a failed write keeps the block in memory)",
             spill.errors,
         );
+        gauge(
+            &mut out,
+            "ember_collector_spill_failing",
+            "1 while spill writes fail (sealed history blocks stay in memory)",
+            if spill.failing { 1.0 } else { 0.0 },
+        );
     }
     gauge(
         &mut out,

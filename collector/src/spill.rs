@@ -163,6 +163,9 @@ pub struct SpillStats {
     pub moved_blocks: u64,
     /// Writes and reads that failed since start.
     pub errors: u64,
+    /// Whether the last write failed: spilling is paused and sealed blocks stay in memory
+    /// until a write works again (a full disk). `/api/health` says `degraded` meanwhile.
+    pub failing: bool,
     /// The last failure.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
@@ -335,6 +338,7 @@ impl Spill {
         let st = self.lock();
         let c = &self.counters;
         let mut out = SpillStats {
+            failing: st.failed_at.is_some(),
             moved_blocks: c.moved.load(Relaxed),
             errors: c.errors.load(Relaxed),
             last_error: c
@@ -451,11 +455,16 @@ mod tests {
         assert!(e.to_string().contains("paused"), "{e}");
         let st = spill.stats();
         assert_eq!(st.errors, 1);
+        assert!(st.failing);
         assert!(st.last_error.unwrap().contains("disk full"));
         assert_eq!(st.live_bytes, 10);
         let mut out = Vec::new();
         a.read(&mut out).unwrap();
         assert_eq!(out, [1; 10]);
+        // Once the pause is over, a write that works ends it.
+        let spill = spill.with_retry_after(Duration::ZERO);
+        spill.put(0, &[3; 10]).unwrap();
+        assert!(!spill.stats().failing);
     }
 
     #[cfg(unix)]
