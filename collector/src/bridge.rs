@@ -59,9 +59,7 @@ impl Served {
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Store> {
-        // A panic while holding the lock cannot leave the store half-changed in a way that
-        // matters for reading.
-        self.store.read().unwrap_or_else(|e| e.into_inner())
+        Store::read_lock(&self.store)
     }
 }
 
@@ -139,7 +137,7 @@ impl rumqttd::RetainedSource for Served {
         }
         let store = self.read();
         let mut out = Vec::new();
-        for h in store.summaries_after(None, usize::MAX, crate::now_ms()) {
+        for h in store.summaries(crate::now_ms()) {
             let mut topics = vec![state_topic(h.id), availability_topic(h.id)];
             if self.config.home_assistant && h.has_sample() {
                 topics.push(self.config.discovery_topic(h.id));

@@ -330,9 +330,7 @@ fn no_host(id: &HostId) -> ApiError {
 }
 
 fn read(state: &AppState) -> std::sync::RwLockReadGuard<'_, Store> {
-    // A panic while holding the lock cannot leave the store half-changed in a way that matters
-    // for reading: serve what is there.
-    state.store.read().unwrap_or_else(|e| e.into_inner())
+    Store::read_lock(&state.store)
 }
 
 fn persist(state: &AppState) -> PersistStatus {
@@ -475,7 +473,6 @@ const HOSTS_CHUNK: usize = 64;
 async fn hosts(State(state): State<AppState>) -> Response {
     let tags = tagger(&state);
     let now_ms = crate::now_ms();
-    let mut first = true;
     // The state: after which host to go on, or `None` once the list is closed.
     let chunks = futures_util::stream::unfold(Some(None), move |after: Option<Option<HostId>>| {
         let chunk = after.map(|after| {
@@ -487,8 +484,9 @@ async fn hosts(State(state): State<AppState>) -> Response {
             let list = store.summaries_after(after.as_ref(), HOSTS_CHUNK, now_ms);
             let done = list.len() < HOSTS_CHUNK;
             let last = list.last().map(|h| h.id.clone());
-            for summary in list {
-                if !std::mem::take(&mut first) {
+            for (i, summary) in list.into_iter().enumerate() {
+                // A comma before every host but the list's first.
+                if i > 0 || after.is_some() {
                     buf.push(b',');
                 }
                 let tags = tags(summary.id.as_str());

@@ -478,7 +478,7 @@ pub fn spawn(
 }
 
 fn read(store: &RwLock<Store>) -> std::sync::RwLockReadGuard<'_, Store> {
-    store.read().unwrap_or_else(|e| e.into_inner())
+    Store::read_lock(store)
 }
 
 fn write(store: &RwLock<Store>) -> std::sync::RwLockWriteGuard<'_, Store> {

@@ -419,6 +419,12 @@ fn stagger_key(host: &HostId) -> u64 {
 }
 
 impl Store {
+    /// `lock`'s store, read-locked. A panic while it was held cannot have left the store
+    /// half-changed in a way that matters for reading: what is there is served.
+    pub fn read_lock(lock: &std::sync::RwLock<Store>) -> std::sync::RwLockReadGuard<'_, Store> {
+        lock.read().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// An empty store.
     pub fn new(config: StoreConfig) -> Self {
         Store {

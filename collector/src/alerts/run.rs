@@ -61,7 +61,7 @@ pub trait ReadStore {
 
 impl ReadStore for RwLock<Store> {
     fn read<R>(&self, f: impl FnOnce(&Store) -> R) -> R {
-        f(&self.read().unwrap_or_else(|e| e.into_inner()))
+        f(&Store::read_lock(self))
     }
 }
 
