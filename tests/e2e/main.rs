@@ -30,12 +30,15 @@
 //! - `limits`: the connection limit, refused clients reconnecting (issue #9).
 //! - `security`: MQTT authentication, TLS and mTLS with the onboarding certificates, no host
 //!   publishes for another, a flood does not starve the others (issue #8).
+//! - `conformance`: MQTT 3.1.1 conformance cases, each against the embedded broker and Debian's
+//!   Mosquitto in the same run, with a raw-packet client (issue #21).
 
 mod browser;
 mod support;
 
 mod alerts;
 mod commands;
+mod conformance;
 mod dashboard;
 mod drain;
 mod foundation;

@@ -200,6 +200,10 @@ pub struct DataRequest {
     /// time (`forward_device_data`); upstream sent one read's room and dropped the rest.
     #[serde(skip)]
     pub(crate) retained_pending: std::collections::VecDeque<String>,
+    /// Ember: the log's messages before this cursor were sent before the persistent session's
+    /// connection dropped, unacknowledged: sent again, with DUP set [MQTT-3.3.1-1].
+    #[serde(skip)]
+    pub(crate) resend_until: Option<crate::Cursor>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
