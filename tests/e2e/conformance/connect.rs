@@ -146,3 +146,37 @@ pub async fn ping(t: Target) -> Result<()> {
     c.ping().await?;
     c.disconnect().await
 }
+
+/// MQTT 3.1 (protocol name `MQIsdp`, level 3): Mosquitto serves it; Ember refuses it with
+/// CONNACK 1 and closes ([`super::Broker::serves_mqtt_3_1`]; docs/mqtt.md).
+pub async fn mqtt_3_1(t: Target) -> Result<()> {
+    let mut connect = Connect::new(&t.id("a"));
+    connect.protocol_name = "MQIsdp";
+    connect.level = 3;
+    if !t.broker.serves_mqtt_3_1() {
+        return refused(&t, connect, 1).await;
+    }
+    let (c, _) = Client::connect(t.addr, connect).await?;
+    c.disconnect().await
+}
+
+/// [MQTT-3.1.2-8] The will is published when the broker closes the connection because the
+/// keep-alive ran out.
+pub async fn will_on_keep_alive_timeout(t: Target) -> Result<()> {
+    let topic = t.topic("will");
+    let mut sub = Client::new(t.addr, &t.id("sub")).await?;
+    sub.sub(&topic, 1).await?;
+    let will = client::Will {
+        topic: topic.clone(),
+        payload: b"timed out".to_vec(),
+        qos: 1,
+        retain: false,
+    };
+    let connect = Connect::new(&t.id("w")).keep_alive(1).will(will);
+    let (mut c, _) = Client::connect(t.addr, connect).await?;
+    let limit = Duration::from_millis(1500) + t.broker.keep_alive_slack();
+    c.closed_within(limit + Duration::from_secs(1)).await?;
+    let p = sub.receive().await?;
+    ensure!(p.topic == topic && p.payload == b"timed out", "{p:?}");
+    sub.disconnect().await
+}

@@ -244,3 +244,96 @@ pub async fn overlapping_subscriptions(t: Target) -> Result<()> {
     sub.disconnect().await?;
     publisher.disconnect().await
 }
+
+/// [MQTT-3.1.2-17] A will with RETAIN set is published as a retained message.
+pub async fn will_retained(t: Target) -> Result<()> {
+    let topic = t.topic("will");
+    let mut w = will(&topic);
+    w.retain = true;
+    let (c, _) = Client::connect(t.addr, Connect::new(&t.id("w")).will(w)).await?;
+    drop(c);
+    let mut got = Vec::new();
+    for _ in 0..10 {
+        got = retained_on_subscribe(&t, &topic).await?;
+        if !got.is_empty() {
+            break;
+        }
+    }
+    ensure!(got.len() == 1, "retained after the will: {got:?}");
+    ensure!(got[0].payload == b"gone" && got[0].retain, "{:?}", got[0]);
+    let mut c = Client::new(t.addr, &t.id("pub")).await?;
+    c.publish(&topic, b"", 1, true).await?;
+    c.disconnect().await
+}
+
+/// [MQTT-4.3.3-2] A QoS 2 PUBLISH sent again (DUP) before its PUBREL is one message: each gets
+/// a PUBREC, the PUBREL a PUBCOMP, and the subscriber receives it once.
+pub async fn qos2_resent_publish_delivered_once(t: Target) -> Result<()> {
+    let topic = t.topic("a");
+    let (mut sub, mut publisher) = pair(&t, &topic, 2).await?;
+    let mut packet = client::publish(&topic, b"once", 2, false, 9);
+    publisher.send(&packet).await?;
+    ensure!(
+        publisher.recv(WAIT).await? == Packet::PubRec(9),
+        "no PUBREC"
+    );
+    packet[0] |= 0x08;
+    publisher.send(&packet).await?;
+    ensure!(
+        publisher.recv(WAIT).await? == Packet::PubRec(9),
+        "no second PUBREC"
+    );
+    publisher.send(&client::ack(0x62, 9)).await?;
+    ensure!(
+        publisher.recv(WAIT).await? == Packet::PubComp(9),
+        "no PUBCOMP"
+    );
+    let p = sub.receive().await?;
+    ensure!(p.payload == b"once", "{p:?}");
+    sub.nothing().await?;
+    // The next message is itself, not the duplicate released by its PUBREL.
+    publisher.publish(&topic, b"next", 2, false).await?;
+    let p = sub.receive().await?;
+    ensure!(p.payload == b"next", "{p:?}");
+    sub.nothing().await?;
+    sub.disconnect().await?;
+    publisher.disconnect().await
+}
+
+/// [MQTT-3.8.4-3] Subscribing again to the same filter replaces the subscription: the new
+/// QoS applies, retained messages are sent again, and each message still comes once.
+pub async fn resubscribe_replaces(t: Target) -> Result<()> {
+    let topic = t.topic("a");
+    let mut publisher = Client::new(t.addr, &t.id("pub")).await?;
+    publisher.publish(&topic, b"kept", 1, true).await?;
+    let mut sub = Client::new(t.addr, &t.id("sub")).await?;
+    sub.sub(&topic, 0).await?;
+    let p = sub.receive().await?;
+    ensure!(p.payload == b"kept" && p.qos == 0, "{p:?}");
+    sub.sub(&topic, 1).await?;
+    let again = sub.until_quiet().await?;
+    ensure!(
+        again.len() == 1 && again[0].payload == b"kept" && again[0].retain,
+        "after subscribing again, {again:?}, not the retained message once"
+    );
+    publisher.publish(&topic, b"live", 1, false).await?;
+    let copies = sub.until_quiet().await?;
+    let qos: Vec<u8> = copies.iter().map(|p| p.qos).collect();
+    ensure!(
+        qos == [1],
+        "a live message after subscribing again came at QoS {qos:?}"
+    );
+    publisher.publish(&topic, b"", 1, true).await?;
+    sub.disconnect().await?;
+    publisher.disconnect().await
+}
+
+/// [MQTT-4.3.3-2] A PUBREL is answered with a PUBCOMP of the same packet id, also for an id
+/// the broker holds no message for (released already, or before a reconnection).
+pub async fn pubrel_unknown_id_completed(t: Target) -> Result<()> {
+    let mut c = Client::new(t.addr, &t.id("a")).await?;
+    c.send(&client::ack(0x62, 77)).await?;
+    ensure!(c.recv(WAIT).await? == Packet::PubComp(77), "no PUBCOMP 77");
+    c.ping().await?;
+    c.disconnect().await
+}

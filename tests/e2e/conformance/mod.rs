@@ -51,6 +51,18 @@ impl Broker {
         self == Broker::Mosquitto
     }
 
+    /// Whether the broker serves MQTT 3.1 (`MQIsdp`, level 3): Mosquitto does; Ember refuses
+    /// it with CONNACK 1 (rumqttd reads 3.1.1 and 5 only).
+    pub fn serves_mqtt_3_1(self) -> bool {
+        self == Broker::Mosquitto
+    }
+
+    /// Whether the broker publishes its own statistics under `$SYS/`: Mosquitto does;
+    /// Ember's are in `/api/health` and `/metrics`.
+    pub fn has_sys_topics(self) -> bool {
+        self == Broker::Mosquitto
+    }
+
     /// How long after 1.5 x keep-alive the broker may take to close an idle connection:
     /// Ember's reads time out at 1.5 x keep-alive; Mosquitto 2.0 checks keep-alives on a
     /// timer of about 5 s (it closed after 5.5 to 7.7 s for keep-alives of 1 to 3 s).
@@ -113,6 +125,8 @@ const CASES: &[Case] = cases! {
     connect::publish_wildcard_topic_closes,
     connect::subscribe_qos3_closes,
     connect::ping,
+    connect::mqtt_3_1,
+    connect::will_on_keep_alive_timeout,
     session::persistent_session_queues,
     session::unacked_qos1_redelivered,
     session::clean_session_discards,
@@ -129,9 +143,14 @@ const CASES: &[Case] = cases! {
     delivery::suback_per_filter,
     delivery::invalid_filters,
     delivery::overlapping_subscriptions,
+    delivery::will_retained,
+    delivery::qos2_resent_publish_delivered_once,
+    delivery::resubscribe_replaces,
+    delivery::pubrel_unknown_id_completed,
     topics::single_level_wildcard,
     topics::multi_level_wildcard,
     topics::dollar_topics,
+    topics::sys_topics,
 };
 
 /// A case's outcome on one broker: `Ok` or the error, and how long it took.

@@ -88,3 +88,22 @@ pub async fn dollar_topics(t: Target) -> Result<()> {
     ensure!(got[3] == [dollar.clone()], "`{dollar}` got {:?}", got[3]);
     Ok(())
 }
+
+/// `$SYS/#`: Mosquitto publishes its statistics there (retained ones arrive on subscribing);
+/// Ember has none (they are in `/api/health` and `/metrics`) and grants the subscription
+/// ([`super::Broker::has_sys_topics`]; docs/mqtt.md).
+pub async fn sys_topics(t: Target) -> Result<()> {
+    let mut c = Client::new(t.addr, &t.id("a")).await?;
+    c.sub("$SYS/#", 0).await?;
+    let got = c.until_quiet().await?;
+    ensure!(
+        got.iter().all(|p| p.topic.starts_with("$SYS/")),
+        "{got:?} on $SYS/#"
+    );
+    if t.broker.has_sys_topics() {
+        ensure!(!got.is_empty(), "nothing on $SYS/#");
+    } else {
+        ensure!(got.is_empty(), "{got:?} on $SYS/#");
+    }
+    c.disconnect().await
+}

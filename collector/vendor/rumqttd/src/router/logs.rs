@@ -458,7 +458,11 @@ impl AckLog {
 
     pub fn pubrec(&mut self, publish: Publish, props: Option<PublishProperties>, ack: PubRec) {
         let ack = Ack::PubRec(ack);
-        self.recorded.push_back((publish, props));
+        // Ember: a QoS 2 PUBLISH sent again before its PUBREL is the same message: PUBREC'd
+        // again, recorded once [MQTT-4.3.3-2] (upstream recorded each copy).
+        if !self.recorded.iter().any(|(p, _)| p.pkid == publish.pkid) {
+            self.recorded.push_back((publish, props)); // Ember
+        }
         self.committed.push_back(ack);
     }
 
@@ -468,9 +472,12 @@ impl AckLog {
     }
 
     pub fn pubcomp(&mut self, ack: PubComp) -> Option<(Publish, Option<PublishProperties>)> {
+        // Ember: the PUBREL releases the message with its packet id (upstream: the oldest).
+        let pkid = ack.pkid; // Ember
         let ack = Ack::PubComp(ack);
         self.committed.push_back(ack);
-        self.recorded.pop_front()
+        let at = self.recorded.iter().position(|(p, _)| p.pkid == pkid)?; // Ember
+        self.recorded.remove(at) // Ember
     }
 
     pub fn pingresp(&mut self, ack: PingResp) {

@@ -833,9 +833,12 @@ impl Router {
                     // successfully in graveyard.
                     let (publish, props) = match ackslog.pubcomp(pubcomp) {
                         Some(v) => v,
+                        // Ember: a PUBREL for no message held (released already, or before a
+                        // reconnection) is still answered with its PUBCOMP [MQTT-4.3.3-2];
+                        // upstream closed the connection.
                         None => {
-                            disconnect = true;
-                            break;
+                            self.scheduler.reschedule(id, ScheduleReason::IncomingAck); // Ember
+                            continue; // Ember
                         }
                     };
 
@@ -1012,6 +1015,25 @@ impl Router {
             self.scheduler.track(id, request);
             self.scheduler.reschedule(id, ScheduleReason::NewFilter);
             debug_assert!(self.scheduler.check_tracker_duplicates(id).is_none())
+        } else {
+            // Ember: subscribing again to a filter replaces the subscription [MQTT-3.8.4-3]:
+            // its request, parked as caught up or tracked, takes the new QoS and sends the
+            // retained messages again, from its place in the log (the flow goes on).
+            // Upstream left the old subscription as it was.
+            let qos = filter.qos as u8; // Ember
+            if let Some(mut request) = self.datalog.remove_waiters_for_id(id, filter_path) {
+                request.qos = qos; // Ember
+                request.forward_retained = forward_retained; // Ember
+                self.scheduler.track(id, request); // Ember
+            } else if let Some(tracker) = self.scheduler.trackers.get_mut(id) {
+                for request in tracker.data_requests.iter_mut() {
+                    if request.filter == *filter_path {
+                        request.qos = qos; // Ember
+                        request.forward_retained = forward_retained; // Ember
+                    }
+                }
+            }
+            self.scheduler.reschedule(id, ScheduleReason::NewFilter); // Ember
         }
 
         // TODO: figure out how we can update existing DataRequest
