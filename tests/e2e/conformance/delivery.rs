@@ -250,15 +250,13 @@ pub async fn will_retained(t: Target) -> Result<()> {
     let topic = t.topic("will");
     let mut w = will(&topic);
     w.retain = true;
+    let mut sub = Client::new(t.addr, &t.id("sub")).await?;
+    sub.sub(&topic, 1).await?;
     let (c, _) = Client::connect(t.addr, Connect::new(&t.id("w")).will(w)).await?;
     drop(c);
-    let mut got = Vec::new();
-    for _ in 0..10 {
-        got = retained_on_subscribe(&t, &topic).await?;
-        if !got.is_empty() {
-            break;
-        }
-    }
+    let live = sub.receive().await?;
+    ensure!(live.payload == b"gone" && !live.retain, "{live:?}");
+    let got = retained_on_subscribe(&t, &topic).await?;
     ensure!(got.len() == 1, "retained after the will: {got:?}");
     ensure!(got[0].payload == b"gone" && got[0].retain, "{:?}", got[0]);
     let mut c = Client::new(t.addr, &t.id("pub")).await?;
@@ -336,4 +334,46 @@ pub async fn pubrel_unknown_id_completed(t: Target) -> Result<()> {
     ensure!(c.recv(WAIT).await? == Packet::PubComp(77), "no PUBCOMP 77");
     c.ping().await?;
     c.disconnect().await
+}
+
+/// [MQTT-4.3.1-1] A subscription made while retained QoS 0 messages are being published gets
+/// each message at most once: as the retained message, or live, not both.
+pub async fn retained_or_live_once(t: Target) -> Result<()> {
+    for round in 0..5 {
+        let topic = t.topic(&format!("r{round}"));
+        let mut publisher = Client::new(t.addr, &t.id("pub")).await?;
+        publisher.publish(&topic, &[0, 0], 1, true).await?;
+        let mut sub = Client::new(t.addr, &t.id("sub")).await?;
+        let burst: Vec<u8> = (1..300u16)
+            .flat_map(|i| client::publish(&topic, &i.to_be_bytes(), 0, true, 0))
+            .collect();
+        let subscribe = client::subscribe(1, &[(&topic, 0)]);
+        let (a, b) = tokio::join!(sub.send(&subscribe), publisher.send(&burst));
+        a?;
+        b?;
+        publisher.ping().await?;
+        let mut seen = Vec::new();
+        loop {
+            match sub.read(client::QUIET).await {
+                Ok(Packet::Publish(p)) => {
+                    seen.push(u16::from_be_bytes([p.payload[0], p.payload[1]]))
+                }
+                Ok(Packet::SubAck { .. }) => {}
+                Ok(p) => bail!("unexpected {p:?}"),
+                Err(_) => break,
+            }
+        }
+        ensure!(
+            seen.last() == Some(&299),
+            "the last message missing: {seen:?}"
+        );
+        ensure!(
+            seen.windows(2).all(|w| w[0] < w[1]),
+            "a message twice or out of order: {seen:?}"
+        );
+        publisher.publish(&topic, b"", 1, true).await?;
+        sub.disconnect().await?;
+        publisher.disconnect().await?;
+    }
+    Ok(())
 }

@@ -147,6 +147,7 @@ const CASES: &[Case] = cases! {
     delivery::qos2_resent_publish_delivered_once,
     delivery::resubscribe_replaces,
     delivery::pubrel_unknown_id_completed,
+    delivery::retained_or_live_once,
     topics::single_level_wildcard,
     topics::multi_level_wildcard,
     topics::dollar_topics,

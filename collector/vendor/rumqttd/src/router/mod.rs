@@ -204,6 +204,10 @@ pub struct DataRequest {
     /// connection dropped, unacknowledged: sent again, with DUP set [MQTT-3.3.1-1].
     #[serde(skip)]
     pub(crate) resend_until: Option<crate::Cursor>,
+    /// Ember: `DataLog::retained_seq` when the subscription was made: retained messages stored
+    /// later reach it through the log only, once.
+    #[serde(skip)]
+    pub(crate) retained_since: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

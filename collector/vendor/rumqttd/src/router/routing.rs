@@ -1010,6 +1010,7 @@ impl Router {
                 group,
                 retained_pending: Default::default(), // Ember
                 resend_until: None,                   // Ember
+                retained_since: self.datalog.retained_seq(), // Ember
             };
 
             self.scheduler.track(id, request);
@@ -1024,12 +1025,15 @@ impl Router {
             if let Some(mut request) = self.datalog.remove_waiters_for_id(id, filter_path) {
                 request.qos = qos; // Ember
                 request.forward_retained = forward_retained; // Ember
+                request.retained_since = self.datalog.retained_seq(); // Ember
                 self.scheduler.track(id, request); // Ember
             } else if let Some(tracker) = self.scheduler.trackers.get_mut(id) {
+                let since = self.datalog.retained_seq(); // Ember
                 for request in tracker.data_requests.iter_mut() {
                     if request.filter == *filter_path {
                         request.qos = qos; // Ember
                         request.forward_retained = forward_retained; // Ember
+                        request.retained_since = since; // Ember
                     }
                 }
             }
@@ -1535,7 +1539,7 @@ fn forward_device_data(
         let Some(topic) = request.retained_pending.pop_front() else {
             break;
         };
-        if let Some(p) = datalog.retained(&topic) {
+        if let Some(p) = datalog.retained(&topic, request.retained_since) {
             publishes.push((p, None));
             inflight_slots -= 1;
         }
