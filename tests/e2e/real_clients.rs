@@ -91,7 +91,9 @@ def on_connect(c, userdata, flags, rc, props=None):
 def on_message(c, userdata, m):
     seen[m.topic] = True
     got.append([m.topic, m.payload.decode(), bool(m.retain)])
-c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="e2e-paho", protocol=mqtt.MQTTv311)
+# paho-mqtt 2 (PyPI) asks for its callback API; 1.6 (Debian 12's python3-paho-mqtt) has none.
+api = {"callback_api_version": mqtt.CallbackAPIVersion.VERSION2} if hasattr(mqtt, "CallbackAPIVersion") else {}
+c = mqtt.Client(client_id="e2e-paho", protocol=mqtt.MQTTv311, **api)
 c.on_connect = on_connect
 c.on_message = on_message
 c.connect("127.0.0.1", port, keepalive=0)
