@@ -763,7 +763,12 @@ where
     };
     bump(&counters.accepted);
 
-    let session = gate.take_session(&client_id).await;
+    // rumqttd gives an empty client id one of its own: it takes over no other connection's
+    // session (two such clients kicked each other). No id the gate admits has a `#`.
+    let session = match client_id.is_empty() {
+        true => gate.take_session(&format!("#{n}")).await,
+        false => gate.take_session(&client_id).await,
+    };
     let kick = &session.session.kick;
     let upstream = crate::broker::connect(&gate.settings.broker)?;
     let (up_rd, mut up_wr) = tokio::io::split(upstream);

@@ -30,12 +30,17 @@
 //! - `limits`: the connection limit, refused clients reconnecting (issue #9).
 //! - `security`: MQTT authentication, TLS and mTLS with the onboarding certificates, no host
 //!   publishes for another, a flood does not starve the others (issue #8).
+//! - `conformance`: MQTT 3.1.1 conformance cases, each against the embedded broker and Debian's
+//!   Mosquitto in the same run, with a raw-packet client (issue #21).
+//! - `real_clients`: `mosquitto_sub`/`mosquitto_pub` and paho-mqtt (keep-alive 0) read the JSON
+//!   state and Home Assistant discovery from the embedded broker on MQTT 3.1.1 (issue #21).
 
 mod browser;
 mod support;
 
 mod alerts;
 mod commands;
+mod conformance;
 mod dashboard;
 mod drain;
 mod foundation;
@@ -44,6 +49,7 @@ mod ingest;
 mod inventory;
 mod limits;
 mod outage;
+mod real_clients;
 mod security;
 mod simulation;
 

@@ -66,6 +66,11 @@ impl<P: Protocol> Network<P> {
     }
 
     pub fn set_keepalive(&mut self, keepalive: u16) {
+        // Ember: keep-alive 0 turns the keep-alive off (MQTT 3.1.2.10): no timeout on reads.
+        if keepalive == 0 {
+            self.keepalive = Duration::MAX; // Ember
+            return; // Ember
+        }
         let keepalive = Duration::from_secs(keepalive as u64);
         self.keepalive = keepalive + keepalive.mul_f32(0.5);
     }

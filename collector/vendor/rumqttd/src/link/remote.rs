@@ -200,11 +200,9 @@ where
 
     handle_auth(config.clone(), login.as_ref(), &connect.client_id).await?;
 
-    // When keep_alive feature is disabled client can live forever, which is not good in
-    // distributed broker context so currenlty we don't allow it.
-    if connect.keep_alive == 0 {
-        return Err(Error::ZeroKeepAlive);
-    }
+    // Ember: keep-alive 0 (keep-alive off) is valid MQTT and several client libraries'
+    // default; upstream refused it here, without a CONNACK. `Network::set_keepalive` reads
+    // it as no timeout. (Ember's gate bounds connections, not the keep-alive.)
 
     let empty_client_id = connect.client_id.is_empty();
     let clean_session = connect.clean_session;

@@ -655,8 +655,10 @@ pub fn valid_filter(filter: &str) -> bool {
 /// **NOTE**: make sure a topic is validated during a publish and filter is validated
 /// during a subscribe
 pub fn matches(topic: &str, filter: &str) -> bool {
-    if !topic.is_empty() && topic[..1].contains('$') {
-        return false;
+    // Ember: a filter starting with a wildcard does not match a topic starting with `$`
+    // [MQTT-4.7.2-1]; one starting with the same `$` level does (upstream matched none).
+    if topic.starts_with('$') && (filter.starts_with('+') || filter.starts_with('#')) {
+        return false; // Ember
     }
 
     let mut topics = topic.split('/');

@@ -8,7 +8,7 @@ use parking_lot::Mutex;
 use tracing::{error, warn};
 
 use crate::{
-    protocol::Packet,
+    protocol::{Packet, QoS}, // Ember: QoS
     router::{FilterIdx, MAX_CHANNEL_CAPACITY},
     Cursor, Notification,
 };
@@ -134,6 +134,13 @@ impl Outgoing {
         }
 
         for mut p in publishes {
+            // Ember: a QoS 0 publish to a QoS 1 or 2 subscription goes at QoS 0
+            // (`forward_device_data`): no packet id, nothing in flight.
+            if p.publish.qos == QoS::AtMostOnce {
+                self.meter.publish_count += 1; // Ember
+                buffer.push_back(Notification::Forward(p)); // Ember
+                continue; // Ember
+            }
             // Index and pkid of current outgoing packet
             self.last_pkid += 1;
             p.publish.pkid = self.last_pkid;

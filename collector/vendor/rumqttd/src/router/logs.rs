@@ -22,6 +22,8 @@ pub struct PublishData {
     pub publish: Publish,
     pub properties: Option<PublishProperties>,
     pub timestamp: Instant,
+    /// Ember: when it was retained, in the order of `DataLog::retained_seq`.
+    pub seq: u64,
 }
 
 impl From<PubWithProp> for PublishData {
@@ -30,6 +32,7 @@ impl From<PubWithProp> for PublishData {
             publish,
             properties,
             timestamp: Instant::now(),
+            seq: 0, // Ember: set by `insert_to_retained_publishes`
         }
     }
 }
@@ -61,6 +64,8 @@ pub struct DataLog {
     // Ember: boxed; a `PublishData` is a few hundred bytes and the table keeps room for more
     // entries than it holds.
     retained_publishes: HashMap<Topic, Box<PublishData>>,
+    /// Ember: retained messages stored so far; the next one's `PublishData::seq`.
+    retained_seq: u64,
     /// List of filters associated with a topic
     publish_filters: HashMap<Topic, Vec<FilterIdx>>,
     /// Ember: retained messages served from elsewhere (`Router::set_retained_source`).
@@ -91,6 +96,7 @@ impl DataLog {
             publish_filters,
             filter_indexes,
             retained_publishes,
+            retained_seq: 0,       // Ember
             retained_source: None, // Ember
         })
     }
@@ -268,8 +274,16 @@ impl DataLog {
     ) {
         // Ember: `publish` is compact already (`compact`, called by `append_to_commitlog`).
         let pub_with_props = (publish, publish_properties);
-        self.retained_publishes
-            .insert(topic, Box::new(pub_with_props.into()));
+        let mut data = Box::new(PublishData::from(pub_with_props)); // Ember
+        data.seq = self.retained_seq; // Ember
+        self.retained_seq += 1; // Ember
+        self.retained_publishes.insert(topic, data); // Ember
+    }
+
+    /// Ember: the `seq` the next retained message will have. A subscription notes it: the
+    /// retained messages from then on reach it through the filter's log instead.
+    pub fn retained_seq(&self) -> u64 {
+        self.retained_seq
     }
 
     pub fn remove_from_retained_publishes(&mut self, topic: Topic) {
@@ -296,10 +310,12 @@ impl DataLog {
     }
 
     /// Ember: the retained message on `topic`, if there is one: the table's, else the
-    /// retained source's as it is now.
-    pub fn retained(&self, topic: &str) -> Option<PubWithProp> {
+    /// retained source's as it is now. None for one the table got at or after `since` (a
+    /// subscription's [`DataLog::retained_seq`]): the subscription's log has it, and sending
+    /// it as retained too would deliver it twice, the newer value first.
+    pub fn retained(&self, topic: &str, since: u64) -> Option<PubWithProp> {
         if let Some(p) = self.retained_publishes.get(topic) {
-            return Some((p.publish.clone(), p.properties.clone()));
+            return (p.seq < since).then(|| (p.publish.clone(), p.properties.clone()));
         }
         let payload = self.retained_source.as_ref()?.payload(topic)?;
         let publish = Publish::new(bytes::Bytes::from(topic.to_string()), payload.into(), true);
@@ -458,7 +474,11 @@ impl AckLog {
 
     pub fn pubrec(&mut self, publish: Publish, props: Option<PublishProperties>, ack: PubRec) {
         let ack = Ack::PubRec(ack);
-        self.recorded.push_back((publish, props));
+        // Ember: a QoS 2 PUBLISH sent again before its PUBREL is the same message: PUBREC'd
+        // again, recorded once [MQTT-4.3.3-2] (upstream recorded each copy).
+        if !self.recorded.iter().any(|(p, _)| p.pkid == publish.pkid) {
+            self.recorded.push_back((publish, props)); // Ember
+        }
         self.committed.push_back(ack);
     }
 
@@ -468,9 +488,12 @@ impl AckLog {
     }
 
     pub fn pubcomp(&mut self, ack: PubComp) -> Option<(Publish, Option<PublishProperties>)> {
+        // Ember: the PUBREL releases the message with its packet id (upstream: the oldest).
+        let pkid = ack.pkid; // Ember
         let ack = Ack::PubComp(ack);
         self.committed.push_back(ack);
-        self.recorded.pop_front()
+        let at = self.recorded.iter().position(|(p, _)| p.pkid == pkid)?; // Ember
+        self.recorded.remove(at) // Ember
     }
 
     pub fn pingresp(&mut self, ack: PingResp) {

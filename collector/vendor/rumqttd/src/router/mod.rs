@@ -200,6 +200,14 @@ pub struct DataRequest {
     /// time (`forward_device_data`); upstream sent one read's room and dropped the rest.
     #[serde(skip)]
     pub(crate) retained_pending: std::collections::VecDeque<String>,
+    /// Ember: the log's messages before this cursor were sent before the persistent session's
+    /// connection dropped, unacknowledged: sent again, with DUP set [MQTT-3.3.1-1].
+    #[serde(skip)]
+    pub(crate) resend_until: Option<crate::Cursor>,
+    /// Ember: `DataLog::retained_seq` when the subscription was made: retained messages stored
+    /// later reach it through the log only, once.
+    #[serde(skip)]
+    pub(crate) retained_since: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -511,6 +511,7 @@ impl Router {
 
             for request in tracker.data_requests.iter_mut() {
                 if let Some(cursor) = retransmissions.get(&request.filter_idx) {
+                    request.resend_until = Some(request.cursor); // Ember: DUP up to here
                     request.cursor = *cursor;
                     // reset the group cursor
                     if let Some(group_name) = &request.group {
@@ -664,6 +665,13 @@ impl Router {
                         let _guard = span.enter();
 
                         info!("Adding subscription on topic {}", f.path);
+                        // Ember: an invalid filter (`a/#/b`, `a+`) is failed with 0x80, the
+                        // packet's other filters still granted [MQTT-4.7.1-2, 3.9.3];
+                        // upstream subscribed it as it was.
+                        if !protocol::valid_filter(&f.path) {
+                            return_codes.push(SubscribeReasonCode::Failure); // Ember
+                            continue; // Ember
+                        }
                         let connection = self.connections.get_mut(id).unwrap();
 
                         if let Err(e) = validate_subscription(connection, f) {
@@ -718,11 +726,16 @@ impl Router {
                 Packet::Unsubscribe(unsubscribe, _) => {
                     let connection = self.connections.get_mut(id).unwrap();
                     let pkid = unsubscribe.pkid;
+                    // Ember: one UNSUBACK per UNSUBSCRIBE, with a reason per filter, sent even
+                    // when no subscription was removed [MQTT-3.10.4-4, 3.10.4-5]; upstream sent
+                    // one per filter removed and none for a filter not subscribed.
+                    let mut reasons = Vec::with_capacity(unsubscribe.filters.len()); // Ember
                     for filter in &unsubscribe.filters {
                         let span = tracing::info_span!("unsubscribe", topic = filter, pkid);
                         let _guard = span.enter();
 
                         debug!("Removing subscription on filter {}", filter);
+                        reasons.push(UnsubAckReason::NoSubscriptionExisted); // Ember
                         if let Some(connection_ids) = self.subscription_map.get_mut(filter) {
                             let removed = connection_ids.remove(&id);
                             if !removed {
@@ -755,18 +768,18 @@ impl Router {
                             // remove the subscription id
                             connection.subscription_ids.remove(filter);
 
-                            let unsuback = UnsubAck {
-                                pkid,
-                                // reasons are used in MQTTv5
-                                reasons: vec![UnsubAckReason::Success],
-                            };
-                            let ackslog = self.ackslog.get_mut(id).unwrap();
-                            ackslog.unsuback(unsuback);
+                            // Ember: acknowledged once, after the loop.
+                            if let Some(r) = reasons.last_mut() {
+                                *r = UnsubAckReason::Success; // Ember
+                            }
                             self.scheduler.untrack(id, filter);
                             self.datalog.remove_waiters_for_id(id, filter);
-                            force_ack = true;
                         }
                     }
+                    let unsuback = UnsubAck { pkid, reasons }; // Ember
+                    let ackslog = self.ackslog.get_mut(id).unwrap(); // Ember
+                    ackslog.unsuback(unsuback); // Ember
+                    force_ack = true; // Ember
                 }
                 Packet::PubAck(puback, _) => {
                     let span = tracing::info_span!("puback", pkid = puback.pkid);
@@ -820,9 +833,12 @@ impl Router {
                     // successfully in graveyard.
                     let (publish, props) = match ackslog.pubcomp(pubcomp) {
                         Some(v) => v,
+                        // Ember: a PUBREL for no message held (released already, or before a
+                        // reconnection) is still answered with its PUBCOMP [MQTT-4.3.3-2];
+                        // upstream closed the connection.
                         None => {
-                            disconnect = true;
-                            break;
+                            self.scheduler.reschedule(id, ScheduleReason::IncomingAck); // Ember
+                            continue; // Ember
                         }
                     };
 
@@ -881,6 +897,13 @@ impl Router {
                     // delete the last will message
                     self.last_wills.remove(&client_id);
                     break;
+                }
+                // Ember: a second CONNECT is a protocol violation: the connection is closed
+                // [MQTT-3.1.0-2] (upstream ignored it).
+                Packet::Connect(..) => {
+                    disconnect = true; // Ember
+                    disconnect_reason = Some(DisconnectReasonCode::ProtocolError); // Ember
+                    break; // Ember
                 }
                 incoming => {
                     warn!(packet=?incoming, "Unexpected packet received, ignoring the packet." );
@@ -986,11 +1009,35 @@ impl Router {
                 forward_retained,
                 group,
                 retained_pending: Default::default(), // Ember
+                resend_until: None,                   // Ember
+                retained_since: self.datalog.retained_seq(), // Ember
             };
 
             self.scheduler.track(id, request);
             self.scheduler.reschedule(id, ScheduleReason::NewFilter);
             debug_assert!(self.scheduler.check_tracker_duplicates(id).is_none())
+        } else {
+            // Ember: subscribing again to a filter replaces the subscription [MQTT-3.8.4-3]:
+            // its request, parked as caught up or tracked, takes the new QoS and sends the
+            // retained messages again, from its place in the log (the flow goes on).
+            // Upstream left the old subscription as it was.
+            let qos = filter.qos as u8; // Ember
+            if let Some(mut request) = self.datalog.remove_waiters_for_id(id, filter_path) {
+                request.qos = qos; // Ember
+                request.forward_retained = forward_retained; // Ember
+                request.retained_since = self.datalog.retained_seq(); // Ember
+                self.scheduler.track(id, request); // Ember
+            } else if let Some(tracker) = self.scheduler.trackers.get_mut(id) {
+                let since = self.datalog.retained_seq(); // Ember
+                for request in tracker.data_requests.iter_mut() {
+                    if request.filter == *filter_path {
+                        request.qos = qos; // Ember
+                        request.forward_retained = forward_retained; // Ember
+                        request.retained_since = since; // Ember
+                    }
+                }
+            }
+            self.scheduler.reschedule(id, ScheduleReason::NewFilter); // Ember
         }
 
         // TODO: figure out how we can update existing DataRequest
@@ -1227,6 +1274,11 @@ fn append_to_commitlog(
 
     crate::router::logs::compact(&mut publish); // Ember
     let topic = std::str::from_utf8(&publish.topic)?;
+    // Ember: a topic name with a wildcard, or empty, is a protocol violation: the connection
+    // is closed [MQTT-3.3.2-2, 4.7.3-1] (upstream appended it to every matching log).
+    if topic.is_empty() || !protocol::valid_topic(topic) {
+        return Err(RouterError::Disconnect(DisconnectReasonCode::TopicNameInvalid)); // Ember
+    }
 
     // Ensure that only clients associated with a tenant can publish to tenant's topic
     #[cfg(feature = "validate-tenant-prefix")]
@@ -1487,7 +1539,7 @@ fn forward_device_data(
         let Some(topic) = request.retained_pending.pop_front() else {
             break;
         };
-        if let Some(p) = datalog.retained(&topic) {
+        if let Some(p) = datalog.retained(&topic, request.retained_since) {
             publishes.push((p, None));
             inflight_slots -= 1;
         }
@@ -1553,6 +1605,11 @@ fn forward_device_data(
     let filter_idx = request.filter_idx;
     request.read_count += publishes.len();
     request.cursor = next;
+    // Ember: what comes before `resend_until` is a redelivery (DUP); past it, no more.
+    let resend_until = request.resend_until;
+    if resend_until.is_some_and(|until| next >= until) {
+        request.resend_until = None; // Ember
+    }
     // println!("{:?} {:?} {}", start, next, request.read_count);
 
     if publishes.is_empty() {
@@ -1579,7 +1636,15 @@ fn forward_device_data(
     let forwards = publishes
         .into_iter()
         .map(|((mut publish, mut properties), offset)| {
-            publish.qos = protocol::qos(qos).unwrap();
+            // Ember: at the lower of the publish's QoS and the subscription's [MQTT-3.8.4-6];
+            // upstream raised QoS 0 publishes to the subscription's QoS.
+            if publish.qos as u8 > qos {
+                publish.qos = protocol::qos(qos).unwrap(); // Ember
+            }
+            // Ember: DUP is the server's own: set on a QoS 1 or 2 redelivery to a persistent
+            // session [MQTT-3.3.1-1], never copied from the publisher's [MQTT-3.3.1-3].
+            let resent = matches!((resend_until, offset), (Some(u), Some(at)) if at < u);
+            publish.dup = resent && publish.qos != QoS::AtMostOnce; // Ember
 
             // if there is some topic alias to use, set it in publish properties
             if topic_alias.is_some() {
@@ -1752,9 +1817,8 @@ fn validate_subscription(
         }
     }
 
-    if filter.path.starts_with('$') && !filter.path.starts_with("$share") {
-        return Err(RouterError::InvalidFilterPrefix(filter.path.to_owned()));
-    }
+    // Ember: filters beginning with `$` are valid MQTT (`$SYS/#`, an application's `$x/y`);
+    // upstream closed the connection on them. `matches` keeps wildcards off `$` topics.
 
     Ok(())
 }
