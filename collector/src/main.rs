@@ -323,18 +323,7 @@ fn real_main() -> anyhow::Result<()> {
         let host = ember_agent::AgentConfig::new("127.0.0.1:1", None, "1s", None)?
             .host_id
             .to_string();
-        let password = ember_collector::onboard::random_password();
-        let hash = ember_collector::access::hash_password(
-            &password,
-            &ember_collector::onboard::random_salt(),
-        );
-        config.mqtt.users.insert(
-            host.clone(),
-            ember_collector::config::User {
-                password_hash: Some(hash),
-                role: ember_collector::access::Role::Agent,
-            },
-        );
+        let password = ember_collector::onboard::local_account(&mut config.mqtt.users, &host)?;
         Some(ember_agent::config::Login {
             username: host,
             password,

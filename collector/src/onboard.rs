@@ -250,6 +250,33 @@ pub fn agent_add(a: &AgentAdd<'_>) -> Result<AgentFiles, OnboardError> {
     })
 }
 
+/// Adds an agent account named `host` for `--local-agent` to `users`, for this process only,
+/// and returns its random password. Refuses when `[mqtt.users.HOST]` exists: replacing it
+/// would lock out the board (or reader) that uses it, and a different name would not do,
+/// since an agent may publish only under its own account's name.
+pub fn local_account(
+    users: &mut std::collections::BTreeMap<String, crate::config::User>,
+    host: &str,
+) -> Result<String, OnboardError> {
+    if users.contains_key(host) {
+        return Err(OnboardError::Refused(format!(
+            "--local-agent: the configuration already has [mqtt.users.{host}], which the local \
+             agent (host id {host:?}) would replace; remove that account, or run the board's own \
+             agent with it instead of --local-agent"
+        )));
+    }
+    let password = random_password();
+    let hash = crate::access::hash_password(&password, &random_salt());
+    users.insert(
+        host.to_string(),
+        crate::config::User {
+            password_hash: Some(hash),
+            role: crate::access::Role::Agent,
+        },
+    );
+    Ok(password)
+}
+
 /// `N` bytes from the system's random source.
 pub(crate) fn random_bytes<const N: usize>() -> [u8; N] {
     use ring::rand::SecureRandom;
@@ -393,5 +420,30 @@ mod tests {
             );
         }
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Issue #20: `--local-agent` replaced a same-named `[mqtt.users.HOST]` (a reader's or the
+    /// board's own account) with one whose password only this process knows.
+    #[test]
+    fn issue_20_local_agent_refuses_to_replace_an_account() {
+        let mut users = std::collections::BTreeMap::new();
+        let theirs = crate::access::hash_password("theirs", &[7; 16]);
+        users.insert(
+            "box".to_string(),
+            crate::config::User {
+                password_hash: Some(theirs.clone()),
+                role: crate::access::Role::Reader,
+            },
+        );
+        let e = local_account(&mut users, "box").unwrap_err().to_string();
+        assert!(e.contains("[mqtt.users.box]"), "{e}");
+        assert_eq!(users["box"].password_hash.as_deref(), Some(theirs.as_str()));
+        assert_eq!(users["box"].role, crate::access::Role::Reader);
+        let password = local_account(&mut users, "other").unwrap();
+        assert!(crate::access::verify_password(
+            users["other"].password_hash.as_deref().unwrap(),
+            &password
+        ));
+        assert_eq!(users["other"].role, crate::access::Role::Agent);
     }
 }
