@@ -43,6 +43,7 @@ use crate::command::{Named, MAX_RUNNING};
 use crate::config::AgentConfig;
 use crate::outbox::Outbox;
 use crate::panel::PanelControl;
+use crate::recent::{Recent, Seen};
 
 /// Samples in flight (sent, not yet acknowledged) at most.
 const WINDOW: usize = 16;
@@ -184,6 +185,7 @@ impl Publisher {
             results: control.downgrade(),
             panel,
             retry: retry.clone(),
+            recent: Recent::default(),
         };
         let pump = tokio::spawn(pump.run(ev_rx, control_rx, wake.clone()));
         let events = tokio::spawn(drive(eventloop, ev_tx, host.clone(), retry));
@@ -304,6 +306,8 @@ struct Pump {
     panel: Option<PanelControl>,
     /// Cuts the event task's backoff short (stopping with samples to send).
     retry: Arc<Notify>,
+    /// The commands received lately: one delivered again is answered, not run again.
+    recent: Recent,
 }
 
 impl Pump {
@@ -321,10 +325,7 @@ impl Pump {
                     None => return,
                 },
                 c = control.recv() => match c {
-                    Some(Control::Result(r)) => {
-                        let payload = encode(&self.host, Message::CommandResult(r));
-                        self.publish(Kind::Result, payload, false);
-                    }
+                    Some(Control::Result(r)) => self.publish_result(r),
                     Some(Control::Info(info)) => {
                         if *info != self.info {
                             self.info = *info;
@@ -482,15 +483,36 @@ impl Pump {
                 return;
             }
         };
+        match self.recent.admit(&command, std::time::Instant::now()) {
+            Seen::New => {}
+            Seen::Running => {
+                log::info!("command {} delivered again while it runs", command.id);
+                return;
+            }
+            Seen::Done(result) => {
+                log::info!(
+                    "command {} delivered again: its result sent again",
+                    command.id
+                );
+                let payload = encode(&self.host, Message::CommandResult(result));
+                self.publish(Kind::Result, payload, false);
+                return;
+            }
+        }
         let Some((outcome, detail)) = self.execute(&command) else {
             // A named command started: its result comes later.
             return;
         };
-        let result = CommandResult {
+        self.publish_result(CommandResult {
             id: command.id,
             outcome,
             detail: crate::sampler::truncated(detail),
-        };
+        });
+    }
+
+    /// Publishes a command's result, kept for a delivery of the same command again.
+    fn publish_result(&mut self, result: CommandResult) {
+        self.recent.finish(&result);
         let payload = encode(&self.host, Message::CommandResult(result));
         self.publish(Kind::Result, payload, false);
     }
