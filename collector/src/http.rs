@@ -58,6 +58,8 @@ pub struct AppState {
     pub gate: Option<Arc<crate::gate::Gate>>,
     /// Served over HTTPS: the session cookie is marked `Secure`.
     pub https: bool,
+    /// The HTTP connections open, for `/api/health`.
+    pub connections: Arc<crate::serve::Stats>,
 }
 
 /// Every route: method, path and what it serves. The router is built from this list, and a test
@@ -195,6 +197,10 @@ pub fn router(state: AppState) -> Router {
         .fold(Router::new(), |r, (path, methods)| r.route(path, methods))
         .fallback(not_found)
         .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(
+            crate::serve::BODY_TIMEOUT,
+            crate::serve::body_deadline,
+        ))
         .layer(axum::middleware::from_fn_with_state(auth, auth::guard))
         .layer(axum::middleware::map_response(security_headers))
 }
@@ -419,6 +425,8 @@ async fn health(State(state): State<AppState>) -> Response {
         "ingest": store.stats(),
         "ingest_rate": store.ingest_rate(),
         "connections": state.gate.as_ref().map(|g| g.stats()),
+        "http": state.connections.view(),
+        "descriptors": crate::descriptors::now(),
         "memory": {
             "raw_samples": memory.raw_samples,
             "raw_bytes": memory.raw_bytes,
@@ -920,6 +928,7 @@ mod tests {
             auth: Arc::new(Auth::with_key(auth::ReadAccess::Open, Vec::new(), [7; 32])),
             gate: None,
             https: false,
+            connections: crate::serve::Stats::new(crate::serve::MAX_CONNECTIONS),
         };
         (state, sent, dir)
     }
@@ -980,6 +989,40 @@ mod tests {
         let h = health(&state).await;
         assert_eq!(h["status"], "ok", "{h}");
         assert_eq!(h["spill"]["failing"], false);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Issue #20: `/api/health` reports the descriptors in use and their limit, and the HTTP
+    /// connections; every field it serves is in docs/openapi.json's `Health`, the required ones
+    /// always there.
+    #[tokio::test]
+    async fn issue_20_health_reports_descriptors_and_matches_openapi() {
+        let config = crate::config::RawConfig::default().validate().unwrap();
+        let store = Store::new(crate::store::StoreConfig::from_config(&config));
+        let (state, _, dir) = app_state(store, &config, "fd-health");
+        let body = super::health(State(state)).await.into_body();
+        let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+        let h: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        let open = h["descriptors"]["open"].as_u64().expect("descriptors.open");
+        assert!(open >= 3, "{h}");
+        assert_eq!(
+            h["descriptors"]["limit"].as_u64(),
+            crate::descriptors::limit(),
+            "{h}"
+        );
+        assert_eq!(h["http"]["limit"], crate::serve::MAX_CONNECTIONS, "{h}");
+        assert_eq!(h["http"]["open"], 0, "{h}");
+        let doc: serde_json::Value = serde_json::from_str(OPENAPI).unwrap();
+        let schema = &doc["components"]["schemas"]["Health"];
+        for key in h.as_object().unwrap().keys() {
+            assert!(
+                schema["properties"].get(key).is_some(),
+                "{key} is not in the Health schema"
+            );
+        }
+        for key in schema["required"].as_array().unwrap() {
+            assert!(h.get(key.as_str().unwrap()).is_some(), "{key} missing");
+        }
         let _ = std::fs::remove_dir_all(&dir);
     }
 

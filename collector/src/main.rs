@@ -289,6 +289,14 @@ fn real_main() -> anyhow::Result<()> {
     if let Some(cmd) = flags.command.take() {
         return command(cmd, flags.config.take());
     }
+    // One descriptor per connection: as many as the system lets this process have.
+    match ember_collector::descriptors::raise_limit() {
+        Ok((before, after)) if before != after => {
+            tracing::info!("open files: limit raised from {before:?} to {after:?}")
+        }
+        Ok((_, limit)) => tracing::info!("open files: limit {limit:?}"),
+        Err(e) => tracing::warn!("open files: cannot raise the limit: {e}"),
+    }
     let file = match &flags.config {
         Some(path) => RawConfig::from_file(path)?,
         None => RawConfig::default(),

@@ -1,0 +1,303 @@
+//! Serving the HTTP API's connections (plain or, from [`crate::https`], TLS): hyper's HTTP/1.1
+//! with a timer, so that no client holds a connection without using it.
+//!
+//! - A request's head must arrive within [`HEAD_TIMEOUT`], and a kept-alive connection that
+//!   starts no new request within the same time is closed (hyper runs the one timer for both:
+//!   from the moment it waits for a head).
+//! - A request's body must arrive within [`BODY_TIMEOUT`] ([`body_deadline`]).
+//! - At most [`MAX_CONNECTIONS`] connections are open at once; one more is closed as soon as it
+//!   is accepted and counted ([`Stats`]). The accept loop never waits for room.
+//!
+//! axum's own `serve` runs hyper without a timer: a client that sent half a request kept its
+//! connection (and a descriptor) for ever (issue #20, finding 5).
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Request, State};
+use axum::http::{Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use serde::Serialize;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::Semaphore;
+
+/// A request's head has this long to arrive, and an idle kept-alive connection this long to
+/// start its next request.
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// A request's body has this long to arrive.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest request body read (the API's are small JSON documents).
+pub const MAX_BODY: usize = 64 * 1024;
+/// HTTP connections open at once, at most.
+pub const MAX_CONNECTIONS: usize = 512;
+
+/// Connection counters, for `/api/health`.
+#[derive(Debug)]
+pub struct Stats {
+    limit: usize,
+    room: Arc<Semaphore>,
+    refused: AtomicU64,
+}
+
+/// A copy of [`Stats`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct StatsView {
+    /// HTTP connections open now.
+    pub open: usize,
+    /// The most open at once.
+    pub limit: usize,
+    /// Connections closed at once because `limit` were open.
+    pub refused: u64,
+}
+
+impl Stats {
+    /// Room for `limit` connections.
+    pub fn new(limit: usize) -> Arc<Self> {
+        Arc::new(Stats {
+            limit,
+            room: Arc::new(Semaphore::new(limit)),
+            refused: AtomicU64::new(0),
+        })
+    }
+
+    /// The counters now.
+    pub fn view(&self) -> StatsView {
+        StatsView {
+            open: self.limit - self.room.available_permits(),
+            limit: self.limit,
+            refused: self.refused.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Serves `app` on the connections `listener` yields until `shutdown` resolves, then lets the
+/// requests in progress finish (idle connections close at once).
+pub async fn serve<L>(
+    mut listener: L,
+    app: Router,
+    stats: Arc<Stats>,
+    head_timeout: Duration,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()>
+where
+    L: axum::serve::Listener,
+    L::Io: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let graceful = GracefulShutdown::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(head_timeout);
+    tokio::pin!(shutdown);
+    loop {
+        let io = tokio::select! {
+            // `Listener::accept` waits out accept errors (out of descriptors) itself.
+            (io, _) = listener.accept() => io,
+            _ = &mut shutdown => break,
+        };
+        let Ok(permit) = stats.room.clone().try_acquire_owned() else {
+            stats.refused.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!("HTTP connection refused: {} open", stats.limit);
+            drop(io);
+            continue;
+        };
+        let service = TowerToHyperService::new(app.clone());
+        let connection = graceful.watch(http.serve_connection(TokioIo::new(io), service));
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!("HTTP connection: {e}");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
+}
+
+/// The middleware that reads a request's body (any method but GET and HEAD) within `timeout`
+/// (the state; [`BODY_TIMEOUT`] in the collector) and [`MAX_BODY`] bytes before the handler
+/// sees it: 408 or 413 otherwise.
+pub async fn body_deadline(State(timeout): State<Duration>, req: Request, next: Next) -> Response {
+    if req.method() == Method::GET || req.method() == Method::HEAD {
+        return next.run(req).await;
+    }
+    let (parts, body) = req.into_parts();
+    let read = tokio::time::timeout(timeout, axum::body::to_bytes(body, MAX_BODY)).await;
+    match read {
+        Ok(Ok(bytes)) => next.run(Request::from_parts(parts, bytes.into())).await,
+        Ok(Err(_)) => (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            axum::Json(serde_json::json!({
+                "error": format!("the body is larger than {MAX_BODY} bytes, or broken off")
+            })),
+        )
+            .into_response(),
+        Err(_) => {
+            let mut r = (
+                StatusCode::REQUEST_TIMEOUT,
+                axum::Json(serde_json::json!({
+                    "error": format!("the body did not arrive within {timeout:?}")
+                })),
+            )
+                .into_response();
+            r.headers_mut().insert(
+                axum::http::header::CONNECTION,
+                axum::http::HeaderValue::from_static("close"),
+            );
+            r
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+
+    /// Serves a small app with `limit` connections and a head timeout of `head`; its address.
+    async fn start(limit: usize, head: Duration) -> (std::net::SocketAddr, Arc<Stats>) {
+        let app = Router::new()
+            .route("/", axum::routing::get(|| async { "ok" }))
+            .route(
+                "/echo",
+                axum::routing::post(|b: axum::body::Bytes| async move { b }),
+            )
+            .layer(axum::middleware::from_fn_with_state(
+                Duration::from_millis(500),
+                body_deadline,
+            ));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stats = Stats::new(limit);
+        tokio::spawn(serve(
+            listener,
+            app,
+            stats.clone(),
+            head,
+            std::future::pending(),
+        ));
+        (addr, stats)
+    }
+
+    /// Reads until the server closes the connection (or `within` passes): what it sent, and
+    /// when it closed.
+    async fn until_closed(s: &mut TcpStream, within: Duration) -> Option<(String, Duration)> {
+        let started = Instant::now();
+        let mut got = Vec::new();
+        let read = tokio::time::timeout(within, s.read_to_end(&mut got)).await;
+        read.ok()?.ok()?;
+        Some((
+            String::from_utf8_lossy(&got).into_owned(),
+            started.elapsed(),
+        ))
+    }
+
+    /// Issue #20 (finding 5): a client that sent half a request head kept its connection for
+    /// ever; so did an idle kept-alive connection.
+    #[tokio::test]
+    async fn issue_20_half_a_request_and_an_idle_connection_are_closed() {
+        let (addr, stats) = start(8, Duration::from_secs(1)).await;
+        let mut half = TcpStream::connect(addr).await.unwrap();
+        half.write_all(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+            .await
+            .unwrap();
+        let (_, after) = until_closed(&mut half, Duration::from_secs(5))
+            .await
+            .expect("half a request head: closed within 5 s");
+        assert!(after < Duration::from_secs(3), "{after:?}");
+        let mut idle = TcpStream::connect(addr).await.unwrap();
+        idle.write_all(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            .await
+            .unwrap();
+        let (answer, after) = until_closed(&mut idle, Duration::from_secs(5))
+            .await
+            .expect("an idle kept-alive connection: closed within 5 s");
+        assert!(
+            answer.starts_with("HTTP/1.1 200") && answer.ends_with("ok"),
+            "{answer}"
+        );
+        assert!(after < Duration::from_secs(3), "{after:?}");
+        // Both are gone from the count.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while stats.view().open > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(stats.view().open, 0);
+    }
+
+    /// A body that does not arrive in time is answered 408, and the connection closed.
+    #[tokio::test]
+    async fn a_body_that_does_not_arrive_is_refused_with_408() {
+        let (addr, _) = start(8, Duration::from_secs(30)).await;
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nabc")
+            .await
+            .unwrap();
+        let (answer, after) = until_closed(&mut s, Duration::from_secs(5))
+            .await
+            .expect("closed within 5 s");
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+        assert!(after < Duration::from_secs(3), "{after:?}");
+        // A whole body is served as before.
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(
+            b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc",
+        )
+        .await
+        .unwrap();
+        let (answer, _) = until_closed(&mut s, Duration::from_secs(5)).await.unwrap();
+        assert!(
+            answer.starts_with("HTTP/1.1 200") && answer.ends_with("abc"),
+            "{answer}"
+        );
+    }
+
+    /// The bound: with `limit` connections open, one more is closed at once and counted; the
+    /// accept loop goes on, and serves again once one has closed.
+    #[tokio::test]
+    async fn connections_beyond_the_limit_are_closed_at_once() {
+        let (addr, stats) = start(2, Duration::from_secs(30)).await;
+        let held = [
+            TcpStream::connect(addr).await.unwrap(),
+            TcpStream::connect(addr).await.unwrap(),
+        ];
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while stats.view().open < 2 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let mut third = TcpStream::connect(addr).await.unwrap();
+        let (answer, after) = until_closed(&mut third, Duration::from_secs(2))
+            .await
+            .expect("closed at once");
+        assert_eq!(answer, "");
+        assert!(after < Duration::from_secs(1), "{after:?}");
+        assert_eq!(
+            stats.view(),
+            StatsView {
+                open: 2,
+                limit: 2,
+                refused: 1
+            }
+        );
+        drop(held);
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while stats.view().open > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let (answer, _) = until_closed(&mut s, Duration::from_secs(5)).await.unwrap();
+        assert!(answer.ends_with("ok"), "{answer}");
+    }
+}
