@@ -60,6 +60,8 @@ pub struct AppState {
     pub https: bool,
     /// The HTTP connections open, for `/api/health`.
     pub connections: Arc<crate::serve::Stats>,
+    /// The `Host` values answered (DNS rebinding).
+    pub hosts: Arc<crate::origin::Hosts>,
 }
 
 /// Every route: method, path and what it serves. The router is built from this list, and a test
@@ -192,6 +194,7 @@ fn method_routers() -> Vec<(&'static str, MethodRouter<AppState>)> {
 /// before the layers, so that none escapes them: add new routes to [`ROUTES`].
 pub fn router(state: AppState) -> Router {
     let auth = state.auth.clone();
+    let hosts = state.hosts.clone();
     method_routers()
         .into_iter()
         .fold(Router::new(), |r, (path, methods)| r.route(path, methods))
@@ -202,6 +205,10 @@ pub fn router(state: AppState) -> Router {
             crate::serve::body_deadline,
         ))
         .layer(axum::middleware::from_fn_with_state(auth, auth::guard))
+        .layer(axum::middleware::from_fn_with_state(
+            hosts,
+            crate::origin::check_host,
+        ))
         .layer(axum::middleware::map_response(security_headers))
 }
 
@@ -929,6 +936,7 @@ mod tests {
             gate: None,
             https: false,
             connections: crate::serve::Stats::new(crate::serve::MAX_CONNECTIONS),
+            hosts: Arc::new(crate::origin::Hosts::new(true, Vec::new())),
         };
         (state, sent, dir)
     }

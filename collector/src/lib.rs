@@ -21,6 +21,7 @@ pub mod https;
 pub mod ingest;
 pub mod metrics;
 pub mod onboard;
+pub mod origin;
 pub mod packed;
 pub mod persist;
 pub mod pki;
@@ -236,6 +237,10 @@ pub async fn start(
         gate: gate.clone(),
         https: config.http.tls.is_some(),
         connections: http_conns.clone(),
+        hosts: Arc::new(origin::Hosts::new(
+            read_access == auth::ReadAccess::Open,
+            config.http.allowed_hosts.clone(),
+        )),
     });
     if config.http.tls.is_none()
         && !config.http_listen.ip().is_loopback()

@@ -55,3 +55,42 @@ async fn issue_20_idle_sockets_do_not_starve_https() {
     assert!(took.iter().all(|t| *t < Duration::from_secs(2)), "{took:?}");
     drop(idle);
 }
+
+/// Sends `request` as it is (headers and all, `Connection: close` added) and returns the
+/// whole answer.
+async fn raw(addr: std::net::SocketAddr, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = request.replacen("\r\n", "\r\nConnection: close\r\n", 1);
+    s.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut answer))
+        .await
+        .expect("an answer within 5 s")
+        .unwrap();
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// Issue #20 (finding 10): a page on any site could rebind its own name to 127.0.0.1 and read
+/// the open loopback API; the request carries that name in `Host`, and is now refused (421).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_20_a_forged_host_is_refused_while_reading_is_open() {
+    let c = Running::start(|c: &mut Config| c.http.allowed_hosts = vec!["ember.lan".into()]).await;
+    let addr = c.collector.http_addr;
+    let get = |host: &str| format!("GET /api/hosts HTTP/1.1\r\nHost: {host}\r\n\r\n");
+    let rebound = raw(addr, &get("attacker.example:8080")).await;
+    assert!(rebound.starts_with("HTTP/1.1 421"), "{rebound}");
+    assert!(rebound.contains("http.allowed-hosts"), "{rebound}");
+    for ok in [addr.to_string(), "localhost".into(), "ember.lan".into()] {
+        let answer = raw(addr, &get(&ok)).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{ok}: {answer}");
+    }
+    // A bad name in the key is an error naming it.
+    let e = ember_collector::config::RawConfig::from_toml(
+        "[http]\nallowed-hosts = [\"http://ember.lan\"]\n",
+    )
+    .and_then(|r| r.validate())
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("http.allowed-hosts"), "{e}");
+}
