@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{header, HeaderName, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{delete, get, post, MethodRouter};
@@ -288,7 +288,12 @@ struct Login {
 
 /// A dashboard session for a valid token: an HMAC-signed, `HttpOnly`, `SameSite=Strict` cookie
 /// that grants read access (never commands). The token is not logged nor echoed.
-async fn login(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+async fn login(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    crate::origin::cookie_post(&headers).map_err(|(status, why)| ApiError(status, why))?;
     let Ok(Login { token }) = serde_json::from_slice::<Login>(&body) else {
         return Err(bad(r#"expected {"token": "…"}"#.into()));
     };
@@ -311,8 +316,12 @@ async fn login(State(state): State<AppState>, body: Bytes) -> Result<Response, A
         .into_response())
 }
 
-/// Ends the dashboard session (clears the cookie).
-async fn logout() -> Response {
+/// Ends the dashboard session (clears the cookie); from the dashboard's origin only, as
+/// `/login`.
+async fn logout(headers: HeaderMap) -> Response {
+    if let Err((status, why)) = crate::origin::same_origin(&headers) {
+        return ApiError(status, why).into_response();
+    }
     let cookie = format!(
         "{}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0",
         auth::SESSION_COOKIE

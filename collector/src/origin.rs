@@ -1,4 +1,4 @@
-//! Where a request comes from, for the browser's sake (issue #20).
+//! Where a request comes from, for the browser's sake (issue #20):
 //!
 //! - **DNS rebinding.** While reading is open (no token: a loopback listener by default), a web
 //!   page from anywhere can point its own name at 127.0.0.1 and read the API as "same origin".
@@ -6,12 +6,16 @@
 //!   that is an IP address (a page at an address is that address's origin: nothing is
 //!   rebound), `localhost`, or one of `http.allowed-hosts`; anything else gets 421. With tokens
 //!   the page has no token to send, and the check is off (any name reaches the collector).
+//! - **Login CSRF.** `POST /login` and `/logout` set the session cookie: they take JSON only
+//!   (another site's form cannot send it without a CORS preflight, which is never granted), and
+//!   a browser's request must come from the dashboard's own origin (`Sec-Fetch-Site`, or where
+//!   a browser does not send it, `Origin`): 403 otherwise.
 
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
@@ -98,6 +102,55 @@ pub async fn check_host(State(hosts): State<Arc<Hosts>>, req: Request, next: Nex
         .into_response()
 }
 
+/// Whether a request that sets the session cookie may: JSON only, and from the dashboard's own
+/// origin when a browser sends it. The refusal's status and reason otherwise.
+pub fn cookie_post(headers: &HeaderMap) -> Result<(), (StatusCode, String)> {
+    let text = |name| headers.get(name).and_then(|v| v.to_str().ok());
+    let json = text(header::CONTENT_TYPE)
+        .and_then(|t| t.split(';').next())
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"));
+    if !json {
+        return Err((
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "expected Content-Type: application/json".into(),
+        ));
+    }
+    same_origin(headers)
+}
+
+/// Whether a browser's request comes from the dashboard's own origin (`Sec-Fetch-Site`, or
+/// `Origin` against `Host`); a request that is not a browser's has neither and passes. 403
+/// and the reason otherwise.
+pub fn same_origin(headers: &HeaderMap) -> Result<(), (StatusCode, String)> {
+    let text = |name| headers.get(name).and_then(|v| v.to_str().ok());
+    let cross = || {
+        (
+            StatusCode::FORBIDDEN,
+            "not from the dashboard's own origin".to_string(),
+        )
+    };
+    // Every current browser sends Fetch Metadata: `none` is a request the user typed.
+    if let Some(site) = text("sec-fetch-site") {
+        return match site {
+            "same-origin" | "none" => Ok(()),
+            _ => Err(cross()),
+        };
+    }
+    match text("origin") {
+        // Not a browser (curl, scripts): nothing to forge.
+        None => Ok(()),
+        Some(origin) => {
+            let authority = origin.split_once("://").map(|(_, a)| a).unwrap_or("");
+            let host = text("host").unwrap_or("");
+            if !authority.is_empty() && authority.eq_ignore_ascii_case(host) {
+                Ok(())
+            } else {
+                Err(cross())
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -145,5 +198,44 @@ mod tests {
         ] {
             assert!(host_name(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn the_session_cookie_is_set_for_json_from_the_same_origin_only() {
+        let check = |headers: &[(&str, &str)]| {
+            let mut m = HeaderMap::new();
+            for (k, v) in headers {
+                m.insert(
+                    axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                    v.parse().unwrap(),
+                );
+            }
+            cookie_post(&m).map_err(|(s, _)| s.as_u16())
+        };
+        let json = ("content-type", "application/json");
+        assert_eq!(check(&[json]), Ok(()), "curl");
+        assert_eq!(
+            check(&[("content-type", "application/json; charset=utf-8")]),
+            Ok(())
+        );
+        assert_eq!(check(&[json, ("sec-fetch-site", "same-origin")]), Ok(()));
+        assert_eq!(check(&[("content-type", "text/plain")]), Err(415));
+        assert_eq!(
+            check(&[("content-type", "application/x-www-form-urlencoded")]),
+            Err(415)
+        );
+        assert_eq!(check(&[]), Err(415));
+        assert_eq!(check(&[json, ("sec-fetch-site", "cross-site")]), Err(403));
+        assert_eq!(check(&[json, ("sec-fetch-site", "same-site")]), Err(403));
+        let host = ("host", "127.0.0.1:8080");
+        assert_eq!(
+            check(&[json, host, ("origin", "http://127.0.0.1:8080")]),
+            Ok(())
+        );
+        assert_eq!(
+            check(&[json, host, ("origin", "http://evil.example")]),
+            Err(403)
+        );
+        assert_eq!(check(&[json, host, ("origin", "null")]), Err(403));
     }
 }

@@ -94,3 +94,58 @@ async fn issue_20_a_forged_host_is_refused_while_reading_is_open() {
     .to_string();
     assert!(e.contains("http.allowed-hosts"), "{e}");
 }
+
+/// Issue #20: `/login` took any content type, so another site's form (text/plain, no CORS
+/// preflight) could log the browser into a session of the attacker's choosing. Now it takes
+/// JSON from the dashboard's own origin only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_20_login_takes_json_from_the_same_origin_only() {
+    use ember_collector::auth::{generate_token, Role, TokenEntry, TokenHash};
+    let token = generate_token().unwrap();
+    let entry = TokenEntry {
+        name: "viewer".into(),
+        role: Role::Read,
+        hash: TokenHash::of(&token),
+    };
+    let c = Running::start(move |c: &mut Config| {
+        c.http.read_access = ember_collector::config::ReadAccessSetting::Token;
+        c.http.tokens = vec![entry];
+    })
+    .await;
+    let addr = c.collector.http_addr;
+    let body = format!(r#"{{"token":"{token}"}}"#);
+    let login = |headers: &str| {
+        format!(
+            "POST /login HTTP/1.1\r\nHost: {addr}\r\n{headers}Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    let cases = [
+        ("Content-Type: text/plain\r\n", "415"),
+        ("Content-Type: application/x-www-form-urlencoded\r\n", "415"),
+        (
+            "Content-Type: application/json\r\nSec-Fetch-Site: cross-site\r\n",
+            "403",
+        ),
+        (
+            "Content-Type: application/json\r\nOrigin: http://attacker.example\r\n",
+            "403",
+        ),
+        (
+            "Content-Type: application/json\r\nSec-Fetch-Site: same-origin\r\n",
+            "200",
+        ),
+        ("Content-Type: application/json\r\n", "200"),
+    ];
+    for (headers, status) in cases {
+        let answer = raw(addr, &login(headers)).await;
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {status}")),
+            "{headers:?}: {answer}"
+        );
+        let cookie = answer
+            .to_ascii_lowercase()
+            .contains("set-cookie: ember_session=");
+        assert_eq!(cookie, status == "200", "{headers:?}: {answer}");
+    }
+}
