@@ -171,6 +171,7 @@ mod tests {
                 "/echo",
                 axum::routing::post(|b: axum::body::Bytes| async move { b }),
             )
+            .route("/stream", axum::routing::get(|| async { slow_stream() }))
             .layer(axum::middleware::from_fn_with_state(
                 Duration::from_millis(500),
                 body_deadline,
@@ -186,6 +187,32 @@ mod tests {
             std::future::pending(),
         ));
         (addr, stats)
+    }
+
+    /// Six lines, 300 ms apart, as the event stream writes them.
+    fn slow_stream() -> axum::body::Body {
+        let lines = futures_util::stream::unfold(0, |i| async move {
+            if i == 6 {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            Some((Ok::<_, std::io::Error>(format!("line {i}\n")), i + 1))
+        });
+        axum::body::Body::from_stream(lines)
+    }
+
+    /// A response that streams for longer than the head timeout (the event stream) is not cut:
+    /// the timer runs only while a request head is awaited.
+    #[tokio::test]
+    async fn a_long_response_outlives_the_head_timeout() {
+        let (addr, _) = start(8, Duration::from_secs(1)).await;
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /stream HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let (answer, after) = until_closed(&mut s, Duration::from_secs(5)).await.unwrap();
+        assert!(answer.contains("line 5"), "{answer}");
+        assert!(after >= Duration::from_millis(1500), "{after:?}");
     }
 
     /// Reads until the server closes the connection (or `within` passes): what it sent, and
