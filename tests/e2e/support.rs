@@ -126,8 +126,8 @@ pub async fn send_command(
         .remove(0)
 }
 
-/// Publishes the same command (same id) `times` times, as QoS 1 redelivers it, and returns
-/// the `times` results that come back.
+/// Publishes the same command (same id) `times` times, as QoS 1 redelivers it, each time once
+/// the previous one was answered, and returns the `times` results.
 pub async fn send_command_times(
     mqtt_port: u16,
     host: &str,
@@ -160,17 +160,15 @@ pub async fn send_command_times(
     .unwrap()
     .to_vec();
     let mut results = Vec::new();
+    let cmd = topic::topic(&host, Kind::Command);
     tokio::time::timeout(Duration::from_secs(10), async {
         loop {
             match events.poll().await.expect("commander connection") {
                 Event::Incoming(Packet::SubAck(_)) => {
-                    let cmd = topic::topic(&host, Kind::Command);
-                    for _ in 0..times {
-                        client
-                            .publish(cmd.as_str(), QoS::AtLeastOnce, false, command.clone())
-                            .await
-                            .unwrap();
-                    }
+                    client
+                        .publish(cmd.as_str(), QoS::AtLeastOnce, false, command.clone())
+                        .await
+                        .unwrap();
                 }
                 Event::Incoming(Packet::Publish(p)) => {
                     if let Ok(Envelope {
@@ -183,6 +181,12 @@ pub async fn send_command_times(
                             if results.len() == times {
                                 return;
                             }
+                            // Again once answered: a delivery while it still runs gets no
+                            // result of its own (the one result comes when it ends).
+                            client
+                                .publish(cmd.as_str(), QoS::AtLeastOnce, false, command.clone())
+                                .await
+                                .unwrap();
                         }
                     }
                 }
