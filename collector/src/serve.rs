@@ -5,28 +5,37 @@
 //!   starts no new request within the same time is closed (hyper runs the one timer for both:
 //!   from the moment it waits for a head).
 //! - A request's body must arrive within [`BODY_TIMEOUT`] ([`body_deadline`]).
-//! - At most [`MAX_CONNECTIONS`] connections are open at once; one more is closed as soon as it
-//!   is accepted and counted ([`Stats`]). The accept loop never waits for room.
+//! - At most [`MAX_CONNECTIONS`] connections are open at once. One more closes the oldest
+//!   connection that has no request in progress (none yet, or idle between two; a response
+//!   still streaming, as the event stream's, counts as in progress), so that idle sockets
+//!   cannot lock the others out; when every one is busy, the new one is closed at once. Both
+//!   are counted ([`Stats`]). The accept loop never waits for room.
 //!
 //! axum's own `serve` runs hyper without a timer: a client that sent half a request kept its
 //! connection (and a descriptor) for ever (issue #20, finding 5).
 
+use std::collections::VecDeque;
+use std::convert::Infallible;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use axum::body::Bytes;
 use axum::extract::{Request, State};
 use axum::http::{Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Router;
+use hyper::body::{Frame, Incoming, SizeHint};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::Semaphore;
+use tokio::task::AbortHandle;
 
 /// A request's head has this long to arrive, and an idle kept-alive connection this long to
 /// start its next request.
@@ -38,23 +47,38 @@ pub const MAX_BODY: usize = 64 * 1024;
 /// HTTP connections open at once, at most.
 pub const MAX_CONNECTIONS: usize = 512;
 
-/// Connection counters, for `/api/health`.
-#[derive(Debug)]
-pub struct Stats {
-    limit: usize,
-    room: Arc<Semaphore>,
-    refused: AtomicU64,
+/// One open connection: its requests in progress, and how to close it.
+struct Conn {
+    id: u64,
+    busy: Arc<AtomicUsize>,
+    task: AbortHandle,
 }
 
-/// A copy of [`Stats`].
+/// The open connections (oldest first) and the counters, for `/api/health`.
+pub struct Stats {
+    limit: usize,
+    open: Mutex<(u64, VecDeque<Conn>)>,
+    refused: AtomicU64,
+    evicted: AtomicU64,
+}
+
+impl std::fmt::Debug for Stats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stats").field("view", &self.view()).finish()
+    }
+}
+
+/// A copy of [`Stats`]' counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct StatsView {
     /// HTTP connections open now.
     pub open: usize,
     /// The most open at once.
     pub limit: usize,
-    /// Connections closed at once because `limit` were open.
+    /// Connections closed at once because `limit` were open, each with a request in progress.
     pub refused: u64,
+    /// Idle connections closed to make room for a new one.
+    pub evicted: u64,
 }
 
 impl Stats {
@@ -62,18 +86,95 @@ impl Stats {
     pub fn new(limit: usize) -> Arc<Self> {
         Arc::new(Stats {
             limit,
-            room: Arc::new(Semaphore::new(limit)),
+            open: Mutex::new((0, VecDeque::new())),
             refused: AtomicU64::new(0),
+            evicted: AtomicU64::new(0),
         })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, (u64, VecDeque<Conn>)> {
+        self.open.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The counters now.
     pub fn view(&self) -> StatsView {
         StatsView {
-            open: self.limit - self.room.available_permits(),
+            open: self.lock().1.len(),
             limit: self.limit,
             refused: self.refused.load(Ordering::Relaxed),
+            evicted: self.evicted.load(Ordering::Relaxed),
         }
+    }
+}
+
+/// Takes its connection off [`Stats`] however its task ends (closed, failed, aborted).
+struct Registered(Arc<Stats>, u64);
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.0.lock().1.retain(|c| c.id != self.1);
+    }
+}
+
+/// One request in progress on a connection, until its response's body has been sent.
+struct InProgress(Arc<AtomicUsize>);
+
+impl Drop for InProgress {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A response body that keeps its request counted as in progress while it is sent.
+struct Counted {
+    body: axum::body::Body,
+    _request: InProgress,
+}
+
+impl hyper::body::Body for Counted {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// The router, counting the requests in progress on one connection.
+struct Service {
+    app: TowerToHyperService<Router>,
+    busy: Arc<AtomicUsize>,
+}
+
+impl hyper::service::Service<hyper::Request<Incoming>> for Service {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn call(&self, req: hyper::Request<Incoming>) -> Self::Future {
+        self.busy.fetch_add(1, Ordering::Relaxed);
+        let request = InProgress(self.busy.clone());
+        let response = self.app.call(req);
+        Box::pin(async move {
+            let response = response.await?;
+            Ok(response.map(|body| {
+                axum::body::Body::new(Counted {
+                    body,
+                    _request: request,
+                })
+            }))
+        })
     }
 }
 
@@ -101,20 +202,50 @@ where
             (io, _) = listener.accept() => io,
             _ = &mut shutdown => break,
         };
-        let Ok(permit) = stats.room.clone().try_acquire_owned() else {
-            stats.refused.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!("HTTP connection refused: {} open", stats.limit);
-            drop(io);
-            continue;
+        let mut open = stats.lock();
+        let mut evicted = None;
+        if open.1.len() >= stats.limit {
+            let idle = open
+                .1
+                .iter()
+                .position(|c| c.busy.load(Ordering::Relaxed) == 0);
+            match idle.and_then(|i| open.1.remove(i)) {
+                Some(c) => evicted = Some(c.task),
+                None => {
+                    drop(open);
+                    stats.refused.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!("HTTP connection refused: {} open, all busy", stats.limit);
+                    continue;
+                }
+            }
+        }
+        let id = open.0;
+        open.0 += 1;
+        let busy = Arc::new(AtomicUsize::new(0));
+        let service = Service {
+            app: TowerToHyperService::new(app.clone()),
+            busy: busy.clone(),
         };
-        let service = TowerToHyperService::new(app.clone());
         let connection = graceful.watch(http.serve_connection(TokioIo::new(io), service));
-        tokio::spawn(async move {
+        let registered = Registered(stats.clone(), id);
+        let task = tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!("HTTP connection: {e}");
             }
-            drop(permit);
+            drop(registered);
         });
+        open.1.push_back(Conn {
+            id,
+            busy,
+            task: task.abort_handle(),
+        });
+        drop(open);
+        // Closed once the lock is released: its task takes the lock as it ends.
+        if let Some(idle) = evicted {
+            stats.evicted.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!("HTTP: the oldest idle connection closed to make room");
+            idle.abort();
+        }
     }
     drop(listener);
     graceful.shutdown().await;
@@ -288,43 +419,62 @@ mod tests {
         );
     }
 
-    /// The bound: with `limit` connections open, one more is closed at once and counted; the
-    /// accept loop goes on, and serves again once one has closed.
+    /// The bound: with `limit` connections open, one more closes the oldest idle one (issue
+    /// #20: idle sockets must not lock the others out), or, when every one is busy, is closed
+    /// at once; both are counted, and the accept loop goes on.
     #[tokio::test]
-    async fn connections_beyond_the_limit_are_closed_at_once() {
+    async fn beyond_the_limit_the_oldest_idle_connection_makes_room() {
         let (addr, stats) = start(2, Duration::from_secs(30)).await;
-        let held = [
-            TcpStream::connect(addr).await.unwrap(),
-            TcpStream::connect(addr).await.unwrap(),
-        ];
-        let deadline = Instant::now() + Duration::from_secs(2);
-        while stats.view().open < 2 && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        let mut third = TcpStream::connect(addr).await.unwrap();
-        let (answer, after) = until_closed(&mut third, Duration::from_secs(2))
-            .await
-            .expect("closed at once");
-        assert_eq!(answer, "");
-        assert!(after < Duration::from_secs(1), "{after:?}");
-        assert_eq!(
-            stats.view(),
-            StatsView {
-                open: 2,
-                limit: 2,
-                refused: 1
+        let wait_open = |n: usize| {
+            let stats = stats.clone();
+            async move {
+                let deadline = Instant::now() + Duration::from_secs(2);
+                while stats.view().open != n && Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                assert_eq!(stats.view().open, n);
             }
-        );
-        drop(held);
-        let deadline = Instant::now() + Duration::from_secs(2);
-        while stats.view().open > 0 && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        };
+        let mut oldest = TcpStream::connect(addr).await.unwrap();
+        wait_open(1).await;
+        let _idle = TcpStream::connect(addr).await.unwrap();
+        wait_open(2).await;
+        // Two idle sockets: a real request still gets its answer, and the oldest is closed.
         let mut s = TcpStream::connect(addr).await.unwrap();
         s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
             .await
             .unwrap();
         let (answer, _) = until_closed(&mut s, Duration::from_secs(5)).await.unwrap();
         assert!(answer.ends_with("ok"), "{answer}");
+        let (closed, _) = until_closed(&mut oldest, Duration::from_secs(2))
+            .await
+            .expect("the oldest idle connection closed");
+        assert_eq!(closed, "");
+        assert_eq!(stats.view().evicted, 1);
+        // Two responses streaming (busy): one more is closed at once, and counted.
+        let mut streams = Vec::new();
+        for _ in 0..2 {
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            s.write_all(b"GET /stream HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+                .await
+                .unwrap();
+            let mut first = [0u8; 12];
+            s.read_exact(&mut first).await.unwrap();
+            assert_eq!(&first, b"HTTP/1.1 200");
+            streams.push(s);
+        }
+        wait_open(2).await;
+        let mut third = TcpStream::connect(addr).await.unwrap();
+        let (answer, after) = until_closed(&mut third, Duration::from_secs(2))
+            .await
+            .expect("closed at once");
+        assert_eq!(answer, "");
+        assert!(after < Duration::from_secs(1), "{after:?}");
+        let v = stats.view();
+        assert_eq!((v.open, v.limit, v.refused), (2, 2, 1), "{v:?}");
+        for mut s in streams {
+            let (rest, _) = until_closed(&mut s, Duration::from_secs(5)).await.unwrap();
+            assert!(rest.contains("line 5"), "the streams were not cut: {rest}");
+        }
     }
 }
