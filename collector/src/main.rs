@@ -290,11 +290,14 @@ fn real_main() -> anyhow::Result<()> {
         return command(cmd, flags.config.take());
     }
     // One descriptor per connection: as many as the system lets this process have.
+    let shown = |l: Option<u64>| l.map_or("unlimited".to_string(), |n| n.to_string());
     match ember_collector::descriptors::raise_limit() {
-        Ok((before, after)) if before != after => {
-            tracing::info!("open files: limit raised from {before:?} to {after:?}")
-        }
-        Ok((_, limit)) => tracing::info!("open files: limit {limit:?}"),
+        Ok((before, after)) if before != after => tracing::info!(
+            "open files: limit raised from {} to {}",
+            shown(before),
+            shown(after)
+        ),
+        Ok((_, limit)) => tracing::info!("open files: limit {}", shown(limit)),
         Err(e) => tracing::warn!("open files: cannot raise the limit: {e}"),
     }
     let file = match &flags.config {
