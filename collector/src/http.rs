@@ -1022,11 +1022,9 @@ mod tests {
         let h: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
         let open = h["descriptors"]["open"].as_u64().expect("descriptors.open");
         assert!(open >= 3, "{h}");
-        assert_eq!(
-            h["descriptors"]["limit"].as_u64(),
-            crate::descriptors::limit(),
-            "{h}"
-        );
+        // A number (another test may raise it meanwhile), or null for unlimited.
+        let limit = &h["descriptors"]["limit"];
+        assert!(limit.is_null() || limit.as_u64() >= Some(open), "{h}");
         assert_eq!(h["http"]["limit"], crate::serve::MAX_CONNECTIONS, "{h}");
         assert_eq!(h["http"]["open"], 0, "{h}");
         let doc: serde_json::Value = serde_json::from_str(OPENAPI).unwrap();
