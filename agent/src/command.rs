@@ -108,12 +108,16 @@ impl Named {
     /// Runs the command, waiting at most the shorter of its timeout and `limit`; blocks.
     pub fn run(&self, limit: Duration) -> (Outcome, String) {
         let timeout = self.timeout.min(limit);
-        let child = std::process::Command::new(&self.program)
+        let mut command = std::process::Command::new(&self.program);
+        command
             .args(&self.args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn();
+            .stderr(Stdio::piped());
+        // A process group of its own: at its timeout, what it started goes with it.
+        #[cfg(unix)]
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
+        let child = command.spawn();
         let mut child = match child {
             Ok(c) => c,
             Err(e) => {
@@ -128,7 +132,7 @@ impl Named {
         let stderr = collect(child.stderr.take(), read_tx);
         let status = wait(&mut child, timeout);
         if status.is_none() {
-            let _ = child.kill();
+            kill_group(&mut child);
             let _ = child.wait();
         }
         // The pipes close when the command exits: wait (briefly: a child it left behind may
@@ -158,6 +162,17 @@ impl Named {
             Some(Err(e)) => (Outcome::Failed, format!("waiting for the command: {e}")),
         }
     }
+}
+
+/// Kills `child` and every process in its group (the group it leads: see [`Named::run`]).
+/// The child has not been waited for, so its id still names its group.
+fn kill_group(child: &mut Child) {
+    #[cfg(unix)]
+    {
+        use rustix::process::{kill_process_group, Pid, Signal};
+        let _ = kill_process_group(Pid::from_child(child), Signal::KILL);
+    }
+    let _ = child.kill();
 }
 
 /// Waits for the child until `timeout`; `None` if it is still running then.
@@ -266,6 +281,34 @@ mod tests {
         assert_eq!(o, Outcome::TimedOut);
         assert_eq!(d, "killed after 200ms");
         assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    /// Issue #20: at its timeout, a command was killed but what it started (a shell's
+    /// children) ran on.
+    #[test]
+    fn issue_20_a_timeout_kills_what_the_command_started() {
+        let pidfile =
+            std::env::temp_dir().join(format!("ember-cmd-grandchild-{}", std::process::id()));
+        let _ = std::fs::remove_file(&pidfile);
+        let script = format!("sleep 100 & echo $! > {}; sleep 100", pidfile.display());
+        let (o, _) = named(&["/bin/sh", "-c", &script], "5s").run(Duration::from_millis(500));
+        assert_eq!(o, Outcome::TimedOut);
+        let pid = std::fs::read_to_string(&pidfile).expect("the script wrote its child's id");
+        std::fs::remove_file(&pidfile).unwrap();
+        let stat = format!("/proc/{}/stat", pid.trim());
+        // Gone, or a zombie waiting for whoever inherited it.
+        let gone = || match std::fs::read_to_string(&stat) {
+            Err(_) => true,
+            Ok(s) => s
+                .rsplit(')')
+                .next()
+                .is_some_and(|r| r.trim_start().starts_with('Z')),
+        };
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while !gone() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(gone(), "the grandchild {} still runs", pid.trim());
     }
 
     #[test]

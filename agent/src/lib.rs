@@ -13,6 +13,7 @@ pub mod preview;
 pub mod probe;
 pub mod procfs;
 pub mod publish;
+pub mod recent;
 pub mod sampler;
 pub mod simulate;
 pub mod spool;

@@ -43,6 +43,7 @@ use crate::command::{Named, MAX_RUNNING};
 use crate::config::AgentConfig;
 use crate::outbox::Outbox;
 use crate::panel::PanelControl;
+use crate::recent::{Recent, Seen};
 
 /// Samples in flight (sent, not yet acknowledged) at most.
 const WINDOW: usize = 16;
@@ -81,21 +82,32 @@ enum Ev {
     Command(Vec<u8>),
     /// The collector's alerts about this host (retained), for the panel.
     Alerts(Vec<u8>),
-    /// A host's status (retained), for the panel's fleet page.
-    Status(Vec<u8>),
+    /// A host's status (retained), for the panel's fleet page: the host its topic names, and
+    /// the payload.
+    Status(HostId, Vec<u8>),
     /// The connection failed; reply once nothing more will be sent on it: whether to reconnect.
     Lost(oneshot::Sender<bool>),
 }
 
-/// A host's retained status, as the fleet page needs it: the host and whether it is up. `None`
-/// for anything else (bad bytes are logged, never fatal).
-fn host_status(payload: &[u8]) -> Option<(HostId, bool)> {
+/// A host's retained status, published on the status topic of `from`, as the fleet page needs
+/// it: the host and whether it is up. `None` for anything else (bad bytes are logged, never
+/// fatal), and for an envelope naming another host than its topic: an agent may publish on its
+/// own topic only, so such an envelope is one host speaking for another (issue #20).
+fn host_status(from: &HostId, payload: &[u8]) -> Option<(HostId, bool)> {
     match ember_wire::decode(payload) {
         Ok(Envelope {
             host,
             message: Message::Status(status),
             ..
-        }) => Some((host, matches!(status, Status::Online { .. }))),
+        }) if host == *from => Some((host, matches!(status, Status::Online { .. }))),
+        Ok(Envelope {
+            host,
+            message: Message::Status(_),
+            ..
+        }) => {
+            log::warn!("ignored a status for {host} published on {from}'s topic");
+            None
+        }
         Ok(_) => None,
         Err(e) => {
             log::debug!("ignored an undecodable status: {e}");
@@ -173,6 +185,7 @@ impl Publisher {
             results: control.downgrade(),
             panel,
             retry: retry.clone(),
+            recent: Recent::default(),
         };
         let pump = tokio::spawn(pump.run(ev_rx, control_rx, wake.clone()));
         let events = tokio::spawn(drive(eventloop, ev_tx, host.clone(), retry));
@@ -293,6 +306,8 @@ struct Pump {
     panel: Option<PanelControl>,
     /// Cuts the event task's backoff short (stopping with samples to send).
     retry: Arc<Notify>,
+    /// The commands received lately: one delivered again is answered, not run again.
+    recent: Recent,
 }
 
 impl Pump {
@@ -310,10 +325,7 @@ impl Pump {
                     None => return,
                 },
                 c = control.recv() => match c {
-                    Some(Control::Result(r)) => {
-                        let payload = encode(&self.host, Message::CommandResult(r));
-                        self.publish(Kind::Result, payload, false);
-                    }
+                    Some(Control::Result(r)) => self.publish_result(r),
                     Some(Control::Info(info)) => {
                         if *info != self.info {
                             self.info = *info;
@@ -395,8 +407,8 @@ impl Pump {
                 Ok(_) => log::warn!("ignored an alerts envelope for another host or kind"),
                 Err(e) => log::warn!("ignored undecodable alerts: {e}"),
             },
-            Ev::Status(payload) => {
-                if let (Some((host, up)), Some(p)) = (host_status(&payload), &self.panel) {
+            Ev::Status(from, payload) => {
+                if let (Some((host, up)), Some(p)) = (host_status(&from, &payload), &self.panel) {
                     if !p.set_host_status(host.as_str(), up) {
                         log::debug!("fleet page full: {host} left out");
                     }
@@ -471,15 +483,36 @@ impl Pump {
                 return;
             }
         };
+        match self.recent.admit(&command, std::time::Instant::now()) {
+            Seen::New => {}
+            Seen::Running => {
+                log::info!("command {} delivered again while it runs", command.id);
+                return;
+            }
+            Seen::Done(result) => {
+                log::info!(
+                    "command {} delivered again: its result sent again",
+                    command.id
+                );
+                let payload = encode(&self.host, Message::CommandResult(result));
+                self.publish(Kind::Result, payload, false);
+                return;
+            }
+        }
         let Some((outcome, detail)) = self.execute(&command) else {
             // A named command started: its result comes later.
             return;
         };
-        let result = CommandResult {
+        self.publish_result(CommandResult {
             id: command.id,
             outcome,
             detail: crate::sampler::truncated(detail),
-        };
+        });
+    }
+
+    /// Publishes a command's result, kept for a delivery of the same command again.
+    fn publish_result(&mut self, result: CommandResult) {
+        self.recent.finish(&result);
         let payload = encode(&self.host, Message::CommandResult(result));
         self.publish(Kind::Result, payload, false);
     }
@@ -605,11 +638,10 @@ async fn drive(mut eventloop: EventLoop, pump: mpsc::Sender<Ev>, host: HostId, r
             Ok(Event::Incoming(Packet::Publish(p))) if p.topic == alerts_topic.as_str() => {
                 Some(Ev::Alerts(p.payload.to_vec()))
             }
-            Ok(Event::Incoming(Packet::Publish(p)))
-                if topic::parse(&p.topic).is_some_and(|(_, k)| k == Kind::Status) =>
-            {
-                Some(Ev::Status(p.payload.to_vec()))
-            }
+            Ok(Event::Incoming(Packet::Publish(p))) => match topic::parse(&p.topic) {
+                Some((from, Kind::Status)) => Some(Ev::Status(from, p.payload.to_vec())),
+                _ => None,
+            },
             Ok(Event::Outgoing(Outgoing::Disconnect)) => {
                 // Let the DISCONNECT reach the socket, then stop.
                 let _ = eventloop.poll().await;
@@ -701,17 +733,27 @@ mod tests {
         let pi = HostId::new("garage-pi").unwrap();
         let online = encode(&pi, Message::Status(Status::Online { interval_ms: 1000 }));
         let offline = encode(&pi, Message::Status(Status::Offline));
-        assert_eq!(host_status(&online), Some((pi.clone(), true)));
-        assert_eq!(host_status(&offline), Some((pi.clone(), false)));
+        assert_eq!(host_status(&pi, &online), Some((pi.clone(), true)));
+        assert_eq!(host_status(&pi, &offline), Some((pi.clone(), false)));
         // Another kind on a status topic, or bytes that do not decode: nothing, no panic.
         let info = encode(&pi, Message::HostInfo(HostInfo::default()));
-        assert_eq!(host_status(&info), None);
-        assert_eq!(host_status(&online[..online.len() / 2]), None);
-        assert_eq!(host_status(b"offline"), None);
+        assert_eq!(host_status(&pi, &info), None);
+        assert_eq!(host_status(&pi, &online[..online.len() / 2]), None);
+        assert_eq!(host_status(&pi, b"offline"), None);
         // The subscription's filter matches every host's status topic and nothing else.
         let status = topic::topic(&pi, Kind::Status);
         assert_eq!(topic::ALL_STATUS.replace('+', pi.as_str()), status.as_str());
         assert_eq!(topic::parse(&status), Some((pi, Kind::Status)));
+    }
+
+    /// Issue #20 (finding 7): an agent publishing, on its own status topic, an envelope that
+    /// names another host made every agent's fleet page show that host as it said.
+    #[test]
+    fn issue_20_a_status_naming_another_host_than_its_topic_is_dropped() {
+        let (rogue, victim) = (HostId::new("rogue").unwrap(), HostId::new("nas").unwrap());
+        let spoofed = encode(&victim, Message::Status(Status::Offline));
+        assert_eq!(host_status(&rogue, &spoofed), None);
+        assert_eq!(host_status(&victim, &spoofed), Some((victim, false)));
     }
 
     #[test]

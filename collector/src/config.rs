@@ -56,6 +56,9 @@ pub struct HttpConfig {
     pub tokens: Vec<TokenEntry>,
     /// HTTPS: the certificate and key the dashboard and API are served with.
     pub tls: Option<TlsFiles>,
+    /// Names (lower case, no port) a request's `Host` may carry while reading is open, besides
+    /// IP addresses and `localhost` (see `origin.rs`: DNS rebinding).
+    pub allowed_hosts: Vec<String>,
 }
 
 /// `http.read-access`.
@@ -322,6 +325,7 @@ impl Config {
                 }),
                 tls_cert: self.http.tls.as_ref().map(|t| t.cert.clone()),
                 tls_key: self.http.tls.as_ref().map(|t| t.key.clone()),
+                allowed_hosts: Some(self.http.allowed_hosts.clone()),
             },
             mqtt: RawMqtt {
                 tls: Some(self.mqtt.tls.is_some()),
@@ -439,6 +443,10 @@ pub struct RawHttp {
     /// HTTPS: private key (PEM).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_key: Option<PathBuf>,
+    /// Host names the API answers to while reading is open (besides IP addresses and
+    /// `localhost`), e.g. `["ember.lan"]`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allowed_hosts: Option<Vec<String>>,
 }
 
 /// One `[[http.tokens]]` entry.
@@ -602,6 +610,7 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("EMBER_HTTP_READ_ACCESS", "http.read-access"),
     ("EMBER_HTTP_TLS_CERT", "http.tls-cert"),
     ("EMBER_HTTP_TLS_KEY", "http.tls-key"),
+    ("EMBER_HTTP_ALLOWED_HOSTS", "http.allowed-hosts"),
     ("EMBER_MQTT_TLS", "mqtt.tls"),
     ("EMBER_MQTT_TLS_CERT", "mqtt.tls-cert"),
     ("EMBER_MQTT_TLS_KEY", "mqtt.tls-key"),
@@ -689,6 +698,7 @@ impl RawConfig {
                 tokens: None,
                 tls_cert: None,
                 tls_key: None,
+                allowed_hosts: Some(Vec::new()),
             },
             mqtt: RawMqtt {
                 // Twenty times an agent's default rate, and a burst that covers a reconnect's
@@ -814,6 +824,15 @@ impl RawConfig {
                 "http.read-access" => raw.http.read_access = s(),
                 "http.tls-cert" => raw.http.tls_cert = Some(PathBuf::from(&value)),
                 "http.tls-key" => raw.http.tls_key = Some(PathBuf::from(&value)),
+                "http.allowed-hosts" => {
+                    raw.http.allowed_hosts = Some(
+                        value
+                            .split(',')
+                            .map(|h| h.trim().to_string())
+                            .filter(|h| !h.is_empty())
+                            .collect(),
+                    )
+                }
                 "mqtt.tls" => raw.mqtt.tls = Some(boolean()?),
                 "mqtt.tls-cert" => raw.mqtt.tls_cert = Some(PathBuf::from(&value)),
                 "mqtt.tls-key" => raw.mqtt.tls_key = Some(PathBuf::from(&value)),
@@ -878,6 +897,7 @@ impl RawConfig {
                 tokens: over.http.tokens.or(self.http.tokens),
                 tls_cert: over.http.tls_cert.or(self.http.tls_cert),
                 tls_key: over.http.tls_key.or(self.http.tls_key),
+                allowed_hosts: over.http.allowed_hosts.or(self.http.allowed_hosts),
             },
             mqtt: RawMqtt {
                 tls: over.mqtt.tls.or(self.mqtt.tls),
@@ -1189,10 +1209,21 @@ fn validate_http(raw: &RawHttp, listen: SocketAddr) -> Result<HttpConfig, Config
         });
     }
     let tls = tls_files("http", &raw.tls_cert, &raw.tls_key)?;
+    let mut allowed_hosts = Vec::new();
+    for h in raw.allowed_hosts.iter().flatten() {
+        let name = crate::origin::host_name(h).map_err(|why| {
+            err(
+                "http.allowed-hosts",
+                format!("{h:?}: {why}, e.g. allowed-hosts = [\"ember.lan\"]"),
+            )
+        })?;
+        allowed_hosts.push(name);
+    }
     let http = HttpConfig {
         read_access,
         tokens,
         tls,
+        allowed_hosts,
     };
     http.resolve(listen)?;
     Ok(http)

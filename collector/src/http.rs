@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{header, HeaderName, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{delete, get, post, MethodRouter};
@@ -58,6 +58,10 @@ pub struct AppState {
     pub gate: Option<Arc<crate::gate::Gate>>,
     /// Served over HTTPS: the session cookie is marked `Secure`.
     pub https: bool,
+    /// The HTTP connections open, for `/api/health`.
+    pub connections: Arc<crate::serve::Stats>,
+    /// The `Host` values answered (DNS rebinding).
+    pub hosts: Arc<crate::origin::Hosts>,
 }
 
 /// Every route: method, path and what it serves. The router is built from this list, and a test
@@ -190,12 +194,21 @@ fn method_routers() -> Vec<(&'static str, MethodRouter<AppState>)> {
 /// before the layers, so that none escapes them: add new routes to [`ROUTES`].
 pub fn router(state: AppState) -> Router {
     let auth = state.auth.clone();
+    let hosts = state.hosts.clone();
     method_routers()
         .into_iter()
         .fold(Router::new(), |r, (path, methods)| r.route(path, methods))
         .fallback(not_found)
         .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(
+            crate::serve::BODY_TIMEOUT,
+            crate::serve::body_deadline,
+        ))
         .layer(axum::middleware::from_fn_with_state(auth, auth::guard))
+        .layer(axum::middleware::from_fn_with_state(
+            hosts,
+            crate::origin::check_host,
+        ))
         .layer(axum::middleware::map_response(security_headers))
 }
 
@@ -275,7 +288,12 @@ struct Login {
 
 /// A dashboard session for a valid token: an HMAC-signed, `HttpOnly`, `SameSite=Strict` cookie
 /// that grants read access (never commands). The token is not logged nor echoed.
-async fn login(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+async fn login(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    crate::origin::cookie_post(&headers).map_err(|(status, why)| ApiError(status, why))?;
     let Ok(Login { token }) = serde_json::from_slice::<Login>(&body) else {
         return Err(bad(r#"expected {"token": "…"}"#.into()));
     };
@@ -298,8 +316,12 @@ async fn login(State(state): State<AppState>, body: Bytes) -> Result<Response, A
         .into_response())
 }
 
-/// Ends the dashboard session (clears the cookie).
-async fn logout() -> Response {
+/// Ends the dashboard session (clears the cookie); from the dashboard's origin only, as
+/// `/login`.
+async fn logout(headers: HeaderMap) -> Response {
+    if let Err((status, why)) = crate::origin::same_origin(&headers) {
+        return ApiError(status, why).into_response();
+    }
     let cookie = format!(
         "{}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0",
         auth::SESSION_COOKIE
@@ -419,6 +441,8 @@ async fn health(State(state): State<AppState>) -> Response {
         "ingest": store.stats(),
         "ingest_rate": store.ingest_rate(),
         "connections": state.gate.as_ref().map(|g| g.stats()),
+        "http": state.connections.view(),
+        "descriptors": crate::descriptors::now(),
         "memory": {
             "raw_samples": memory.raw_samples,
             "raw_bytes": memory.raw_bytes,
@@ -920,6 +944,8 @@ mod tests {
             auth: Arc::new(Auth::with_key(auth::ReadAccess::Open, Vec::new(), [7; 32])),
             gate: None,
             https: false,
+            connections: crate::serve::Stats::new(crate::serve::MAX_CONNECTIONS),
+            hosts: Arc::new(crate::origin::Hosts::new(true, Vec::new())),
         };
         (state, sent, dir)
     }
@@ -980,6 +1006,38 @@ mod tests {
         let h = health(&state).await;
         assert_eq!(h["status"], "ok", "{h}");
         assert_eq!(h["spill"]["failing"], false);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Issue #20: `/api/health` reports the descriptors in use and their limit, and the HTTP
+    /// connections; every field it serves is in docs/openapi.json's `Health`, the required ones
+    /// always there.
+    #[tokio::test]
+    async fn issue_20_health_reports_descriptors_and_matches_openapi() {
+        let config = crate::config::RawConfig::default().validate().unwrap();
+        let store = Store::new(crate::store::StoreConfig::from_config(&config));
+        let (state, _, dir) = app_state(store, &config, "fd-health");
+        let body = super::health(State(state)).await.into_body();
+        let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+        let h: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        let open = h["descriptors"]["open"].as_u64().expect("descriptors.open");
+        assert!(open >= 3, "{h}");
+        // A number (another test may raise it meanwhile), or null for unlimited.
+        let limit = &h["descriptors"]["limit"];
+        assert!(limit.is_null() || limit.as_u64() >= Some(open), "{h}");
+        assert_eq!(h["http"]["limit"], crate::serve::MAX_CONNECTIONS, "{h}");
+        assert_eq!(h["http"]["open"], 0, "{h}");
+        let doc: serde_json::Value = serde_json::from_str(OPENAPI).unwrap();
+        let schema = &doc["components"]["schemas"]["Health"];
+        for key in h.as_object().unwrap().keys() {
+            assert!(
+                schema["properties"].get(key).is_some(),
+                "{key} is not in the Health schema"
+            );
+        }
+        for key in schema["required"].as_array().unwrap() {
+            assert!(h.get(key.as_str().unwrap()).is_some(), "{key} missing");
+        }
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -14,18 +14,21 @@ pub mod broker;
 pub mod codec;
 pub mod commands;
 pub mod config;
+pub mod descriptors;
 pub mod gate;
 pub mod http;
 pub mod https;
 pub mod ingest;
 pub mod metrics;
 pub mod onboard;
+pub mod origin;
 pub mod packed;
 pub mod persist;
 pub mod pki;
 pub mod prom;
 pub mod query;
 pub mod ring;
+pub mod serve;
 pub mod spill;
 pub mod store;
 pub mod tiers;
@@ -218,6 +221,7 @@ pub async fn start(
         .await
         .with_context(|| format!("cannot listen for HTTP on {}", config.http_listen))?;
     let http_addr = listener.local_addr()?;
+    let http_conns = serve::Stats::new(serve::MAX_CONNECTIONS);
     let app = http::router(http::AppState {
         store: store.clone(),
         started: Instant::now(),
@@ -232,6 +236,11 @@ pub async fn start(
         auth,
         gate: gate.clone(),
         https: config.http.tls.is_some(),
+        connections: http_conns.clone(),
+        hosts: Arc::new(origin::Hosts::new(
+            read_access == auth::ReadAccess::Open,
+            config.http.allowed_hosts.clone(),
+        )),
     });
     if config.http.tls.is_none()
         && !config.http_listen.ip().is_loopback()
@@ -250,14 +259,11 @@ pub async fn start(
         let _ = stop_tx.send(true);
         drop(alerts_stop);
     };
+    let head = serve::HEAD_TIMEOUT;
     let serve = match https {
         Some(tls) => {
             let listener = https::TlsListener::new(listener, tls)?;
-            tokio::spawn(async move {
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(shutdown)
-                    .await
-            })
+            tokio::spawn(serve::serve(listener, app, http_conns, head, shutdown))
         }
         None => {
             // The event stream writes small lines one after another: with Nagle's algorithm
@@ -267,11 +273,7 @@ pub async fn start(
                 axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
                     let _ = tcp.set_nodelay(true);
                 });
-            tokio::spawn(async move {
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(shutdown)
-                    .await
-            })
+            tokio::spawn(serve::serve(listener, app, http_conns, head, shutdown))
         }
     };
     Ok(Collector {

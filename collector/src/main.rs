@@ -289,6 +289,17 @@ fn real_main() -> anyhow::Result<()> {
     if let Some(cmd) = flags.command.take() {
         return command(cmd, flags.config.take());
     }
+    // One descriptor per connection: as many as the system lets this process have.
+    let shown = |l: Option<u64>| l.map_or("unlimited".to_string(), |n| n.to_string());
+    match ember_collector::descriptors::raise_limit() {
+        Ok((before, after)) if before != after => tracing::info!(
+            "open files: limit raised from {} to {}",
+            shown(before),
+            shown(after)
+        ),
+        Ok((_, limit)) => tracing::info!("open files: limit {}", shown(limit)),
+        Err(e) => tracing::warn!("open files: cannot raise the limit: {e}"),
+    }
     let file = match &flags.config {
         Some(path) => RawConfig::from_file(path)?,
         None => RawConfig::default(),
@@ -323,18 +334,7 @@ fn real_main() -> anyhow::Result<()> {
         let host = ember_agent::AgentConfig::new("127.0.0.1:1", None, "1s", None)?
             .host_id
             .to_string();
-        let password = ember_collector::onboard::random_password();
-        let hash = ember_collector::access::hash_password(
-            &password,
-            &ember_collector::onboard::random_salt(),
-        );
-        config.mqtt.users.insert(
-            host.clone(),
-            ember_collector::config::User {
-                password_hash: Some(hash),
-                role: ember_collector::access::Role::Agent,
-            },
-        );
+        let password = ember_collector::onboard::local_account(&mut config.mqtt.users, &host)?;
         Some(ember_agent::config::Login {
             username: host,
             password,

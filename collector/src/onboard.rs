@@ -34,7 +34,8 @@ fn file_err(path: &Path) -> impl FnOnce(std::io::Error) -> OnboardError + '_ {
     }
 }
 
-/// Writes `text` to a new file readable only by its owner when `secret`.
+/// Writes `text` to `path`, readable only by its owner when `secret` (also when the file was
+/// already there with a wider mode: `mode` at creation applies to new files only).
 fn write(path: &Path, text: &str, secret: bool) -> Result<(), OnboardError> {
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
@@ -46,7 +47,41 @@ fn write(path: &Path, text: &str, secret: bool) -> Result<(), OnboardError> {
     #[cfg(not(unix))]
     let _ = secret;
     let mut f = options.open(path).map_err(file_err(path))?;
+    #[cfg(unix)]
+    if secret {
+        use std::os::unix::fs::PermissionsExt;
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(file_err(path))?;
+    }
     f.write_all(text.as_bytes()).map_err(file_err(path))
+}
+
+/// `s` as a TOML string (quoted, with quotes, backslashes and control characters escaped).
+fn toml_string(s: &str) -> String {
+    toml::Value::String(s.to_string()).to_string()
+}
+
+/// The board's `agent.toml`: every value written by the TOML serializer, so that a broker
+/// address or folder with quotes or line breaks stays one value (it cannot add keys).
+fn agent_toml(a: &AgentAdd<'_>) -> Result<String, OnboardError> {
+    let board = a.board_dir.trim_end_matches('/');
+    let mut t = toml::Table::new();
+    let mut put = |k: &str, v: String| t.insert(k.to_string(), toml::Value::String(v));
+    put("broker", a.broker.to_string());
+    put("host-id", a.host.to_string());
+    put("password-file", format!("{board}/password"));
+    put("tls-ca", format!("{board}/ca.pem"));
+    if a.client_cert {
+        put("tls-cert", format!("{board}/client.pem"));
+        put("tls-key", format!("{board}/client.key"));
+    }
+    let body = toml::to_string(&t)
+        .map_err(|e| OnboardError::Refused(format!("cannot write agent.toml: {e}")))?;
+    // A comment ends at a line break: the folder goes in quoted, line breaks escaped.
+    Ok(format!(
+        "# Ember agent {}: copy this folder's files to {board:?} on the board.\n{body}",
+        a.host
+    ))
 }
 
 /// The files of [`ca_init`], in `dir`.
@@ -163,23 +198,12 @@ pub fn agent_add(a: &AgentAdd<'_>) -> Result<AgentFiles, OnboardError> {
     write(&out.join("password"), &format!("{password}\n"), true)?;
     let ca_pem = std::fs::read_to_string(&files.ca).map_err(file_err(&files.ca))?;
     write(&out.join("ca.pem"), &ca_pem, false)?;
-    let board = a.board_dir.trim_end_matches('/');
-    let mut agent_toml = format!(
-        "# Ember agent {host}: copy this folder's files to {board}/ on the board.\n\
-         broker = \"{broker}\"\nhost-id = \"{host}\"\n\
-         password-file = \"{board}/password\"\ntls-ca = \"{board}/ca.pem\"\n",
-        host = a.host,
-        broker = a.broker,
-    );
     if a.client_cert {
         let issued = pki::Ca::load(&files.ca_key)?.client(a.host)?;
         write(&out.join("client.pem"), &issued.cert_pem, false)?;
         write(&out.join("client.key"), &issued.key_pem, true)?;
-        agent_toml.push_str(&format!(
-            "tls-cert = \"{board}/client.pem\"\ntls-key = \"{board}/client.key\"\n"
-        ));
     }
-    write(&out.join("agent.toml"), &agent_toml, false)?;
+    write(&out.join("agent.toml"), &agent_toml(a)?, false)?;
 
     // Append rather than rewrite, so that the file's comments and order stay as they are.
     let mut append = String::new();
@@ -199,8 +223,10 @@ pub fn agent_add(a: &AgentAdd<'_>) -> Result<AgentFiles, OnboardError> {
         }
         append.push_str(&format!(
             "\n# Written by `ember-collector agent add`: TLS for MQTT, client certificates from this CA.\n\
-             [mqtt]\ntls-cert = {:?}\ntls-key = {:?}\nclient-ca = {:?}\n",
-            files.server, files.server_key, files.ca
+             [mqtt]\ntls-cert = {}\ntls-key = {}\nclient-ca = {}\n",
+            toml_string(&files.server.to_string_lossy()),
+            toml_string(&files.server_key.to_string_lossy()),
+            toml_string(&files.ca.to_string_lossy())
         ));
     }
     let role = match a.role {
@@ -222,6 +248,33 @@ pub fn agent_add(a: &AgentAdd<'_>) -> Result<AgentFiles, OnboardError> {
         password,
         created_ca,
     })
+}
+
+/// Adds an agent account named `host` for `--local-agent` to `users`, for this process only,
+/// and returns its random password. Refuses when `[mqtt.users.HOST]` exists: replacing it
+/// would lock out the board (or reader) that uses it, and a different name would not do,
+/// since an agent may publish only under its own account's name.
+pub fn local_account(
+    users: &mut std::collections::BTreeMap<String, crate::config::User>,
+    host: &str,
+) -> Result<String, OnboardError> {
+    if users.contains_key(host) {
+        return Err(OnboardError::Refused(format!(
+            "--local-agent: the configuration already has [mqtt.users.{host}], which the local \
+             agent (host id {host:?}) would replace; remove that account, or run the board's own \
+             agent with it instead of --local-agent"
+        )));
+    }
+    let password = random_password();
+    let hash = crate::access::hash_password(&password, &random_salt());
+    users.insert(
+        host.to_string(),
+        crate::config::User {
+            password_hash: Some(hash),
+            role: crate::access::Role::Agent,
+        },
+    );
+    Ok(password)
 }
 
 /// `N` bytes from the system's random source.
@@ -305,5 +358,92 @@ mod tests {
             assert_eq!(mode & 0o077, 0, "the password file is the owner's only");
         }
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Issue #20: a broker address with quotes and line breaks stays one value (before, it
+    /// was pasted between quotes and could add keys or break the file), and a password file
+    /// that was already there with a wider mode is made the owner's only.
+    #[test]
+    fn issue_20_agent_toml_is_escaped_and_an_existing_password_file_becomes_0600() {
+        let dir = std::env::temp_dir().join(format!("ember-onboard-esc-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let config = dir.join("collector.toml");
+        let out = dir.join("agents").join("pi-q");
+        std::fs::create_dir_all(&out).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::write(out.join("password"), "old\n").unwrap();
+            std::fs::set_permissions(out.join("password"), std::fs::Permissions::from_mode(0o644))
+                .unwrap();
+        }
+        let names = vec!["localhost".to_string()];
+        let broker = "c.lan:8883\"\nhost-id = \"victim\"\n[x]\ny = '1";
+        let board = "/etc/ember\n[z]";
+        let a = agent_add(&AgentAdd {
+            host: "pi-q",
+            config: &config,
+            pki_dir: &dir,
+            server_names: &names,
+            broker,
+            client_cert: false,
+            role: crate::access::Role::Agent,
+            board_dir: board,
+        })
+        .unwrap();
+        let text = std::fs::read_to_string(a.dir.join("agent.toml")).unwrap();
+        let t: toml::Table = text.parse().unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert_eq!(t["broker"].as_str(), Some(broker), "{text}");
+        assert_eq!(t["host-id"].as_str(), Some("pi-q"), "{text}");
+        assert_eq!(
+            t["password-file"].as_str(),
+            Some("/etc/ember\n[z]/password")
+        );
+        let mut keys: Vec<_> = t.keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        assert_eq!(
+            keys,
+            ["broker", "host-id", "password-file", "tls-ca"],
+            "{text}"
+        );
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(out.join("password"))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(
+                mode & 0o777,
+                0o600,
+                "the existing password file is made 0600"
+            );
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Issue #20: `--local-agent` replaced a same-named `[mqtt.users.HOST]` (a reader's or the
+    /// board's own account) with one whose password only this process knows.
+    #[test]
+    fn issue_20_local_agent_refuses_to_replace_an_account() {
+        let mut users = std::collections::BTreeMap::new();
+        let theirs = crate::access::hash_password("theirs", &[7; 16]);
+        users.insert(
+            "box".to_string(),
+            crate::config::User {
+                password_hash: Some(theirs.clone()),
+                role: crate::access::Role::Reader,
+            },
+        );
+        let e = local_account(&mut users, "box").unwrap_err().to_string();
+        assert!(e.contains("[mqtt.users.box]"), "{e}");
+        assert_eq!(users["box"].password_hash.as_deref(), Some(theirs.as_str()));
+        assert_eq!(users["box"].role, crate::access::Role::Reader);
+        let password = local_account(&mut users, "other").unwrap();
+        assert!(crate::access::verify_password(
+            users["other"].password_hash.as_deref().unwrap(),
+            &password
+        ));
+        assert_eq!(users["other"].role, crate::access::Role::Agent);
     }
 }

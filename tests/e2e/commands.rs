@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use ember_wire::{Action, Outcome};
 
-use crate::support::{eventually, send_command, spawn_agent, TestCollector};
+use crate::support::{eventually, send_command, send_command_times, spawn_agent, TestCollector};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn republish_is_done_and_unknown_commands_are_refused() {
@@ -26,4 +26,36 @@ async fn republish_is_done_and_unknown_commands_are_refused() {
     .await;
     assert_eq!(refused.outcome, Outcome::Refused);
     assert!(!refused.detail.is_empty());
+}
+
+/// Issue #20: the same command delivered twice (QoS 1 redelivers it when its acknowledgement
+/// is lost) ran twice. Now the second delivery gets the first result, and nothing runs again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_20_a_command_delivered_twice_runs_once() {
+    let c = TestCollector::start().await;
+    let runs = std::env::temp_dir().join(format!("ember-e2e-cmd-runs-{}", std::process::id()));
+    let _ = std::fs::remove_file(&runs);
+    let mut config = c.agent_config("cmd-twice", "500ms");
+    config.commands = ember_agent::command::validate(
+        &toml::from_str(&format!(
+            "count = {{ run = [\"/bin/sh\", \"-c\", \"echo run >> {}; echo counted\"] }}\n",
+            runs.display()
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let (_stop, _agent) = spawn_agent(config);
+    eventually(Duration::from_secs(10), "the agent online", || async {
+        let (_, h) = c.get("/api/hosts/cmd-twice").await;
+        (h["status"] == "online").then_some(())
+    })
+    .await;
+    let count = Action::Named(ember_wire::heapless::String::from("count"));
+    let results = send_command_times(c.mqtt_port(), "cmd-twice", count, 2).await;
+    assert_eq!(results[0], results[1]);
+    assert_eq!(results[0].outcome, Outcome::Done);
+    assert_eq!(results[0].detail.as_str(), "counted");
+    let lines = std::fs::read_to_string(&runs).unwrap();
+    std::fs::remove_file(&runs).unwrap();
+    assert_eq!(lines, "run\n", "the command ran once");
 }

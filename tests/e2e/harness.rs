@@ -13,6 +13,28 @@ use rumqttc::{AsyncClient, EventLoop, MqttOptions};
 use serde_json::Value;
 use tokio::sync::watch;
 
+/// A new CA and a server certificate from it for `localhost` and `127.0.0.1`, in a fresh
+/// directory named after `name`: the files, and the CA's certificate (PEM).
+pub fn tls_files(name: &str) -> (ember_collector::config::TlsFiles, String) {
+    use ember_collector::pki;
+    let dir = std::env::temp_dir().join(format!("ember-e2e-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca = pki::new_ca().unwrap();
+    std::fs::write(dir.join("ca.key"), &ca.key_pem).unwrap();
+    let server = pki::Ca::load(&dir.join("ca.key"))
+        .unwrap()
+        .server(&["localhost".to_string(), "127.0.0.1".to_string()])
+        .unwrap();
+    let files = ember_collector::config::TlsFiles {
+        cert: dir.join("server.pem"),
+        key: dir.join("server.key"),
+    };
+    std::fs::write(&files.cert, &server.cert_pem).unwrap();
+    std::fs::write(&files.key, &server.key_pem).unwrap();
+    (files, ca.cert_pem)
+}
+
 /// A blocking HTTP client for the tests: 5 s at most per request, and an error status is an
 /// answer to look at, not an `Err`.
 pub fn http_agent() -> ureq::Agent {

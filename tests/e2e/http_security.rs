@@ -380,25 +380,8 @@ async fn a_collector_open_to_the_network_without_tokens_does_not_start() {
 /// nothing in clear text on the port.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_serves_the_api_and_dashboard_with_the_collectors_certificate() {
-    use ember_collector::config::TlsFiles;
-    use ember_collector::pki;
-
-    let dir = std::env::temp_dir().join(format!("ember-e2e-https-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let ca = pki::new_ca().unwrap();
-    std::fs::write(dir.join("ca.key"), &ca.key_pem).unwrap();
-    let server = pki::Ca::load(&dir.join("ca.key"))
-        .unwrap()
-        .server(&["localhost".to_string(), "127.0.0.1".to_string()])
-        .unwrap();
-    let files = TlsFiles {
-        cert: dir.join("server.pem"),
-        key: dir.join("server.key"),
-    };
-    std::fs::write(&files.cert, &server.cert_pem).unwrap();
-    std::fs::write(&files.key, &server.key_pem).unwrap();
-
+    let (files, ca_pem) = crate::harness::tls_files("https");
+    let dir = files.cert.parent().unwrap().to_path_buf();
     let read = generate_token().unwrap();
     let tokens = vec![TokenEntry {
         name: "viewer".into(),
@@ -415,7 +398,7 @@ async fn https_serves_the_api_and_dashboard_with_the_collectors_certificate() {
     assert!(c.collector.https);
     let port = c.collector.http_addr.port();
 
-    let ca_pem = ca.cert_pem.clone().into_bytes();
+    let ca_pem = ca_pem.into_bytes();
     let (health, login, dashboard, plain) = tokio::task::spawn_blocking(move || {
         use ureq::tls::{Certificate, RootCerts, TlsConfig};
         let roots = vec![Certificate::from_pem(&ca_pem).unwrap()];

@@ -27,6 +27,8 @@
 //!   audit log, and the dashboard's alerts and command buttons in Chromium (issue #7).
 //! - `http_security`: read and operator tokens, the dashboard's login, security headers, no
 //!   secret in the logs (issue #8).
+//! - `http_limits`: idle sockets do not starve HTTPS, half-sent requests are closed, Host and
+//!   Origin checks against DNS rebinding and login CSRF (issue #20).
 //! - `limits`: the connection limit, refused clients reconnecting (issue #9).
 //! - `security`: MQTT authentication, TLS and mTLS with the onboarding certificates, no host
 //!   publishes for another, a flood does not starve the others (issue #8).
@@ -55,6 +57,7 @@ mod simulation;
 
 mod collector_api;
 mod external_broker;
+mod http_limits;
 mod http_security;
 mod mqtt_bridge;
 mod status_events;

@@ -41,6 +41,34 @@ pub fn headline(e: &AlertEvent) -> String {
     }
 }
 
+/// The zero-width space: after an `@`, it keeps the text as it reads and stops a mention.
+const ZWSP: char = '\u{200B}';
+
+/// `text` for a Discord message: no `@everyone`, `@here`, `<@id>` or `<@&id>` mention (a
+/// zero-width space follows every `@`).
+pub fn discord_text(text: &str) -> String {
+    text.replace('@', &format!("@{ZWSP}"))
+}
+
+/// `text` for a Slack message: `&`, `<` and `>` escaped as Slack documents, so that no
+/// `<!channel>`, `<!here>`, `<@U…>` or link is formed, and no `@channel` either.
+pub fn slack_text(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '@' => {
+                out.push('@');
+                out.push(ZWSP);
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// The request for `e` in `template`.
 pub fn render(template: Template, e: &AlertEvent) -> Request {
     let text = headline(e);
@@ -56,8 +84,13 @@ pub fn render(template: Template, e: &AlertEvent) -> Request {
             "alert": e.alert,
             "text": text,
         })),
-        Template::Discord => json_body(json!({ "content": text })),
-        Template::Slack => json_body(json!({ "text": text })),
+        // Host names, mount points and interface names come from agents: a chat message must
+        // not let them ping a channel. Discord is also told to ping no one whatever the text.
+        Template::Discord => json_body(json!({
+            "content": discord_text(&text),
+            "allowed_mentions": { "parse": [] },
+        })),
+        Template::Slack => json_body(json!({ "text": slack_text(&text) })),
         Template::Ntfy => {
             let a = &e.alert;
             let (priority, tags) = match (e.change, a.severity) {
@@ -264,12 +297,12 @@ mod tests {
         let r = render(Template::Discord, &fire);
         assert_eq!(
             r.body,
-            r#"{"content":"[FIRING] cpu-high on pi4: cpu.busy 0.97 > 0.9"}"#
+            r#"{"allowed_mentions":{"parse":[]},"content":"[FIRING] cpu-high on pi4: cpu.busy 0.97 > 0.9"}"#
         );
         let r = render(Template::Slack, &event(Change::Resolved, Severity::Warning));
         assert_eq!(
             r.body,
-            r#"{"text":"[RESOLVED] cpu-high on pi4: cpu.busy 0.97 > 0.9"}"#
+            r#"{"text":"[RESOLVED] cpu-high on pi4: cpu.busy 0.97 &gt; 0.9"}"#
         );
         let r = render(Template::Ntfy, &fire);
         assert_eq!(r.body, "[FIRING] cpu-high on pi4: cpu.busy 0.97 > 0.9");
@@ -293,5 +326,30 @@ mod tests {
         let waits: Vec<u64> = (1..=5).map(|n| r.wait(n).as_secs()).collect();
         assert_eq!(waits, [1, 2, 4, 5, 5]);
         assert_eq!(r.wait(1000), Duration::from_secs(5));
+    }
+
+    /// Issue #20: a mount point or interface name an agent reports ends up in the summary; in
+    /// a Discord or Slack message it must not ping anyone.
+    #[test]
+    fn issue_20_chat_webhooks_carry_no_mention_from_agent_names() {
+        let mut e = event(Change::Firing, Severity::Critical);
+        e.alert.summary =
+            "/mnt/@everyone @here <@123456> <@&42> <!channel> <!here|here> <@U0LAN0Z89> full"
+                .into();
+        let discord: serde_json::Value =
+            serde_json::from_str(&render(Template::Discord, &e).body).unwrap();
+        assert_eq!(discord["allowed_mentions"], json!({ "parse": [] }));
+        let content = discord["content"].as_str().unwrap();
+        for mention in ["@everyone", "@here", "<@1", "<@&"] {
+            assert!(!content.contains(mention), "{mention} in {content}");
+        }
+        assert_eq!(content.replace(ZWSP, ""), headline(&e), "reads the same");
+        let slack: serde_json::Value =
+            serde_json::from_str(&render(Template::Slack, &e).body).unwrap();
+        let text = slack["text"].as_str().unwrap();
+        for mention in ["<!", "<@", "@here", "@everyone"] {
+            assert!(!text.contains(mention), "{mention} in {text}");
+        }
+        assert!(text.contains("&lt;!channel&gt;"), "{text}");
     }
 }
