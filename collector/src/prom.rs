@@ -1,12 +1,15 @@
 //! Prometheus text exposition (format 0.0.4) for `/metrics`: every host's latest values with a
 //! `host` label, and the collector's own figures.
+//!
+//! One small function per group of families; [`render`] calls them in order.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
+use crate::gate::GateStats;
 use crate::metrics::{self, Metric};
 use crate::persist::PersistStatus;
-use crate::store::{HostStatus, Store};
+use crate::store::{HostStatus, HostSummary, Store};
 
 /// The collector's figures that do not live in the store.
 #[derive(Debug, Clone, Copy, Default)]
@@ -16,7 +19,7 @@ pub struct Extra {
     /// Clients of the live event stream.
     pub event_subscribers: usize,
     /// The MQTT gate's counters (embedded broker only).
-    pub gate: Option<crate::gate::GateStats>,
+    pub gate: Option<GateStats>,
 }
 
 /// Escapes a label value.
@@ -46,28 +49,76 @@ fn num(v: f64) -> String {
     }
 }
 
+/// A family of one unlabelled counter.
+fn counter(out: &mut String, name: &str, help: &str, v: u64) {
+    family(out, name, "counter", help);
+    let _ = writeln!(out, "{name} {v}");
+}
+
+/// A family of one unlabelled gauge.
+fn gauge(out: &mut String, name: &str, help: &str, v: f64) {
+    family(out, name, "gauge", help);
+    let _ = writeln!(out, "{name} {}", num(v));
+}
+
+/// A counter family with one series per `reason`.
+fn by_reason(out: &mut String, name: &str, help: &str, rows: &[(&str, u64)]) {
+    family(out, name, "counter", help);
+    for (reason, v) in rows {
+        let _ = writeln!(out, "{name}{{reason=\"{reason}\"}} {v}");
+    }
+}
+
+/// A family with one series per host, its value from `get`.
+fn per_host(
+    out: &mut String,
+    hosts: &[HostSummary<'_>],
+    (name, kind, help): (&str, &str, &str),
+    get: impl Fn(&HostSummary<'_>) -> String,
+) {
+    family(out, name, kind, help);
+    for h in hosts {
+        let _ = writeln!(out, "{name}{{host=\"{}\"}} {}", h.id, get(h));
+    }
+}
+
 /// The whole `/metrics` page.
 pub fn render(store: &Store, persist: &PersistStatus, extra: Extra, now_ms: u64) -> String {
     let mut out = String::with_capacity(16 * 1024);
     let hosts = store.summaries(now_ms);
-
-    family(
-        &mut out,
-        "ember_host_up",
-        "gauge",
-        "1 if the host's status is online, else 0",
-    );
-    for h in &hosts {
-        let up = u8::from(h.status == HostStatus::Online);
-        let _ = writeln!(out, "ember_host_up{{host=\"{}\"}} {up}", h.id);
+    host_state(&mut out, &hosts);
+    host_counters(&mut out, &hosts);
+    host_values(&mut out, &hosts);
+    collector_ingest(&mut out, store);
+    if let Some(g) = extra.gate {
+        gate(&mut out, &g);
     }
+    collector_hosts(&mut out, store, now_ms);
+    history(&mut out, store);
+    persistence(&mut out, persist);
+    collector_process(&mut out, extra);
+    out
+}
+
+/// `up`, status and when each host was last heard from: exported whatever the status.
+fn host_state(out: &mut String, hosts: &[HostSummary<'_>]) {
+    per_host(
+        out,
+        hosts,
+        (
+            "ember_host_up",
+            "gauge",
+            "1 if the host's status is online, else 0",
+        ),
+        |h| u8::from(h.status == HostStatus::Online).to_string(),
+    );
     family(
-        &mut out,
+        out,
         "ember_host_status",
         "gauge",
         "The host's status: 1 for the current one",
     );
-    for h in &hosts {
+    for h in hosts {
         for s in [
             HostStatus::Online,
             HostStatus::Stale,
@@ -83,25 +134,25 @@ pub fn render(store: &Store, persist: &PersistStatus, extra: Extra, now_ms: u64)
             );
         }
     }
-    family(
-        &mut out,
-        "ember_host_last_seen_timestamp_seconds",
-        "gauge",
-        "When anything was last heard from the host",
+    per_host(
+        out,
+        hosts,
+        (
+            "ember_host_last_seen_timestamp_seconds",
+            "gauge",
+            "When anything was last heard from the host",
+        ),
+        |h| num(h.last_seen_ms as f64 / 1000.0),
     );
-    for h in &hosts {
-        let _ = writeln!(
-            out,
-            "ember_host_last_seen_timestamp_seconds{{host=\"{}\"}} {}",
-            h.id,
-            num(h.last_seen_ms as f64 / 1000.0)
-        );
-    }
+}
+
+/// What the collector counted of each host's samples, and its history's memory.
+fn host_counters(out: &mut String, hosts: &[HostSummary<'_>]) {
     for (name, help, get) in [
         (
             "ember_host_samples_received_total",
             "Samples received and stored",
-            (|h| h.received) as fn(&crate::store::HostSummary<'_>) -> u64,
+            (|h| h.received) as fn(&HostSummary<'_>) -> u64,
         ),
         (
             "ember_host_samples_missing_total",
@@ -119,28 +170,30 @@ pub fn render(store: &Store, persist: &PersistStatus, extra: Extra, now_ms: u64)
             |h| h.restarts,
         ),
     ] {
-        family(&mut out, name, "counter", help);
-        for h in &hosts {
-            let _ = writeln!(out, "{name}{{host=\"{}\"}} {}", h.id, get(h));
-        }
+        per_host(out, hosts, (name, "counter", help), |h| get(h).to_string());
     }
-    family(
-        &mut out,
-        "ember_host_history_bytes",
-        "gauge",
-        "Memory the host's history takes",
+    per_host(
+        out,
+        hosts,
+        (
+            "ember_host_history_bytes",
+            "gauge",
+            "Memory the host's history takes",
+        ),
+        |h| h.history_bytes.to_string(),
     );
-    for h in &hosts {
-        let _ = writeln!(
-            out,
-            "ember_host_history_bytes{{host=\"{}\"}} {}",
-            h.id, h.history_bytes
-        );
-    }
+}
 
-    // Latest values, one family per metric.
+/// Whether a host's sample values are exported: not once it is offline, or its last values
+/// would be exported forever as if current (`ember_host_up` and the status say what it is).
+fn exports_values(h: &HostSummary<'_>) -> bool {
+    h.status != HostStatus::Offline
+}
+
+/// Latest values, one family per metric, of the hosts not offline.
+fn host_values(out: &mut String, hosts: &[HostSummary<'_>]) {
     let mut lines: BTreeMap<&'static str, (&'static Metric, Vec<String>)> = BTreeMap::new();
-    for h in &hosts {
+    for h in hosts.iter().filter(|h| exports_values(h)) {
         let Some(s) = h.latest() else { continue };
         metrics::for_each(&s, |m, label, v| {
             let labels = match (m.label, label) {
@@ -159,84 +212,85 @@ pub fn render(store: &Store, persist: &PersistStatus, extra: Extra, now_ms: u64)
         });
     }
     for (name, (m, ls)) in lines {
-        family(&mut out, name, "gauge", m.help);
+        family(out, name, "gauge", m.help);
         for l in ls {
             out.push_str(&l);
             out.push('\n');
         }
     }
+}
 
-    // The collector's own figures.
+/// Ingest: messages accepted, rejected, samples stored.
+fn collector_ingest(out: &mut String, store: &Store) {
     let st = store.stats();
-    let counter = |out: &mut String, name: &str, help: &str, v: u64| {
-        family(out, name, "counter", help);
-        let _ = writeln!(out, "{name} {v}");
-    };
-    let gauge = |out: &mut String, name: &str, help: &str, v: f64| {
-        family(out, name, "gauge", help);
-        let _ = writeln!(out, "{name} {}", num(v));
-    };
     counter(
-        &mut out,
+        out,
         "ember_collector_messages_accepted_total",
         "MQTT messages accepted",
         st.accepted,
     );
     counter(
-        &mut out,
+        out,
         "ember_collector_samples_total",
         "Samples stored",
         st.samples,
     );
     gauge(
-        &mut out,
+        out,
         "ember_collector_ingest_samples_per_second",
         "Samples stored per second over the last few seconds",
         store.ingest_rate(),
     );
-    family(
-        &mut out,
+    by_reason(
+        out,
         "ember_collector_rejected_total",
-        "counter",
         "Messages dropped as bad input, by reason",
+        &[
+            ("topic", st.rejected_topic),
+            ("oversized", st.rejected_oversized),
+            ("decode", st.rejected_decode),
+            ("mismatch", st.rejected_mismatch),
+        ],
     );
-    for (reason, v) in [
-        ("topic", st.rejected_topic),
-        ("oversized", st.rejected_oversized),
-        ("decode", st.rejected_decode),
-        ("mismatch", st.rejected_mismatch),
-    ] {
-        let _ = writeln!(
-            out,
-            "ember_collector_rejected_total{{reason=\"{reason}\"}} {v}"
-        );
-    }
     counter(
-        &mut out,
+        out,
         "ember_collector_broker_dropped_total",
         "Messages the embedded broker acknowledged but dropped before ingest read them",
         st.broker_dropped,
     );
-    if let Some(g) = extra.gate {
-        gauge(
-            &mut out,
-            "ember_collector_mqtt_connections",
-            "MQTT connections open",
-            g.open as f64,
-        );
-        gauge(
-            &mut out,
-            "ember_collector_mqtt_max_connections",
-            "max-connections",
-            g.max as f64,
-        );
-        family(
-            &mut out,
-            "ember_collector_mqtt_refused_total",
-            "counter",
-            "MQTT connections refused, by reason",
-        );
-        for (reason, v) in [
+    counter(
+        out,
+        "ember_collector_duplicate_samples_total",
+        "Samples dropped as duplicates",
+        st.duplicates,
+    );
+    counter(
+        out,
+        "ember_collector_missing_samples_total",
+        "Samples never received, by sequence number",
+        st.missing,
+    );
+}
+
+/// The MQTT gate's figures (embedded broker only).
+fn gate(out: &mut String, g: &GateStats) {
+    gauge(
+        out,
+        "ember_collector_mqtt_connections",
+        "MQTT connections open",
+        g.open as f64,
+    );
+    gauge(
+        out,
+        "ember_collector_mqtt_max_connections",
+        "max-connections",
+        g.max as f64,
+    );
+    by_reason(
+        out,
+        "ember_collector_mqtt_refused_total",
+        "MQTT connections refused, by reason",
+        &[
             ("full", g.refused_full),
             ("client_id", g.refused_id),
             ("auth", g.refused_auth),
@@ -245,67 +299,43 @@ pub fn render(store: &Store, persist: &PersistStatus, extra: Extra, now_ms: u64)
             ("protocol", g.refused_protocol),
             ("subscription", g.refused_subscriptions),
             ("oversized", g.oversized),
-        ] {
-            let _ = writeln!(
-                out,
-                "ember_collector_mqtt_refused_total{{reason=\"{reason}\"}} {v}"
-            );
-        }
-        counter(
-            &mut out,
-            "ember_collector_mqtt_accepted_total",
-            "MQTT connections admitted (authenticated, with accounts)",
-            g.accepted,
-        );
-        family(
-            &mut out,
-            "ember_collector_mqtt_publishes_dropped_total",
-            "counter",
-            "Publishes dropped by the gate, by reason (spoofed: not the account's topic)",
-        );
-        for (reason, v) in [("spoofed", g.spoofed), ("rate", g.rate_dropped)] {
-            let _ = writeln!(
-                out,
-                "ember_collector_mqtt_publishes_dropped_total{{reason=\"{reason}\"}} {v}"
-            );
-        }
-        counter(
-            &mut out,
-            "ember_collector_mqtt_publishes_delayed_total",
-            "QoS 1 publishes held back to the client's rate",
-            g.rate_delayed,
-        );
-        counter(
-            &mut out,
-            "ember_collector_mqtt_held_total",
-            "Times a publisher was held back because ingest was behind",
-            g.held,
-        );
-        gauge(
-            &mut out,
-            "ember_collector_ingest_lag_bytes",
-            "Bytes of agents' publishes relayed to the broker and not yet read by ingest",
-            g.ingest_lag_bytes as f64,
-        );
-    }
-    counter(
-        &mut out,
-        "ember_collector_duplicate_samples_total",
-        "Samples dropped as duplicates",
-        st.duplicates,
+        ],
     );
     counter(
-        &mut out,
-        "ember_collector_missing_samples_total",
-        "Samples never received, by sequence number",
-        st.missing,
+        out,
+        "ember_collector_mqtt_accepted_total",
+        "MQTT connections admitted (authenticated, with accounts)",
+        g.accepted,
     );
-    family(
-        &mut out,
-        "ember_collector_hosts",
-        "gauge",
-        "Hosts by status",
+    by_reason(
+        out,
+        "ember_collector_mqtt_publishes_dropped_total",
+        "Publishes dropped by the gate, by reason (spoofed: not the account's topic)",
+        &[("spoofed", g.spoofed), ("rate", g.rate_dropped)],
     );
+    counter(
+        out,
+        "ember_collector_mqtt_publishes_delayed_total",
+        "QoS 1 publishes held back to the client's rate",
+        g.rate_delayed,
+    );
+    counter(
+        out,
+        "ember_collector_mqtt_held_total",
+        "Times a publisher was held back because ingest was behind",
+        g.held,
+    );
+    gauge(
+        out,
+        "ember_collector_ingest_lag_bytes",
+        "Bytes of agents' publishes relayed to the broker and not yet read by ingest",
+        g.ingest_lag_bytes as f64,
+    );
+}
+
+/// Hosts by status.
+fn collector_hosts(out: &mut String, store: &Store, now_ms: u64) {
+    family(out, "ember_collector_hosts", "gauge", "Hosts by status");
     for (s, n) in store.status_counts(now_ms) {
         let _ = writeln!(
             out,
@@ -313,100 +343,111 @@ pub fn render(store: &Store, persist: &PersistStatus, extra: Extra, now_ms: u64)
             s.as_str()
         );
     }
+}
+
+/// The history's memory and spill.
+fn history(out: &mut String, store: &Store) {
     let mem = store.memory();
     gauge(
-        &mut out,
+        out,
         "ember_collector_history_bytes",
         "Memory the history takes",
         mem.total_bytes() as f64,
     );
     gauge(
-        &mut out,
+        out,
         "ember_collector_history_raw_samples",
         "Raw samples held",
         mem.raw_samples as f64,
     );
     gauge(
-        &mut out,
+        out,
         "ember_collector_history_bytes_per_sample",
         "Bytes per raw sample held",
         mem.bytes_per_sample(),
     );
     gauge(
-        &mut out,
+        out,
         "ember_collector_history_spilled_bytes",
         "History bytes kept on disk rather than in memory (history.spill)",
         (mem.raw_spilled_bytes + mem.tier_spilled_bytes) as f64,
     );
     if let Some(spill) = store.spill_stats() {
         gauge(
-            &mut out,
+            out,
             "ember_collector_spill_disk_bytes",
             "Disk space the spilled history's segments take",
             spill.disk_bytes as f64,
         );
         counter(
-            &mut out,
+            out,
             "ember_collector_spill_errors_total",
             "Spill writes and reads that failed (a failed write keeps the block in memory)",
             spill.errors,
         );
         gauge(
-            &mut out,
+            out,
             "ember_collector_spill_failing",
             "1 while spill writes fail (sealed history blocks stay in memory)",
             if spill.failing { 1.0 } else { 0.0 },
         );
     }
+}
+
+/// Writes to disk: the log and snapshots.
+fn persistence(out: &mut String, persist: &PersistStatus) {
     gauge(
-        &mut out,
+        out,
         "ember_collector_persist_ok",
         "1 if the last write to disk succeeded",
         if persist.ok { 1.0 } else { 0.0 },
     );
     counter(
-        &mut out,
+        out,
         "ember_collector_persist_write_errors_total",
         "Writes to disk that failed",
         persist.write_errors,
     );
     counter(
-        &mut out,
+        out,
         "ember_collector_persist_dropped_records_total",
         "Log records dropped because the disk refused them too long",
         persist.dropped_records,
     );
     counter(
-        &mut out,
+        out,
         "ember_collector_snapshots_total",
         "Snapshots written",
         persist.snapshots,
     );
     gauge(
-        &mut out,
+        out,
         "ember_collector_snapshot_pause_seconds",
         "How long ingest waited for the last snapshot to start",
         persist.snapshot_pause_us as f64 / 1e6,
     );
     gauge(
-        &mut out,
+        out,
         "ember_collector_snapshot_write_seconds",
         "How long the last snapshot took to serialise and write, ingest going on",
         persist.snapshot_write_ms as f64 / 1e3,
     );
+}
+
+/// The collector process itself.
+fn collector_process(out: &mut String, extra: Extra) {
     gauge(
-        &mut out,
+        out,
         "ember_collector_event_subscribers",
         "Clients of the live event stream",
         extra.event_subscribers as f64,
     );
     gauge(
-        &mut out,
+        out,
         "ember_collector_uptime_seconds",
         "Seconds since the collector started",
         extra.uptime_s as f64,
     );
-    out
 }
 
 #[cfg(test)]
@@ -415,6 +456,49 @@ mod tests {
     use crate::config::RawConfig;
     use crate::store::StoreConfig;
     use ember_wire::{Envelope, HostId, Message, Sample, MAX_ENCODED_LEN};
+
+    fn store() -> Store {
+        let c = RawConfig::default().validate().unwrap();
+        Store::new(StoreConfig::from_config(&c))
+    }
+
+    fn ingest(store: &mut Store, host: &str, s: Sample, now_ms: u64) {
+        let mut buf = [0u8; MAX_ENCODED_LEN];
+        let p = Envelope::new(HostId::new(host).unwrap(), Message::Sample(s))
+            .encode(&mut buf)
+            .unwrap()
+            .to_vec();
+        store
+            .ingest(&format!("ember/v1/{host}/sample"), &p, now_ms)
+            .unwrap();
+    }
+
+    #[test]
+    fn an_offline_host_keeps_up_and_status_but_not_its_values() {
+        let mut store = store();
+        let mut s = Sample {
+            seq: 1,
+            timestamp_ms: 1_000,
+            ..Sample::default()
+        };
+        s.cpu.busy = 5000;
+        ingest(&mut store, "pi", s, 1_000);
+        let online = render(&store, &PersistStatus::default(), Extra::default(), 1_000);
+        assert!(
+            online.contains("ember_cpu_busy_ratio{host=\"pi\"} 0.5\n"),
+            "{online}"
+        );
+        // A day of silence: offline.
+        let later = 1_000 + 86_400_000;
+        let text = render(&store, &PersistStatus::default(), Extra::default(), later);
+        assert!(text.contains("ember_host_up{host=\"pi\"} 0\n"), "{text}");
+        assert!(
+            text.contains("ember_host_status{host=\"pi\",status=\"offline\"} 1\n"),
+            "{text}"
+        );
+        assert!(!text.contains("ember_cpu_busy_ratio"), "{text}");
+        assert!(!text.contains("ember_memory_total_bytes"), "{text}");
+    }
 
     #[test]
     fn every_line_is_a_sample_or_a_comment_and_labels_are_escaped() {
