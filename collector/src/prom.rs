@@ -5,9 +5,12 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
+use std::sync::OnceLock;
+
+use ember_wire::Sample;
 
 use crate::gate::GateStats;
-use crate::metrics::{self, Metric};
+use crate::metrics;
 use crate::persist::PersistStatus;
 use crate::store::{HostStatus, HostSummary, Store};
 
@@ -88,6 +91,7 @@ pub fn render(store: &Store, persist: &PersistStatus, extra: Extra, now_ms: u64)
     let hosts = store.summaries(now_ms);
     host_state(&mut out, &hosts);
     host_counters(&mut out, &hosts);
+    host_info(&mut out, &hosts);
     host_values(&mut out, &hosts);
     collector_ingest(&mut out, store);
     if let Some(g) = extra.gate {
@@ -96,7 +100,7 @@ pub fn render(store: &Store, persist: &PersistStatus, extra: Extra, now_ms: u64)
     collector_hosts(&mut out, store, now_ms);
     history(&mut out, store);
     persistence(&mut out, persist);
-    collector_process(&mut out, extra);
+    collector_process(&mut out, extra, now_ms);
     out
 }
 
@@ -190,33 +194,156 @@ fn exports_values(h: &HostSummary<'_>) -> bool {
     h.status != HostStatus::Offline
 }
 
-/// Latest values, one family per metric, of the hosts not offline.
+/// A family's name, type and help.
+type Family = (&'static str, &'static str, &'static str);
+
+/// Families of per-host series, gathered host by host and written family by family.
+#[derive(Default)]
+struct Families(BTreeMap<&'static str, (Family, Vec<String>)>);
+
+impl Families {
+    /// Adds a series with `labels` (already escaped) to `family`.
+    fn push(&mut self, family: Family, labels: &str, v: f64) {
+        let name = family.0;
+        let (_, lines) = self.0.entry(name).or_insert_with(|| (family, Vec::new()));
+        lines.push(format!("{name}{{{labels}}} {}", num(v)));
+    }
+
+    fn write(self, out: &mut String) {
+        for ((name, kind, help), lines) in self.0.into_values() {
+            family(out, name, kind, help);
+            for l in lines {
+                out.push_str(&l);
+                out.push('\n');
+            }
+        }
+    }
+}
+
+/// Latest values of the hosts not offline, one family per metric.
 fn host_values(out: &mut String, hosts: &[HostSummary<'_>]) {
-    let mut lines: BTreeMap<&'static str, (&'static Metric, Vec<String>)> = BTreeMap::new();
+    let mut fams = Families::default();
     for h in hosts.iter().filter(|h| exports_values(h)) {
         let Some(s) = h.latest() else { continue };
-        metrics::for_each(&s, |m, label, v| {
-            let labels = match (m.label, label) {
-                (Some(name), Some(value)) => format!("host=\"{}\",{name}=\"{}\"", h.id, esc(value)),
-                _ => format!("host=\"{}\"", h.id),
-            };
-            lines
-                .entry(m.prometheus)
-                .or_insert_with(|| (m, Vec::new()))
-                .1
-                .push(format!(
-                    "{}{{{labels}}} {}",
-                    m.prometheus,
-                    num(metrics::scaled(m, v as f64))
-                ));
-        });
+        sample_values(&mut fams, h, &s);
+        let info_boot_s = h.info().map(|i| i.boot_time_s);
+        boot_time(&mut fams, h, &s, info_boot_s);
+        throttling(&mut fams, h, &s);
+        filesystem_free(&mut fams, h, &s);
     }
-    for (name, (m, ls)) in lines {
-        family(out, name, "gauge", m.help);
-        for l in ls {
-            out.push_str(&l);
-            out.push('\n');
+    fams.write(out);
+}
+
+/// The series of [`metrics::ALL`] that have a Prometheus name, as gauges.
+fn sample_values(fams: &mut Families, h: &HostSummary<'_>, s: &Sample) {
+    metrics::for_each(s, |m, label, v| {
+        let Some(name) = m.prometheus else { return };
+        let labels = match (m.label, label) {
+            (Some(l), Some(value)) => format!("host=\"{}\",{l}=\"{}\"", h.id, esc(value)),
+            _ => format!("host=\"{}\"", h.id),
+        };
+        fams.push(
+            (name, "gauge", m.help),
+            &labels,
+            metrics::scaled(m, v as f64),
+        );
+    });
+}
+
+/// When the host booted: the sample's own time less its uptime (a timestamp does not change
+/// every sample as an uptime does). Whole-second uptimes make that move by a second now and then,
+/// so the inventory's boot time (the kernel's, steady) is taken when it is within 2 s of it.
+fn boot_time(fams: &mut Families, h: &HostSummary<'_>, s: &Sample, info_boot_s: Option<u64>) {
+    let boot_s = s
+        .timestamp_ms
+        .saturating_sub(s.uptime_s.saturating_mul(1000))
+        / 1000;
+    let boot_s = info_boot_s
+        .filter(|b| b.abs_diff(boot_s) <= 2)
+        .unwrap_or(boot_s);
+    fams.push(
+        (
+            "ember_boot_time_seconds",
+            "gauge",
+            "When the host booted, seconds since the Unix epoch",
+        ),
+        &format!("host=\"{}\"", h.id),
+        boot_s as f64,
+    );
+}
+
+/// The Raspberry Pi firmware's `get_throttled` bits: each condition now (bit `n`) and since boot
+/// (bit `n + 16`).
+const THROTTLE_FLAGS: [(&str, u32); 4] = [
+    ("under_voltage", 0),
+    ("freq_capped", 1),
+    ("throttled", 2),
+    ("soft_temp_limit", 3),
+];
+
+/// One 0/1 series per throttling flag, now and since boot, where the board reports them.
+fn throttling(fams: &mut Families, h: &HostSummary<'_>, s: &Sample) {
+    let Some(bits) = s.throttled else { return };
+    for (flag, bit) in THROTTLE_FLAGS {
+        let labels = format!("host=\"{}\",flag=\"{flag}\"", h.id);
+        for (fam, b) in [
+            (
+                (
+                    "ember_throttle_active",
+                    "gauge",
+                    "1 while the Raspberry Pi firmware reports the condition (flag)",
+                ),
+                bit,
+            ),
+            (
+                (
+                    "ember_throttle_occurred",
+                    "gauge",
+                    "1 if the condition (flag) occurred since the host booted",
+                ),
+                bit + 16,
+            ),
+        ] {
+            fams.push(fam, &labels, f64::from((bits >> b) & 1));
         }
+    }
+}
+
+/// Free bytes per filesystem, like node_exporter's `node_filesystem_free_bytes` (size less used;
+/// the agent measures used as size less free blocks).
+fn filesystem_free(fams: &mut Families, h: &HostSummary<'_>, s: &Sample) {
+    for fs in &s.filesystems {
+        fams.push(
+            (
+                "ember_filesystem_free_bytes",
+                "gauge",
+                "Filesystem space free (size less used)",
+            ),
+            &format!("host=\"{}\",mountpoint=\"{}\"", h.id, esc(&fs.mount)),
+            fs.total.saturating_sub(fs.used) as f64,
+        );
+    }
+}
+
+/// `ember_host_info`: what each host is, from its inventory, whatever its status.
+fn host_info(out: &mut String, hosts: &[HostSummary<'_>]) {
+    family(
+        out,
+        "ember_host_info",
+        "gauge",
+        "The host's inventory as labels; always 1",
+    );
+    for h in hosts {
+        let Some(i) = h.info() else { continue };
+        let _ = writeln!(
+            out,
+            "ember_host_info{{host=\"{}\",board=\"{}\",os=\"{}\",kernel=\"{}\",agent_version=\"{}\"}} 1",
+            h.id,
+            esc(&i.board),
+            esc(&i.os),
+            esc(&i.kernel),
+            esc(&i.agent_version)
+        );
     }
 }
 
@@ -435,19 +562,37 @@ fn persistence(out: &mut String, persist: &PersistStatus) {
 }
 
 /// The collector process itself.
-fn collector_process(out: &mut String, extra: Extra) {
+fn collector_process(out: &mut String, extra: Extra, now_ms: u64) {
     gauge(
         out,
         "ember_collector_event_subscribers",
         "Clients of the live event stream",
         extra.event_subscribers as f64,
     );
+    family(
+        out,
+        "ember_build_info",
+        "gauge",
+        "The collector's version as a label; always 1",
+    );
+    let _ = writeln!(
+        out,
+        "ember_build_info{{version=\"{}\"}} 1",
+        env!("CARGO_PKG_VERSION")
+    );
     gauge(
         out,
-        "ember_collector_uptime_seconds",
-        "Seconds since the collector started",
-        extra.uptime_s as f64,
+        "process_start_time_seconds",
+        "Start time of the process since the Unix epoch in seconds",
+        start_time_s(extra.uptime_s, now_ms) as f64,
     );
+}
+
+/// When the collector started, seconds since the Unix epoch: worked out at the first call and
+/// kept, so that it does not move by a second between scrapes as whole-second uptimes would.
+fn start_time_s(uptime_s: u64, now_ms: u64) -> u64 {
+    static START: OnceLock<u64> = OnceLock::new();
+    *START.get_or_init(|| (now_ms / 1000).saturating_sub(uptime_s))
 }
 
 #[cfg(test)]
@@ -463,13 +608,17 @@ mod tests {
     }
 
     fn ingest(store: &mut Store, host: &str, s: Sample, now_ms: u64) {
+        send(store, host, "sample", Message::Sample(s), now_ms);
+    }
+
+    fn send(store: &mut Store, host: &str, kind: &str, m: Message, now_ms: u64) {
         let mut buf = [0u8; MAX_ENCODED_LEN];
-        let p = Envelope::new(HostId::new(host).unwrap(), Message::Sample(s))
+        let p = Envelope::new(HostId::new(host).unwrap(), m)
             .encode(&mut buf)
             .unwrap()
             .to_vec();
         store
-            .ingest(&format!("ember/v1/{host}/sample"), &p, now_ms)
+            .ingest(&format!("ember/v1/{host}/{kind}"), &p, now_ms)
             .unwrap();
     }
 
@@ -501,9 +650,100 @@ mod tests {
     }
 
     #[test]
+    fn timestamps_info_throttling_flags_and_free_bytes() {
+        let mut store = store();
+        let mut s = Sample {
+            seq: 1,
+            timestamp_ms: 1_000_000_500,
+            uptime_s: 3_600,
+            // Under-voltage now, throttled and soft temperature limit since boot.
+            throttled: Some(0x1 | 0x4_0000 | 0x8_0000),
+            ..Sample::default()
+        };
+        s.filesystems
+            .push(ember_wire::Filesystem {
+                mount: "/".into(),
+                total: 100,
+                used: 30,
+            })
+            .unwrap();
+        // "b" has no inventory: its boot time is the sample's alone.
+        ingest(&mut store, "b", s.clone(), 1_000_000_500);
+        ingest(&mut store, "pi", s, 1_000_000_500);
+        let info = ember_wire::HostInfo {
+            board: "Raspberry Pi 4 Model B".into(),
+            os: "Debian \"12\"".into(),
+            kernel: "6.1.0".into(),
+            agent_version: "0.1.0".into(),
+            // The kernel's boot time, a second from the sample's 996400.5.
+            boot_time_s: 996_401,
+            ..ember_wire::HostInfo::default()
+        };
+        send(
+            &mut store,
+            "pi",
+            "info",
+            Message::HostInfo(info),
+            1_000_000_500,
+        );
+        let extra = Extra {
+            uptime_s: 60,
+            ..Extra::default()
+        };
+        let now = 1_000_000_900;
+        let text = render(&store, &PersistStatus::default(), extra, now);
+        for want in [
+            "ember_boot_time_seconds{host=\"pi\"} 996401\n",
+            "ember_boot_time_seconds{host=\"b\"} 996400\n",
+            "ember_host_info{host=\"pi\",board=\"Raspberry Pi 4 Model B\",os=\"Debian \\\"12\\\"\",kernel=\"6.1.0\",agent_version=\"0.1.0\"} 1\n",
+            concat!("ember_build_info{version=\"", env!("CARGO_PKG_VERSION"), "\"} 1\n"),
+            "ember_throttle_active{host=\"pi\",flag=\"under_voltage\"} 1\n",
+            "ember_throttle_active{host=\"pi\",flag=\"throttled\"} 0\n",
+            "ember_throttle_occurred{host=\"pi\",flag=\"under_voltage\"} 0\n",
+            "ember_throttle_occurred{host=\"pi\",flag=\"throttled\"} 1\n",
+            "ember_throttle_occurred{host=\"pi\",flag=\"soft_temp_limit\"} 1\n",
+            "ember_throttle_occurred{host=\"pi\",flag=\"freq_capped\"} 0\n",
+            "ember_filesystem_size_bytes{host=\"pi\",mountpoint=\"/\"} 100\n",
+            "ember_filesystem_free_bytes{host=\"pi\",mountpoint=\"/\"} 70\n",
+        ] {
+            assert!(text.contains(want), "{want} missing from\n{text}");
+        }
+        // The collector's start: now less its uptime, and the same at the next scrape.
+        let start = text
+            .lines()
+            .find_map(|l| l.strip_prefix("process_start_time_seconds "))
+            .unwrap_or_else(|| panic!("no start time in\n{text}"));
+        let later = render(
+            &store,
+            &PersistStatus::default(),
+            Extra {
+                uptime_s: 61,
+                ..extra
+            },
+            now + 1_100,
+        );
+        assert!(
+            later.contains(&format!("process_start_time_seconds {start}\n")),
+            "{later}"
+        );
+        // Uptimes and the packed flags are gone.
+        for gone in [
+            "ember_uptime_seconds",
+            "ember_collector_uptime_seconds",
+            "ember_throttled_flags",
+        ] {
+            assert!(!text.contains(gone), "{gone} in\n{text}");
+        }
+        // Offline: the inventory stays, the values go.
+        let text = render(&store, &PersistStatus::default(), extra, now + 86_400_000);
+        assert!(text.contains("ember_host_info{host=\"pi\""), "{text}");
+        assert!(!text.contains("ember_boot_time_seconds{"), "{text}");
+        assert!(!text.contains("ember_throttle_active{"), "{text}");
+    }
+
+    #[test]
     fn every_line_is_a_sample_or_a_comment_and_labels_are_escaped() {
-        let c = RawConfig::default().validate().unwrap();
-        let mut store = Store::new(StoreConfig::from_config(&c));
+        let mut store = store();
         let mut s = Sample {
             seq: 1,
             timestamp_ms: 1,
@@ -517,12 +757,7 @@ mod tests {
                 used: 5,
             })
             .unwrap();
-        let mut buf = [0u8; MAX_ENCODED_LEN];
-        let p = Envelope::new(HostId::new("pi").unwrap(), Message::Sample(s))
-            .encode(&mut buf)
-            .unwrap()
-            .to_vec();
-        store.ingest("ember/v1/pi/sample", &p, 1).unwrap();
+        ingest(&mut store, "pi", s, 1);
         let text = render(&store, &PersistStatus::default(), Extra::default(), 1);
         assert!(
             text.contains("ember_cpu_busy_ratio{host=\"pi\"} 0.5\n"),
@@ -530,7 +765,7 @@ mod tests {
         );
         assert!(
             text.contains(
-                "ember_filesystem_used_bytes{host=\"pi\",mount=\"/mnt/a\\\"b\\\\c\"} 5\n"
+                "ember_filesystem_used_bytes{host=\"pi\",mountpoint=\"/mnt/a\\\"b\\\\c\"} 5\n"
             ),
             "{text}"
         );
@@ -553,7 +788,8 @@ mod tests {
             assert!(
                 line.starts_with("# HELP ")
                     || line.starts_with("# TYPE ")
-                    || line.starts_with("ember_"),
+                    || line.starts_with("ember_")
+                    || line.starts_with("process_start_time_seconds "),
                 "{line}"
             );
         }
