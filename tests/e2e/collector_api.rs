@@ -1,6 +1,9 @@
 //! Issue #5: many agents at once, history by range and resolution, `/metrics` parsed as
-//! Prometheus text, and every route of `docs/openapi.json` answering.
+//! Prometheus text and checked by `promtool check metrics` (issue #23), and every route of
+//! `docs/openapi.json` answering.
 
+use std::io::Write as _;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -89,6 +92,7 @@ async fn many_agents_history_metrics_and_every_documented_route() {
     // /metrics, parsed as Prometheus text; every sample line must parse.
     let (status, text) = c.get_text("/metrics").await;
     assert_eq!(status, 200);
+    promtool_check_metrics(&text).unwrap();
     let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
         .expect("Prometheus text");
     let sample_lines = text
@@ -119,8 +123,13 @@ async fn many_agents_history_metrics_and_every_documented_route() {
             "{busy:?}"
         );
         assert!(find("ember_memory_total_bytes", Some(&host))[0] > 0.0);
+        let boot = find("ember_boot_time_seconds", Some(&host));
+        assert!(boot.len() == 1 && boot[0] > 1.0e9, "{host}: {boot:?}");
+        assert_eq!(find("ember_host_info", Some(&host)), [1.0], "{host}");
     }
     assert!(find("ember_collector_samples_total", None)[0] >= (5 * N) as f64);
+    assert_eq!(find("ember_build_info", None), [1.0]);
+    assert!(find("process_start_time_seconds", None)[0] > 1.0e9);
     let reasons: Vec<&str> = scrape
         .samples
         .iter()
@@ -179,4 +188,50 @@ async fn many_agents_history_metrics_and_every_documented_route() {
         }
     }
     drop(agents);
+}
+
+/// Debian's `prometheus` package: `bash .ci/test` installs it.
+const PROMTOOL: &str = "/usr/bin/promtool";
+
+/// `promtool check metrics` on a `/metrics` page: its format and Prometheus' naming rules
+/// (units, `_total` on counters, no lint problem at all); `Err` with promtool's words.
+fn promtool_check_metrics(text: &str) -> Result<(), String> {
+    assert!(
+        std::path::Path::new(PROMTOOL).exists(),
+        "{PROMTOOL} is missing: install Debian's prometheus package (bash .ci/test does)"
+    );
+    let mut child = Command::new(PROMTOOL)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool starts");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .expect("promtool reads the page");
+    let out = child.wait_with_output().expect("promtool ends");
+    if out.status.success() {
+        return Ok(());
+    }
+    Err(format!(
+        "promtool check metrics failed ({}):\n{}{}\n--- the page:\n{text}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    ))
+}
+
+#[test]
+fn promtool_check_finds_what_prometheus_would_object_to() {
+    let counter = "# HELP x_seconds_total T\n# TYPE x_seconds_total counter\nx_seconds_total 1\n";
+    promtool_check_metrics(counter).unwrap();
+    // A counter without `_total`, and a page that is not Prometheus text.
+    let bad = "# HELP x_seconds T\n# TYPE x_seconds counter\nx_seconds 1\n";
+    let e = promtool_check_metrics(bad).unwrap_err();
+    assert!(e.contains("_total"), "{e}");
+    assert!(promtool_check_metrics("x{ 1\n").is_err());
 }
