@@ -32,6 +32,7 @@ pub mod serve;
 pub mod spill;
 pub mod store;
 pub mod tiers;
+pub mod totals;
 
 use std::future::Future;
 use std::net::{SocketAddr, ToSocketAddrs};

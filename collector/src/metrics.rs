@@ -16,7 +16,7 @@ pub struct Metric {
     pub name: &'static str,
     /// Prometheus name, in base units (`ember_cpu_busy_ratio`): exported as a gauge of the latest
     /// value. `None` for what `/metrics` exports in another form (uptime as a boot time,
-    /// throttling as one series per flag, see `prom.rs`).
+    /// throttling as one series per flag, the agent's dropped samples as a counter: `prom.rs`).
     pub prometheus: Option<&'static str>,
     /// The label's name for per-device metrics (`mountpoint`), as a Prometheus label.
     pub label: Option<&'static str>,
@@ -67,7 +67,7 @@ metrics! {
     WATCHED = "process.instances", Some("ember_process_instances"), Some("process"), 1, "Instances of a watched process";
     UPTIME = "uptime", None, None, 1, "Seconds since the host booted";
     THROTTLED = "throttled", None, None, 1, "Raspberry Pi throttling flags";
-    DROPPED = "agent.dropped", Some("ember_agent_dropped_samples"), None, 1, "Samples the agent dropped (buffer full)";
+    DROPPED = "agent.dropped", None, None, 1, "Samples the agent dropped (buffer full)";
 }
 
 /// Looks a metric up by its API name.

@@ -230,6 +230,7 @@ fn host_values(out: &mut String, hosts: &[HostSummary<'_>]) {
         boot_time(&mut fams, h, &s, info_boot_s);
         throttling(&mut fams, h, &s);
         filesystem_free(&mut fams, h, &s);
+        totals(&mut fams, h, &s);
     }
     fams.write(out);
 }
@@ -323,6 +324,28 @@ fn filesystem_free(fams: &mut Families, h: &HostSummary<'_>, s: &Sample) {
             fs.total.saturating_sub(fs.used) as f64,
         );
     }
+}
+
+/// Counters: what the collector added up from the host's rates (see `totals.rs`), and the
+/// samples the agent dropped since it started.
+fn totals(fams: &mut Families, h: &HostSummary<'_>, s: &Sample) {
+    for (total, label, v) in h.totals.iter() {
+        let (name, label_name, help) = total.family();
+        fams.push(
+            (name, "counter", help),
+            &format!("host=\"{}\",{label_name}=\"{}\"", h.id, esc(label)),
+            v,
+        );
+    }
+    fams.push(
+        (
+            "ember_agent_dropped_samples_total",
+            "counter",
+            "Samples the agent dropped since it started (its send buffer full)",
+        ),
+        &format!("host=\"{}\"", h.id),
+        f64::from(s.dropped),
+    );
 }
 
 /// `ember_host_info`: what each host is, from its inventory, whatever its status.
@@ -612,14 +635,18 @@ mod tests {
     }
 
     fn send(store: &mut Store, host: &str, kind: &str, m: Message, now_ms: u64) {
-        let mut buf = [0u8; MAX_ENCODED_LEN];
-        let p = Envelope::new(HostId::new(host).unwrap(), m)
-            .encode(&mut buf)
-            .unwrap()
-            .to_vec();
+        let p = encoded(host, m);
         store
             .ingest(&format!("ember/v1/{host}/{kind}"), &p, now_ms)
             .unwrap();
+    }
+
+    fn encoded(host: &str, m: Message) -> Vec<u8> {
+        let mut buf = [0u8; MAX_ENCODED_LEN];
+        Envelope::new(HostId::new(host).unwrap(), m)
+            .encode(&mut buf)
+            .unwrap()
+            .to_vec()
     }
 
     #[test]
@@ -739,6 +766,57 @@ mod tests {
         assert!(text.contains("ember_host_info{host=\"pi\""), "{text}");
         assert!(!text.contains("ember_boot_time_seconds{"), "{text}");
         assert!(!text.contains("ember_throttle_active{"), "{text}");
+    }
+
+    #[test]
+    fn counters_add_up_rates_over_each_samples_interval_across_gaps() {
+        let mut store = store();
+        let online = ember_wire::Status::Online { interval_ms: 2_000 };
+        send(&mut store, "pi", "status", Message::Status(online), 0);
+        let sample = |seq: u64, t: u64, rx_bps: u64| {
+            let mut s = Sample {
+                seq,
+                timestamp_ms: t,
+                dropped: 3,
+                ..Sample::default()
+            };
+            s.networks
+                .push(ember_wire::NetIo {
+                    interface: "eth0".into(),
+                    rx_bps,
+                    tx_errors: 2,
+                    ..ember_wire::NetIo::default()
+                })
+                .unwrap();
+            s.disks
+                .push(ember_wire::DiskIo {
+                    device: "sda".into(),
+                    read_bps: 10,
+                    ..ember_wire::DiskIo::default()
+                })
+                .unwrap();
+            s
+        };
+        // The first: the announced interval (2 s); then 1 s after it; then seq 4 after a gap
+        // (seq 3 lost): its own interval is the announced one again, not the 5 s since seq 2.
+        ingest(&mut store, "pi", sample(1, 10_000, 100), 10_000);
+        ingest(&mut store, "pi", sample(2, 11_000, 1_000), 11_000);
+        ingest(&mut store, "pi", sample(4, 16_000, 10), 16_000);
+        // A copy changes nothing.
+        let copy = encoded("pi", Message::Sample(sample(4, 16_000, 10)));
+        store.ingest("ember/v1/pi/sample", &copy, 16_000).unwrap();
+        let text = render(&store, &PersistStatus::default(), Extra::default(), 16_000);
+        for want in [
+            "# TYPE ember_network_receive_bytes_total counter\n",
+            "ember_network_receive_bytes_total{host=\"pi\",interface=\"eth0\"} 1220\n",
+            "ember_network_transmit_errors_total{host=\"pi\",interface=\"eth0\"} 6\n",
+            "ember_disk_read_bytes_total{host=\"pi\",device=\"sda\"} 50\n",
+            "# TYPE ember_agent_dropped_samples_total counter\n",
+            "ember_agent_dropped_samples_total{host=\"pi\"} 3\n",
+        ] {
+            assert!(text.contains(want), "{want} missing from\n{text}");
+        }
+        assert!(!text.contains("ember_agent_dropped_samples{"), "{text}");
     }
 
     #[test]

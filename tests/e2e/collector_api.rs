@@ -126,6 +126,13 @@ async fn many_agents_history_metrics_and_every_documented_route() {
         let boot = find("ember_boot_time_seconds", Some(&host));
         assert!(boot.len() == 1 && boot[0] > 1.0e9, "{host}: {boot:?}");
         assert_eq!(find("ember_host_info", Some(&host)), [1.0], "{host}");
+        // Counters the collector adds up from the agent's rates (issue #23).
+        let cpu = find("ember_cpu_seconds_total", Some(&host));
+        assert!(cpu.len() == 3 && cpu.iter().all(|v| *v >= 0.0), "{cpu:?}");
+        assert_eq!(
+            find("ember_agent_dropped_samples_total", Some(&host)).len(),
+            1
+        );
     }
     assert!(find("ember_collector_samples_total", None)[0] >= (5 * N) as f64);
     assert_eq!(find("ember_build_info", None), [1.0]);
