@@ -232,6 +232,128 @@ fn promtool_check_metrics(text: &str) -> Result<(), String> {
     ))
 }
 
+/// A page with every family a host can have, some rare on a test machine (throttling flags,
+/// Wi-Fi, probes, watched processes, label values to escape), an offline host and an inventory.
+#[test]
+fn promtool_passes_a_page_with_every_family() {
+    use ember_collector::store::{Store, StoreConfig};
+    use ember_wire::{Envelope, HostId, HostInfo, Message, Sample, MAX_ENCODED_LEN};
+    let c = ember_collector::config::RawConfig::default()
+        .validate()
+        .unwrap();
+    let mut store = Store::new(StoreConfig::from_config(&c));
+    let send = |store: &mut Store, host: &str, kind: &str, m: Message, now_ms: u64| {
+        let mut buf = [0u8; MAX_ENCODED_LEN];
+        let p = Envelope::new(HostId::new(host).unwrap(), m)
+            .encode(&mut buf)
+            .unwrap()
+            .to_vec();
+        store
+            .ingest(&format!("ember/v1/{host}/{kind}"), &p, now_ms)
+            .unwrap();
+    };
+    let t = 1_700_000_000_000;
+    let mut s = Sample {
+        seq: 1,
+        timestamp_ms: t,
+        uptime_s: 100,
+        throttled: Some(0x5_0005),
+        dropped: 2,
+        ..Sample::default()
+    };
+    s.cpu.cores.extend([100, 200]);
+    s.filesystems
+        .push(ember_wire::Filesystem {
+            mount: "/mnt/a \"b\"\\c".into(),
+            total: 10,
+            used: 4,
+        })
+        .unwrap();
+    s.disks
+        .push(ember_wire::DiskIo {
+            device: "mmcblk0".into(),
+            read_bps: 5,
+            write_bps: 6,
+        })
+        .unwrap();
+    s.networks
+        .push(ember_wire::NetIo {
+            interface: "wlan0".into(),
+            rx_bps: 1,
+            tx_bps: 2,
+            rx_errors: 1,
+            tx_errors: 0,
+            wifi: Some(ember_wire::Wifi {
+                signal_dbm: -60,
+                quality: 70,
+            }),
+        })
+        .unwrap();
+    s.temperatures
+        .push(ember_wire::Temperature {
+            sensor: "cpu_thermal".into(),
+            millicelsius: 45_000,
+        })
+        .unwrap();
+    s.probes
+        .push(ember_wire::Probe {
+            target: "192.168.1.1".into(),
+            rtt_us: Some(1500),
+            loss: 0,
+        })
+        .unwrap();
+    s.watched
+        .push(ember_wire::Watched {
+            name: "sshd".into(),
+            instances: 1,
+        })
+        .unwrap();
+    send(&mut store, "pi", "sample", Message::Sample(s.clone()), t);
+    s.seq = 2;
+    s.timestamp_ms += 1000;
+    send(
+        &mut store,
+        "pi",
+        "sample",
+        Message::Sample(s.clone()),
+        t + 1000,
+    );
+    let info = HostInfo {
+        board: "Raspberry Pi 5 \"x\"".into(),
+        os: "Debian GNU/Linux 12 (bookworm)".into(),
+        kernel: "6.6.51+rpt-rpi-2712".into(),
+        agent_version: "0.1.0".into(),
+        ..HostInfo::default()
+    };
+    send(&mut store, "pi", "info", Message::HostInfo(info), t + 1000);
+    // Long silent: offline, its values left out.
+    send(
+        &mut store,
+        "old",
+        "sample",
+        Message::Sample(s),
+        t - 86_400_000,
+    );
+    let text = ember_collector::prom::render(
+        &store,
+        &ember_collector::persist::PersistStatus::default(),
+        ember_collector::prom::Extra::default(),
+        t + 1500,
+    );
+    for family in [
+        "ember_throttle_occurred{",
+        "ember_wifi_signal_dbm{",
+        "ember_probe_rtt_seconds{",
+        "ember_network_receive_bytes_total{",
+        "ember_filesystem_free_bytes{",
+        "ember_host_info{",
+        "ember_host_up{host=\"old\"} 0",
+    ] {
+        assert!(text.contains(family), "{family} missing from\n{text}");
+    }
+    promtool_check_metrics(&text).unwrap();
+}
+
 #[test]
 fn promtool_check_finds_what_prometheus_would_object_to() {
     let counter = "# HELP x_seconds_total T\n# TYPE x_seconds_total counter\nx_seconds_total 1\n";
