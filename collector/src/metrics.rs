@@ -16,7 +16,7 @@ pub struct Metric {
     pub name: &'static str,
     /// Prometheus name, in base units (`ember_cpu_busy_ratio`): exported as a gauge of the latest
     /// value. `None` for what `/metrics` exports in another form (uptime as a boot time,
-    /// throttling as one series per flag, the agent's dropped samples as a counter: `prom.rs`).
+    /// throttling as one series per flag, the agent's dropped samples as a counter: `prom/`).
     pub prometheus: Option<&'static str>,
     /// The label's name for per-device metrics (`mountpoint`), as a Prometheus label.
     pub label: Option<&'static str>,
