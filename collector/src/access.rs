@@ -5,8 +5,9 @@
 //! message, so these decisions are taken per connection by the gate, before a packet reaches
 //! the broker:
 //! - an **agent** account is bound to one host id: it may publish only that host's `sample`,
-//!   `info`, `status` and `result` topics (never `cmd`: only the collector commands), may name
-//!   only its own `status` topic as last will, and may subscribe only under its own host;
+//!   `info`, `status` and `result` topics (never `cmd` nor `alerts`: only the collector commands
+//!   and sets a host's alert banner), may name only its own `status` topic as last will, and may
+//!   subscribe only under its own host;
 //! - a **reader** account may subscribe to anything and publish nothing but Home Assistant's
 //!   birth message and last will (dashboards, Home Assistant, `mosquitto_sub`).
 
@@ -45,9 +46,21 @@ impl Identity {
         match self.role {
             Role::Reader => reader_topics.iter().any(|t| t == topic),
             Role::Agent => match topic::parse(topic) {
-                Some((host, kind)) => host.as_str() == self.name && kind != Kind::Command,
+                // `cmd` and `alerts` are the collector's: only its in-process link publishes
+                // there (an agent's retained `alerts` would replace the collector's banner).
+                Some((host, kind)) => host.as_str() == self.name && !kind.from_collector(),
                 None => false,
             },
+        }
+    }
+
+    /// May this client name `topic` as its last will? An agent only its own `status` (the
+    /// `Offline` the broker publishes for it), a reader what it may publish.
+    pub fn may_will(&self, topic: &str, reader_topics: &[String]) -> bool {
+        match self.role {
+            Role::Reader => self.may_publish(topic, reader_topics),
+            Role::Agent => topic::parse(topic)
+                .is_some_and(|(host, kind)| host.as_str() == self.name && kind == Kind::Status),
         }
     }
 
@@ -189,6 +202,8 @@ mod tests {
         check("ember/v1/pi-a/status", true);
         check("ember/v1/pi-a/result", true);
         check("ember/v1/pi-a/cmd", false);
+        // The collector's banner for the host (retained): not the agent's to overwrite.
+        check("ember/v1/pi-a/alerts", false);
         check("ember/v1/pi-b/sample", false);
         check("ember/v1/pi-a2/sample", false);
         check("ember/v1/pi-/sample", false);
@@ -196,6 +211,22 @@ mod tests {
         check("ember/v1/pi-a/sample/x", false);
         check("homeassistant/sensor/x/config", false);
         check("", false);
+    }
+
+    #[test]
+    fn an_agents_last_will_is_its_own_status_only() {
+        let a = agent("pi-a");
+        assert!(a.may_will("ember/v1/pi-a/status", &[]));
+        for topic in [
+            "ember/v1/pi-a/sample",
+            "ember/v1/pi-a/info",
+            "ember/v1/pi-a/result",
+            "ember/v1/pi-a/alerts",
+            "ember/v1/pi-a/cmd",
+            "ember/v1/pi-b/status",
+        ] {
+            assert!(!a.may_will(topic, &[]), "{topic}");
+        }
     }
 
     #[test]

@@ -731,7 +731,7 @@ where
                 }
             };
             if let Some(will) = &connect.last_will {
-                if !identity.may_publish(&will.topic, &accounts.reader_topics) {
+                if !identity.may_will(&will.topic, &accounts.reader_topics) {
                     bump(&counters.spoofed);
                     return refuse(&mut wr, ConnectReturnCode::NotAuthorized).await;
                 }
