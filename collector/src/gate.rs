@@ -50,7 +50,7 @@ use tokio::net::{TcpListener, TcpStream};
 use rumqttd::Handoff;
 use tokio::sync::{Notify, Semaphore};
 
-use crate::access::{self, Identity, Role, TokenBucket};
+use crate::access::{self, Identity, TokenBucket};
 use crate::config::{Config, User};
 use crate::ingest::from_agents;
 
@@ -1103,8 +1103,15 @@ async fn authenticate(
         if connect.login.as_ref().is_some_and(|l| l.username != name) {
             return Err(ConnectReturnCode::NotAuthorized);
         }
-        let role = users.get(&name).map(|u| u.role).unwrap_or(Role::Agent);
-        return Ok(Identity { name, role });
+        // Signed by the CA is not enough: the account must still exist, or removing
+        // `[mqtt.users.NAME]` could never revoke a certificate.
+        let Some(user) = users.get(&name) else {
+            return Err(ConnectReturnCode::NotAuthorized);
+        };
+        return Ok(Identity {
+            name,
+            role: user.role,
+        });
     }
     if accounts.require_client_cert {
         return Err(ConnectReturnCode::NotAuthorized);

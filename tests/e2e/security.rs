@@ -590,3 +590,57 @@ async fn under_a_flood_from_one_client_the_other_hosts_samples_keep_arriving() {
         .unwrap_or(0);
     assert!(flood_received <= 200 + 20 * 6, "{flood_received}");
 }
+
+/// Issue #20, finding 6: a certificate signed by the CA no longer authenticates once its
+/// account (`[mqtt.users.NAME]`) is removed; the others' still do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_whose_account_was_removed_is_refused() {
+    let pki = Pki::new(&[
+        ("pi-kept", Role::Agent, true),
+        ("pi-gone", Role::Agent, true),
+    ]);
+    let mut mqtt = pki.mqtt(false);
+    mqtt.users.remove("pi-gone");
+    let c = Running::start(|c| c.mqtt = mqtt).await;
+    let port = c.mqtt_port().to_string();
+    let ca = pki.dir.join("ca.pem");
+    let publish = |host: &str| {
+        let dir = pki.agent_dir(host);
+        let (cert, key) = (dir.join("client.pem"), dir.join("client.key"));
+        let topic = format!("ember/v1/{host}/result");
+        mosquitto(
+            "mosquitto_pub",
+            &[
+                "-h",
+                "localhost",
+                "-p",
+                &port,
+                "-V",
+                "mqttv311",
+                "--cafile",
+                ca.to_str().unwrap(),
+                "--cert",
+                cert.to_str().unwrap(),
+                "--key",
+                key.to_str().unwrap(),
+                "-q",
+                "1",
+                "-t",
+                &topic,
+                "-m",
+                "x",
+            ],
+        )
+    };
+    let kept = publish("pi-kept");
+    assert!(
+        kept.status.success(),
+        "{}",
+        String::from_utf8_lossy(&kept.stderr)
+    );
+    let gone = publish("pi-gone");
+    assert!(!gone.status.success(), "a revoked certificate connected");
+    let err = String::from_utf8_lossy(&gone.stderr).to_lowercase();
+    assert!(err.contains("not authori"), "{err}");
+    assert_eq!(gate(&c).await["refused_auth"], 1);
+}
