@@ -35,6 +35,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
+use std::net::IpAddr;
 use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -51,6 +52,7 @@ use rumqttd::Handoff;
 use tokio::sync::{Notify, Semaphore};
 
 use crate::access::{self, Identity, TokenBucket};
+use crate::admission::{self, Admission, Verdict};
 use crate::config::{Config, User};
 use crate::ingest::from_agents;
 
@@ -59,9 +61,6 @@ use crate::ingest::from_agents;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a closed connection waits for rumqttd to close its side before its slot is reused.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
-/// Password checks at once: argon2 is slow on purpose, so a burst of CONNECTs with wrong
-/// passwords must not take every core.
-const VERIFY_AT_ONCE: usize = 2;
 /// Bytes a relay reads at once, each way (a larger packet takes several reads). The room is on
 /// the stack of the poll that finds bytes to read ([`read_with`]): a connection waiting for its
 /// next packet holds no read buffer.
@@ -95,6 +94,8 @@ pub struct Accounts {
     pub burst: u32,
     /// What a reader may publish: the topics the bridge listens to (Home Assistant's status).
     pub reader_topics: Vec<String>,
+    /// The password checks, bounded ([`crate::admission`]).
+    pub admission: Admission,
 }
 
 impl Settings {
@@ -117,6 +118,10 @@ impl Settings {
             rate: mqtt.max_messages_per_second,
             burst: mqtt.max_burst,
             reader_topics: config.bridge.subscriptions(),
+            admission: Admission::new(
+                admission::Limits::default(),
+                admission::dummy_hash(mqtt.users.values().find_map(|u| u.password_hash.as_deref())),
+            ),
         });
         Ok(Settings {
             broker,
@@ -136,7 +141,6 @@ pub struct Gate {
     counters: Counters,
     flow: Arc<Flow>,
     per_client: Mutex<HashMap<String, usize>>,
-    verifying: tokio::sync::Semaphore,
     sessions: Mutex<HashMap<String, Arc<Session>>>,
 }
 
@@ -200,6 +204,7 @@ struct Counters {
     refused_full: AtomicU64,
     refused_id: AtomicU64,
     refused_auth: AtomicU64,
+    refused_busy: AtomicU64,
     refused_client_limit: AtomicU64,
     refused_tls: AtomicU64,
     refused_protocol: AtomicU64,
@@ -233,6 +238,10 @@ pub struct GateStats {
     pub refused_id: u64,
     /// CONNECTs refused: anonymous, unknown account, wrong password, no certificate.
     pub refused_auth: u64,
+    /// Refused with CONNACK 3 before the password was checked: the checks' queue (or the
+    /// source's share of it) was full, the source failed too often lately, or its turn did not
+    /// come in time ([`crate::admission`]).
+    pub refused_busy: u64,
     /// Refused with CONNACK 3: the account already had its connections open.
     pub refused_client_limit: u64,
     /// TLS handshakes that failed.
@@ -274,7 +283,6 @@ impl Gate {
             counters: Counters::default(),
             flow,
             per_client: Mutex::new(HashMap::new()),
-            verifying: tokio::sync::Semaphore::new(VERIFY_AT_ONCE),
             sessions: Mutex::new(HashMap::new()),
         })
     }
@@ -323,6 +331,11 @@ impl Gate {
         }
     }
 
+    /// The accounts, if clients must authenticate.
+    pub fn accounts(&self) -> Option<&Accounts> {
+        self.settings.accounts.as_ref()
+    }
+
     /// The counters now.
     pub fn stats(&self) -> GateStats {
         let c = &self.counters;
@@ -336,6 +349,7 @@ impl Gate {
             refused_full: g(&c.refused_full),
             refused_id: g(&c.refused_id),
             refused_auth: g(&c.refused_auth),
+            refused_busy: g(&c.refused_busy),
             refused_client_limit: g(&c.refused_client_limit),
             refused_tls: g(&c.refused_tls),
             refused_protocol: g(&c.refused_protocol),
@@ -602,7 +616,7 @@ pub async fn serve(listener: TcpListener, gate: Arc<Gate>) {
         n += 1;
         let gate = gate.clone();
         tokio::spawn(async move {
-            if let Err(e) = connection(gate, tcp, n).await {
+            if let Err(e) = connection(gate, tcp, peer.ip(), n).await {
                 tracing::debug!(%peer, "MQTT client closed: {e}");
             }
         });
@@ -638,10 +652,10 @@ pub enum Closed {
     Qos2(String),
 }
 
-async fn connection(gate: Arc<Gate>, tcp: TcpStream, n: u64) -> Result<(), Closed> {
+async fn connection(gate: Arc<Gate>, tcp: TcpStream, peer: IpAddr, n: u64) -> Result<(), Closed> {
     let _ = tcp.set_nodelay(true);
     let Some(acceptor) = &gate.settings.tls else {
-        return client(&gate, tcp, None, n).await;
+        return client(&gate, tcp, None, peer, n).await;
     };
     // TLS's handshake and stream are boxed: every connection's task is as large as the largest
     // state of this future, and without TLS it need not hold room for them.
@@ -663,7 +677,7 @@ async fn connection(gate: Arc<Gate>, tcp: TcpStream, n: u64) -> Result<(), Close
         .peer_certificates()
         .and_then(|c| c.first())
         .and_then(|c| crate::pki::common_name(c.as_ref()));
-    Box::pin(client(&gate, tls, cert_name, n)).await
+    Box::pin(client(&gate, tls, cert_name, peer, n)).await
 }
 
 /// One client, over TCP or TLS: its CONNECT, then the relay until either side closes.
@@ -671,6 +685,7 @@ async fn client<S>(
     gate: &Arc<Gate>,
     stream: S,
     cert_name: Option<String>,
+    peer: IpAddr,
     n: u64,
 ) -> Result<(), Closed>
 where
@@ -720,15 +735,45 @@ where
             return Err(Closed::Malformed(e.to_string()));
         }
     };
+    // Without accounts the client id goes to the broker as it is: one it cannot take is
+    // refused first, whether or not the server is full.
+    if gate.settings.accounts.is_none() && !id_allowed(connect.client_id.as_bytes()) {
+        bump(&counters.refused_id);
+        return refuse(&mut wr, ConnectReturnCode::BadClientId).await;
+    }
+    // A login waiting for its password check holds a slot too: pending logins count toward
+    // `max-connections`.
+    let Some(slot) = gate.admit() else {
+        return refuse(&mut wr, ConnectReturnCode::ServiceUnavailable).await;
+    };
     // With accounts: who the client is, and the accounts it was checked against.
     let checked = match &gate.settings.accounts {
         Some(accounts) => {
-            let identity = match authenticate(gate, accounts, &connect, cert_name).await {
+            // Ends if the client closes while its password waits: what it sends meanwhile is
+            // kept for the relay (a packet's worth at most).
+            let gone = async {
+                loop {
+                    let read = read_with(&mut rd, |b| {
+                        buf.extend_from_slice(b);
+                        b.len()
+                    })
+                    .await;
+                    if !matches!(read, Ok(n) if n > 0) || buf.len() > max {
+                        return;
+                    }
+                }
+            };
+            let identity = match authenticate(accounts, &connect, cert_name, peer, gone).await {
                 Ok(i) => i,
-                Err(code) => {
+                Err(Denied::Auth(code)) => {
                     bump(&counters.refused_auth);
                     return refuse(&mut wr, code).await;
                 }
+                Err(Denied::Busy) => {
+                    bump(&counters.refused_busy);
+                    return refuse(&mut wr, ConnectReturnCode::ServiceUnavailable).await;
+                }
+                Err(Denied::Gone) => return Ok(()),
             };
             if let Some(will) = &connect.last_will {
                 if !identity.may_will(&will.topic, &accounts.reader_topics) {
@@ -742,14 +787,12 @@ where
     };
     let client_id = match &checked {
         Some((identity, _)) => identity.broker_client_id(&connect.client_id, n),
-        None => id_allowed(connect.client_id.as_bytes()).then(|| connect.client_id.clone()),
+        // Checked above.
+        None => Some(connect.client_id.clone()),
     };
     let Some(client_id) = client_id else {
         bump(&counters.refused_id);
         return refuse(&mut wr, ConnectReturnCode::BadClientId).await;
-    };
-    let Some(slot) = gate.admit() else {
-        return refuse(&mut wr, ConnectReturnCode::ServiceUnavailable).await;
     };
     let account = match &checked {
         Some((identity, accounts)) => match AccountSlot::take(gate, accounts, &identity.name) {
@@ -1087,26 +1130,39 @@ async fn refuse<W: AsyncWrite + Unpin>(wr: &mut W, code: ConnectReturnCode) -> R
     Err(Closed::Refused(code))
 }
 
-/// Checks the CONNECT's credentials or the client certificate.
+/// Why a CONNECT was not authenticated.
+enum Denied {
+    /// Refused with this code.
+    Auth(ConnectReturnCode),
+    /// Refused with CONNACK 3 before its check ([`crate::admission`]).
+    Busy,
+    /// The client closed while its password waited.
+    Gone,
+}
+
+/// Checks the CONNECT's credentials or the client certificate. `gone` ends when the client
+/// closes: a password not checked yet is then never checked.
 async fn authenticate(
-    gate: &Gate,
     accounts: &Accounts,
     connect: &Connect,
     cert_name: Option<String>,
-) -> Result<Identity, ConnectReturnCode> {
+    peer: IpAddr,
+    gone: impl Future<Output = ()>,
+) -> Result<Identity, Denied> {
     let users = &accounts.users;
+    let refused = |code| Err(Denied::Auth(code));
     if let Some(name) = cert_name {
         // rustls verified the certificate against the client CA: its common name is the host.
         if access::check_name(&name).is_err() {
-            return Err(ConnectReturnCode::NotAuthorized);
+            return refused(ConnectReturnCode::NotAuthorized);
         }
         if connect.login.as_ref().is_some_and(|l| l.username != name) {
-            return Err(ConnectReturnCode::NotAuthorized);
+            return refused(ConnectReturnCode::NotAuthorized);
         }
         // Signed by the CA is not enough: the account must still exist, or removing
         // `[mqtt.users.NAME]` could never revoke a certificate.
         let Some(user) = users.get(&name) else {
-            return Err(ConnectReturnCode::NotAuthorized);
+            return refused(ConnectReturnCode::NotAuthorized);
         };
         return Ok(Identity {
             name,
@@ -1114,36 +1170,38 @@ async fn authenticate(
         });
     }
     if accounts.require_client_cert {
-        return Err(ConnectReturnCode::NotAuthorized);
+        return refused(ConnectReturnCode::NotAuthorized);
     }
     let Some(login) = &connect.login else {
-        return Err(ConnectReturnCode::NotAuthorized);
+        return refused(ConnectReturnCode::NotAuthorized);
     };
-    let Some(hash) = users
-        .get(&login.username)
-        .and_then(|u| u.password_hash.clone())
-    else {
-        return Err(ConnectReturnCode::BadUserNamePassword);
-    };
-    let ok = {
-        let _permit = gate
-            .verifying
-            .acquire()
-            .await
-            .map_err(|_| ConnectReturnCode::ServiceUnavailable)?;
-        let password = login.password.clone();
-        tokio::task::spawn_blocking(move || access::verify_password(&hash, &password))
-            .await
-            .unwrap_or(false)
-    };
-    if !ok {
-        return Err(ConnectReturnCode::BadUserNamePassword);
+    let admission = &accounts.admission;
+    let ticket = admission.enter(peer).map_err(|_| Denied::Busy)?;
+    // A name without an account (or without a password) is checked too, against a hash of
+    // the same cost: its answer comes no sooner than a wrong password's.
+    let user = users.get(&login.username);
+    let hash = user.and_then(|u| u.password_hash.as_deref());
+    let deadline = Instant::now() + CONNECT_TIMEOUT;
+    let verdict = ticket
+        .verify(
+            hash.unwrap_or(admission.dummy()),
+            &login.password,
+            gone,
+            deadline,
+        )
+        .await;
+    match (verdict, user) {
+        (Verdict::Match, Some(user)) if hash.is_some() => Ok(Identity {
+            name: login.username.clone(),
+            role: user.role,
+        }),
+        (Verdict::Gone, _) => Err(Denied::Gone),
+        (Verdict::Late | Verdict::Held, _) => Err(Denied::Busy),
+        _ => {
+            ticket.failed();
+            refused(ConnectReturnCode::BadUserNamePassword)
+        }
     }
-    let role = users[&login.username].role;
-    Ok(Identity {
-        name: login.username.clone(),
-        role,
-    })
 }
 
 /// One of an account's connections; given back when dropped.
@@ -1480,18 +1538,7 @@ mod tests {
 
     /// A gate in front of a real rumqttd, open mode, on a loopback port.
     async fn gate_on_loopback() -> std::net::SocketAddr {
-        let dir = std::env::temp_dir().join(format!("ember-gate-takeover-{}", std::process::id()));
-        let config = Config::ephemeral(dir);
-        let broker = crate::broker::start(&config)
-            .await
-            .expect("the broker starts");
-        // Keep the collector's link open for the broker's lifetime.
-        std::mem::forget((broker.link_tx, broker.link_rx));
-        let settings = Settings::from_config(&config, broker.handoff).unwrap();
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(serve(listener, Gate::new(settings, Flow::new(1 << 20))));
-        addr
+        crate::gate_attacks::start(|_| {}).await.0
     }
 
     /// Connects as `id` and sends the CONNECT.

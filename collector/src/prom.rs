@@ -240,6 +240,7 @@ pub fn render(store: &Store, persist: &PersistStatus, extra: Extra, now_ms: u64)
             ("full", g.refused_full),
             ("client_id", g.refused_id),
             ("auth", g.refused_auth),
+            ("busy", g.refused_busy),
             ("client_limit", g.refused_client_limit),
             ("tls", g.refused_tls),
             ("protocol", g.refused_protocol),

@@ -32,6 +32,10 @@ fn gate() -> &'static Arc<Gate> {
                 rate: 1_000_000,
                 burst: 1_000_000,
                 reader_topics: vec!["homeassistant/status".into()],
+                admission: ember_collector::admission::Admission::new(
+                    Default::default(),
+                    String::new(),
+                ),
             }),
         };
         Gate::new(settings, Flow::new(1 << 20))

@@ -1,0 +1,237 @@
+//! The gate under attack (issue #20): a real rumqttd behind a real gate on loopback, clients
+//! written byte by byte. Each test is an attack the issue found or suspected.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use rumqttc::mqttbytes::v4::Connect;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+
+use crate::access::Role;
+use crate::config::{Config, User};
+use crate::gate::{serve, Flow, Gate, Settings};
+
+/// A gate in front of a real rumqttd on a loopback port, with `edit` applied to a default
+/// config; the broker's link is kept open, nobody reads it.
+pub(crate) async fn start(edit: impl FnOnce(&mut Config)) -> (SocketAddr, Arc<Gate>) {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "ember-gate-attacks-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
+    let mut config = Config::ephemeral(dir);
+    edit(&mut config);
+    let broker = crate::broker::start(&config)
+        .await
+        .expect("the broker starts");
+    std::mem::forget((broker.link_tx, broker.link_rx));
+    let settings = Settings::from_config(&config, broker.handoff).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let gate = Gate::new(settings, Flow::new(1 << 20));
+    tokio::spawn(serve(listener, gate.clone()));
+    (addr, gate)
+}
+
+/// An argon2id hash of `password` with `t` passes over 19 MiB (argon2's default memory).
+pub(crate) fn hash(password: &str, t: u32) -> String {
+    use argon2::password_hash::{PasswordHasher, SaltString};
+    let params = argon2::Params::new(19 * 1024, t, 1, None).unwrap();
+    let salt = SaltString::encode_b64(&[5; 16]).unwrap();
+    argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
+        .hash_password(password.as_bytes(), &salt)
+        .unwrap()
+        .to_string()
+}
+
+pub(crate) fn account(config: &mut Config, name: &str, role: Role, hash: String) {
+    config.mqtt.users.insert(
+        name.to_string(),
+        User {
+            password_hash: Some(hash),
+            role,
+        },
+    );
+}
+
+/// A TCP connection to `addr` from the loopback address `from` (any 127.x.y.z on Linux).
+pub(crate) async fn tcp_from(from: [u8; 4], addr: SocketAddr) -> TcpStream {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::new(IpAddr::from(from), 0)).unwrap();
+    socket.connect(addr).await.unwrap()
+}
+
+pub(crate) fn connect_bytes(id: &str, login: Option<(&str, &str)>) -> Vec<u8> {
+    let mut c = Connect::new(id);
+    c.keep_alive = 30;
+    if let Some((u, p)) = login {
+        c.set_login(u, p);
+    }
+    let mut b = BytesMut::new();
+    c.write(&mut b).unwrap();
+    b.to_vec()
+}
+
+/// Sends a CONNECT from `from` and returns the connection and the CONNACK's return code.
+pub(crate) async fn login(
+    addr: SocketAddr,
+    from: [u8; 4],
+    id: &str,
+    login: Option<(&str, &str)>,
+) -> (TcpStream, u8) {
+    let mut s = tcp_from(from, addr).await;
+    s.write_all(&connect_bytes(id, login)).await.unwrap();
+    let code = connack(&mut s).await;
+    (s, code)
+}
+
+/// The CONNACK's return code.
+pub(crate) async fn connack(s: &mut TcpStream) -> u8 {
+    let mut ack = [0u8; 4];
+    tokio::time::timeout(Duration::from_secs(20), s.read_exact(&mut ack))
+        .await
+        .expect("a CONNACK in time")
+        .expect("a CONNACK");
+    assert_eq!(ack[..2], [0x20, 2]);
+    ack[3]
+}
+
+/// Finding 3: hundreds of CONNECTs with a wrong password, all at once from one source, do
+/// not hold a good client back: the source's share of the queue is bounded, then it is held
+/// back, and what it left waiting is refused at once rather than checked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_wrong_passwords_does_not_hold_a_good_client_back() {
+    let (addr, gate) = start(|c| {
+        account(c, "pi-a", Role::Agent, hash("right", 2));
+    })
+    .await;
+    let wrong = connect_bytes("x", Some(("pi-a", "wrong")));
+    let mut flood = Vec::new();
+    for _ in 0..400 {
+        let mut s = tcp_from([127, 0, 0, 2], addr).await;
+        s.write_all(&wrong).await.unwrap();
+        flood.push(s);
+    }
+    let t = Instant::now();
+    let (_good, code) = login(addr, [127, 0, 0, 1], "good", Some(("pi-a", "right"))).await;
+    let took = t.elapsed();
+    assert_eq!(code, 0, "the good client is let in");
+    assert!(
+        took < Duration::from_secs(3),
+        "the good client waited {took:?} behind the flood"
+    );
+    // Every flooding connection is answered, most of them at once without a check.
+    for s in &mut flood {
+        assert_ne!(connack(s).await, 0);
+    }
+    let stats = gate.stats();
+    let checked = gate_admission(&gate).checked();
+    assert!(checked < 50, "{checked} wrong passwords checked");
+    assert!(stats.refused_busy > 300, "{stats:?}");
+    assert_eq!(gate_admission(&gate).pending(), 0);
+}
+
+fn gate_admission(gate: &Gate) -> &crate::admission::Admission {
+    &gate.accounts().expect("accounts").admission
+}
+
+/// Finding 3: a user name without an account is answered no sooner than a wrong password, so
+/// which names exist cannot be timed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_name_answers_no_sooner_than_a_wrong_password() {
+    let (addr, _gate) = start(|c| {
+        account(c, "pi-a", Role::Agent, hash("right", 4));
+    })
+    .await;
+    let mut known = Vec::new();
+    let mut unknown = Vec::new();
+    // Each from a source of its own: no backoff in the way.
+    for i in 0..7u8 {
+        let t = Instant::now();
+        let (_, code) = login(addr, [127, 0, 1, i], "x", Some(("pi-a", "wrong"))).await;
+        known.push(t.elapsed());
+        assert_eq!(code, 4);
+        let t = Instant::now();
+        let (_, code) = login(addr, [127, 0, 2, i], "x", Some(("pi-nobody", "wrong"))).await;
+        unknown.push(t.elapsed());
+        assert_eq!(code, 4);
+    }
+    // The fastest of each: the check's own cost, whatever else shares the cores meanwhile.
+    let known = known.into_iter().min().unwrap();
+    let unknown = unknown.into_iter().min().unwrap();
+    assert!(
+        unknown * 2 >= known,
+        "an unknown name answered in {unknown:?}, a wrong password in {known:?}"
+    );
+}
+
+/// Finding 3: a login waiting for its password check holds one of `max-connections`, and
+/// one whose client closed is never checked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pending_logins_count_toward_max_connections_and_closed_ones_are_not_checked() {
+    let (addr, gate) = start(|c| {
+        c.max_connections = 1;
+        // A slow hash: the check takes a while.
+        account(c, "pi-a", Role::Agent, hash("right", 40));
+    })
+    .await;
+    let mut slow = tcp_from([127, 0, 0, 1], addr).await;
+    slow.write_all(&connect_bytes("a", Some(("pi-a", "wrong"))))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(gate.stats().open, 1, "the pending login holds a slot");
+    // Anyone else is refused for the limit, before any check.
+    let (_, code) = login(addr, [127, 0, 0, 1], "b", None).await;
+    assert_eq!(code, 3, "refused: max-connections");
+    assert_eq!(connack(&mut slow).await, 4);
+    // Given back once the refusal is written.
+    let t = Instant::now();
+    while gate.stats().open != 0 {
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "the slot is given back"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Finding 3: logins whose clients closed while they waited for a check are never checked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_whose_client_closed_is_not_checked() {
+    let (addr, gate) = start(|c| {
+        account(c, "pi-a", Role::Agent, hash("right", 40));
+    })
+    .await;
+    let wrong = connect_bytes("a", Some(("pi-a", "wrong")));
+    // Two slow checks take both slots.
+    let mut running = Vec::new();
+    for i in 0..2u8 {
+        let mut s = tcp_from([127, 0, 3, i], addr).await;
+        s.write_all(&wrong).await.unwrap();
+        running.push(s);
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Four more wait behind them, and their clients leave.
+    for i in 0..4u8 {
+        let mut s = tcp_from([127, 0, 4, i], addr).await;
+        s.write_all(&wrong).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        drop(s);
+    }
+    for s in &mut running {
+        assert_eq!(connack(s).await, 4);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let admission = gate_admission(&gate);
+    assert_eq!(
+        admission.checked(),
+        2,
+        "only the clients still there were checked"
+    );
+    assert_eq!(admission.pending(), 0);
+}
