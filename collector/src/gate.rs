@@ -126,8 +126,10 @@ impl Settings {
         Ok(Settings {
             broker,
             max_connections: config.max_connections,
-            // The payload limit plus room for the topic and the header.
-            max_packet: config.max_payload + 1024,
+            // rumqttd's own limit (`max_payload_size`, which it compares with the remaining
+            // length): a larger publish let through would be counted by [`Flow`] and then
+            // refused by the broker, its room never given back while ingest is busy.
+            max_packet: config.max_payload,
             tls,
             accounts,
         })
@@ -477,6 +479,10 @@ pub struct Scanner {
     remaining: usize,
     topic_len: usize,
     topic: Vec<u8>,
+    /// The largest packet (remaining length) the broker takes.
+    max: usize,
+    /// The remaining length of a packet above `max`, once seen (the scan is then broken).
+    oversized: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -505,11 +511,27 @@ impl Default for Scanner {
             remaining: 0,
             topic_len: 0,
             topic: Vec::new(),
+            max: usize::MAX,
+            oversized: None,
         }
     }
 }
 
 impl Scanner {
+    /// A scanner that stops at a packet above `max` bytes (remaining length): its publish is
+    /// not counted, and [`Scanner::oversized`] says so.
+    pub fn with_limit(max: usize) -> Self {
+        Scanner {
+            max,
+            ..Scanner::default()
+        }
+    }
+
+    /// The remaining length of a packet above the limit, if one was seen.
+    pub fn oversized(&self) -> Option<usize> {
+        self.oversized
+    }
+
     /// Scans the next bytes of the stream; returns the size (as [`Flow`] counts) of the agents'
     /// publishes whose topic ended in them.
     pub fn feed(&mut self, data: &[u8]) -> u64 {
@@ -536,6 +558,9 @@ impl Scanner {
                         } else {
                             Scan::Length { shift: shift + 7 }
                         }
+                    } else if self.remaining > self.max {
+                        self.oversized = Some(self.remaining);
+                        Scan::Broken
                     } else if self.remaining == 0 {
                         Scan::Type
                     } else if self.publish {
@@ -863,10 +888,22 @@ where
     BW: AsyncWrite + Unpin,
 {
     let flow = &gate.flow;
-    let mut scanner = Scanner::default();
+    let mut scanner = Scanner::with_limit(gate.settings.max_packet);
+    // What to relay of the next bytes: a packet above the limit closes the connection before
+    // any of them is counted or written (the broker would refuse it after [`Flow`] counted it).
+    let mut take = |bytes: &[u8]| {
+        let counted = scanner.feed(bytes);
+        match scanner.oversized() {
+            Some(n) => {
+                bump(&gate.counters.oversized);
+                Err(Closed::TooLarge(n))
+            }
+            None => Ok(counted),
+        }
+    };
     let up = pin!(async {
         // Whatever came after the CONNECT.
-        flow.relay(scanner.feed(&pending)).await;
+        flow.relay(take(&pending)?).await;
         broker_tx.write_all(&pending).await?;
         drop(pending);
         let result = loop {
@@ -874,18 +911,21 @@ where
                 r = read_some(&mut client_rx) => match r {
                     Ok(b) if b.is_empty() => break Ok(()),
                     Ok(b) => b,
-                    Err(e) => break Err(e),
+                    Err(e) => break Err(e.into()),
                 },
                 // Taken over: end as if the client had closed.
                 () = kick.notified() => break Ok(()),
             };
-            flow.relay(scanner.feed(&bytes)).await;
+            match take(&bytes) {
+                Ok(counted) => flow.relay(counted).await,
+                Err(e) => break Err(e),
+            }
             if let Err(e) = broker_tx.write_all(&bytes).await {
-                break Err(e);
+                break Err(e.into());
             }
         };
         let _ = broker_tx.shutdown().await;
-        result.map_err(Closed::from)
+        result
     });
     let down = pin!(async {
         let mut to_client = true;

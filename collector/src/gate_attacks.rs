@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use rumqttc::mqttbytes::v4::Connect;
+use rumqttc::mqttbytes::v4::{Connect, Publish};
+use rumqttc::mqttbytes::QoS;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
@@ -98,6 +99,15 @@ pub(crate) async fn connack(s: &mut TcpStream) -> u8 {
         .expect("a CONNACK");
     assert_eq!(ack[..2], [0x20, 2]);
     ack[3]
+}
+
+/// Whether the gate closed `s` (within a few seconds).
+pub(crate) async fn closed(s: &mut TcpStream) -> bool {
+    let mut rest = Vec::new();
+    matches!(
+        tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest)).await,
+        Ok(Ok(_)) | Ok(Err(_))
+    )
 }
 
 /// Finding 3: hundreds of CONNECTs with a wrong password, all at once from one source, do
@@ -234,4 +244,38 @@ async fn a_login_whose_client_closed_is_not_checked() {
         "only the clients still there were checked"
     );
     assert_eq!(admission.pending(), 0);
+}
+
+/// Suspected: a publish between `max-payload` and `max-payload + 1024` bytes went through the
+/// gate, was counted by [`Flow`], and was refused by the broker: its room was never given
+/// back. Now the gate refuses it first, in open mode and with accounts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_the_broker_would_refuse_takes_no_flow_room() {
+    for accounts in [false, true] {
+        let (addr, gate) = start(|c| {
+            c.max_payload = 4096;
+            if accounts {
+                account(c, "pi-a", Role::Agent, hash("right", 1));
+            }
+        })
+        .await;
+        let (mut s, code) = login(
+            addr,
+            [127, 0, 0, 1],
+            "pi-a",
+            accounts.then_some(("pi-a", "right")),
+        )
+        .await;
+        assert_eq!(code, 0);
+        let mut p = Publish::new("ember/v1/pi-a/sample", QoS::AtLeastOnce, vec![7u8; 4096]);
+        p.pkid = 1;
+        let mut b = BytesMut::new();
+        p.write(&mut b).unwrap();
+        let _ = s.write_all(&b).await;
+        assert!(closed(&mut s).await, "accounts: {accounts}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let stats = gate.stats();
+        assert_eq!(stats.ingest_lag_bytes, 0, "accounts: {accounts}: {stats:?}");
+        assert_eq!(stats.oversized, 1, "accounts: {accounts}: {stats:?}");
+    }
 }
