@@ -7,9 +7,10 @@
 //! - an **agent** account is bound to one host id: it may publish only that host's `sample`,
 //!   `info`, `status` and `result` topics (never `cmd` nor `alerts`: only the collector commands
 //!   and sets a host's alert banner), may name only its own `status` topic as last will, and may
-//!   subscribe only under its own host;
-//! - a **reader** account may subscribe to anything and publish nothing but Home Assistant's
-//!   birth message and last will (dashboards, Home Assistant, `mosquitto_sub`).
+//!   subscribe only to its own `cmd` and `alerts` and to every host's `status` (what
+//!   `ember-agent` subscribes to);
+//! - a **reader** account may subscribe to anything but `$`-topics and publish nothing but Home
+//!   Assistant's birth message and last will (dashboards, Home Assistant, `mosquitto_sub`).
 
 use std::time::{Duration, Instant};
 
@@ -64,19 +65,19 @@ impl Identity {
         }
     }
 
-    /// May this client subscribe to `filter`? An agent under its own host (its `cmd`, its
-    /// `alerts` banner) and to every host's `status` (the fleet page of its panel: online or
-    /// offline, nothing a board does not see on the dashboard's fleet page anyway).
+    /// May this client subscribe to `filter`? An agent to exactly what `ember-agent`
+    /// subscribes to: its own `cmd` and `alerts` banner, and every host's `status` (the fleet
+    /// page of its panel: online or offline, nothing a board does not see on the dashboard's
+    /// fleet page anyway). A reader to anything but `$`-topics (`$share/…`: rumqttd's shared
+    /// subscriptions, which crashed its router; `$SYS`).
     pub fn may_subscribe(&self, filter: &str) -> bool {
         match self.role {
-            Role::Reader => true,
+            Role::Reader => !filter.starts_with('$'),
             Role::Agent => {
                 filter == topic::ALL_STATUS
-                    || filter
-                        .strip_prefix(topic::PREFIX)
-                        .and_then(|r| r.strip_prefix('/'))
-                        .and_then(|r| r.strip_prefix(self.name.as_str()))
-                        .is_some_and(|r| r.starts_with('/'))
+                    || topic::parse(filter).is_some_and(|(host, kind)| {
+                        host.as_str() == self.name && kind.from_collector()
+                    })
             }
         }
     }
@@ -230,11 +231,17 @@ mod tests {
     }
 
     #[test]
-    fn an_agent_subscribes_only_under_its_own_host() {
+    fn an_agent_subscribes_only_to_what_the_agent_needs() {
         let a = agent("pi-a");
         for (filter, expected) in [
             ("ember/v1/pi-a/cmd", true),
-            ("ember/v1/pi-a/#", true),
+            // Issue #20: least privilege, no more than `ember-agent` subscribes to.
+            ("ember/v1/pi-a/#", false),
+            ("ember/v1/pi-a/+", false),
+            ("ember/v1/pi-a/sample", false),
+            ("ember/v1/pi-a/status", false),
+            ("ember/v1/pi-a/cmd/#", false),
+            ("$share/g/ember/v1/pi-a/cmd", false),
             ("ember/v1/pi-b/cmd", false),
             ("ember/v1/+/cmd", false),
             ("ember/v1/#", false),
@@ -251,12 +258,16 @@ mod tests {
     }
 
     #[test]
-    fn a_reader_subscribes_to_anything_and_publishes_only_home_assistants_status() {
+    fn a_reader_subscribes_to_all_but_dollar_topics_and_publishes_only_has_status() {
         let r = Identity {
             name: "ha".into(),
             role: Role::Reader,
         };
         assert!(r.may_subscribe("#"));
+        assert!(r.may_subscribe("ember/v1/+/sample"));
+        // Issue #20: rumqttd's shared subscriptions crashed its router; no `$SYS` either.
+        assert!(!r.may_subscribe("$share/g/ember/v1/+/sample"));
+        assert!(!r.may_subscribe("$SYS/#"));
         assert!(!r.may_publish("ember/v1/ha/sample", &[]));
         // Home Assistant's birth message and last will, when the bridge listens for them.
         let ha = ["homeassistant/status".to_string()];
