@@ -166,14 +166,20 @@ impl TokenBucket {
 
     /// Takes a token: `Ok` if there was one, else how long until there is.
     pub fn take(&mut self, now: Instant) -> Result<(), Duration> {
+        self.take_many(1, now)
+    }
+
+    /// Takes `n` tokens (at most the burst): `Ok` if there were, else how long until there are.
+    pub fn take_many(&mut self, n: u32, now: Instant) -> Result<(), Duration> {
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
         self.last = now;
         self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
+        let n = f64::from(n).min(self.burst);
+        if self.tokens >= n {
+            self.tokens -= n;
             Ok(())
         } else {
-            Err(Duration::from_secs_f64((1.0 - self.tokens) / self.rate))
+            Err(Duration::from_secs_f64((n - self.tokens) / self.rate))
         }
     }
 }

@@ -55,6 +55,7 @@ use crate::access::{self, Identity, TokenBucket};
 use crate::admission::{self, Admission, Verdict};
 use crate::config::{Config, User};
 use crate::ingest::from_agents;
+use crate::subscriptions::{Control, Subscriptions};
 
 /// How long a new connection has for the TLS handshake and its CONNECT (as rumqttd's
 /// `connection_timeout_ms`).
@@ -74,6 +75,9 @@ pub struct Settings {
     pub max_connections: usize,
     /// Largest packet a client may send (remaining length), bytes.
     pub max_packet: usize,
+    /// Distinct filters a connection may hold at once (`mqtt.max-subscriptions`), with
+    /// accounts or without ([`crate::subscriptions`]).
+    pub max_subscriptions: usize,
     /// TLS, if on.
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     /// Authentication and per-client limits; `None`: open (loopback only).
@@ -130,6 +134,7 @@ impl Settings {
             // length): a larger publish let through would be counted by [`Flow`] and then
             // refused by the broker, its room never given back while ingest is busy.
             max_packet: config.max_payload,
+            max_subscriptions: mqtt.max_subscriptions,
             tls,
             accounts,
         })
@@ -253,7 +258,9 @@ pub struct GateStats {
     pub refused_protocol: u64,
     /// Publishes dropped because the topic is not the account's (spoofing, or a command).
     pub spoofed: u64,
-    /// Subscriptions refused (the connection is closed).
+    /// Subscriptions refused: a filter the account may not use (the connection is closed), or
+    /// a SUBSCRIBE above `mqtt.max-subscriptions` (SUBACK 0x80 with accounts; closed in open
+    /// mode).
     pub refused_subscriptions: u64,
     /// QoS 0 publishes dropped above the client's rate.
     pub rate_dropped: u64,
@@ -535,13 +542,27 @@ impl Scanner {
     /// Scans the next bytes of the stream; returns the size (as [`Flow`] counts) of the agents'
     /// publishes whose topic ended in them.
     pub fn feed(&mut self, data: &[u8]) -> u64 {
+        self.scan(data, false).0
+    }
+
+    /// As [`Scanner::feed`], but stops before a SUBSCRIBE or UNSUBSCRIBE: also returns how
+    /// many bytes it scanned (`data.len()` unless it stopped). The caller takes that packet
+    /// whole, then feeds what follows it.
+    pub fn feed_until_control(&mut self, data: &[u8]) -> (u64, usize) {
+        self.scan(data, true)
+    }
+
+    fn scan(&mut self, data: &[u8], stop: bool) -> (u64, usize) {
         let mut counted = 0;
         let mut i = 0;
         while i < data.len() {
             match self.state {
-                Scan::Broken => return counted,
+                Scan::Broken => return (counted, data.len()),
                 Scan::Type => {
                     let b = data[i];
+                    if stop && matches!(b >> 4, 8 | 10) {
+                        return (counted, i);
+                    }
                     i += 1;
                     self.publish = b >> 4 == 3;
                     self.qos = (b >> 1) & 3;
@@ -621,7 +642,7 @@ impl Scanner {
                 }
             }
         }
-        counted
+        (counted, data.len())
     }
 }
 
@@ -888,42 +909,64 @@ where
     BW: AsyncWrite + Unpin,
 {
     let flow = &gate.flow;
-    let mut scanner = Scanner::with_limit(gate.settings.max_packet);
-    // What to relay of the next bytes: a packet above the limit closes the connection before
-    // any of them is counted or written (the broker would refuse it after [`Flow`] counted it).
-    let mut take = |bytes: &[u8]| {
-        let counted = scanner.feed(bytes);
-        match scanner.oversized() {
-            Some(n) => {
-                bump(&gate.counters.oversized);
-                Err(Closed::TooLarge(n))
-            }
-            None => Ok(counted),
-        }
-    };
+    let max = gate.settings.max_packet;
+    let mut scanner = Scanner::with_limit(max);
+    let mut subs = Subscriptions::new(gate.settings.max_subscriptions, Instant::now());
+    // A SUBSCRIBE or UNSUBSCRIBE being read whole.
+    let mut control = BytesMut::new();
+    let mut in_control = false;
     let up = pin!(async {
-        // Whatever came after the CONNECT.
-        flow.relay(take(&pending)?).await;
-        broker_tx.write_all(&pending).await?;
-        drop(pending);
-        let result = loop {
-            let bytes = tokio::select! {
-                r = read_some(&mut client_rx) => match r {
-                    Ok(b) if b.is_empty() => break Ok(()),
-                    Ok(b) => b,
-                    Err(e) => break Err(e.into()),
-                },
-                // Taken over: end as if the client had closed.
-                () = kick.notified() => break Ok(()),
-            };
-            match take(&bytes) {
-                Ok(counted) => flow.relay(counted).await,
-                Err(e) => break Err(e),
+        let result = async {
+            // Whatever came after the CONNECT, then what the client sends.
+            let mut data = pending.freeze();
+            loop {
+                // Relays `data`: bytes as they come, up to a SUBSCRIBE or UNSUBSCRIBE, which is
+                // read whole and checked (rate, cap) before it goes on.
+                while !data.is_empty() {
+                    if !in_control {
+                        let (counted, used) = scanner.feed_until_control(&data);
+                        if let Some(n) = scanner.oversized() {
+                            // Closed before any of it is counted or written: the broker would
+                            // refuse it after [`Flow`] counted it.
+                            bump(&gate.counters.oversized);
+                            return Err(Closed::TooLarge(n));
+                        }
+                        flow.relay(counted).await;
+                        broker_tx.write_all(&data[..used]).await?;
+                        data = data.slice(used..);
+                        in_control = !data.is_empty();
+                        continue;
+                    }
+                    control.extend_from_slice(&data);
+                    let Some((header, frame)) = next_frame(&mut control, max)? else {
+                        break;
+                    };
+                    in_control = false;
+                    data = std::mem::take(&mut control).freeze();
+                    let Some(c) = Control::read(header, &frame).map_err(Closed::Malformed)? else {
+                        return Err(Closed::Malformed("not a SUBSCRIBE".into()));
+                    };
+                    if subs.admit(&c).await.is_some() {
+                        // No answer can go into the broker's byte stream here: closed.
+                        bump(&gate.counters.refused_subscriptions);
+                        return Err(Closed::Subscription(format!(
+                            "above mqtt.max-subscriptions ({})",
+                            gate.settings.max_subscriptions
+                        )));
+                    }
+                    broker_tx.write_all(&frame).await?;
+                }
+                data = tokio::select! {
+                    r = read_some(&mut client_rx) => match r? {
+                        b if b.is_empty() => return Ok(()),
+                        b => Bytes::from(b),
+                    },
+                    // Taken over: end as if the client had closed.
+                    () = kick.notified() => return Ok(()),
+                };
             }
-            if let Err(e) = broker_tx.write_all(&bytes).await {
-                break Err(e.into());
-            }
-        };
+        }
+        .await;
         let _ = broker_tx.shutdown().await;
         result
     });
@@ -1004,6 +1047,7 @@ where
     });
     let up = pin!(async {
         let mut bucket = TokenBucket::new(accounts.rate, accounts.burst, Instant::now());
+        let mut subs = Subscriptions::new(gate.settings.max_subscriptions, Instant::now());
         let result = loop {
             let next = tokio::select! {
                 f = read_frame(&mut rd, &mut buf, max) => f,
@@ -1023,6 +1067,21 @@ where
             let step = checked_frame(gate, accounts, identity, &mut bucket, header, frame);
             match step {
                 Step::Forward(frame, counted) => {
+                    // A SUBSCRIBE or UNSUBSCRIBE the account may make: at the connection's
+                    // rate, and within its cap.
+                    let control = match Control::read(header, &frame) {
+                        Ok(c) => c,
+                        Err(e) => break Err(Closed::Malformed(e)),
+                    };
+                    if let Some(c) = control {
+                        if let Some(refusal) = subs.admit(&c).await {
+                            bump(&counters.refused_subscriptions);
+                            let mut w = wr.lock().await;
+                            w.write_all(&refusal).await?;
+                            w.flush().await?;
+                            continue;
+                        }
+                    }
                     flow.relay(counted).await;
                     up_wr.write_all(&frame).await?;
                 }
@@ -1560,6 +1619,7 @@ mod tests {
             broker: crate::broker::idle_handoff(),
             max_connections: 2,
             max_packet: 1024,
+            max_subscriptions: 100,
             tls: None,
             accounts: None,
         };

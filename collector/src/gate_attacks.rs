@@ -279,3 +279,165 @@ async fn a_publish_the_broker_would_refuse_takes_no_flow_room() {
         assert_eq!(stats.oversized, 1, "accounts: {accounts}: {stats:?}");
     }
 }
+
+/// A client's side of the byte stream: whole packets back from the gate.
+struct Peer {
+    s: TcpStream,
+    buf: BytesMut,
+}
+
+impl Peer {
+    /// Connects (and is let in), as `login` if given.
+    async fn connect(addr: SocketAddr, id: &str, who: Option<(&str, &str)>) -> Self {
+        let (s, code) = login(addr, [127, 0, 0, 1], id, who).await;
+        assert_eq!(code, 0, "{id} let in");
+        Peer {
+            s,
+            buf: BytesMut::new(),
+        }
+    }
+
+    async fn subscribe(&mut self, pkid: u16, filters: &[String]) {
+        let mut sub = rumqttc::mqttbytes::v4::Subscribe::new_many(
+            filters
+                .iter()
+                .map(|f| rumqttc::mqttbytes::v4::SubscribeFilter::new(f.clone(), QoS::AtMostOnce)),
+        );
+        sub.pkid = pkid;
+        let mut b = BytesMut::new();
+        sub.write(&mut b).unwrap();
+        self.s.write_all(&b).await.unwrap();
+    }
+
+    async fn unsubscribe(&mut self, pkid: u16, filters: &[String]) {
+        let mut u = rumqttc::mqttbytes::v4::Unsubscribe::new(filters[0].clone());
+        u.topics = filters.to_vec();
+        u.pkid = pkid;
+        let mut b = BytesMut::new();
+        u.write(&mut b).unwrap();
+        self.s.write_all(&b).await.unwrap();
+    }
+
+    /// The next packet from the gate, skipping publishes; `None` once it closed.
+    async fn next(&mut self) -> Option<bytes::Bytes> {
+        loop {
+            if let Some((_, frame)) = crate::gate::next_frame(&mut self.buf, 1 << 20).unwrap() {
+                if frame[0] >> 4 == 3 {
+                    continue;
+                }
+                return Some(frame);
+            }
+            let mut chunk = [0u8; 4096];
+            let n = tokio::time::timeout(Duration::from_secs(10), self.s.read(&mut chunk))
+                .await
+                .expect("an answer in time")
+                .unwrap_or(0);
+            if n == 0 {
+                return None;
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// The SUBACK's return codes for `pkid`.
+    async fn suback(&mut self, pkid: u16) -> Option<Vec<u8>> {
+        let frame = self.next().await?;
+        assert_eq!(frame[0], 0x90, "a SUBACK: {frame:?}");
+        assert_eq!(u16::from_be_bytes([frame[2], frame[3]]), pkid);
+        Some(frame[4..].to_vec())
+    }
+}
+
+/// A gate whose connections hold at most `cap` filters, and a client let in: as a reader if
+/// `accounts`, else in open mode.
+async fn subscriber(accounts: bool, cap: usize) -> (Arc<Gate>, Peer) {
+    let (addr, gate) = start(|c| {
+        c.mqtt.max_subscriptions = cap;
+        if accounts {
+            account(c, "dash", Role::Reader, hash("pw", 1));
+        }
+    })
+    .await;
+    let who = accounts.then_some(("dash", "pw"));
+    (gate, Peer::connect(addr, "r", who).await)
+}
+
+fn filters(from: usize, n: usize) -> Vec<String> {
+    (from..from + n).map(|i| format!("x/{i}")).collect()
+}
+
+/// Issue #20 (finding 2 and least privilege): no connection holds more than
+/// `mqtt.max-subscriptions` filters. With accounts, a SUBSCRIBE above the cap is answered
+/// with 0x80 for each filter and the connection stays; in open mode, where the gate relays
+/// bytes, the connection is closed. Unsubscribing gives room back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_connection_holds_more_filters_than_the_cap() {
+    for accounts in [true, false] {
+        let (gate, mut p) = subscriber(accounts, 4).await;
+        p.subscribe(1, &filters(0, 3)).await;
+        assert_eq!(
+            p.suback(1).await,
+            Some(vec![0, 0, 0]),
+            "accounts: {accounts}"
+        );
+        // The same filters again take no room.
+        p.subscribe(2, &filters(1, 3)).await;
+        assert_eq!(
+            p.suback(2).await,
+            Some(vec![0, 0, 0]),
+            "accounts: {accounts}"
+        );
+        // Room given back by an UNSUBSCRIBE.
+        p.unsubscribe(3, &filters(0, 1)).await;
+        assert_eq!(p.next().await.map(|f| f[0]), Some(0xb0), "UNSUBACK");
+        p.subscribe(4, &filters(3, 2)).await;
+        assert_eq!(p.suback(4).await, Some(vec![0, 0]), "accounts: {accounts}");
+        // Four held: a fifth is refused.
+        p.subscribe(5, &filters(100, 2)).await;
+        if accounts {
+            assert_eq!(p.suback(5).await, Some(vec![0x80, 0x80]));
+            // The connection is still served.
+            p.subscribe(6, &filters(1, 1)).await;
+            assert_eq!(p.suback(6).await, Some(vec![0]));
+        } else {
+            assert_eq!(p.next().await, None, "open mode: closed");
+        }
+        assert_eq!(
+            gate.stats().refused_subscriptions,
+            1,
+            "accounts: {accounts}"
+        );
+    }
+}
+
+/// Issue #20 (suspected: each SUBSCRIBE scans the broker's retained table on its router
+/// thread): SUBSCRIBE and UNSUBSCRIBE go on at 20 filters a second after a burst of the cap,
+/// with accounts and in open mode.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribes_and_unsubscribes_are_held_to_a_rate() {
+    for accounts in [true, false] {
+        let (_gate, mut p) = subscriber(accounts, 20).await;
+        let t = Instant::now();
+        // 60 filters' worth: 20 at once, then 40 at 20 a second.
+        for round in 0..3u16 {
+            p.subscribe(2 * round + 1, &filters(0, 10)).await;
+            p.unsubscribe(2 * round + 2, &filters(0, 10)).await;
+        }
+        // Until the last UNSUBSCRIBE is answered.
+        loop {
+            let f = p.next().await.expect("answered");
+            if f[0] == 0xb0 && f[2..4] == [0, 6] {
+                break;
+            }
+        }
+        let took = t.elapsed();
+        assert!(
+            took >= Duration::from_millis(1800),
+            "accounts: {accounts}: 60 filters in {took:?}"
+        );
+        assert!(
+            took < Duration::from_secs(10),
+            "accounts: {accounts}: {took:?}"
+        );
+    }
+}

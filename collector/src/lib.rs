@@ -34,6 +34,7 @@ pub mod ring;
 pub mod serve;
 pub mod spill;
 pub mod store;
+pub mod subscriptions;
 pub mod tiers;
 
 use std::future::Future;

@@ -24,6 +24,7 @@ fn gate() -> &'static Arc<Gate> {
             broker: ember_collector::broker::idle_handoff(),
             max_connections: 1,
             max_packet: 8 * 1024,
+            max_subscriptions: 100,
             tls: None,
             accounts: Some(Accounts {
                 users: BTreeMap::new(),
