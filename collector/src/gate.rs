@@ -809,7 +809,9 @@ where
                     }
                 }
             };
-            let identity = match authenticate(accounts, &connect, cert_name, peer, gone).await {
+            // Boxed: open mode's connections need not hold room for a login's state.
+            let login = Box::pin(authenticate(accounts, &connect, cert_name, peer, gone));
+            let identity = match login.await {
                 Ok(i) => i,
                 Err(Denied::Auth(code)) => {
                     bump(&counters.refused_auth);
@@ -909,64 +911,60 @@ where
     BW: AsyncWrite + Unpin,
 {
     let flow = &gate.flow;
-    let max = gate.settings.max_packet;
-    let mut scanner = Scanner::with_limit(max);
-    let mut subs = Subscriptions::new(gate.settings.max_subscriptions, Instant::now());
+    let mut scanner = Scanner::with_limit(gate.settings.max_packet);
+    let mut subs: Option<Box<Subscriptions>> = None;
     // A SUBSCRIBE or UNSUBSCRIBE being read whole.
     let mut control = BytesMut::new();
     let mut in_control = false;
     let up = pin!(async {
-        let result = async {
-            // Whatever came after the CONNECT, then what the client sends.
-            let mut data = pending.freeze();
-            loop {
-                // Relays `data`: bytes as they come, up to a SUBSCRIBE or UNSUBSCRIBE, which is
-                // read whole and checked (rate, cap) before it goes on.
-                while !data.is_empty() {
-                    if !in_control {
-                        let (counted, used) = scanner.feed_until_control(&data);
-                        if let Some(n) = scanner.oversized() {
-                            // Closed before any of it is counted or written: the broker would
-                            // refuse it after [`Flow`] counted it.
-                            bump(&gate.counters.oversized);
-                            return Err(Closed::TooLarge(n));
-                        }
-                        flow.relay(counted).await;
-                        broker_tx.write_all(&data[..used]).await?;
-                        data = data.slice(used..);
-                        in_control = !data.is_empty();
-                        continue;
+        // Whatever came after the CONNECT, then what the client sends.
+        let mut data = pending.freeze();
+        let result = 'relay: loop {
+            // Relays `data`: bytes as they come, up to a SUBSCRIBE or UNSUBSCRIBE, which is read
+            // whole and checked (rate, cap) before it goes on.
+            while !data.is_empty() {
+                if !in_control {
+                    let (counted, used) = scanner.feed_until_control(&data);
+                    if let Some(n) = scanner.oversized() {
+                        // Closed before any of it is counted or written: the broker would
+                        // refuse it after [`Flow`] counted it.
+                        bump(&gate.counters.oversized);
+                        break 'relay Err(Closed::TooLarge(n));
                     }
-                    control.extend_from_slice(&data);
-                    let Some((header, frame)) = next_frame(&mut control, max)? else {
-                        break;
-                    };
-                    in_control = false;
-                    data = std::mem::take(&mut control).freeze();
-                    let Some(c) = Control::read(header, &frame).map_err(Closed::Malformed)? else {
-                        return Err(Closed::Malformed("not a SUBSCRIBE".into()));
-                    };
-                    if subs.admit(&c).await.is_some() {
-                        // No answer can go into the broker's byte stream here: closed.
-                        bump(&gate.counters.refused_subscriptions);
-                        return Err(Closed::Subscription(format!(
-                            "above mqtt.max-subscriptions ({})",
-                            gate.settings.max_subscriptions
-                        )));
+                    flow.relay(counted).await;
+                    if let Err(e) = broker_tx.write_all(&data[..used]).await {
+                        break 'relay Err(e.into());
                     }
-                    broker_tx.write_all(&frame).await?;
+                    data = data.slice(used..);
+                    in_control = !data.is_empty();
+                    continue;
                 }
-                data = tokio::select! {
-                    r = read_some(&mut client_rx) => match r? {
-                        b if b.is_empty() => return Ok(()),
-                        b => Bytes::from(b),
-                    },
-                    // Taken over: end as if the client had closed.
-                    () = kick.notified() => return Ok(()),
-                };
+                control.extend_from_slice(&data);
+                // Boxed: rare, and its state (a wait for the rate) need not be in every
+                // connection's.
+                match Box::pin(control_frame(gate, &mut control, &mut subs)).await {
+                    Ok(Some((frame, rest))) => {
+                        in_control = false;
+                        data = rest;
+                        if let Err(e) = broker_tx.write_all(&frame).await {
+                            break 'relay Err(e.into());
+                        }
+                    }
+                    // The rest of the packet is still to come.
+                    Ok(None) => data = Bytes::new(),
+                    Err(e) => break 'relay Err(e),
+                }
             }
-        }
-        .await;
+            data = tokio::select! {
+                r = read_some(&mut client_rx) => match r {
+                    Ok(b) if b.is_empty() => break 'relay Ok(()),
+                    Ok(b) => Bytes::from(b),
+                    Err(e) => break 'relay Err(e.into()),
+                },
+                // Taken over: end as if the client had closed.
+                () = kick.notified() => break 'relay Ok(()),
+            };
+        };
         let _ = broker_tx.shutdown().await;
         result
     });
@@ -983,6 +981,33 @@ where
         let _ = client_tx.shutdown().await;
     });
     drain(up, down).await
+}
+
+/// Open mode: a SUBSCRIBE or UNSUBSCRIBE read from `control` once whole, waited out to the
+/// connection's rate and checked against its cap (`subs`, made at the first one): the frame
+/// to relay and the bytes after it; `None` while the packet is incomplete. Above the cap the
+/// connection is closed: no answer can go into the broker's byte stream here.
+async fn control_frame(
+    gate: &Gate,
+    control: &mut BytesMut,
+    subs: &mut Option<Box<Subscriptions>>,
+) -> Result<Option<(Bytes, Bytes)>, Closed> {
+    let Some((header, frame)) = next_frame(control, gate.settings.max_packet)? else {
+        return Ok(None);
+    };
+    let rest = std::mem::take(control).freeze();
+    let Some(c) = Control::read(header, &frame).map_err(Closed::Malformed)? else {
+        return Err(Closed::Malformed("not a SUBSCRIBE".into()));
+    };
+    let max = gate.settings.max_subscriptions;
+    let subs = subs.get_or_insert_with(|| Box::new(Subscriptions::new(max, Instant::now())));
+    if subs.admit(c).await.is_some() {
+        bump(&gate.counters.refused_subscriptions);
+        return Err(Closed::Subscription(format!(
+            "above mqtt.max-subscriptions ({max})"
+        )));
+    }
+    Ok(Some((frame, rest)))
 }
 
 /// Runs both directions. When the client's side ends, waits (a while) for rumqttd to close its
@@ -1074,7 +1099,7 @@ where
                         Err(e) => break Err(Closed::Malformed(e)),
                     };
                     if let Some(c) = control {
-                        if let Some(refusal) = subs.admit(&c).await {
+                        if let Some(refusal) = Box::pin(subs.admit(c)).await {
                             bump(&counters.refused_subscriptions);
                             let mut w = wr.lock().await;
                             w.write_all(&refusal).await?;

@@ -135,11 +135,11 @@ impl Subscriptions {
 
     /// Waits out the rate for `control`, then counts it: `None`, relay it; `Some`, a SUBSCRIBE
     /// over the cap, not to be relayed: the SUBACK that refuses each of its filters.
-    pub async fn admit(&mut self, control: &Control) -> Option<BytesMut> {
+    pub async fn admit(&mut self, control: Control) -> Option<BytesMut> {
         while let Err(wait) = self.take(control.filters().len(), Instant::now()) {
             tokio::time::sleep(wait).await;
         }
-        if self.apply(control) {
+        if self.apply(&control) {
             return None;
         }
         let Control::Subscribe(pkid, filters) = control else {
@@ -147,7 +147,7 @@ impl Subscriptions {
         };
         let mut out = BytesMut::new();
         let codes = vec![SubscribeReasonCode::Failure; filters.len()];
-        let _ = SubAck::new(*pkid, codes).write(&mut out);
+        let _ = SubAck::new(pkid, codes).write(&mut out);
         Some(out)
     }
 }
@@ -299,8 +299,8 @@ mod tests {
     #[tokio::test]
     async fn a_subscribe_over_the_cap_is_answered_with_0x80_per_filter() {
         let mut s = Subscriptions::new(1, Instant::now());
-        assert_eq!(s.admit(&subscribe(&["a"])).await, None);
-        let suback = s.admit(&subscribe(&["b", "c"])).await.expect("refused");
+        assert_eq!(s.admit(subscribe(&["a"])).await, None);
+        let suback = s.admit(subscribe(&["b", "c"])).await.expect("refused");
         assert_eq!(&suback[..], &[0x90, 4, 0, 7, 0x80, 0x80]);
     }
 }
