@@ -337,6 +337,9 @@ async fn mqtt_ping(handoff: &Handoff) -> std::io::Result<()> {
 }
 
 #[cfg(test)]
+mod hostile;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

@@ -655,7 +655,9 @@ pub fn valid_filter(filter: &str) -> bool {
 /// **NOTE**: make sure a topic is validated during a publish and filter is validated
 /// during a subscribe
 pub fn matches(topic: &str, filter: &str) -> bool {
-    if !topic.is_empty() && topic[..1].contains('$') {
+    // Ember: was `topic[..1].contains('$')`, which panicked (on the router's thread) on a
+    // topic starting with a character of more than one byte, such as `é/x`.
+    if topic.starts_with('$') {
         return false;
     }
 

@@ -250,9 +250,16 @@ impl Router {
             Event::NewAlert(tx) => self.handle_new_alert(tx),
             Event::DeviceData => self.handle_device_payload(id),
             Event::Disconnect => self.handle_disconnection(id, None),
-            Event::Ready => self.scheduler.reschedule(id, ScheduleReason::Ready),
+            // Ember: a link the router already dropped (its client id connected again) can
+            // still send; upstream's `reschedule` then unwrapped a missing tracker and panicked.
+            Event::Ready if self.obufs.contains(id) => {
+                self.scheduler.reschedule(id, ScheduleReason::Ready)
+            }
+            Event::Ready => {}
             Event::Shadow(request) => {
-                retrieve_shadow(&mut self.datalog, &mut self.obufs[id], request)
+                if let Some(outgoing) = self.obufs.get_mut(id) { // Ember: as `Ready`
+                    retrieve_shadow(&mut self.datalog, outgoing, request)
+                }
             }
             Event::SendAlerts => {
                 self.send_alerts();
@@ -361,6 +368,14 @@ impl Router {
                 (will, connection.last_will_properties.take().map(|p| *p)), // Ember: boxed
             );
         }
+
+        // Ember: a persistent session's shared subscriptions rejoin their groups.
+        rejoin_shared_groups(
+            &mut self.shared_subscriptions,
+            &tracker,
+            &client_id,
+            &self.config.shared_subscriptions_strategy,
+        );
 
         let connection_id = self.connections.insert(connection);
         assert_eq!(self.ibufs.insert(incoming), connection_id);
@@ -514,11 +529,13 @@ impl Router {
                     request.cursor = *cursor;
                     // reset the group cursor
                     if let Some(group_name) = &request.group {
-                        // TODO: Test this more
-                        self.shared_subscriptions
-                            .get_mut(group_name)
-                            .expect("group must exists")
-                            .cursor = *cursor;
+                        // Ember: the group is gone when this client was its last member (it
+                        // was discarded above); upstream panicked here ("group must exists").
+                        // The client's own request keeps the cursor, and it rejoins the group
+                        // with it when the session comes back (`rejoin_shared_groups`).
+                        if let Some(group) = self.shared_subscriptions.get_mut(group_name) {
+                            group.cursor = *cursor;
+                        }
                     }
                 }
             }
@@ -676,8 +693,12 @@ impl Router {
                         let mut filter = f.path.clone();
                         let mut group = None;
 
-                        if let Some((grp, filter_path)) = extract_group(&f.path) {
-                            group = Some(grp);
+                        if let Some((_, filter_path)) = extract_group(&f.path) {
+                            // Ember: a group is keyed by its name and filter (`$share/g/f`),
+                            // as MQTT 5 defines it; upstream keyed it by name only, so
+                            // `$share/g/a` and `$share/g/b` shared one cursor, each reading
+                            // the other's log at its offsets.
+                            group = Some(f.path.clone());
                             filter = filter_path;
                         };
 
@@ -1767,6 +1788,28 @@ fn validate_clientid(client_id: &str) -> Result<(), RouterError> {
     }
 
     Ok(())
+}
+
+/// Ember: puts a restored session's client back in the groups of its shared subscriptions,
+/// making a group again (at the request's cursor) when the client was its last member.
+/// Upstream left the client out, so its group skipped it forever (or, with the group gone,
+/// treated the request as an ordinary subscription).
+fn rejoin_shared_groups(
+    groups: &mut HashMap<String, SharedGroup>,
+    tracker: &Tracker,
+    client_id: &str,
+    strategy: &super::shared_subs::Strategy,
+) {
+    for request in tracker.data_requests.iter() {
+        if let Some(name) = &request.group {
+            let group = groups
+                .entry(name.clone())
+                .or_insert_with(|| SharedGroup::new(request.cursor, strategy.clone()));
+            if !group.has_client(client_id) {
+                group.add_client(client_id.to_string());
+            }
+        }
+    }
 }
 
 fn extract_group(filter: &str) -> Option<(String, String)> {

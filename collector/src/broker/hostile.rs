@@ -1,0 +1,201 @@
+//! Clients that misbehave against the embedded broker (issue #20): none may crash the router,
+//! and what a client leaves behind is let go.
+
+use std::time::Duration;
+
+use bytes::BytesMut;
+use rumqttc::mqttbytes::v4::{self, Packet as In};
+use rumqttc::mqttbytes::QoS;
+use rumqttd::protocol::{Packet, Publish};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::{connect, start, Pipe, Running};
+use crate::config::Config;
+
+/// A raw MQTT 3.1.1 client on a connection handed to rumqttd.
+pub(super) struct Raw {
+    stream: Pipe,
+    buf: BytesMut,
+}
+
+impl Raw {
+    /// Connects as `id` and waits for the CONNACK (none within 5 s: the router is gone).
+    pub(super) async fn connect(running: &Running, id: &str, clean: bool) -> Raw {
+        Raw::connect_session(running, id, clean).await.0
+    }
+
+    /// [`Raw::connect`], and whether the broker had a session for the client.
+    pub(super) async fn connect_session(running: &Running, id: &str, clean: bool) -> (Raw, bool) {
+        let mut c = v4::Connect::new(id);
+        c.keep_alive = 30;
+        c.clean_session = clean;
+        let mut raw = Raw {
+            stream: connect(&running.handoff).expect("the broker takes connections"),
+            buf: BytesMut::new(),
+        };
+        raw.send(|b| c.write(b)).await;
+        match raw.next().await {
+            Some(In::ConnAck(ack)) => (raw, ack.session_present),
+            other => panic!("{id}: no CONNACK within 5 s (the router is gone?): {other:?}"),
+        }
+    }
+
+    /// Writes one packet.
+    pub(super) async fn send(
+        &mut self,
+        write: impl FnOnce(&mut BytesMut) -> Result<usize, rumqttc::mqttbytes::Error>,
+    ) {
+        let mut out = BytesMut::new();
+        write(&mut out).unwrap();
+        self.stream.write_all(&out).await.unwrap();
+    }
+
+    /// Subscribes to `filters` (one SUBSCRIBE) and waits for the SUBACK.
+    pub(super) async fn subscribe(&mut self, filters: &[String], qos: QoS) {
+        let mut s = v4::Subscribe::new_many(
+            filters
+                .iter()
+                .map(|f| v4::SubscribeFilter::new(f.clone(), qos)),
+        );
+        s.pkid = 1;
+        self.send(|b| s.write(b)).await;
+        loop {
+            match self.next().await {
+                Some(In::SubAck(_)) => return,
+                Some(_) => {}
+                None => panic!("no SUBACK"),
+            }
+        }
+    }
+
+    /// The next packet within 5 s; `None` at a timeout or the end of the stream.
+    pub(super) async fn next(&mut self) -> Option<In> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            match In::read(&mut self.buf, 1 << 20) {
+                Ok(p) => return Some(p),
+                Err(rumqttc::mqttbytes::Error::InsufficientBytes(_)) => {
+                    let mut more = [0u8; 4096];
+                    let k = tokio::time::timeout_at(deadline, self.stream.read(&mut more))
+                        .await
+                        .ok()?
+                        .ok()?;
+                    if k == 0 {
+                        return None;
+                    }
+                    self.buf.extend_from_slice(&more[..k]);
+                }
+                Err(e) => panic!("{e:?}"),
+            }
+        }
+    }
+
+    /// The next PUBLISH's payload, not acknowledged.
+    pub(super) async fn next_publish(&mut self) -> Option<v4::Publish> {
+        loop {
+            match self.next().await? {
+                In::Publish(p) => return Some(p),
+                _ => continue,
+            }
+        }
+    }
+}
+
+/// Starts a broker with a data directory of its own, named for the test.
+pub(super) async fn broker(name: &str) -> Running {
+    let dir = std::env::temp_dir().join(format!("ember-broker-{name}-{}", std::process::id()));
+    start(&Config::ephemeral(dir))
+        .await
+        .expect("the broker starts")
+}
+
+/// Publishes `payload` on `topic` as the collector's link.
+pub(super) async fn publish(running: &mut Running, topic: &str, payload: &[u8]) {
+    let p = Publish::new(topic.as_bytes().to_vec(), payload.to_vec(), false);
+    running
+        .link_tx
+        .send(Packet::Publish(p, None))
+        .await
+        .unwrap();
+}
+
+/// Issue #20, finding 1: a persistent session that is a shared subscription group's last
+/// member, leaving with a QoS 1 message unacknowledged, made the router panic ("group must
+/// exists") and the collector die. Now the router lives on, and the session, back, rejoins
+/// its group and gets the message again.
+#[tokio::test]
+async fn issue_20_a_shared_subscriber_leaving_unacked_does_not_crash_the_router() {
+    let mut running = broker("shared-unacked").await;
+    let filter = "$share/g/ember/v1/+/sample".to_string();
+    let mut a = Raw::connect(&running, "shared-a", false).await;
+    a.subscribe(std::slice::from_ref(&filter), QoS::AtLeastOnce)
+        .await;
+    publish(&mut running, "ember/v1/h1/sample", b"one").await;
+    let p = a
+        .next_publish()
+        .await
+        .expect("the shared subscriber gets it");
+    assert_eq!(&p.payload[..], b"one");
+    assert_eq!(p.qos, QoS::AtLeastOnce);
+    drop(a); // never acknowledged
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The router still answers.
+    let _c = Raw::connect(&running, "after", true).await;
+    // The session comes back in its group: the unacknowledged message again, then new ones.
+    let mut a = Raw::connect(&running, "shared-a", false).await;
+    publish(&mut running, "ember/v1/h1/sample", b"two").await;
+    assert_eq!(acked_until(&mut a, b"two").await, [&b"one"[..], b"two"]);
+}
+
+/// Issue #20: a topic starting with a character of more than one byte (`é/x`, valid UTF-8)
+/// made rumqttd's topic matching slice inside the character and panic on the router's thread.
+#[tokio::test]
+async fn issue_20_a_topic_starting_with_a_wide_character_does_not_crash_the_router() {
+    let running = broker("wide-topic").await;
+    let mut sub = Raw::connect(&running, "wide-sub", true).await;
+    sub.subscribe(&["+/x".into()], QoS::AtMostOnce).await;
+    let mut publisher = Raw::connect(&running, "wide-pub", true).await;
+    let p = v4::Publish::new("é/x", QoS::AtMostOnce, "wide");
+    publisher.send(|b| p.write(b)).await;
+    let got = sub
+        .next_publish()
+        .await
+        .expect("delivered, the router alive");
+    assert_eq!(got.topic, "é/x");
+}
+
+/// Receives and acknowledges publishes until one carries `last`; their payloads.
+async fn acked_until(client: &mut Raw, last: &[u8]) -> Vec<Vec<u8>> {
+    let mut got = Vec::new();
+    while let Some(p) = client.next_publish().await {
+        if p.qos == QoS::AtLeastOnce {
+            client.send(|b| v4::PubAck::new(p.pkid).write(b)).await;
+        }
+        got.push(p.payload.to_vec());
+        if &got[got.len() - 1][..] == last {
+            break;
+        }
+    }
+    got
+}
+
+/// A shared subscription group is its name and its filter: `$share/g/a` and `$share/g/b` are
+/// two groups. rumqttd 0.20 keyed groups by name only, so the two shared one cursor, each
+/// reading the other's log at the other's offsets (here: the second filter's first message
+/// was skipped, the cursor being past it), and one member leaving took the other's out too.
+#[tokio::test]
+async fn issue_20_shared_groups_of_one_name_on_two_filters_are_two_groups() {
+    let mut running = broker("shared-two-filters").await;
+    let mut a = Raw::connect(&running, "group-a", true).await;
+    a.subscribe(&["$share/g/ember/v1/+/sample".into()], QoS::AtLeastOnce)
+        .await;
+    let mut b = Raw::connect(&running, "group-b", true).await;
+    b.subscribe(&["$share/g/other/#".into()], QoS::AtLeastOnce)
+        .await;
+    for i in 0..3u8 {
+        publish(&mut running, "other/x", &[b'0' + i]).await;
+    }
+    assert_eq!(acked_until(&mut b, b"2").await, [b"0", b"1", b"2"]);
+    publish(&mut running, "ember/v1/h1/sample", b"one").await;
+    assert_eq!(acked_until(&mut a, b"one").await, [b"one"]);
+}
