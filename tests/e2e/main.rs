@@ -28,6 +28,8 @@
 //! - `http_security`: read and operator tokens, the dashboard's login, security headers, no
 //!   secret in the logs (issue #8).
 //! - `limits`: the connection limit, refused clients reconnecting (issue #9).
+//! - `connect_storm`: a fleet of simulated agents connecting at once, to a fresh collector and
+//!   after a restart: all listed in time, nothing acknowledged dropped (issue #20).
 //! - `security`: MQTT authentication, TLS and mTLS with the onboarding certificates, no host
 //!   publishes for another, a flood does not starve the others (issue #8).
 
@@ -36,6 +38,7 @@ mod support;
 
 mod alerts;
 mod commands;
+mod connect_storm;
 mod dashboard;
 mod drain;
 mod foundation;

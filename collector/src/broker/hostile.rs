@@ -199,3 +199,26 @@ async fn issue_20_shared_groups_of_one_name_on_two_filters_are_two_groups() {
     publish(&mut running, "ember/v1/h1/sample", b"one").await;
     assert_eq!(acked_until(&mut a, b"one").await, [b"one"]);
 }
+
+/// Issue #20, finding 0: a connection that ended before the router registered it (here: a
+/// client id the router refuses; in a connect storm: a router too slow to answer) left its
+/// last-will entry behind, and the next connection with that id unwrapped a send to it and
+/// panicked rumqttd's server thread (`server/broker.rs:615`), taking every connection down.
+#[tokio::test]
+async fn issue_20_a_connection_the_router_never_registered_does_not_crash_the_server() {
+    let running = broker("stale-will").await;
+    for _ in 0..2 {
+        let mut c = v4::Connect::new("refused/id");
+        c.keep_alive = 30;
+        let mut raw = Raw {
+            stream: connect(&running.handoff).expect("the broker takes connections"),
+            buf: BytesMut::new(),
+        };
+        raw.send(|b| c.write(b)).await;
+        assert!(
+            raw.next().await.is_none(),
+            "refused: closed without a CONNACK"
+        );
+    }
+    let _alive = Raw::connect(&running, "after-refused", true).await;
+}

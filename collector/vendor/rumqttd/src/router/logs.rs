@@ -63,6 +63,15 @@ pub struct DataLog {
     retained_publishes: HashMap<Topic, Box<PublishData>>,
     /// List of filters associated with a topic
     publish_filters: HashMap<Topic, Vec<FilterIdx>>,
+    /// Ember: the filters of `filter_indexes` with a wildcard (`+`, `#`). A topic matches the
+    /// others only by being equal to one, which is a lookup; upstream matched every topic
+    /// against every filter, and every new filter against every topic ever published, on the
+    /// router's thread: with an agent's own `cmd` and `alerts` filters, a fleet connecting
+    /// at once cost the router the square of its size.
+    wildcards: HashMap<Filter, FilterIdx>,
+    /// Ember: whether any retained message ever had an expiry (MQTT 5); until one has, the
+    /// table need not be walked to drop expired ones at every subscription.
+    retained_expiry: bool,
     /// Ember: retained messages served from elsewhere (`Router::set_retained_source`).
     pub(crate) retained_source: Option<std::sync::Arc<dyn crate::RetainedSource>>,
 }
@@ -84,6 +93,12 @@ impl DataLog {
                 filter_indexes.insert(filter, idx);
             }
         }
+        // Ember: see `wildcards`.
+        let wildcards = filter_indexes
+            .iter()
+            .filter(|(f, _)| crate::protocol::has_wildcards(f))
+            .map(|(f, i)| (f.clone(), *i))
+            .collect();
 
         Ok(DataLog {
             config,
@@ -92,6 +107,8 @@ impl DataLog {
             filter_indexes,
             retained_publishes,
             retained_source: None, // Ember
+            wildcards,             // Ember
+            retained_expiry: false, // Ember
         })
     }
 
@@ -133,11 +150,21 @@ impl DataLog {
         match &self.publish_filters.get(topic) {
             Some(v) => Some(v.to_vec()),
             None => {
-                let v: Vec<usize> = self
+                // Ember: the filter equal to the topic, looked up, and the wildcards matched
+                // (was: every filter matched). `matches` matches no topic starting with `$`.
+                let exact = self
                     .filter_indexes
-                    .iter()
-                    .filter(|(filter, _)| matches(topic, filter))
-                    .map(|(_, filter_idx)| *filter_idx)
+                    .get(topic)
+                    .filter(|_| !topic.starts_with('$') && !crate::protocol::has_wildcards(topic));
+                let v: Vec<usize> = exact
+                    .into_iter()
+                    .copied()
+                    .chain(
+                        self.wildcards
+                            .iter()
+                            .filter(|(filter, _)| matches(topic, filter))
+                            .map(|(_, filter_idx)| *filter_idx),
+                    )
                     .collect();
 
                 if !v.is_empty() {
@@ -164,10 +191,16 @@ impl DataLog {
                 self.filter_indexes.insert(filter.to_owned(), idx);
 
                 // Match new filter to existing topics and add to publish_filters if it matches
-                for (topic, filters) in publish_filters.iter_mut() {
-                    if matches(topic, filter) {
-                        filters.push(idx);
+                if crate::protocol::has_wildcards(filter) {
+                    self.wildcards.insert(filter.to_owned(), idx); // Ember
+                    for (topic, filters) in publish_filters.iter_mut() {
+                        if matches(topic, filter) {
+                            filters.push(idx);
+                        }
                     }
+                } else if let Some(filters) = publish_filters.get_mut(filter) {
+                    // Ember: a filter without wildcards matches its own topic only.
+                    filters.push(idx);
                 }
 
                 (idx, self.native.get(idx).unwrap())
@@ -250,6 +283,33 @@ impl DataLog {
         data.waiters.register(id, request);
     }
 
+    /// Ember: `clean` for the logs of `filters` only (a connection's subscriptions, `$share/g/`
+    /// prefixes allowed): `clean` walked every filter's log at every disconnection.
+    pub fn clean_filters<'a>(
+        &mut self,
+        id: ConnectionId,
+        filters: impl Iterator<Item = &'a String>,
+    ) -> Vec<DataRequest> {
+        let mut indexes: Vec<FilterIdx> = filters
+            .filter_map(|f| {
+                let path = f
+                    .strip_prefix("$share/")
+                    .and_then(|s| s.split_once('/'))
+                    .map_or(f.as_str(), |(_, path)| path);
+                self.filter_indexes.get(path).copied()
+            })
+            .collect();
+        indexes.sort_unstable();
+        indexes.dedup();
+        let mut inflight = Vec::new();
+        for idx in indexes {
+            if let Some(data) = self.native.get_mut(idx) {
+                inflight.append(&mut data.waiters.remove(id));
+            }
+        }
+        inflight
+    }
+
     /// Cleanup a connection from all the waiters
     pub fn clean(&mut self, id: ConnectionId) -> Vec<DataRequest> {
         let mut inflight = Vec::new();
@@ -267,6 +327,10 @@ impl DataLog {
         topic: Topic,
     ) {
         // Ember: `publish` is compact already (`compact`, called by `append_to_commitlog`).
+        // Ember: see `retained_expiry`.
+        self.retained_expiry |= publish_properties
+            .as_ref()
+            .is_some_and(|p| p.message_expiry_interval.is_some());
         let pub_with_props = (publish, publish_properties);
         self.retained_publishes
             .insert(topic, Box::new(pub_with_props.into()));
@@ -281,12 +345,22 @@ impl DataLog {
     /// time with [`DataLog::retained`].
     pub fn retained_topics(&mut self, filter: &str) -> VecDeque<String> {
         self.drop_expired_retained();
-        let mut topics: VecDeque<String> = self
-            .retained_publishes
-            .keys()
-            .filter(|topic| matches(topic, filter))
-            .cloned()
-            .collect();
+        // Ember: a filter without wildcards is looked up (was: the whole table matched, on
+        // the router's thread, for every subscription: agents subscribe to their own topics).
+        let mut topics: VecDeque<String> = if crate::protocol::has_wildcards(filter) {
+            self.retained_publishes
+                .keys()
+                .filter(|topic| matches(topic, filter))
+                .cloned()
+                .collect()
+        } else {
+            self.retained_publishes
+                .get_key_value(filter)
+                .filter(|(topic, _)| matches(topic, filter))
+                .map(|(topic, _)| topic.clone())
+                .into_iter()
+                .collect()
+        };
         if let Some(source) = &self.retained_source {
             let served = source.topics(filter);
             let table = &self.retained_publishes;
@@ -319,6 +393,9 @@ impl DataLog {
     }
 
     fn drop_expired_retained(&mut self) {
+        if !self.retained_expiry {
+            return; // Ember: none can expire
+        }
         let now = Instant::now();
 
         // discard expired retained messages

@@ -486,7 +486,10 @@ impl Router {
         // connection in readyqueue and allow 'consume()' method to deal with this
         // self.readyqueue.remove(id);
 
-        let inflight_data_requests = self.datalog.clean(id);
+        // Ember: the connection's own filters' waiters (was: every filter's, `clean`).
+        let inflight_data_requests = self
+            .datalog
+            .clean_filters(id, connection.subscriptions.iter());
         let retransmissions = outgoing.retransmission_map();
 
         // Remove connections from all groups and

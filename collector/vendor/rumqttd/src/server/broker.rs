@@ -383,11 +383,51 @@ enum AwaitingWill {
     Fire,
 }
 
+/// Ember: each client id's connection waiting to learn whether to publish its will, as the
+/// number of the connection (`WillEntry`) and the sender that tells it.
+type WillHandlers = Arc<Mutex<HashMap<String, (u64, Sender<AwaitingWill>)>>>;
+
+/// Ember: a connection's entry in `WillHandlers`, removed when dropped if it is still this
+/// connection's. Upstream removed it only after a will's wait, so a connection that ended
+/// before (its CONNECT refused, the router too slow to register it) left a sender whose
+/// receiver was gone, one per such client id, forever, and the next connection with that id
+/// panicked on it.
+struct WillEntry {
+    handlers: WillHandlers,
+    client_id: String,
+    number: u64,
+}
+
+impl WillEntry {
+    fn insert(handlers: &WillHandlers, client_id: String, tx: Sender<AwaitingWill>) -> WillEntry {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let number = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        handlers
+            .lock()
+            .unwrap()
+            .insert(client_id.clone(), (number, tx));
+        WillEntry {
+            handlers: handlers.clone(),
+            client_id,
+            number,
+        }
+    }
+}
+
+impl Drop for WillEntry {
+    fn drop(&mut self) {
+        let mut handlers = self.handlers.lock().unwrap_or_else(|e| e.into_inner());
+        if handlers.get(&self.client_id).is_some_and(|(n, _)| *n == self.number) {
+            handlers.remove(&self.client_id);
+        }
+    }
+}
+
 pub struct Server<P> {
     config: ServerSettings,
     router_tx: Sender<(ConnectionId, Event)>,
     protocol: P,
-    awaiting_will_handler: Arc<Mutex<HashMap<String, Sender<AwaitingWill>>>>,
+    awaiting_will_handler: WillHandlers, // Ember: see `WillHandlers`
     handoff: Option<flume::Receiver<Box<dyn N>>>, // Ember
 }
 
@@ -564,7 +604,7 @@ async fn remote<P: Protocol>(
     router_tx: Sender<(ConnectionId, Event)>,
     stream: Box<dyn N>,
     protocol: P,
-    will_handlers: Arc<Mutex<HashMap<String, Sender<AwaitingWill>>>>,
+    will_handlers: WillHandlers, // Ember: see `WillHandlers`
 ) {
     let mut network = Network::new(
         stream,
@@ -606,20 +646,21 @@ async fn remote<P: Protocol>(
         client_id = format!("{tenant_id}.{client_id}");
     }
 
-    if let Some(sender) = will_handlers.lock().unwrap().remove(&client_id) {
+    if let Some((_, sender)) = will_handlers.lock().unwrap().remove(&client_id) {
         let awaiting_will = if clean_session {
             AwaitingWill::Fire
         } else {
             AwaitingWill::Cancel
         };
-        sender.try_send(awaiting_will).unwrap();
+        // Ember: the earlier connection may be gone (its receiver dropped); upstream
+        // unwrapped this and the server's thread panicked, taking the collector down, when
+        // an agent reconnected after its first connection had given up before registering.
+        sender.try_send(awaiting_will).ok();
     }
 
     let (will_tx, will_rx) = flume::bounded::<AwaitingWill>(1);
-    will_handlers
-        .lock()
-        .unwrap()
-        .insert(client_id.clone(), will_tx);
+    // Ember: the entry is this connection's (`WillEntry`): removed by it on every way out.
+    let will_entry = WillEntry::insert(&will_handlers, client_id.clone(), will_tx);
 
     // Start the link
     let mut link = match Box::pin(RemoteLink::new(
@@ -681,12 +722,12 @@ async fn remote<P: Protocol>(
     {
         Ok(w) => w.is_ok_and(|k| k == AwaitingWill::Fire),
         Err(_) => {
-            // no need to keep the sender after timeout
-            will_handlers.lock().unwrap().remove(&client_id);
+            // no need to keep the sender after timeout (Ember: `WillEntry`'s drop)
             // as will delay interval has passed, publish the will message
             true
         }
     };
+    drop(will_entry); // Ember
 
     if publish_will {
         let message = Event::PublishWill((client_id, tenant_id));
