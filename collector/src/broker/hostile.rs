@@ -222,3 +222,63 @@ async fn issue_20_a_connection_the_router_never_registered_does_not_crash_the_se
     }
     let _alive = Raw::connect(&running, "after-refused", true).await;
 }
+
+/// Waits (up to 5 s) until `check` holds for the router's gauges; panics naming `what`.
+pub(super) async fn gauges_until(
+    running: &Running,
+    what: &str,
+    check: impl Fn(&rumqttd::Gauges) -> bool,
+) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !check(&running.gauges) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: {:?}",
+            running.gauges
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// Issue #20, finding 9: rumqttd kept an entry (~650 B) for every client id that ever
+/// connected, forever, and a client with an empty id gets a new one at each connection. Now a
+/// clean session leaves nothing, and persistent sessions are kept up to a bound (the broker's
+/// connections, `max-connections` + headroom), the longest gone evicted first.
+#[tokio::test]
+async fn issue_20_a_churn_of_client_ids_leaves_the_saved_sessions_bounded() {
+    let dir = std::env::temp_dir().join(format!("ember-broker-churn-{}", std::process::id()));
+    let mut config = Config::ephemeral(dir);
+    config.max_connections = 10;
+    let bound = config.max_connections + super::ROUTER_HEADROOM;
+    let running = start(&config).await.expect("the broker starts");
+    for (clean, n) in [(true, 200), (false, 100)] {
+        for i in 0..n {
+            let id = if clean {
+                String::new() // rumqttd names it anew each time
+            } else {
+                format!("churn-{i}")
+            };
+            let mut c = Raw::connect(&running, &id, clean).await;
+            c.subscribe(&[format!("churn/{i}")], QoS::AtLeastOnce).await;
+            c.send(|b| v4::Disconnect.write(b)).await;
+            // One at a time, as the gate admits them: the router holds `bound` at most.
+            gauges_until(&running, "the churned connection gone", |g| {
+                g.connections() <= 1 // the collector's link
+            })
+            .await;
+        }
+        let saved = running.gauges.saved_sessions();
+        if clean {
+            assert_eq!(saved, 0, "{n} clean sessions left entries");
+        } else {
+            assert_eq!(saved, bound, "{n} persistent sessions, bounded");
+        }
+    }
+    // The newest persistent sessions are the ones kept.
+    for (id, kept) in [("churn-99", true), ("churn-0", false)] {
+        let (mut back, present) = Raw::connect_session(&running, id, false).await;
+        assert_eq!(present, kept, "{id}");
+        back.send(|b| v4::Disconnect.write(b)).await;
+        gauges_until(&running, "gone", |g| g.connections() <= 1).await;
+    }
+}

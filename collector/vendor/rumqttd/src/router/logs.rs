@@ -112,6 +112,11 @@ impl DataLog {
         })
     }
 
+    /// Ember: filters with a log.
+    pub fn filter_count(&self) -> usize {
+        self.native.len()
+    }
+
     pub fn meter(&mut self, filter: &str) -> Option<&mut SubscriptionMeter> {
         let data = self.native.get_mut(*self.filter_indexes.get(filter)?)?;
         Some(&mut data.meter)
@@ -581,6 +586,8 @@ mod test {
             custom_segment: None,
             initialized_filters: None,
             shared_subscriptions_strategy: Strategy::RoundRobin,
+            max_saved_sessions: None,        // Ember
+            saved_session_expiry_secs: None, // Ember
         };
         let mut data = DataLog::new(config).unwrap();
         data.next_native_offset("topic/a");
@@ -601,6 +608,8 @@ mod test {
             custom_segment: None,
             initialized_filters: None,
             shared_subscriptions_strategy: Strategy::RoundRobin,
+            max_saved_sessions: None,        // Ember
+            saved_session_expiry_secs: None, // Ember
         };
         let mut data = DataLog::new(config).unwrap();
         data.next_native_offset("+/+");

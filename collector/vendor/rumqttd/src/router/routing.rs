@@ -102,6 +102,8 @@ pub struct Router {
     shared_subscriptions: HashMap<String, SharedGroup>,
     /// Will messages per client_id
     last_wills: HashMap<String, (LastWill, Option<LastWillProperties>)>,
+    /// Ember: the sizes of the tables above, for tests and health (`Broker::gauges`).
+    gauges: std::sync::Arc<crate::Gauges>,
 }
 
 impl Router {
@@ -124,7 +126,18 @@ impl Router {
         Router {
             id: router_id,
             config: config.clone(),
-            graveyard: Graveyard::new(),
+            // Ember: bounded (see `Graveyard`).
+            graveyard: Graveyard::new(
+                config
+                    .max_saved_sessions
+                    .unwrap_or(crate::DEFAULT_MAX_SAVED_SESSIONS),
+                std::time::Duration::from_secs(
+                    config
+                        .saved_session_expiry_secs
+                        .unwrap_or(crate::DEFAULT_SAVED_SESSION_EXPIRY_SECS),
+                ),
+            ),
+            gauges: Default::default(), // Ember
             meters,
             alerts,
             connections,
@@ -155,6 +168,20 @@ impl Router {
     // pub(crate) fn get_replica_handle(&mut self, _replica_id: NodeId) -> (LinkTx, LinkRx) {
     //     unimplemented!()
     // }
+
+    /// Ember: the sizes of the router's tables, kept current by its thread.
+    pub fn gauges(&self) -> std::sync::Arc<crate::Gauges> {
+        self.gauges.clone()
+    }
+
+    /// Ember: updates `gauges`.
+    fn update_gauges(&self) {
+        self.gauges.set(
+            self.connections.len(),
+            self.graveyard.len(),
+            self.datalog.filter_count(),
+        );
+    }
 
     /// Starts the router in a background thread and returns link to it. Link
     /// to communicate with router should only be returned only after it starts.
@@ -420,6 +447,7 @@ impl Router {
             .reschedule(connection_id, ScheduleReason::Init);
 
         self.router_meters.total_connections += 1;
+        self.update_gauges(); // Ember
     }
 
     fn handle_new_meter(&mut self, tx: Sender<Vec<Meter>>) {
@@ -543,18 +571,17 @@ impl Router {
                 }
             }
 
-            self.graveyard.save_state(
+            // Ember: bounded (`Graveyard`); what it evicts is let go.
+            let _evicted = self.graveyard.save_state(
                 tracker,
                 connection.subscriptions,
                 connection.events,
                 outgoing.unacked_pubrels,
             );
-        } else {
-            tracker.pause(PauseReason::Busy);
-            let id = tracker.id.clone();
-            // Only save metrics in clean session
-            self.graveyard.save_metrics(id, connection.events);
         }
+        // Ember: a clean session leaves nothing behind (upstream saved its connection events,
+        // for every client id that ever connected, forever).
+        self.update_gauges();
         self.router_meters.total_connections -= 1;
     }
 

@@ -69,6 +69,7 @@ pub struct Broker {
     router_tx: Sender<(ConnectionId, Event)>,
     // Ember: connections handed to a v4 server in-process, by server name (`Broker::handoff`).
     handoffs: HashMap<String, flume::Receiver<Box<dyn N>>>, // Ember
+    gauges: Arc<crate::Gauges>, // Ember: `Broker::gauges`
 }
 
 /// Ember: hands connections to one of the broker's servers in-process, in place of its listener
@@ -102,6 +103,7 @@ impl Broker {
         if let Some(source) = source {
             router.set_retained_source(source); // Ember
         }
+        let gauges = router.gauges(); // Ember
 
         // Setup cluster if cluster settings are configured.
         match config.cluster.clone() {
@@ -116,12 +118,12 @@ impl Broker {
                 let router_tx = router.spawn();
                 // cluster.spawn();
                 let handoffs = HashMap::new(); // Ember
-                Broker { config, router_tx, handoffs } // Ember
+                Broker { config, router_tx, handoffs, gauges } // Ember
             }
             None => {
                 let router_tx = router.spawn();
                 let handoffs = HashMap::new(); // Ember
-                Broker { config, router_tx, handoffs } // Ember
+                Broker { config, router_tx, handoffs, gauges } // Ember
             }
         }
     }
@@ -175,6 +177,12 @@ impl Broker {
     pub fn alerts(&self) -> Result<alerts::AlertsLink, alerts::LinkError> {
         let link = alerts::AlertsLink::new(self.router_tx.clone())?;
         Ok(link)
+    }
+
+    /// Ember: the sizes of the router's per-client tables (connections, saved sessions, filters'
+    /// logs), kept current by the router's thread.
+    pub fn gauges(&self) -> Arc<crate::Gauges> {
+        self.gauges.clone()
     }
 
     /// Ember: the v4 server `name` takes its connections from the returned [`Handoff`] instead
