@@ -282,3 +282,18 @@ async fn issue_20_a_churn_of_client_ids_leaves_the_saved_sessions_bounded() {
         gauges_until(&running, "gone", |g| g.connections() <= 1).await;
     }
 }
+
+/// A client that closes its connection right after its DISCONNECT: its link reported the
+/// closing to the router after the router had dropped the connection for the DISCONNECT and
+/// given its slot to the next client, whose connection the router then closed (rumqttd 0.20:
+/// `Event::Disconnect` named a slot, not a client). Clients connecting in turn, as in a
+/// connect storm, lost their connection before or just after the CONNACK.
+#[tokio::test]
+async fn issue_20_a_client_leaving_does_not_close_the_next_clients_connection() {
+    let running = broker("slot-reuse").await;
+    for i in 0..1000 {
+        let mut c = Raw::connect(&running, &format!("turn-{i}"), true).await;
+        c.subscribe(&[format!("turn/{i}")], QoS::AtMostOnce).await;
+        c.send(|b| v4::Disconnect.write(b)).await;
+    }
+}

@@ -277,6 +277,12 @@ impl Router {
             Event::NewAlert(tx) => self.handle_new_alert(tx),
             Event::DeviceData => self.handle_device_payload(id),
             Event::Disconnect => self.handle_disconnection(id, None),
+            // Ember: only if the connection is still that client's (see `LinkGone`).
+            Event::LinkGone(client_id) => {
+                if self.obufs.get(id).is_some_and(|o| o.client_id == client_id) {
+                    self.handle_disconnection(id, None)
+                }
+            }
             // Ember: a link the router already dropped (its client id connected again) can
             // still send; upstream's `reschedule` then unwrapped a missing tracker and panicked.
             Event::Ready if self.obufs.contains(id) => {

@@ -714,9 +714,11 @@ async fn remote<P: Protocol>(
     };
 
     if send_disconnect {
-        let disconnect = Event::Disconnect;
+        // Ember: names the client (see `Event::LinkGone`), and waits for room without
+        // blocking the server's thread (was `Event::Disconnect` and a blocking `send`).
+        let disconnect = Event::LinkGone(client_id.clone());
         let message = (connection_id, disconnect);
-        router_tx.send(message).ok();
+        router_tx.send_async(message).await.ok();
     }
 
     // this is important to stop the connection
