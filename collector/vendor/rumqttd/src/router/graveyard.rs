@@ -18,6 +18,9 @@ pub struct Graveyard {
     next: u64,
     max: usize,
     expiry: Duration,
+    /// Ember: sessions evicted or expired, for the router to let their filters' logs go
+    /// (`take_released`).
+    released: Vec<SessionState>,
 }
 
 impl Graveyard {
@@ -29,6 +32,7 @@ impl Graveyard {
             next: 0,
             max,
             expiry,
+            released: Vec::new(),
         }
     }
 
@@ -42,17 +46,27 @@ impl Graveyard {
     pub fn retrieve(&mut self, id: &str) -> Option<SavedState> {
         let (_, saved_at, state) = self.connections.remove(id)?;
         // Ember: an expired session is not restored.
-        (saved_at.elapsed() < self.expiry).then_some(state)
+        if saved_at.elapsed() < self.expiry {
+            return Some(state);
+        }
+        self.released.extend(state.session_state);
+        None
     }
 
-    /// Save connection tracker. Ember: returns the sessions evicted to make room or expired.
+    /// Ember: the sessions evicted or expired since the last call.
+    pub fn take_released(&mut self) -> Vec<SessionState> {
+        std::mem::take(&mut self.released)
+    }
+
+    /// Save connection tracker. Ember: the sessions evicted to make room or expired go to
+    /// `take_released`.
     pub fn save_state(
         &mut self,
         mut tracker: Tracker,
         subscriptions: HashSet<String>,
         metrics: ConnectionEvents,
         unacked_pubrels: VecDeque<u16>,
-    ) -> Vec<SessionState> {
+    ) {
         tracker.pause(PauseReason::Busy);
         let id = tracker.id.clone();
 
@@ -65,7 +79,7 @@ impl Graveyard {
         let number = self.next;
         self.next += 1;
         self.order.push_back((number, id.clone()));
-        let mut evicted: Vec<SessionState> = self
+        let replaced: Vec<SessionState> = self
             .connections
             .insert(
                 id,
@@ -81,13 +95,13 @@ impl Graveyard {
             .and_then(|(_, _, old)| old.session_state)
             .into_iter()
             .collect();
-        evicted.extend(self.evict());
-        evicted
+        self.released.extend(replaced);
+        self.evict();
     }
 
     /// Ember: drops sessions beyond `max` and those older than `expiry`, oldest first.
-    fn evict(&mut self) -> Vec<SessionState> {
-        let mut evicted = Vec::new();
+    fn evict(&mut self) {
+        let evicted = &mut self.released;
         while let Some((number, id)) = self.order.front() {
             let current = self
                 .connections
@@ -113,7 +127,6 @@ impl Graveyard {
             self.order
                 .retain(|(n, id)| connections.get(id).is_some_and(|(m, _, _)| m == n));
         }
-        evicted
     }
 }
 

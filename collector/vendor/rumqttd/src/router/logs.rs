@@ -85,7 +85,8 @@ impl DataLog {
 
         if let Some(warmup_filters) = config.initialized_filters.clone() {
             for filter in warmup_filters {
-                let data = Data::new(&filter, &config);
+                let mut data = Data::new(&filter, &config);
+                data.pinned = true; // Ember: see `Data::refs`
 
                 // Add commitlog to datalog and add datalog index to filter to
                 // datalog index map
@@ -115,6 +116,43 @@ impl DataLog {
     /// Ember: filters with a log.
     pub fn filter_count(&self) -> usize {
         self.native.len()
+    }
+
+    /// Ember: a subscription reads the log `filter_idx` (see `Data::refs`).
+    pub fn hold(&mut self, filter_idx: FilterIdx) {
+        if let Some(data) = self.native.get_mut(filter_idx) {
+            data.refs += 1;
+        }
+    }
+
+    /// Ember: a subscription to `path` (`$share/g/` prefix allowed) is gone; the last one
+    /// lets its filter's log go, with its place in the tables. Upstream kept every filter ever
+    /// subscribed, each with a log that reserved room for 1,024 messages.
+    pub fn release(&mut self, path: &str) {
+        let filter = shared_filter(path);
+        let Some(&idx) = self.filter_indexes.get(filter) else {
+            return;
+        };
+        let Some(data) = self.native.get_mut(idx) else {
+            return;
+        };
+        data.refs = data.refs.saturating_sub(1);
+        if data.refs > 0 || data.pinned {
+            return;
+        }
+        self.native.remove(idx);
+        self.filter_indexes.remove(filter);
+        if self.wildcards.remove(filter).is_some() {
+            self.publish_filters.retain(|_, filters| {
+                filters.retain(|i| *i != idx);
+                !filters.is_empty()
+            });
+        } else if let Some(filters) = self.publish_filters.get_mut(filter) {
+            filters.retain(|i| *i != idx);
+            if filters.is_empty() {
+                self.publish_filters.remove(filter);
+            }
+        }
     }
 
     pub fn meter(&mut self, filter: &str) -> Option<&mut SubscriptionMeter> {
@@ -296,13 +334,7 @@ impl DataLog {
         filters: impl Iterator<Item = &'a String>,
     ) -> Vec<DataRequest> {
         let mut indexes: Vec<FilterIdx> = filters
-            .filter_map(|f| {
-                let path = f
-                    .strip_prefix("$share/")
-                    .and_then(|s| s.split_once('/'))
-                    .map_or(f.as_str(), |(_, path)| path);
-                self.filter_indexes.get(path).copied()
-            })
+            .filter_map(|f| self.filter_indexes.get(shared_filter(f)).copied())
             .collect();
         indexes.sort_unstable();
         indexes.dedup();
@@ -445,11 +477,23 @@ pub fn compact(publish: &mut Publish) {
     publish.topic = both;
 }
 
+/// Ember: the filter whose log a subscription to `path` reads: `f` for `$share/g/f`.
+fn shared_filter(path: &str) -> &str {
+    path.strip_prefix("$share/")
+        .and_then(|s| s.split_once('/'))
+        .map_or(path, |(_, filter)| filter)
+}
+
 pub struct Data<T> {
     filter: Filter,
     pub log: CommitLog<T>,
     pub waiters: Waiters<DataRequest>,
     meter: SubscriptionMeter,
+    /// Ember: subscriptions reading this log, of connections and of saved sessions; the log
+    /// is let go when the last one goes (`DataLog::release`), unless `pinned`.
+    refs: usize,
+    /// Ember: an `initialized_filters` log, kept for good.
+    pinned: bool,
 }
 
 impl<T> Data<T>
@@ -474,13 +518,15 @@ where
         // max_segment_size: usize, max_mem_segments: usize
         let log = CommitLog::new(max_segment_size, max_mem_segments).unwrap();
 
-        let waiters = Waiters::with_capacity(10);
+        let waiters = Waiters::with_capacity(0); // Ember: was 10; grows on demand
         let metrics = SubscriptionMeter::default();
         Data {
             filter: filter.to_owned(),
             log,
             waiters,
             meter: metrics,
+            refs: 0,        // Ember
+            pinned: false,  // Ember
         }
     }
 

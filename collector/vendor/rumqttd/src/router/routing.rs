@@ -174,6 +174,15 @@ impl Router {
         self.gauges.clone()
     }
 
+    /// Ember: lets go the filters' logs of the saved sessions the graveyard evicted.
+    fn release_graveyard(&mut self) {
+        for session in self.graveyard.take_released() {
+            for filter in session.subscriptions.iter() {
+                self.datalog.release(filter);
+            }
+        }
+    }
+
     /// Ember: updates `gauges`.
     fn update_gauges(&self) {
         self.gauges.set(
@@ -374,9 +383,16 @@ impl Router {
             )
         } else {
             // Only retrieve metrics in clean session
-            connection.events = saved.map_or_else(ConnectionEvents::default, |s| s.metrics);
+            // Ember: a session this clean one replaces lets its filters' logs go.
+            connection.events = saved.map_or_else(ConnectionEvents::default, |s| {
+                for filter in s.session_state.iter().flat_map(|s| &s.subscriptions) {
+                    self.datalog.release(filter);
+                }
+                s.metrics
+            });
             Tracker::new(client_id.clone())
         };
+        self.release_graveyard(); // Ember: an expired session found above
 
         let ackslog = AckLog::new();
 
@@ -416,6 +432,14 @@ impl Router {
 
         self.connection_map.insert(client_id.clone(), connection_id);
         info!(connection_id, "Client connection registered");
+        // Ember: a restored session's subscriptions are this connection's (upstream left them
+        // out of `subscription_map`, so an UNSUBSCRIBE after a reconnection did nothing).
+        for filter in self.connections[connection_id].subscriptions.iter() {
+            self.subscription_map
+                .entry(filter.clone())
+                .or_default()
+                .insert(connection_id);
+        }
 
         assert_eq!(self.ackslog.insert(ackslog), connection_id);
         assert_eq!(self.scheduler.add(tracker), connection_id);
@@ -538,6 +562,9 @@ impl Router {
         for filter in connection.subscriptions.iter() {
             if let Some(connections) = self.subscription_map.get_mut(filter) {
                 connections.remove(&id);
+                if connections.is_empty() {
+                    self.subscription_map.remove(filter); // Ember: not kept empty, for ever
+                }
             }
         }
 
@@ -578,12 +605,18 @@ impl Router {
             }
 
             // Ember: bounded (`Graveyard`); what it evicts is let go.
-            let _evicted = self.graveyard.save_state(
+            self.graveyard.save_state(
                 tracker,
                 connection.subscriptions,
                 connection.events,
                 outgoing.unacked_pubrels,
             );
+            self.release_graveyard();
+        } else {
+            // Ember: a clean session's filters' logs go with their last subscriber.
+            for filter in connection.subscriptions.iter() {
+                self.datalog.release(filter);
+            }
         }
         // Ember: a clean session leaves nothing behind (upstream saved its connection events,
         // for every client id that ever connected, forever).
@@ -776,6 +809,7 @@ impl Router {
                     let connection = self.connections.get_mut(id).unwrap();
                     let pkid = unsubscribe.pkid;
                     for filter in &unsubscribe.filters {
+                        let mut released = None; // Ember
                         let span = tracing::info_span!("unsubscribe", topic = filter, pkid);
                         let _guard = span.enter();
 
@@ -796,6 +830,12 @@ impl Router {
                                 );
                                 continue;
                             }
+                            if connection_ids.is_empty() {
+                                self.subscription_map.remove(filter); // Ember
+                            }
+                            // Ember: the log goes with its last subscriber (after the waiters
+                            // below: they are looked up by filter).
+                            released = Some(filter);
 
                             // Remove connections from all groups
                             // discard empty group ( group with no client )
@@ -821,6 +861,9 @@ impl Router {
                             ackslog.unsuback(unsuback);
                             self.scheduler.untrack(id, filter);
                             self.datalog.remove_waiters_for_id(id, filter);
+                            if let Some(filter) = released.take() {
+                                self.datalog.release(filter); // Ember
+                            }
                             force_ack = true;
                         }
                     }
@@ -972,6 +1015,7 @@ impl Router {
         if disconnect {
             self.handle_disconnection(id, disconnect_reason);
         }
+        self.update_gauges(); // Ember: subscriptions come and go here
     }
 
     /// Apply filter and prepare this connection to receive subscription data
@@ -1032,6 +1076,7 @@ impl Router {
         // call to `insert(_)` returns `true` if it didn't contain the filter_path already
         // i.e. its a new subscription
         if connection.subscriptions.insert(filter_path.clone()) {
+            self.datalog.hold(filter_idx); // Ember: see `DataLog::release`
             let request = DataRequest {
                 filter: filter_path.clone(),
                 filter_idx,
