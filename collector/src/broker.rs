@@ -82,6 +82,10 @@ pub fn rumqttd_config(config: &Config) -> rumqttd::Config {
             custom_segment: None,
             initialized_filters: None,
             shared_subscriptions_strategy: Default::default(),
+            // Persistent sessions kept for clients that left: as many as may connect, each
+            // for a day at most (rumqttd 0.20 kept every client id's, forever).
+            max_saved_sessions: Some(config.max_connections + ROUTER_HEADROOM),
+            saved_session_expiry_secs: Some(SAVED_SESSION_EXPIRY.as_secs()),
         },
         v4: Some(HashMap::from([(SERVER.to_string(), server)])),
         v5: None,
@@ -98,6 +102,9 @@ pub fn rumqttd_config(config: &Config) -> rumqttd::Config {
 /// Router connections beyond `max-connections`: see [`rumqttd_config`].
 pub const ROUTER_HEADROOM: usize = 16;
 
+/// How long rumqttd keeps a persistent session after its client left.
+pub const SAVED_SESSION_EXPIRY: Duration = Duration::from_secs(24 * 3600);
+
 /// A running broker: the gate's way in and the collector's link.
 pub struct Running {
     /// Hands the gate's connections to rumqttd ([`connect`]).
@@ -106,6 +113,8 @@ pub struct Running {
     pub link_tx: LinkTx,
     /// Receives what the collector subscribed to.
     pub link_rx: LinkRx,
+    /// The sizes of the router's per-client tables.
+    pub gauges: Arc<rumqttd::Gauges>,
 }
 
 /// Starts rumqttd on its own threads and waits until it answers a CONNECT.
@@ -123,6 +132,7 @@ pub async fn start_serving(
 ) -> Result<Running, BrokerError> {
     let mut broker = Broker::with_retained_source(rumqttd_config(config), source);
     let handoff = broker.handoff(SERVER);
+    let gauges = broker.gauges();
     let (link_tx, link_rx) = broker
         .link("ember-collector")
         .map_err(|e| BrokerError::Link(Box::new(e)))?;
@@ -138,6 +148,7 @@ pub async fn start_serving(
     match tokio::time::timeout(timeout, mqtt_ping(&handoff)).await {
         Ok(Ok(())) => Ok(Running {
             handoff,
+            gauges,
             link_tx,
             link_rx,
         }),
@@ -335,6 +346,9 @@ async fn mqtt_ping(handoff: &Handoff) -> std::io::Result<()> {
     stream.write_all(&[0xe0, 0]).await?;
     Ok(())
 }
+
+#[cfg(test)]
+mod hostile;
 
 #[cfg(test)]
 mod tests {

@@ -30,6 +30,8 @@
 //! - `http_limits`: idle sockets do not starve HTTPS, half-sent requests are closed, Host and
 //!   Origin checks against DNS rebinding and login CSRF (issue #20).
 //! - `limits`: the connection limit, refused clients reconnecting (issue #9).
+//! - `connect_storm`: a fleet of simulated agents connecting at once, to a fresh collector and
+//!   after a restart: all listed in time, nothing acknowledged dropped (issue #20).
 //! - `security`: MQTT authentication, TLS and mTLS with the onboarding certificates, no host
 //!   publishes for another, a flood does not starve the others (issue #8).
 //! - `conformance`: MQTT 3.1.1 conformance cases, each against the embedded broker and Debian's
@@ -43,6 +45,7 @@ mod support;
 mod alerts;
 mod commands;
 mod conformance;
+mod connect_storm;
 mod dashboard;
 mod drain;
 mod foundation;
