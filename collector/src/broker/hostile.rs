@@ -125,12 +125,23 @@ pub(super) async fn publish(running: &mut Running, topic: &str, payload: &[u8]) 
 /// its group and gets the message again.
 #[tokio::test]
 async fn issue_20_a_shared_subscriber_leaving_unacked_does_not_crash_the_router() {
-    let mut running = broker("shared-unacked").await;
+    let running = broker("shared-unacked").await;
+    // Published at QoS 1 by a client: a subscriber gets the lower of the publish's and its
+    // subscription's QoS [MQTT-3.8.4-6], and the collector's link publishes at QoS 0.
+    let mut publisher = Raw::connect(&running, "shared-pub", true).await;
+    let mut pkid = 0;
+    let mut publish = |payload: &'static [u8]| {
+        pkid += 1;
+        let mut p = v4::Publish::new("ember/v1/h1/sample", QoS::AtLeastOnce, payload);
+        p.pkid = pkid;
+        p
+    };
     let filter = "$share/g/ember/v1/+/sample".to_string();
     let mut a = Raw::connect(&running, "shared-a", false).await;
     a.subscribe(std::slice::from_ref(&filter), QoS::AtLeastOnce)
         .await;
-    publish(&mut running, "ember/v1/h1/sample", b"one").await;
+    let p = publish(b"one");
+    publisher.send(|b| p.write(b)).await;
     let p = a
         .next_publish()
         .await
@@ -143,7 +154,8 @@ async fn issue_20_a_shared_subscriber_leaving_unacked_does_not_crash_the_router(
     let _c = Raw::connect(&running, "after", true).await;
     // The session comes back in its group: the unacknowledged message again, then new ones.
     let mut a = Raw::connect(&running, "shared-a", false).await;
-    publish(&mut running, "ember/v1/h1/sample", b"two").await;
+    let p = publish(b"two");
+    publisher.send(|b| p.write(b)).await;
     assert_eq!(acked_until(&mut a, b"two").await, [&b"one"[..], b"two"]);
 }
 
