@@ -200,11 +200,12 @@ impl DataLog {
             Some(v) => Some(v.to_vec()),
             None => {
                 // Ember: the filter equal to the topic, looked up, and the wildcards matched
-                // (was: every filter matched). `matches` matches no topic starting with `$`.
+                // (was: every filter matched). A `$` topic is matched by its own filter and by
+                // wildcards that do not start with one [MQTT-4.7.2-1] (`matches`).
                 let exact = self
                     .filter_indexes
                     .get(topic)
-                    .filter(|_| !topic.starts_with('$') && !crate::protocol::has_wildcards(topic));
+                    .filter(|_| !crate::protocol::has_wildcards(topic));
                 let v: Vec<usize> = exact
                     .into_iter()
                     .copied()
