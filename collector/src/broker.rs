@@ -479,6 +479,25 @@ mod tests {
         }
     }
 
+    /// rumqttd's MQTT 5 reader answers a packet only a server sends (CONNACK, UNSUBACK) with an
+    /// error: rumqttd 0.20 reached `unreachable!()` there, a panic per packet from any client
+    /// (with `panic = "abort"`, the collector's end).
+    #[test]
+    fn a_clients_server_packets_are_an_error_not_a_panic() {
+        use rumqttd::protocol::{v5::V5, Protocol};
+        for packet in [
+            &[0x20u8, 3, 0, 0, 0][..],
+            &[0xb0, 3, 0, 1, 0],
+            &[0xb0, 4, 0, 1, 0, 0],
+        ] {
+            let read = std::panic::catch_unwind(|| {
+                V5.read_mut(&mut bytes::BytesMut::from(packet), 1024)
+                    .map(|_| ())
+            });
+            assert!(matches!(read, Ok(Err(_))), "{packet:?}: {read:?}");
+        }
+    }
+
     /// rumqttd is reached through the handoff only: every connection handed over is served,
     /// side by side, and none needs a password.
     #[tokio::test]
