@@ -83,8 +83,16 @@ pub fn rumqttd_config(config: &Config) -> rumqttd::Config {
             initialized_filters: None,
             shared_subscriptions_strategy: Default::default(),
         },
+        // MQTT 5 clients: the gate hands them to the v5 server of the same name
+        // (`connect_v5`, `gate_v5.rs`).
+        v5: Some(HashMap::from([(
+            SERVER.to_string(),
+            ServerSettings {
+                name: "ember-v5".to_string(),
+                ..server.clone()
+            },
+        )])),
         v4: Some(HashMap::from([(SERVER.to_string(), server)])),
-        v5: None,
         ws: None,
         cluster: None,
         // No console: rumqttd's has no authentication.
@@ -154,8 +162,20 @@ pub fn idle_handoff() -> Handoff {
 /// A new connection to rumqttd, as if it had connected to its listener: the gate's end of an
 /// in-memory pipe whose other end rumqttd serves.
 pub fn connect(handoff: &Handoff) -> std::io::Result<Pipe> {
+    handed(|theirs| handoff.hand(theirs))
+}
+
+/// [`connect`] for an MQTT 5 client: the connection goes to rumqttd's v5 server.
+pub fn connect_v5(handoff: &Handoff) -> std::io::Result<Pipe> {
+    handed(|theirs| handoff.hand_v5(theirs))
+}
+
+/// A pipe whose other end `hand` gives rumqttd.
+fn handed(
+    hand: impl FnOnce(Box<dyn rumqttd::N>) -> Result<(), Box<dyn rumqttd::N>>,
+) -> std::io::Result<Pipe> {
     let (ours, theirs) = pipe(PIPE_BYTES);
-    handoff.hand(Box::new(theirs)).map_err(|_| {
+    hand(Box::new(theirs)).map_err(|_| {
         std::io::Error::new(
             std::io::ErrorKind::ConnectionRefused,
             "the embedded broker has stopped",

@@ -28,6 +28,8 @@
 //! - `http_security`: read and operator tokens, the dashboard's login, security headers, no
 //!   secret in the logs (issue #8).
 //! - `limits`: the connection limit, refused clients reconnecting (issue #9).
+//! - `mqtt5`: MQTT 5.0 clients (Mosquitto's, rumqttc's v5) against the embedded broker: the
+//!   CONNACK's properties, reason codes, what rumqttd does and does not do (issue #21).
 //! - `security`: MQTT authentication, TLS and mTLS with the onboarding certificates, no host
 //!   publishes for another, a flood does not starve the others (issue #8).
 
@@ -50,5 +52,6 @@ mod simulation;
 mod collector_api;
 mod external_broker;
 mod http_security;
+mod mqtt5;
 mod mqtt_bridge;
 mod status_events;
