@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
+use rumqttc::mqttbytes::v4;
 use rumqttc::v5::mqttbytes::v5::{
     self as m5, ConnAck, ConnAckProperties, ConnectReturnCode as Code, PacketType,
 };
@@ -20,7 +21,9 @@ use rumqttc::v5::mqttbytes::QoS;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
 
-use super::{bump, drain, id_allowed, read_frame, AccountSlot, Accounts, Closed, Gate};
+use super::{
+    authenticate, bump, drain, id_allowed, read_frame, AccountSlot, Accounts, Closed, Gate,
+};
 use crate::access::{Identity, TokenBucket};
 use crate::ingest::from_agents;
 
@@ -75,7 +78,7 @@ where
     W: AsyncWrite + Unpin + Send,
 {
     let counters = &gate.counters;
-    let (connect, will, _login) = match m5::check(frame.iter(), None)
+    let (connect, will, login) = match m5::check(frame.iter(), None)
         .map_err(|e| e.to_string())
         .and_then(|h| m5::Connect::read(h, frame.clone()).map_err(|e| e.to_string()))
     {
@@ -96,12 +99,34 @@ where
         bump(&counters.refused_auth);
         return refuse(&mut wr, reason::BAD_AUTH_METHOD).await;
     }
-    let checked: Option<(Identity, &Accounts)> = match &gate.settings.accounts {
-        // Accounts' checks for MQTT 5 come next.
-        Some(_) => {
-            drop(cert_name);
-            bump(&counters.refused_protocol);
-            return refuse(&mut wr, 0x84).await;
+    let checked = match &gate.settings.accounts {
+        Some(accounts) => {
+            // `authenticate` reads the credentials of a 3.1.1 CONNECT; these are the same.
+            let as_v4 = v4::Connect {
+                protocol: rumqttc::mqttbytes::Protocol::V4,
+                keep_alive: connect.keep_alive,
+                client_id: connect.client_id.clone(),
+                clean_session: connect.clean_start,
+                last_will: None,
+                login: login
+                    .as_ref()
+                    .map(|l| v4::Login::new(&l.username, &l.password)),
+            };
+            let identity = match authenticate(gate, accounts, &as_v4, cert_name).await {
+                Ok(i) => i,
+                Err(code) => {
+                    bump(&counters.refused_auth);
+                    return refuse(&mut wr, v5_code(code)).await;
+                }
+            };
+            if let Some(will) = &will {
+                let topic = String::from_utf8_lossy(&will.topic);
+                if !identity.may_publish(&topic, &accounts.reader_topics) {
+                    bump(&counters.spoofed);
+                    return refuse(&mut wr, reason::NOT_AUTHORIZED).await;
+                }
+            }
+            Some((identity, accounts))
         }
         None => None,
     };
@@ -221,6 +246,16 @@ pub fn connack_properties(max_packet: usize, assigned: Option<String>) -> ConnAc
         server_reference: None,
         authentication_method: None,
         authentication_data: None,
+    }
+}
+
+/// The MQTT 5 reason code for a 3.1.1 refusal of `authenticate`'s.
+fn v5_code(code: v4::ConnectReturnCode) -> u8 {
+    match code {
+        v4::ConnectReturnCode::BadUserNamePassword => reason::BAD_LOGIN,
+        v4::ConnectReturnCode::NotAuthorized => reason::NOT_AUTHORIZED,
+        v4::ConnectReturnCode::ServiceUnavailable => reason::SERVER_BUSY,
+        _ => reason::UNSPECIFIED,
     }
 }
 
@@ -683,5 +718,111 @@ mod tests {
         assert_eq!(delivered(&publish("a/b", QoS::AtMostOnce, None)), None);
         assert_eq!(delivered(&[0x32, 3, 0, 9]), None, "cut short");
         assert_eq!(delivered(&[0x90, 3, 0, 1, 0]), None, "not a publish");
+    }
+}
+
+#[cfg(test)]
+mod account_tests {
+    use super::*;
+    use crate::access::Role;
+    use crate::gate::{Flow, Settings};
+    use rumqttc::v5::mqttbytes::v5::Filter;
+
+    fn accounts(rate: u32, burst: u32) -> Accounts {
+        Accounts {
+            users: Default::default(),
+            require_client_cert: false,
+            max_connections_per_client: 1,
+            rate,
+            burst,
+            reader_topics: vec!["homeassistant/status".into()],
+        }
+    }
+
+    fn publish(topic: &str, qos: QoS) -> Bytes {
+        let mut p = m5::Publish::new(topic, qos, vec![0; 10], None);
+        p.pkid = if qos == QoS::AtMostOnce { 0 } else { 0x0102 };
+        let mut out = BytesMut::new();
+        p.write(&mut out).unwrap();
+        out.freeze()
+    }
+
+    /// With accounts: a publish outside the account's topics is answered "not authorized"
+    /// (PUBACK, or PUBREC, which ends a QoS 2 exchange), a subscription outside them is
+    /// refused in the SUBACK, and above the rate QoS 0 is dropped, QoS 1 and 2 held back.
+    #[test]
+    fn an_accounts_limits_are_reason_codes() {
+        let gate = Gate::new(
+            Settings {
+                broker: crate::broker::idle_handoff(),
+                max_connections: 4,
+                max_packet: 4096,
+                tls: None,
+                accounts: Some(accounts(1, 2)),
+            },
+            Flow::new(1 << 20),
+        );
+        let accounts = gate.settings.accounts.as_ref().unwrap();
+        let pi = Identity {
+            name: "pi".into(),
+            role: Role::Agent,
+        };
+        let who = Some((&pi, accounts));
+        let mut bucket = Some(TokenBucket::new(1, 2, Instant::now()));
+        let mut check = |frame| check(&gate, who, &mut bucket, frame);
+        for (qos, answer) in [
+            (QoS::AtMostOnce, None),
+            (QoS::AtLeastOnce, Some(vec![0x40, 4, 1, 2, 0x87, 0])),
+            (QoS::ExactlyOnce, Some(vec![0x50, 4, 1, 2, 0x87, 0])),
+        ] {
+            assert_eq!(
+                check(publish("ember/v1/other/sample", qos)),
+                Step5::Answer(answer),
+                "{qos:?}"
+            );
+        }
+        let mut sub = m5::Subscribe::new_many(
+            [
+                Filter::new("ember/v1/pi/cmd", QoS::AtLeastOnce),
+                Filter::new("#", QoS::AtMostOnce),
+            ],
+            None,
+        );
+        sub.pkid = 5;
+        let mut out = BytesMut::new();
+        sub.write(&mut out).unwrap();
+        assert_eq!(
+            check(out.freeze()),
+            Step5::Answer(Some(vec![0x90, 5, 0, 5, 0, 0x80, 0x87]))
+        );
+        // The bucket holds 2: then QoS 0 is dropped, QoS 1 delayed.
+        let own = publish("ember/v1/pi/sample", QoS::AtLeastOnce);
+        let counted = (4 + 18 + 10) as u64;
+        for _ in 0..2 {
+            assert_eq!(check(own.clone()), Step5::Forward(own.clone(), counted));
+        }
+        assert_eq!(
+            check(publish("ember/v1/pi/sample", QoS::AtMostOnce)),
+            Step5::Answer(None)
+        );
+        assert_eq!(check(own.clone()), Step5::Delay(own, counted));
+        let stats = gate.stats();
+        assert_eq!(
+            (
+                stats.spoofed,
+                stats.refused_subscriptions,
+                stats.rate_dropped,
+                stats.rate_delayed
+            ),
+            (3, 1, 1, 1)
+        );
+    }
+
+    #[test]
+    fn refusals_of_authenticate_map_to_v5_reason_codes() {
+        use v4::ConnectReturnCode as C;
+        assert_eq!(v5_code(C::BadUserNamePassword), 0x86);
+        assert_eq!(v5_code(C::NotAuthorized), 0x87);
+        assert_eq!(v5_code(C::ServiceUnavailable), 0x89);
     }
 }

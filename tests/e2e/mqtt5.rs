@@ -168,3 +168,219 @@ async fn mqtt5_clients_read_the_json_state_and_exchange_messages() {
     );
     sender.abort();
 }
+
+/// Connects a v5 client and returns its CONNACK's code (or the connection's error).
+async fn connect5(o: MqttOptions) -> Result<(AsyncClient, EventLoop), String> {
+    let (client, mut events) = AsyncClient::new(o, 10);
+    match connack(&mut events).await {
+        Ok(_) => Ok((client, events)),
+        Err(rumqttc::v5::ConnectionError::ConnectionRefused(code)) => Err(format!("{code:?}")),
+        Err(e) => Err(format!("{e:?}")),
+    }
+}
+
+/// Polls `events` until `pick` takes an incoming packet.
+async fn incoming<T>(events: &mut EventLoop, mut pick: impl FnMut(Packet) -> Option<T>) -> T {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match events.poll().await {
+                Ok(Event::Incoming(p)) => {
+                    if let Some(t) = pick(p) {
+                        return t;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => panic!("the v5 connection failed: {e:?}"),
+            }
+        }
+    })
+    .await
+    .expect("the packet within 10 s")
+}
+
+/// With accounts, MQTT 5 clients meet the same authentication, topic rules, limits on
+/// connections per account and on packet size as 3.1.1 clients, refused with MQTT 5's reason
+/// codes; over TLS too (Mosquitto's clients).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt5_with_accounts_meets_the_same_rules() {
+    use ember_collector::access::Role;
+    use rumqttc::v5::mqttbytes::v5::{PubAckReason, SubscribeReasonCode};
+    let pki =
+        crate::security::Pki::new(&[("pi5", Role::Agent, false), ("dash5", Role::Reader, false)]);
+    let mut mqtt = pki.mqtt(true);
+    mqtt.max_connections_per_client = 1;
+    let c = Running::start(|c| {
+        c.mqtt = mqtt;
+        c.max_payload = 4096;
+    })
+    .await;
+    let port = c.mqtt_port();
+    let login = |id: &str, user: &str, password: &str| {
+        let mut o = options5(id, port);
+        o.set_credentials(user, password);
+        o
+    };
+    assert_eq!(
+        connect5(options5("anon", port)).await.err().as_deref(),
+        Some("NotAuthorized")
+    );
+    assert_eq!(
+        connect5(login("x", "pi5", "wrong")).await.err().as_deref(),
+        Some("BadUserNamePassword")
+    );
+    let (pi, mut pi_events) = connect5(login("pi5", "pi5", pki.password("pi5")))
+        .await
+        .expect("pi5 connects");
+    assert_eq!(
+        connect5(login("pi5b", "pi5", pki.password("pi5")))
+            .await
+            .err()
+            .as_deref(),
+        Some("QuotaExceeded"),
+        "one connection per account"
+    );
+
+    // Another host's topic: "not authorized" in the PUBACK; its own: success.
+    for (topic, reason) in [
+        ("ember/v1/other/status", PubAckReason::NotAuthorized),
+        ("ember/v1/pi5/status", PubAckReason::Success),
+    ] {
+        pi.publish(topic, QoS::AtLeastOnce, true, vec![0])
+            .await
+            .unwrap();
+        let got = incoming(&mut pi_events, |p| match p {
+            Packet::PubAck(a) => Some(a.reason),
+            _ => None,
+        })
+        .await;
+        assert_eq!(got, reason, "{topic}");
+    }
+    // A subscription outside its host: refused in the SUBACK, the connection stays.
+    pi.subscribe("#", QoS::AtMostOnce).await.unwrap();
+    let codes = incoming(&mut pi_events, |p| match p {
+        Packet::SubAck(a) => Some(a.return_codes),
+        _ => None,
+    })
+    .await;
+    assert_eq!(codes, [SubscribeReasonCode::NotAuthorized]);
+
+    // A reader reads pi5's retained status.
+    let (dash, mut dash_events) = connect5(login("dash", "dash5", pki.password("dash5")))
+        .await
+        .expect("the reader connects");
+    dash.subscribe("ember/v1/pi5/status", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    assert_eq!(
+        next_publish5(
+            &mut dash_events,
+            "ember/v1/pi5/status",
+            Duration::from_secs(10)
+        )
+        .await,
+        [0]
+    );
+
+    // The reader's one connection closes; a packet above the maximum on its next one:
+    // DISCONNECT 0x95 ("packet too large").
+    drop((dash, dash_events));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    use rumqttc::v5::mqttbytes::v5::{Connect, Login};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut raw = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let mut out = bytes::BytesMut::new();
+    let connect = Connect {
+        keep_alive: 30,
+        client_id: "big".into(),
+        clean_start: true,
+        properties: None,
+    };
+    let login = Some(Login::new("dash5", pki.password("dash5")));
+    connect.write(&None, &login, &mut out).unwrap();
+    raw.write_all(&out).await.unwrap();
+    let mut ack = [0u8; 64];
+    let n = raw.read(&mut ack).await.unwrap();
+    assert_eq!(&ack[..4], [0x20, n as u8 - 2, 0, 0], "accepted");
+    let mut big = rumqttc::v5::mqttbytes::v5::Publish::new(
+        "homeassistant/status",
+        QoS::AtMostOnce,
+        vec![0; 8000],
+        None,
+    );
+    big.pkid = 0;
+    let mut out = bytes::BytesMut::new();
+    big.write(&mut out).unwrap();
+    let _ = raw.write_all(&out).await;
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), raw.read_to_end(&mut rest)).await;
+    assert_eq!(rest, [0xe0, 2, 0x95, 0], "DISCONNECT, packet too large");
+    drop(pi);
+}
+
+/// Over TLS, Mosquitto's MQTT 5 clients: a wrong password refused, the account's own topic
+/// published and read back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt5_over_tls_with_mosquittos_clients() {
+    use ember_collector::access::Role;
+    let pki = crate::security::Pki::new(&[
+        ("pi5t", Role::Agent, false),
+        ("dash5t", Role::Reader, false),
+    ]);
+    let mqtt = pki.mqtt(false);
+    assert!(mqtt.tls.is_some());
+    let c = Running::start(|c| c.mqtt = mqtt).await;
+    let port = c.mqtt_port().to_string();
+    let ca = pki.dir.join("ca.pem");
+    let tls = |user: &str, password: &str| -> Vec<String> {
+        [
+            "-h",
+            "localhost",
+            "-p",
+            &port,
+            "-V",
+            "mqttv5",
+            "--cafile",
+            ca.to_str().unwrap(),
+            "-u",
+            user,
+            "-P",
+            password,
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    let run = |bin: &str, args: Vec<String>| {
+        Command::new(bin)
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("{bin}: {e}"))
+    };
+    let mut args = tls("pi5t", "wrong");
+    args.extend(["-t", "ember/v1/pi5t/status", "-C", "1", "-W", "5"].map(String::from));
+    let refused = run("mosquitto_sub", args);
+    let err = String::from_utf8_lossy(&refused.stderr).to_lowercase();
+    assert!(
+        !refused.status.success() && err.contains("bad user name or password"),
+        "{err}"
+    );
+
+    let mut args = tls("pi5t", pki.password("pi5t"));
+    args.extend(["-q", "1", "-r", "-t", "ember/v1/pi5t/status", "-m", "x"].map(String::from));
+    let published = run("mosquitto_pub", args);
+    assert!(
+        published.status.success(),
+        "{}",
+        String::from_utf8_lossy(&published.stderr)
+    );
+    let mut args = tls("dash5t", pki.password("dash5t"));
+    args.extend(["-t", "ember/v1/pi5t/status", "-C", "1", "-W", "10"].map(String::from));
+    let read = run("mosquitto_sub", args);
+    assert_eq!(
+        String::from_utf8_lossy(&read.stdout).trim(),
+        "x",
+        "{}",
+        String::from_utf8_lossy(&read.stderr)
+    );
+}
