@@ -27,6 +27,10 @@ use super::{
 use crate::access::{Identity, TokenBucket};
 use crate::ingest::from_agents;
 
+// Session expiry on rumqttd.
+#[path = "gate_v5_expiry.rs"]
+mod expiry;
+
 /// The receive maximum the CONNACK states: rumqttd reads at most this many packets of a
 /// connection at once (`max_inflight_count`, `broker.rs`), and the gate holds back the rest.
 pub const RECEIVE_MAXIMUM: u16 = 100;
@@ -160,6 +164,14 @@ where
 
     let session = gate.take_session(&client_id).await;
     let kick = &session.session.kick;
+    let session_expiry = props.session_expiry_interval.unwrap_or(0);
+    if connect.clean_start && session_expiry > 0 {
+        // A session started afresh and kept afterwards: rumqttd's old one for the id ends
+        // first, then the client connects not clean (`gate_v5_expiry.rs`).
+        expiry::purge(gate, &client_id).await?;
+    }
+    // Times the session's expiry once the connection has closed, however it ends.
+    let _expiry = expiry::Expiries::begin(gate, &client_id, session_expiry);
     let upstream = crate::broker::connect_v5(&gate.settings.broker)?;
     let (mut up_rd, mut up_wr) = tokio::io::split(upstream);
     let client_max = props.max_packet_size;
@@ -167,8 +179,9 @@ where
         client_id,
         keep_alive: connect.keep_alive,
         // rumqttd keeps a session after the connection only with `clean_start` false; one
-        // that expires at once (interval 0, the default) is not to be kept.
-        clean_start: connect.clean_start || props.session_expiry_interval.unwrap_or(0) == 0,
+        // that expires at once (interval 0, the default) is not to be kept, and one started
+        // afresh was purged above.
+        clean_start: session_expiry == 0,
         properties: Some(m5::ConnectProperties {
             // rumqttd would alias topics towards the client, keeping up to this many of them.
             topic_alias_max: None,
@@ -267,6 +280,9 @@ async fn refuse<W: AsyncWrite + Unpin>(wr: &mut W, code: u8) -> Result<(), Close
     Err(Closed::Refused5(code))
 }
 
+/// A DISCONNECT's reason code "disconnect with will message".
+const DISCONNECT_WITH_WILL: u8 = 0x04;
+
 /// A DISCONNECT with a reason code and no properties.
 pub fn disconnect(code: u8) -> [u8; 4] {
     [0xe0, 2, code, 0]
@@ -294,6 +310,9 @@ pub enum Step5 {
     Answer(Option<Vec<u8>>),
     /// Send the client a DISCONNECT with this reason code and close.
     Disconnect(u8, String),
+    /// Close rumqttd's side without passing the frame on: a DISCONNECT asking for the will
+    /// (reason 0x04), which rumqttd would delete at any DISCONNECT; closed so, it sends it.
+    CloseWithWill,
 }
 
 /// The relay's decision on one frame, without I/O: `accounts` is who the client is (with
@@ -399,6 +418,9 @@ pub fn check(
                 }
             });
             Step5::Answer(Some(suback(subscribe.pkid, codes)))
+        }
+        Ok(PacketType::Disconnect) if frame.get(2) == Some(&DISCONNECT_WITH_WILL) => {
+            Step5::CloseWithWill
         }
         Ok(PacketType::Connect) => {
             Step5::Disconnect(reason::PROTOCOL_ERROR, "a second CONNECT".into())
@@ -541,6 +563,7 @@ impl Relay<'_> {
                         w.write_all(&bytes).await?;
                         w.flush().await?;
                     }
+                    Step5::CloseWithWill => break Ok(()),
                     Step5::Disconnect(code, why) => {
                         bump(&counters.refused_protocol);
                         let mut w = wr.lock().await;
@@ -683,6 +706,15 @@ mod tests {
             check(Bytes::from_static(&[0xc0, 0])),
             Step5::Forward(..)
         ));
+        // DISCONNECT: normal goes to rumqttd (which deletes the will); "with will" does not.
+        for normal in [&[0xe0u8, 0][..], &[0xe0, 1, 0], &[0xe0, 2, 0, 0]] {
+            let normal = Bytes::copy_from_slice(normal);
+            assert_eq!(check(normal.clone()), Step5::Forward(normal, 0));
+        }
+        assert_eq!(
+            check(Bytes::from_static(&[0xe0, 1, 4])),
+            Step5::CloseWithWill
+        );
     }
 
     #[test]

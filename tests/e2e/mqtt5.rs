@@ -179,6 +179,12 @@ async fn connect5(o: MqttOptions) -> Result<(AsyncClient, EventLoop), String> {
     }
 }
 
+/// Subscribes to `filter` at QoS 1 and waits for the SUBACK.
+async fn subscribed(client: &AsyncClient, events: &mut EventLoop, filter: &str) {
+    client.subscribe(filter, QoS::AtLeastOnce).await.unwrap();
+    incoming(events, |p| matches!(p, Packet::SubAck(_)).then_some(())).await;
+}
+
 /// Polls `events` until `pick` takes an incoming packet.
 async fn incoming<T>(events: &mut EventLoop, mut pick: impl FnMut(Packet) -> Option<T>) -> T {
     tokio::time::timeout(Duration::from_secs(10), async {
@@ -383,4 +389,244 @@ async fn mqtt5_over_tls_with_mosquittos_clients() {
         "{}",
         String::from_utf8_lossy(&read.stderr)
     );
+}
+
+/// A publish's MQTT 5 properties reach the subscriber: user properties, content type, payload
+/// format, response topic and correlation data, and the message expiry interval (counted down).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt5_properties_pass_through_and_expired_messages_are_not_sent() {
+    use rumqttc::v5::mqttbytes::v5::PublishProperties;
+    let c = Running::start(|_| {}).await;
+    let port = c.mqtt_port();
+    let (sub, mut sub_events) = connect5(options5("v5-props-sub", port)).await.unwrap();
+    subscribed(&sub, &mut sub_events, "v5/props").await;
+    let (publisher, mut pub_events) = connect5(options5("v5-props-pub", port)).await.unwrap();
+    let sent = PublishProperties {
+        payload_format_indicator: Some(1),
+        message_expiry_interval: Some(600),
+        topic_alias: None,
+        response_topic: Some("v5/reply".into()),
+        correlation_data: Some(bytes::Bytes::from_static(b"corr")),
+        user_properties: vec![("k".into(), "v".into()), ("k".into(), "w".into())],
+        subscription_identifiers: Vec::new(),
+        content_type: Some("application/json".into()),
+    };
+    publisher
+        .publish_with_properties("v5/props", QoS::AtLeastOnce, false, "{}", sent.clone())
+        .await
+        .unwrap();
+    let sending = tokio::spawn(async move { while pub_events.poll().await.is_ok() {} });
+    let got = incoming(&mut sub_events, |p| match p {
+        Packet::Publish(p) if p.topic == "v5/props" => Some(p.properties),
+        _ => None,
+    })
+    .await
+    .expect("the publish's properties");
+    let expiry = got
+        .message_expiry_interval
+        .expect("the message expiry interval");
+    assert!((590..=600).contains(&expiry), "{expiry}");
+    assert_eq!(
+        PublishProperties {
+            message_expiry_interval: Some(600),
+            ..got
+        },
+        sent
+    );
+
+    // Retained with a message expiry of 1 s: not sent once it has expired.
+    let expiring = PublishProperties {
+        message_expiry_interval: Some(1),
+        ..Default::default()
+    };
+    publisher
+        .publish_with_properties(
+            "v5/retained/expiring",
+            QoS::AtLeastOnce,
+            true,
+            "old",
+            expiring,
+        )
+        .await
+        .unwrap();
+    publisher
+        .publish("v5/retained/kept", QoS::AtLeastOnce, true, "kept")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let (late, mut late_events) = connect5(options5("v5-props-late", port)).await.unwrap();
+    late.subscribe("v5/retained/#", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    let mut topics = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        loop {
+            if let Ok(Event::Incoming(Packet::Publish(p))) = late_events.poll().await {
+                topics.push(String::from_utf8_lossy(&p.topic).into_owned());
+            }
+        }
+    })
+    .await;
+    assert_eq!(topics, ["v5/retained/kept"], "the expired one is not sent");
+    sending.abort();
+}
+
+/// Session expiry: 0 (the default) ends the session with the connection; a longer one keeps
+/// it (subscriptions, messages queued while away) until it expires; a clean start drops it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt5_session_expiry_is_honoured() {
+    let c = Running::start(|_| {}).await;
+    let port = c.mqtt_port();
+    let session = |id: &str, clean: bool, expiry: Option<u32>| {
+        let mut o = options5(id, port);
+        o.set_clean_start(clean);
+        o.set_session_expiry_interval(expiry);
+        o
+    };
+    let present = |o: MqttOptions| async move {
+        let (client, mut events) = AsyncClient::new(o, 10);
+        let ack = connack(&mut events).await.expect("a CONNACK");
+        (ack.session_present, client, events)
+    };
+    let (publisher, mut pub_events) = connect5(options5("v5-sess-pub", port)).await.unwrap();
+    let sending = tokio::spawn(async move { while pub_events.poll().await.is_ok() {} });
+
+    // Expiry 0, not clean: nothing is kept.
+    let (_, client, mut events) = present(session("v5-s0", false, None)).await;
+    subscribed(&client, &mut events, "v5/s0").await;
+    drop((client, events));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (was, _c, _e) = present(session("v5-s0", false, None)).await;
+    assert!(!was, "a session with expiry 0 ends with its connection");
+
+    // Expiry 60: kept, with what was published while away.
+    let (_, client, mut events) = present(session("v5-s60", true, Some(60))).await;
+    subscribed(&client, &mut events, "v5/s60").await;
+    drop((client, events));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    publisher
+        .publish("v5/s60", QoS::AtLeastOnce, false, "while away")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (was, _client, mut events) = present(session("v5-s60", false, Some(60))).await;
+    assert!(was, "a session with expiry 60 is kept");
+    assert_eq!(
+        next_publish5(&mut events, "v5/s60", Duration::from_secs(10)).await,
+        b"while away"
+    );
+    drop((_client, events));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A clean start drops it (and is then kept itself, expiry 60).
+    let (was, _c, _e) = present(session("v5-s60", true, Some(60))).await;
+    assert!(!was, "a clean start drops the session");
+
+    // Expiry 1: gone 2 s after the connection.
+    let (_, client, mut events) = present(session("v5-s1", true, Some(1))).await;
+    subscribed(&client, &mut events, "v5/s1").await;
+    drop((client, events));
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let (was, _c, _e) = present(session("v5-s1", false, Some(1))).await;
+    assert!(!was, "a session with expiry 1 s is gone after 2.5 s");
+    sending.abort();
+}
+
+/// A will with a delay is published that long after an abrupt close, not at once, and not at
+/// all when the client comes back in time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt5_will_delay_is_honoured() {
+    use rumqttc::v5::mqttbytes::v5::{LastWill, LastWillProperties};
+    let c = Running::start(|_| {}).await;
+    let port = c.mqtt_port();
+    let (watcher, mut watch_events) = connect5(options5("v5-will-watch", port)).await.unwrap();
+    subscribed(&watcher, &mut watch_events, "v5/will/#").await;
+    let with_will = |id: &str, topic: &str| {
+        let mut o = options5(id, port);
+        o.set_clean_start(true);
+        o.set_session_expiry_interval(Some(30));
+        let props = LastWillProperties {
+            delay_interval: Some(2),
+            payload_format_indicator: None,
+            message_expiry_interval: None,
+            content_type: None,
+            response_topic: None,
+            correlation_data: None,
+            user_properties: Vec::new(),
+        };
+        o.set_last_will(LastWill::new(
+            topic,
+            "gone",
+            QoS::AtLeastOnce,
+            false,
+            Some(props),
+        ));
+        o
+    };
+    // Closed abruptly: the will comes after 2 s, not before.
+    let (client, events) = connect5(with_will("v5-will-a", "v5/will/a")).await.unwrap();
+    let closed = std::time::Instant::now();
+    drop((client, events));
+    let will = next_publish5(&mut watch_events, "v5/will/a", Duration::from_secs(10)).await;
+    assert_eq!(will, b"gone");
+    let after = closed.elapsed();
+    assert!(after >= Duration::from_millis(1800), "{after:?}");
+    // Back within the delay: no will.
+    let (client, events) = connect5(with_will("v5-will-b", "v5/will/b")).await.unwrap();
+    drop((client, events));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut o = options5("v5-will-b", port);
+    o.set_clean_start(false);
+    o.set_session_expiry_interval(Some(30));
+    let (_back, mut back_events) = connect5(o).await.unwrap();
+    let keep = tokio::spawn(async move { while back_events.poll().await.is_ok() {} });
+    let none = tokio::time::timeout(Duration::from_secs(4), async {
+        loop {
+            if let Ok(Event::Incoming(Packet::Publish(p))) = watch_events.poll().await {
+                return p.topic;
+            }
+        }
+    })
+    .await;
+    assert!(none.is_err(), "a will for a client back in time: {none:?}");
+    keep.abort();
+
+    // DISCONNECT "with will message" (0x04): the will is sent; a normal DISCONNECT: not.
+    use rumqttc::v5::mqttbytes::v5::Connect;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    for (reason, topic, sent) in [(4u8, "v5/will/c", true), (0, "v5/will/d", false)] {
+        let mut raw = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let connect = Connect {
+            keep_alive: 30,
+            client_id: topic.replace('/', "-"),
+            clean_start: true,
+            properties: None,
+        };
+        let will = LastWill::new(topic, "bye", QoS::AtMostOnce, false, None);
+        let mut out = bytes::BytesMut::new();
+        connect.write(&Some(will), &None, &mut out).unwrap();
+        raw.write_all(&out).await.unwrap();
+        let mut ack = [0u8; 64];
+        assert!(
+            raw.read(&mut ack).await.unwrap() >= 5 && ack[3] == 0,
+            "accepted"
+        );
+        raw.write_all(&[0xe0, 1, reason]).await.unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(3), async {
+            loop {
+                // (Only this client's: the will of `v5-will-b`, closed above, comes too.)
+                if let Ok(Event::Incoming(Packet::Publish(p))) = watch_events.poll().await {
+                    if p.topic == topic.as_bytes() {
+                        return p.topic;
+                    }
+                }
+            }
+        })
+        .await;
+        match got {
+            Ok(t) => assert!(sent && t == topic.as_bytes(), "reason {reason}: {t:?}"),
+            Err(_) => assert!(!sent, "no will after a DISCONNECT with reason {reason}"),
+        }
+    }
 }
