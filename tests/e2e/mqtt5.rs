@@ -79,6 +79,26 @@ async fn mqtt5_clients_read_the_json_state_and_exchange_messages() {
         String::from_utf8_lossy(&sub.stderr)
     );
 
+    // paho-mqtt (PyPI), MQTT 5 and 3.1.1, reads it too.
+    for protocol in ["5", "311"] {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/e2e/paho_client.py");
+        let paho = Command::new("python3")
+            .args([script, &port.to_string(), protocol, "ember/json/v5-host"])
+            .output()
+            .expect("python3 (with paho-mqtt: pip install paho-mqtt)");
+        let out = String::from_utf8_lossy(&paho.stdout);
+        assert!(
+            paho.status.success()
+                && out.contains("connack 0")
+                && out.contains("message ember/json/v5-host {"),
+            "paho-mqtt {protocol}: {out} {}",
+            String::from_utf8_lossy(&paho.stderr)
+        );
+        if protocol == "5" {
+            assert!(out.contains("TopicAliasMaximum 0"), "{out}");
+        }
+    }
+
     // rumqttc's v5 client: the CONNACK says what is served.
     let (client, mut events) = AsyncClient::new(options5("v5-reader", c.mqtt_port()), 10);
     let ack = connack(&mut events).await.expect("a v5 CONNACK");
