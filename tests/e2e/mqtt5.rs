@@ -650,3 +650,55 @@ async fn mqtt5_will_delay_is_honoured() {
         }
     }
 }
+
+/// The agent speaks the MQTT version its config says: 3.1.1 by default (level 4 in its
+/// CONNECT), 5 with `mqtt-version = "5"`; over MQTT 5 its samples, inventory and `Offline` at
+/// stop reach the collector as over 3.1.1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_speaks_mqtt5_when_configured() {
+    use ember_agent::mqtt::Version;
+    use tokio::io::AsyncReadExt;
+    for (version, level) in [(Version::V311, 4), (Version::V5, 5)] {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut config =
+            crate::harness::agent_config(listener.local_addr().unwrap(), "v5-level", "1s");
+        assert_eq!(config.mqtt_version, Version::V311, "the default");
+        config.mqtt_version = version;
+        let (stop, agent) = spawn_agent(config);
+        let (mut s, _) = tokio::time::timeout(Duration::from_secs(10), listener.accept())
+            .await
+            .expect("the agent connects")
+            .unwrap();
+        let mut connect = vec![0u8; 512];
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut connect))
+            .await
+            .expect("a CONNECT")
+            .unwrap();
+        assert_eq!(
+            ember_collector::gate::protocol_level(&connect[..n]),
+            Some(level),
+            "{version}"
+        );
+        drop(s);
+        stop.send(true).unwrap();
+        let _ = agent.await;
+    }
+
+    let c = Running::start(|_| {}).await;
+    let mut config = c.agent_config("v5-agent", "200ms");
+    config.mqtt_version = Version::V5;
+    let (stop, agent) = spawn_agent(config);
+    eventually(Duration::from_secs(10), "v5-agent's samples", || async {
+        let h = c.get("/api/hosts/v5-agent").await.1;
+        (h["received"].as_u64()? >= 3 && h["info"].is_object() && h["status"] == "online")
+            .then_some(())
+    })
+    .await;
+    stop.send(true).unwrap();
+    agent.await.unwrap().unwrap();
+    eventually(Duration::from_secs(10), "v5-agent offline", || async {
+        let h = c.get("/api/hosts/v5-agent").await.1;
+        (h["status"] == "offline").then_some(())
+    })
+    .await;
+}
