@@ -49,14 +49,14 @@ impl Graveyard {
     }
 
     /// Save only metrics for connection
-    pub fn save_metrics(&mut self, id: String, metrics: ConnectionEvents) {
-        self.connections.insert(
-            id,
-            SavedState {
-                session_state: None,
-                metrics,
-            },
-        );
+    ///
+    /// Ember: keeps nothing. A clean session's entry held only its connection events (read by
+    /// the console, which Ember does not run), and stayed for ever: about 400 bytes of heap
+    /// per client id that had ever connected, however long gone (every MQTT 5 client with an
+    /// empty id gets an id of its own). An earlier session's state under the id goes too, as a
+    /// clean session's should.
+    pub fn save_metrics(&mut self, id: String, _metrics: ConnectionEvents) {
+        self.connections.remove(&id); // Ember: was an insert of the metrics
     }
 }
 
