@@ -175,6 +175,7 @@ where
     let upstream = crate::broker::connect_v5(&gate.settings.broker)?;
     let (mut up_rd, mut up_wr) = tokio::io::split(upstream);
     let client_max = props.max_packet_size;
+    let receive_maximum = props.receive_maximum;
     let forwarded = m5::Connect {
         client_id,
         keep_alive: connect.keep_alive,
@@ -229,6 +230,7 @@ where
         kick,
         accounts: checked.as_ref().map(|(i, a)| (i, *a)),
         client_max,
+        quota: Quota::new(receive_maximum),
     };
     let result = Box::pin(relay.run(rd, wr, up_rd, up_wr, buf, down_buf)).await;
     drop(session);
@@ -468,6 +470,96 @@ struct Relay<'a> {
     accounts: Option<(&'a Identity, &'a Accounts)>,
     /// The largest packet the client takes (its CONNECT's maximum packet size).
     client_max: Option<u32>,
+    /// The client's Receive Maximum, kept towards it.
+    quota: Quota,
+}
+
+/// The QoS 1 and 2 PUBLISHes sent to a client and not yet acknowledged, against the client's
+/// Receive Maximum (MQTT 5.0, 3.3.4): rumqttd sends up to 100 whatever the client said, so the
+/// gate holds the next one back (rumqttd's side of the pipe then waits) until one is
+/// acknowledged. Atomics: the connection's task must be `Send`.
+#[derive(Debug)]
+pub struct Quota {
+    /// `None`: the client's maximum is at least rumqttd's own; nothing to keep.
+    max: Option<u32>,
+    used: std::sync::atomic::AtomicU32,
+    freed: Notify,
+    ended: std::sync::atomic::AtomicBool,
+}
+
+impl Quota {
+    /// The quota for a CONNECT's Receive Maximum (absent: 65,535).
+    pub fn new(receive_maximum: Option<u16>) -> Self {
+        Quota {
+            max: receive_maximum
+                .filter(|m| *m < RECEIVE_MAXIMUM)
+                .map(u32::from),
+            used: Default::default(),
+            freed: Notify::new(),
+            ended: Default::default(),
+        }
+    }
+
+    /// Waits for room for one more; `false` once the connection has ended.
+    pub async fn take(&self) -> bool {
+        use std::sync::atomic::Ordering::AcqRel;
+        let Some(max) = self.max else {
+            return true;
+        };
+        loop {
+            let freed = self.freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            if self.ended.load(std::sync::atomic::Ordering::Acquire) {
+                return false;
+            }
+            let taken = self
+                .used
+                .fetch_update(AcqRel, std::sync::atomic::Ordering::Acquire, |u| {
+                    (u < max).then_some(u + 1)
+                });
+            if taken.is_ok() {
+                return true;
+            }
+            freed.await;
+        }
+    }
+
+    /// One was acknowledged.
+    pub fn give(&self) {
+        use std::sync::atomic::Ordering::AcqRel;
+        let _ = self
+            .used
+            .fetch_update(AcqRel, std::sync::atomic::Ordering::Acquire, |u| {
+                u.checked_sub(1)
+            });
+        self.freed.notify_one();
+    }
+
+    /// The connection has ended: nobody waits any more.
+    pub fn end(&self) {
+        self.ended.store(true, std::sync::atomic::Ordering::Release);
+        self.freed.notify_waiters();
+    }
+}
+
+/// Whether a client's frame ends a QoS 1 or 2 delivery to it: PUBACK, PUBCOMP, or a PUBREC
+/// with a failure reason (MQTT 5.0, 4.9).
+fn frees_quota(frame: &[u8]) -> bool {
+    match frame.first().map(|b| b >> 4) {
+        Some(4 | 7) => true,
+        Some(5) => {
+            frame.get(1).is_some_and(|l| *l >= 3) && frame.get(4).is_some_and(|r| *r >= 0x80)
+        }
+        _ => false,
+    }
+}
+
+/// Whether a frame from rumqttd is a QoS 1 or 2 PUBLISH.
+fn needs_ack(frame: &[u8]) -> bool {
+    frame
+        .first()
+        .is_some_and(|b| b >> 4 == 3 && (b >> 1) & 3 != 0)
 }
 
 impl Relay<'_> {
@@ -504,6 +596,9 @@ impl Relay<'_> {
                         }
                     }
                     continue;
+                }
+                if needs_ack(&frame) && !self.quota.take().await {
+                    break;
                 }
                 let mut w = wr.lock().await;
                 if w.write_all(&frame).await.is_err() {
@@ -545,6 +640,9 @@ impl Relay<'_> {
                 };
                 match check(gate, self.accounts, &mut bucket, frame) {
                     Step5::Forward(frame, counted) => {
+                        if frees_quota(&frame) {
+                            self.quota.give();
+                        }
                         flow.relay(counted).await;
                         up_wr.lock().await.write_all(&frame).await?;
                     }
@@ -574,6 +672,7 @@ impl Relay<'_> {
                 }
             };
             let _ = up_wr.lock().await.shutdown().await;
+            self.quota.end();
             result
         });
         drain(up, down).await
@@ -913,5 +1012,58 @@ mod bad_input {
                 .map(|h| m5::Connect::read(h, Bytes::from(frame.clone())));
             let _ = delivered(&frame);
         }
+    }
+}
+
+#[cfg(test)]
+mod quota_tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// A client's Receive Maximum below rumqttd's is kept: the next QoS 1 or 2 PUBLISH waits
+    /// for an acknowledgement; the wait ends with the connection.
+    #[tokio::test]
+    async fn the_clients_receive_maximum_holds_publishes_back() {
+        let quota = Arc::new(Quota::new(Some(2)));
+        assert!(quota.take().await && quota.take().await);
+        let third = tokio::spawn({
+            let quota = quota.clone();
+            async move { quota.take().await }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!third.is_finished(), "held back at 2");
+        quota.give();
+        assert!(tokio::time::timeout(Duration::from_secs(1), third)
+            .await
+            .expect("released by an acknowledgement")
+            .unwrap());
+        let fourth = tokio::spawn({
+            let quota = quota.clone();
+            async move { quota.take().await }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        quota.end();
+        assert!(!tokio::time::timeout(Duration::from_secs(1), fourth)
+            .await
+            .expect("released by the end")
+            .unwrap());
+        // At or above rumqttd's own maximum (or absent): nothing to keep.
+        for max in [None, Some(RECEIVE_MAXIMUM), Some(u16::MAX)] {
+            let q = Quota::new(max);
+            for _ in 0..200 {
+                assert!(q.take().await);
+            }
+        }
+        // What frees the quota.
+        assert!(frees_quota(&[0x40, 2, 0, 1]));
+        assert!(frees_quota(&[0x70, 2, 0, 1]));
+        assert!(frees_quota(&[0x50, 3, 0, 1, 0x87]));
+        assert!(
+            !frees_quota(&[0x50, 2, 0, 1]),
+            "PUBREC success: PUBCOMP to come"
+        );
+        assert!(!frees_quota(&[0x62, 2, 0, 1]));
+        assert!(needs_ack(&[0x32, 5, 0, 1, b'a', 0, 1]) && needs_ack(&[0x34]));
+        assert!(!needs_ack(&[0x30, 3, 0, 1, b'a']) && !needs_ack(&[0x40, 2, 0, 1]));
     }
 }

@@ -702,3 +702,82 @@ async fn the_agent_speaks_mqtt5_when_configured() {
     })
     .await;
 }
+
+/// Reads whole frames from `raw` for `wait`: the PUBLISHes' packet ids.
+async fn publish_ids(
+    raw: &mut tokio::net::TcpStream,
+    buf: &mut bytes::BytesMut,
+    wait: Duration,
+) -> Vec<u16> {
+    use rumqttc::v5::mqttbytes::v5::check;
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        while let Ok(h) = check(buf.iter(), None) {
+            let f = buf.split_to(h.frame_length());
+            if f[0] >> 4 == 3 {
+                let topic = usize::from(u16::from_be_bytes([f[2], f[3]]));
+                got.push(u16::from_be_bytes([f[4 + topic], f[5 + topic]]));
+            }
+        }
+        let mut more = [0u8; 1024];
+        match tokio::time::timeout_at(deadline, raw.read(&mut more)).await {
+            Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&more[..n]),
+            _ => return got,
+        }
+    }
+}
+
+/// A client's Receive Maximum is kept: with 2, no more than 2 QoS 1 messages come before it
+/// acknowledges one (rumqttd alone sends up to 100), and every one comes as it does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt5_receive_maximum_is_kept() {
+    use rumqttc::v5::mqttbytes::v5::{Connect, ConnectProperties, Filter, Subscribe};
+    use tokio::io::AsyncWriteExt;
+    let c = Running::start(|_| {}).await;
+    let port = c.mqtt_port();
+    let mut raw = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let mut props = ConnectProperties::new();
+    props.receive_maximum = Some(2);
+    let connect = Connect {
+        keep_alive: 30,
+        client_id: "v5-rm".into(),
+        clean_start: true,
+        properties: Some(props),
+    };
+    let mut out = bytes::BytesMut::new();
+    connect.write(&None, &None, &mut out).unwrap();
+    let mut subscribe = Subscribe::new(Filter::new("v5/rm", QoS::AtLeastOnce), None);
+    subscribe.pkid = 1;
+    subscribe.write(&mut out).unwrap();
+    raw.write_all(&out).await.unwrap();
+    let mut buf = bytes::BytesMut::new();
+    publish_ids(&mut raw, &mut buf, Duration::from_millis(500)).await; // CONNACK, SUBACK
+    let (publisher, mut pub_events) = connect5(options5("v5-rm-pub", port)).await.unwrap();
+    for i in 0..5 {
+        publisher
+            .publish("v5/rm", QoS::AtLeastOnce, false, format!("{i}"))
+            .await
+            .unwrap();
+    }
+    let sending = tokio::spawn(async move { while pub_events.poll().await.is_ok() {} });
+    let first = publish_ids(&mut raw, &mut buf, Duration::from_secs(2)).await;
+    assert_eq!(first.len(), 2, "two before an acknowledgement: {first:?}");
+    let mut all = first.clone();
+    while all.len() < 5 {
+        let mut acks = Vec::new();
+        for pkid in &all[all.len() - 2.min(all.len())..] {
+            acks.extend_from_slice(&[0x40, 2]);
+            acks.extend_from_slice(&pkid.to_be_bytes());
+        }
+        raw.write_all(&acks).await.unwrap();
+        let more = publish_ids(&mut raw, &mut buf, Duration::from_secs(2)).await;
+        assert!(!more.is_empty() && more.len() <= 2, "{more:?}");
+        all.extend(more);
+    }
+    assert_eq!(all.len(), 5, "{all:?}");
+    sending.abort();
+}
