@@ -89,6 +89,12 @@ pub fn rumqttd_config(config: &Config) -> rumqttd::Config {
             SERVER.to_string(),
             ServerSettings {
                 name: "ember-v5".to_string(),
+                // The gate's own limit, which it tells MQTT 5 clients in the CONNACK and
+                // enforces before rumqttd (3.1.1 clients, told nothing, meet rumqttd's).
+                connections: ConnectionSettings {
+                    max_payload_size: max_packet(config),
+                    ..server.connections.clone()
+                },
                 ..server.clone()
             },
         )])),
@@ -101,6 +107,12 @@ pub fn rumqttd_config(config: &Config) -> rumqttd::Config {
         prometheus: None,
         metrics: None,
     }
+}
+
+/// The largest packet (remaining length) the gate takes from a client: `max-payload` and room
+/// for the topic and the header.
+pub fn max_packet(config: &Config) -> usize {
+    config.max_payload + 1024
 }
 
 /// Router connections beyond `max-connections`: see [`rumqttd_config`].

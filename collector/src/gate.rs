@@ -124,8 +124,7 @@ impl Settings {
         Ok(Settings {
             broker,
             max_connections: config.max_connections,
-            // The payload limit plus room for the topic and the header.
-            max_packet: config.max_payload + 1024,
+            max_packet: crate::broker::max_packet(config),
             tls,
             accounts,
         })

@@ -326,6 +326,32 @@ async fn mqtt5_with_accounts_meets_the_same_rules() {
     let mut ack = [0u8; 64];
     let n = raw.read(&mut ack).await.unwrap();
     assert_eq!(&ack[..4], [0x20, n as u8 - 2, 0, 0], "accepted");
+    // Above `max-payload` (4096) but within the CONNACK's maximum packet size: taken.
+    let connack = bytes::Bytes::copy_from_slice(&ack[..n]);
+    let header = rumqttc::v5::mqttbytes::v5::check(connack.iter(), None).unwrap();
+    let connack = ConnAck::read(header, connack).unwrap();
+    let max = connack.properties.unwrap().max_packet_size.unwrap() as usize;
+    assert_eq!(max, 4096 + 1026);
+    let mut within = rumqttc::v5::mqttbytes::v5::Publish::new(
+        "homeassistant/status",
+        QoS::AtLeastOnce,
+        vec![0; max - 2 - 3 - 2 - 20 - 2 - 1],
+        None,
+    );
+    within.pkid = 3;
+    let mut out = bytes::BytesMut::new();
+    within.write(&mut out).unwrap();
+    assert!(out.len() <= max && out.len() > 4096 + 200, "{}", out.len());
+    raw.write_all(&out).await.unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(5), raw.read(&mut ack))
+        .await
+        .expect("an answer")
+        .unwrap();
+    assert!(
+        n >= 4 && ack[..4] == [0x40, ack[1], 0, 3] && (ack[1] == 2 || ack[4] == 0),
+        "PUBACK, success: {:02x?}",
+        &ack[..n]
+    );
     let mut big = rumqttc::v5::mqttbytes::v5::Publish::new(
         "homeassistant/status",
         QoS::AtMostOnce,
