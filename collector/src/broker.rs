@@ -54,7 +54,7 @@ const PIPE_BYTES: usize = 64 * 1024;
 pub fn rumqttd_config(config: &Config) -> rumqttd::Config {
     let connections = ConnectionSettings {
         connection_timeout_ms: 5_000,
-        max_payload_size: config.max_payload,
+        max_payload_size: max_packet(config),
         max_inflight_count: 100,
         auth: None,
         external_auth: None,
@@ -87,8 +87,22 @@ pub fn rumqttd_config(config: &Config) -> rumqttd::Config {
             max_saved_sessions: Some(config.max_connections + ROUTER_HEADROOM),
             saved_session_expiry_secs: Some(SAVED_SESSION_EXPIRY.as_secs()),
         },
+        // MQTT 5 clients: the gate hands them to the v5 server of the same name
+        // (`connect_v5`, `gate_v5.rs`).
+        v5: Some(HashMap::from([(
+            SERVER.to_string(),
+            ServerSettings {
+                name: "ember-v5".to_string(),
+                // The gate's own limit, which it tells MQTT 5 clients in the CONNACK and
+                // enforces before rumqttd (3.1.1 clients, told nothing, meet rumqttd's).
+                connections: ConnectionSettings {
+                    max_payload_size: max_packet(config),
+                    ..server.connections.clone()
+                },
+                ..server.clone()
+            },
+        )])),
         v4: Some(HashMap::from([(SERVER.to_string(), server)])),
-        v5: None,
         ws: None,
         cluster: None,
         // No console: rumqttd's has no authentication.
@@ -97,6 +111,14 @@ pub fn rumqttd_config(config: &Config) -> rumqttd::Config {
         prometheus: None,
         metrics: None,
     }
+}
+
+/// The largest packet (remaining length) the gate takes from a client, and rumqttd's own limit
+/// on both servers (`max_payload_size`, which it compares with the remaining length): equal,
+/// so that nothing the gate lets through (and [`crate::gate::Flow`] counts) is refused by
+/// rumqttd, its room never given back while ingest is busy.
+pub fn max_packet(config: &Config) -> usize {
+    config.max_payload
 }
 
 /// Router connections beyond `max-connections`: see [`rumqttd_config`].
@@ -165,8 +187,20 @@ pub fn idle_handoff() -> Handoff {
 /// A new connection to rumqttd, as if it had connected to its listener: the gate's end of an
 /// in-memory pipe whose other end rumqttd serves.
 pub fn connect(handoff: &Handoff) -> std::io::Result<Pipe> {
+    handed(|theirs| handoff.hand(theirs))
+}
+
+/// [`connect`] for an MQTT 5 client: the connection goes to rumqttd's v5 server.
+pub fn connect_v5(handoff: &Handoff) -> std::io::Result<Pipe> {
+    handed(|theirs| handoff.hand_v5(theirs))
+}
+
+/// A pipe whose other end `hand` gives rumqttd.
+fn handed(
+    hand: impl FnOnce(Box<dyn rumqttd::N>) -> Result<(), Box<dyn rumqttd::N>>,
+) -> std::io::Result<Pipe> {
     let (ours, theirs) = pipe(PIPE_BYTES);
-    handoff.hand(Box::new(theirs)).map_err(|_| {
+    hand(Box::new(theirs)).map_err(|_| {
         std::io::Error::new(
             std::io::ErrorKind::ConnectionRefused,
             "the embedded broker has stopped",
@@ -490,6 +524,25 @@ mod tests {
                 assert_eq!(&got["s/499"][..], b"499");
                 assert_eq!(&got["other"][..], [1]);
             }
+        }
+    }
+
+    /// rumqttd's MQTT 5 reader answers a packet only a server sends (CONNACK, UNSUBACK) with an
+    /// error: rumqttd 0.20 reached `unreachable!()` there, a panic per packet from any client
+    /// (with `panic = "abort"`, the collector's end).
+    #[test]
+    fn a_clients_server_packets_are_an_error_not_a_panic() {
+        use rumqttd::protocol::{v5::V5, Protocol};
+        for packet in [
+            &[0x20u8, 3, 0, 0, 0][..],
+            &[0xb0, 3, 0, 1, 0],
+            &[0xb0, 4, 0, 1, 0, 0],
+        ] {
+            let read = std::panic::catch_unwind(|| {
+                V5.read_mut(&mut bytes::BytesMut::from(packet), 1024)
+                    .map(|_| ())
+            });
+            assert!(matches!(read, Ok(Err(_))), "{packet:?}: {read:?}");
         }
     }
 

@@ -51,8 +51,11 @@ use tokio::net::{TcpListener, TcpStream};
 use rumqttd::Handoff;
 use tokio::sync::{Notify, Semaphore};
 
-use crate::access::{self, Identity, TokenBucket};
+use crate::access::{self, Identity, Role, TokenBucket};
 use crate::admission::{self, Admission, Verdict};
+// MQTT 5 clients: their CONNECT, CONNACK and relay.
+#[path = "gate_v5.rs"]
+pub mod v5;
 use crate::config::{Config, User};
 use crate::ingest::from_agents;
 use crate::subscriptions::{Control, Subscriptions};
@@ -133,7 +136,7 @@ impl Settings {
             // rumqttd's own limit (`max_payload_size`, which it compares with the remaining
             // length): a larger publish let through would be counted by [`Flow`] and then
             // refused by the broker, its room never given back while ingest is busy.
-            max_packet: config.max_payload,
+            max_packet: crate::broker::max_packet(config),
             max_subscriptions: mqtt.max_subscriptions,
             tls,
             accounts,
@@ -690,6 +693,9 @@ pub enum Closed {
     /// The CONNECT was refused with this code.
     #[error("refused: {0:?}")]
     Refused(ConnectReturnCode),
+    /// An MQTT 5 CONNECT was refused with this reason code.
+    #[error("refused: reason {0:#04x}")]
+    Refused5(u8),
     /// A subscription the account may not make.
     #[error("subscription to {0:?} refused")]
     Subscription(String),
@@ -765,9 +771,13 @@ where
         ));
     }
     let level = protocol_level(&frame);
+    if level == Some(5) {
+        // Boxed: 3.1.1 connections need not hold room for the MQTT 5 path's state.
+        return Box::pin(v5::client(gate, rd, wr, frame, buf, cert_name, n)).await;
+    }
     let connect = match Connect::read(header, frame) {
         Ok(c) if c.protocol == Protocol::V4 => c,
-        // MQTT 3.1 (level 3) and 5 are not served: rumqttd's v5 listener is off.
+        // MQTT 3.1 (level 3) is not served (5 is, above).
         Ok(_) => {
             bump(&counters.refused_protocol);
             return refuse(&mut wr, ConnectReturnCode::RefusedProtocolVersion).await;

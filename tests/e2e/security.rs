@@ -20,14 +20,14 @@ use crate::support::{eventually, spawn_agent};
 
 /// A folder with a collector config, a CA and onboarded accounts (`agent add`, as a user runs
 /// it), removed when dropped.
-struct Pki {
-    dir: PathBuf,
+pub(crate) struct Pki {
+    pub(crate) dir: PathBuf,
     config: PathBuf,
     passwords: Vec<(String, String)>,
 }
 
 impl Pki {
-    fn new(accounts: &[(&str, Role, bool)]) -> Self {
+    pub(crate) fn new(accounts: &[(&str, Role, bool)]) -> Self {
         static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let dir = std::env::temp_dir().join(format!(
             "ember-e2e-pki-{}-{}",
@@ -61,12 +61,12 @@ impl Pki {
         }
     }
 
-    fn password(&self, host: &str) -> &str {
+    pub(crate) fn password(&self, host: &str) -> &str {
         &self.passwords.iter().find(|(h, _)| h == host).unwrap().1
     }
 
     /// `[mqtt]` as the collector reads it from the written config.
-    fn mqtt(&self, without_tls: bool) -> MqttSecurity {
+    pub(crate) fn mqtt(&self, without_tls: bool) -> MqttSecurity {
         let mut raw = RawConfig::from_file(&self.config).expect("the written config parses");
         if without_tls {
             raw.mqtt.tls_cert = None;

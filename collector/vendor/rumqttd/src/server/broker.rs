@@ -70,12 +70,14 @@ pub struct Broker {
     // Ember: connections handed to a v4 server in-process, by server name (`Broker::handoff`).
     handoffs: HashMap<String, flume::Receiver<Box<dyn N>>>, // Ember
     gauges: Arc<crate::Gauges>, // Ember: `Broker::gauges`
+    // Ember: the same for the v5 server of that name.
+    handoffs_v5: HashMap<String, flume::Receiver<Box<dyn N>>>, // Ember
 }
 
 /// Ember: hands connections to one of the broker's servers in-process, in place of its listener
 /// (see [`Broker::handoff`]).
 #[derive(Clone)] // Ember
-pub struct Handoff(Sender<Box<dyn N>>); // Ember
+pub struct Handoff(Sender<Box<dyn N>>, Sender<Box<dyn N>>); // Ember: to the v4 and v5 servers
 
 impl Handoff {
     // Ember
@@ -83,6 +85,13 @@ impl Handoff {
     /// has stopped.
     pub fn hand(&self, stream: Box<dyn N>) -> Result<(), Box<dyn N>> {
         self.0.send(stream).map_err(|e| e.0) // Ember
+    }
+
+    // Ember
+    /// Ember: as [`Handoff::hand`], to the v5 server of the same name (MQTT 5 connections);
+    /// gives the stream back if there is none.
+    pub fn hand_v5(&self, stream: Box<dyn N>) -> Result<(), Box<dyn N>> {
+        self.1.send(stream).map_err(|e| e.0) // Ember
     }
 }
 
@@ -117,13 +126,13 @@ impl Broker {
                 // Start router first and then cluster in the background
                 let router_tx = router.spawn();
                 // cluster.spawn();
-                let handoffs = HashMap::new(); // Ember
-                Broker { config, router_tx, handoffs, gauges } // Ember
+                let (handoffs, handoffs_v5) = (HashMap::new(), HashMap::new()); // Ember
+                Broker { config, router_tx, handoffs, handoffs_v5, gauges } // Ember
             }
             None => {
                 let router_tx = router.spawn();
-                let handoffs = HashMap::new(); // Ember
-                Broker { config, router_tx, handoffs, gauges } // Ember
+                let (handoffs, handoffs_v5) = (HashMap::new(), HashMap::new()); // Ember
+                Broker { config, router_tx, handoffs, handoffs_v5, gauges } // Ember
             }
         }
     }
@@ -185,12 +194,15 @@ impl Broker {
         self.gauges.clone()
     }
 
-    /// Ember: the v4 server `name` takes its connections from the returned [`Handoff`] instead
-    /// of binding its `listen` address. Call before [`Broker::start`].
+    /// Ember: the v4 server `name` (and the v5 server `name`, if configured) take their
+    /// connections from the returned [`Handoff`] instead of binding their `listen` address.
+    /// Call before [`Broker::start`].
     pub fn handoff(&mut self, name: &str) -> Handoff {
         let (tx, rx) = flume::unbounded(); // Ember
         self.handoffs.insert(name.to_owned(), rx); // Ember
-        Handoff(tx) // Ember
+        let (tx5, rx5) = flume::unbounded(); // Ember
+        self.handoffs_v5.insert(name.to_owned(), rx5); // Ember
+        Handoff(tx, tx5) // Ember
     }
 
     pub fn link(&self, client_id: &str) -> Result<(LinkTx, LinkRx), local::LinkError> {
@@ -268,9 +280,10 @@ impl Broker {
         }
 
         if let Some(v5_config) = &self.config.v5 {
-            for (_, config) in v5_config.clone() {
+            for (name, config) in v5_config.clone() { // Ember: name
                 let server_thread = thread::Builder::new().name(config.name.clone());
                 let mut server = Server::new(config, self.router_tx.clone(), V5);
+                server.handoff = self.handoffs_v5.remove(&name); // Ember
                 let handle = server_thread.spawn(move || {
                     let mut runtime = tokio::runtime::Builder::new_current_thread();
                     let runtime = runtime.enable_all().build().unwrap();
@@ -284,6 +297,10 @@ impl Broker {
                 server_thread_handles.push(handle)
             }
         }
+
+        // Ember: a handoff to a server that is not configured refuses its streams.
+        self.handoffs.clear(); // Ember
+        self.handoffs_v5.clear(); // Ember
 
         #[cfg(not(feature = "websocket"))]
         if self.config.ws.is_some() {
