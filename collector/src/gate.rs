@@ -51,7 +51,7 @@ use tokio::net::{TcpListener, TcpStream};
 use rumqttd::Handoff;
 use tokio::sync::{Notify, Semaphore};
 
-use crate::access::{self, Identity, Role, TokenBucket};
+use crate::access::{self, Identity, TokenBucket};
 use crate::admission::{self, Admission, Verdict};
 // MQTT 5 clients: their CONNECT, CONNACK and relay.
 #[path = "gate_v5.rs"]
@@ -773,7 +773,7 @@ where
     let level = protocol_level(&frame);
     if level == Some(5) {
         // Boxed: 3.1.1 connections need not hold room for the MQTT 5 path's state.
-        return Box::pin(v5::client(gate, rd, wr, frame, buf, cert_name, n)).await;
+        return Box::pin(v5::client(gate, rd, wr, frame, buf, cert_name, peer, n)).await;
     }
     let connect = match Connect::read(header, frame) {
         Ok(c) if c.protocol == Protocol::V4 => c,
@@ -1265,7 +1265,7 @@ async fn refuse<W: AsyncWrite + Unpin>(wr: &mut W, code: ConnectReturnCode) -> R
 }
 
 /// Why a CONNECT was not authenticated.
-enum Denied {
+pub(super) enum Denied {
     /// Refused with this code.
     Auth(ConnectReturnCode),
     /// Refused with CONNACK 3 before its check ([`crate::admission`]).

@@ -9,6 +9,7 @@
 //! the client (the CONNECT's topic alias maximum is not passed on), and no packet above the
 //! gate's maximum goes either way. `docs/mqtt.md` ("MQTT 5.0") lists what is and is not served.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -22,10 +23,12 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
 
 use super::{
-    authenticate, bump, drain, id_allowed, read_frame, AccountSlot, Accounts, Closed, Gate,
+    authenticate, bump, drain, id_allowed, read_frame, read_with, AccountSlot, Accounts, Closed,
+    Denied, Gate,
 };
 use crate::access::{Identity, TokenBucket};
 use crate::ingest::from_agents;
+use crate::subscriptions::{Control, Subscriptions};
 
 // Session expiry on rumqttd.
 #[path = "gate_v5_expiry.rs"]
@@ -70,11 +73,12 @@ pub mod reason {
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn client<R, W>(
     gate: &Arc<Gate>,
-    rd: R,
+    mut rd: R,
     mut wr: W,
     frame: Bytes,
-    buf: BytesMut,
+    mut buf: BytesMut,
     cert_name: Option<String>,
+    peer: IpAddr,
     n: u64,
 ) -> Result<(), Closed>
 where
@@ -103,6 +107,11 @@ where
         bump(&counters.refused_auth);
         return refuse(&mut wr, reason::BAD_AUTH_METHOD).await;
     }
+    // A login waiting for its password check holds a slot too: pending logins count toward
+    // `max-connections`, as for 3.1.1.
+    let Some(slot) = gate.admit() else {
+        return refuse(&mut wr, reason::SERVER_BUSY).await;
+    };
     let checked = match &gate.settings.accounts {
         Some(accounts) => {
             // `authenticate` reads the credentials of a 3.1.1 CONNECT; these are the same.
@@ -116,16 +125,36 @@ where
                     .as_ref()
                     .map(|l| v4::Login::new(&l.username, &l.password)),
             };
-            let identity = match authenticate(gate, accounts, &as_v4, cert_name).await {
+            let max = gate.settings.max_packet;
+            // Ends if the client closes while its password waits (`gate::client`'s twin).
+            let gone = async {
+                loop {
+                    let read = read_with(&mut rd, |b| {
+                        buf.extend_from_slice(b);
+                        b.len()
+                    })
+                    .await;
+                    if !matches!(read, Ok(n) if n > 0) || buf.len() > max {
+                        return;
+                    }
+                }
+            };
+            let login = Box::pin(authenticate(accounts, &as_v4, cert_name, peer, gone));
+            let identity = match login.await {
                 Ok(i) => i,
-                Err(code) => {
+                Err(Denied::Auth(code)) => {
                     bump(&counters.refused_auth);
                     return refuse(&mut wr, v5_code(code)).await;
                 }
+                Err(Denied::Busy) => {
+                    bump(&counters.refused_busy);
+                    return refuse(&mut wr, reason::SERVER_BUSY).await;
+                }
+                Err(Denied::Gone) => return Ok(()),
             };
             if let Some(will) = &will {
                 let topic = String::from_utf8_lossy(&will.topic);
-                if !identity.may_publish(&topic, &accounts.reader_topics) {
+                if !identity.may_will(&topic, &accounts.reader_topics) {
                     bump(&counters.spoofed);
                     return refuse(&mut wr, reason::NOT_AUTHORIZED).await;
                 }
@@ -147,9 +176,6 @@ where
         return refuse(&mut wr, reason::BAD_CLIENT_ID).await;
     };
     let assigned = requested.is_empty().then(|| client_id.clone());
-    let Some(slot) = gate.admit() else {
-        return refuse(&mut wr, reason::SERVER_BUSY).await;
-    };
     let account = match &checked {
         Some((identity, accounts)) => match AccountSlot::take(gate, accounts, &identity.name) {
             Some(s) => Some(s),
@@ -443,6 +469,43 @@ pub fn check(
     }
 }
 
+/// The cap on a connection's filters and their rate (`mqtt.max-subscriptions`,
+/// [`crate::subscriptions`], as for 3.1.1, with accounts or without): waits out the rate for a
+/// SUBSCRIBE or UNSUBSCRIBE, then counts its filters. `Some` is the SUBACK that refuses each
+/// filter of a SUBSCRIBE that would take the connection above the cap ("quota exceeded"); it
+/// is then not relayed.
+async fn limit_filters(
+    subs: &mut Option<Box<Subscriptions>>,
+    cap: usize,
+    frame: &Bytes,
+) -> Option<Vec<u8>> {
+    let header = m5::check(frame.iter(), None).ok()?;
+    let control = match header.packet_type() {
+        Ok(PacketType::Subscribe) => {
+            let s = m5::Subscribe::read(header, frame.clone()).ok()?;
+            Control::Subscribe(s.pkid, s.filters.into_iter().map(|f| f.path).collect())
+        }
+        Ok(PacketType::Unsubscribe) => {
+            Control::Unsubscribe(m5::Unsubscribe::read(header, frame.clone()).ok()?.filters)
+        }
+        _ => return None,
+    };
+    let n = match &control {
+        Control::Subscribe(_, f) | Control::Unsubscribe(f) => f.len(),
+    };
+    let subs = subs.get_or_insert_with(|| Box::new(Subscriptions::new(cap, Instant::now())));
+    while let Err(wait) = subs.take(n, Instant::now()) {
+        tokio::time::sleep(wait).await;
+    }
+    if subs.apply(&control) {
+        return None;
+    }
+    let Control::Subscribe(pkid, filters) = control else {
+        return None;
+    };
+    Some(suback(pkid, filters.iter().map(|_| reason::QUOTA_EXCEEDED)))
+}
+
 /// A SUBACK of these reason codes.
 fn suback(pkid: u16, codes: impl ExactSizeIterator<Item = u8>) -> Vec<u8> {
     // Packet id, an empty property list, a code per filter: below 128 bytes for up to 124.
@@ -614,6 +677,7 @@ impl Relay<'_> {
             let mut bucket = self
                 .accounts
                 .map(|(_, a)| TokenBucket::new(a.rate, a.burst, Instant::now()));
+            let mut subs = None;
             let result = loop {
                 let next = tokio::select! {
                     f = read_frame(&mut rd, &mut buf, max) => f,
@@ -640,6 +704,14 @@ impl Relay<'_> {
                 };
                 match check(gate, self.accounts, &mut bucket, frame) {
                     Step5::Forward(frame, counted) => {
+                        let cap = gate.settings.max_subscriptions;
+                        if let Some(refusal) = limit_filters(&mut subs, cap, &frame).await {
+                            bump(&counters.refused_subscriptions);
+                            let mut w = wr.lock().await;
+                            w.write_all(&refusal).await?;
+                            w.flush().await?;
+                            continue;
+                        }
                         if frees_quota(&frame) {
                             self.quota.give();
                         }
@@ -711,6 +783,7 @@ mod tests {
             broker: crate::broker::idle_handoff(),
             max_connections: 4,
             max_packet: 4096,
+            max_subscriptions: 100,
             tls: None,
             accounts,
         };
@@ -853,6 +926,62 @@ mod tests {
 }
 
 #[cfg(test)]
+mod filter_limit_tests {
+    use super::*;
+
+    fn subscribe(pkid: u16, filters: &[&str]) -> Bytes {
+        let mut s = m5::Subscribe::new_many(
+            filters.iter().map(|f| m5::Filter::new(*f, QoS::AtMostOnce)),
+            None,
+        );
+        s.pkid = pkid;
+        let mut out = BytesMut::new();
+        s.write(&mut out).unwrap();
+        out.freeze()
+    }
+
+    fn unsubscribe(filter: &str) -> Bytes {
+        let mut u = m5::Unsubscribe::new(filter, None);
+        u.pkid = 9;
+        let mut out = BytesMut::new();
+        u.write(&mut out).unwrap();
+        out.freeze()
+    }
+
+    /// Issue #20 and #21: an MQTT 5 connection holds at most `mqtt.max-subscriptions`
+    /// filters, as a 3.1.1 one does; a SUBSCRIBE above the cap is refused whole, each filter
+    /// "quota exceeded", and an UNSUBSCRIBE makes room again. (The MQTT 5 relay had no cap.)
+    #[tokio::test]
+    async fn an_mqtt5_connection_holds_at_most_the_cap_of_filters() {
+        let mut subs = None;
+        assert_eq!(
+            limit_filters(&mut subs, 2, &subscribe(1, &["a", "b"])).await,
+            None
+        );
+        // The same filter again takes no more room.
+        assert_eq!(
+            limit_filters(&mut subs, 2, &subscribe(2, &["a"])).await,
+            None
+        );
+        let refused = limit_filters(&mut subs, 2, &subscribe(3, &["c", "d"])).await;
+        let expected = suback(3, [reason::QUOTA_EXCEEDED; 2].into_iter());
+        assert_eq!(refused, Some(expected));
+        assert_eq!(limit_filters(&mut subs, 2, &unsubscribe("a")).await, None);
+        assert_eq!(
+            limit_filters(&mut subs, 2, &subscribe(4, &["c"])).await,
+            None
+        );
+        assert_eq!(subs.as_ref().map(|s| s.len()), Some(2));
+        // Other packets pass untouched.
+        let mut p = BytesMut::new();
+        m5::Publish::new("x", QoS::AtMostOnce, vec![1], None)
+            .write(&mut p)
+            .unwrap();
+        assert_eq!(limit_filters(&mut subs, 2, &p.freeze()).await, None);
+    }
+}
+
+#[cfg(test)]
 mod account_tests {
     use super::*;
     use crate::access::Role;
@@ -867,6 +996,10 @@ mod account_tests {
             rate,
             burst,
             reader_topics: vec!["homeassistant/status".into()],
+            admission: crate::admission::Admission::new(
+                crate::admission::Limits::default(),
+                crate::admission::dummy_hash(None),
+            ),
         }
     }
 
@@ -888,6 +1021,7 @@ mod account_tests {
                 broker: crate::broker::idle_handoff(),
                 max_connections: 4,
                 max_packet: 4096,
+                max_subscriptions: 100,
                 tls: None,
                 accounts: Some(accounts(1, 2)),
             },
@@ -972,6 +1106,7 @@ mod bad_input {
                 broker: crate::broker::idle_handoff(),
                 max_connections: 1,
                 max_packet: 4096,
+                max_subscriptions: 100,
                 tls: None,
                 accounts: None,
             },

@@ -172,6 +172,7 @@ mod tests {
             broker: crate::broker::idle_handoff(),
             max_connections: 1,
             max_packet: 1024,
+            max_subscriptions: 100,
             tls: None,
             accounts: None,
         };

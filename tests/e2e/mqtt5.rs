@@ -326,12 +326,13 @@ async fn mqtt5_with_accounts_meets_the_same_rules() {
     let mut ack = [0u8; 64];
     let n = raw.read(&mut ack).await.unwrap();
     assert_eq!(&ack[..4], [0x20, n as u8 - 2, 0, 0], "accepted");
-    // Above `max-payload` (4096) but within the CONNACK's maximum packet size: taken.
+    // Up to the CONNACK's maximum packet size (`max-payload`, 4096, as a remaining length,
+    // which is rumqttd's own limit too: nothing the gate takes is refused behind it): taken.
     let connack = bytes::Bytes::copy_from_slice(&ack[..n]);
     let header = rumqttc::v5::mqttbytes::v5::check(connack.iter(), None).unwrap();
     let connack = ConnAck::read(header, connack).unwrap();
     let max = connack.properties.unwrap().max_packet_size.unwrap() as usize;
-    assert_eq!(max, 4096 + 1026);
+    assert_eq!(max, 4096 + 2);
     let mut within = rumqttc::v5::mqttbytes::v5::Publish::new(
         "homeassistant/status",
         QoS::AtLeastOnce,
@@ -341,7 +342,7 @@ async fn mqtt5_with_accounts_meets_the_same_rules() {
     within.pkid = 3;
     let mut out = bytes::BytesMut::new();
     within.write(&mut out).unwrap();
-    assert!(out.len() <= max && out.len() > 4096 + 200, "{}", out.len());
+    assert!(out.len() <= max && out.len() > 4000, "{}", out.len());
     raw.write_all(&out).await.unwrap();
     let n = tokio::time::timeout(Duration::from_secs(5), raw.read(&mut ack))
         .await
