@@ -123,23 +123,32 @@ async fn mqtt5_clients_read_the_json_state_and_exchange_messages() {
     // What `mosquitto_pub -V mqttv5` publishes, the v5 client reads.
     // Subscribed (SUBACK read) before anything is published.
     subscribed(&client, &mut events, "v5/test").await;
-    let publisher = tokio::task::spawn_blocking(move || {
-        mosquitto5(
-            "mosquitto_pub",
-            port,
-            &["-q", "1", "-t", "v5/test", "-m", "hello five"],
-        )
-    });
-    assert_eq!(
-        next_publish5(&mut events, "v5/test", Duration::from_secs(10)).await,
-        b"hello five"
-    );
-    let published = publisher.await.unwrap();
-    assert!(
-        published.status.success(),
-        "mosquitto_pub -V mqttv5: {}",
-        String::from_utf8_lossy(&published.stderr)
-    );
+    // At QoS 1 and 2 (the CONNACK states no maximum QoS: 2), both ways.
+    client.subscribe("v5/q2", QoS::ExactlyOnce).await.unwrap();
+    incoming(&mut events, |p| {
+        matches!(p, Packet::SubAck(_)).then_some(())
+    })
+    .await;
+    for (qos, topic) in [("1", "v5/test"), ("2", "v5/q2")] {
+        let publisher = tokio::task::spawn_blocking(move || {
+            mosquitto5(
+                "mosquitto_pub",
+                port,
+                &["-q", qos, "-t", topic, "-m", "hello five"],
+            )
+        });
+        assert_eq!(
+            next_publish5(&mut events, topic, Duration::from_secs(10)).await,
+            b"hello five",
+            "QoS {qos}"
+        );
+        let published = publisher.await.unwrap();
+        assert!(
+            published.status.success(),
+            "mosquitto_pub -V mqttv5 -q {qos}: {}",
+            String::from_utf8_lossy(&published.stderr)
+        );
+    }
 
     // Shared subscriptions, as the CONNACK says: each message to one of the group.
     let mut group = Vec::new();
