@@ -25,6 +25,8 @@ use crate::metrics;
 use crate::store::{Event, HostStatus, HostSummary, Store};
 
 mod discovery;
+#[cfg(test)]
+mod ha_schema;
 use discovery::Shape;
 
 /// The first level of the bridge's topics.
@@ -637,7 +639,19 @@ mod tests {
         for e in st.drain_events() {
             out.extend(b.on_event(&e, st, now));
         }
-        out
+        schema_checked(out)
+    }
+
+    /// `p`, once each discovery payload in it is checked against Home Assistant's documented
+    /// schema (`ha_schema.rs`).
+    fn schema_checked(p: Vec<Publish>) -> Vec<Publish> {
+        for d in p.iter().filter(|p| p.topic.starts_with("homeassistant/")) {
+            let v: Value = serde_json::from_slice(&d.payload).unwrap();
+            if let Err(e) = ha_schema::check(&v) {
+                panic!("{}: {e}\n{v:#}", d.topic);
+            }
+        }
+        p
     }
 
     fn topics(p: &[Publish]) -> Vec<&str> {
@@ -1211,6 +1225,46 @@ mod tests {
                 state.get(field).is_some(),
                 "{key}: {field} not in the state"
             );
+        }
+    }
+
+    /// Issue #23: every discovery payload the bridge builds meets Home Assistant's documented
+    /// schema: a bare host, one with everything the wire carries, one losing components, and
+    /// all of them again for Home Assistant's birth message (`run` checks each one published).
+    #[test]
+    fn every_discovery_payload_meets_home_assistants_schema() {
+        let (mut b, mut st) = setup();
+        let bare = run(
+            &mut b,
+            &mut st,
+            "ember/v1/pi/sample",
+            &sample(1, true),
+            1000,
+        );
+        rich_host(&mut b, &mut st);
+        // The rich host loses its throttling flags, processes, network and swap.
+        let plain = sample_for("my-pi-", 2, false);
+        let lost = run(&mut b, &mut st, "ember/v1/my-pi-/sample", &plain, 1100);
+        let d = lost
+            .iter()
+            .find(|p| p.topic == "homeassistant/device/ember_my-pi-/config")
+            .expect("discovery");
+        let d: Value = serde_json::from_slice(&d.payload).unwrap();
+        assert_eq!(
+            d["cmps"]["ember_my-pi-_process_nginx"],
+            json!({"p": "binary_sensor"})
+        );
+        let birth = schema_checked(b.on_message("homeassistant/status", b"online", &st, 1200));
+        let discoveries = [bare, lost, birth]
+            .iter()
+            .flatten()
+            .filter(|p| p.topic.starts_with("homeassistant/"))
+            .count();
+        assert_eq!(discoveries, 4);
+        // What Served makes for a new subscriber too.
+        for h in ["pi", "my-pi-"] {
+            let s = st.summary(&HostId::new(h).unwrap(), 1200).unwrap();
+            ha_schema::check(&discovery_json(&s, &s.latest().unwrap())).unwrap();
         }
     }
 }
