@@ -9,6 +9,7 @@
 //! ember/json/{host}/availability            "online" when the host's status is online, else "offline"
 //! {prefix}/device/ember_{host}/config       Home Assistant device discovery (prefix: homeassistant)
 //! ember/alerts                              JSON list of the firing alerts (published by `alerts::run`)
+//! ember/collector/availability              "online" while the collector runs, else "offline" (its will)
 //! ```
 //!
 //! Discovery is sent for a host when it first has a sample, again when its components or
@@ -34,6 +35,12 @@ pub const JSON_PREFIX: &str = "ember/json";
 
 /// The retained JSON list of firing alerts (`alerts::Alert`s), published when it changes.
 pub const ALERTS_TOPIC: &str = "ember/alerts";
+
+/// The collector's own availability (retained): "online" while it runs, "offline" as its last
+/// will with an external broker. Every host's discovery lists it with its own and
+/// `avty_mode: all`, so that a dead collector does not leave every host "online" in Home
+/// Assistant. Not under `ember/json/`: no host id can clash with it.
+pub const COLLECTOR_AVAILABILITY: &str = "ember/collector/availability";
 
 /// The JSON state topic of `host`.
 pub fn state_topic(host: &HostId) -> String {
@@ -356,7 +363,12 @@ impl Bridge {
             .iter()
             .map(|h| h.id.clone())
             .collect();
-        self.catch_up(store, now_ms)
+        let mut out = Vec::new();
+        if self.config.home_assistant {
+            out.push(collector_online());
+        }
+        out.extend(self.catch_up(store, now_ms));
+        out
     }
 
     fn host_all(&mut self, h: &HostSummary<'_>, now_ms: u64, out: &mut Vec<Publish>) {
@@ -459,6 +471,15 @@ impl Bridge {
             payload: payload.to_string().into_bytes(),
             retain: true,
         })
+    }
+}
+
+/// The collector's availability: online (its last will says offline).
+pub fn collector_online() -> Publish {
+    Publish {
+        topic: COLLECTOR_AVAILABILITY.into(),
+        payload: b"online".to_vec(),
+        retain: true,
     }
 }
 
@@ -823,7 +844,9 @@ mod tests {
         five_hosts_sample(&mut b, &mut st);
         let hosts = |p: &[Publish]| -> Vec<String> {
             p.iter()
-                .filter(|p| p.topic.ends_with("/availability"))
+                .filter(|p| {
+                    p.topic.starts_with("ember/json/") && p.topic.ends_with("/availability")
+                })
                 .map(|p| p.topic.clone())
                 .collect()
         };
@@ -831,10 +854,12 @@ mod tests {
         b.set_budget(2);
         let first = b.on_message("homeassistant/status", b"online", &st, 5000);
         assert_eq!(hosts(&first), [avail("a"), avail("b")]);
+        // The collector's own availability first, once.
+        assert_eq!(first[0], collector_online());
         assert_eq!(
             first.len(),
-            6,
-            "availability, state and discovery: {first:?}"
+            7,
+            "the collector's availability, then availability, state and discovery: {first:?}"
         );
         assert!(b.has_queued());
         b.set_budget(2);
@@ -867,7 +892,15 @@ mod tests {
         assert_eq!(topics(&p), ["homeassistant/device/ember_pi/config"]);
         let disc: Value = serde_json::from_slice(&p[0].payload).unwrap();
         assert_eq!(disc["dev"]["ids"][0], "ember_pi");
-        assert_eq!(disc["avty_t"], "ember/json/pi/availability");
+        // The host's availability and the collector's, both needed.
+        assert_eq!(
+            disc["avty"],
+            json!([
+                {"t": "ember/json/pi/availability"},
+                {"t": "ember/collector/availability"}
+            ])
+        );
+        assert_eq!(disc["avty_mode"], "all");
         assert_eq!(
             disc["cmps"]["ember_pi_cpu"]["val_tpl"],
             "{{ value_json.cpu_percent }}"
@@ -917,11 +950,13 @@ mod tests {
         assert_eq!(
             topics(&p),
             [
+                "ember/collector/availability",
                 "ember/json/pi/availability",
                 "ember/json/pi",
                 "homeassistant/device/ember_pi/config"
             ]
         );
+        assert!(p[0].retain && p[0].payload == b"online");
         assert_eq!(b.subscriptions(), ["homeassistant/status"]);
     }
 

@@ -9,7 +9,7 @@
 use ember_wire::{HostId, HostInfo, Sample};
 use serde_json::{json, Map, Value};
 
-use super::{availability_topic, hottest, root_used, state_topic};
+use super::{availability_topic, hottest, root_used, state_topic, COLLECTOR_AVAILABILITY};
 
 /// Everything a host's discovery payload depends on besides its id: the same shape makes the
 /// same payload, so a new sample is checked against the last one sent without building the
@@ -351,9 +351,13 @@ pub(super) fn payload(
         "dev": dev,
         "o": { "name": "ember-collector", "sw": env!("CARGO_PKG_VERSION") },
         "stat_t": state_topic(host),
-        "avty_t": availability_topic(host),
-        "pl_avail": "online",
-        "pl_not_avail": "offline",
+        // Both the host's and the collector's: with the collector gone, nothing updates the
+        // host's availability.
+        "avty": [
+            { "t": availability_topic(host) },
+            { "t": COLLECTOR_AVAILABILITY },
+        ],
+        "avty_mode": "all",
         "qos": 0,
         "cmps": cmps,
     })
