@@ -313,9 +313,14 @@ impl Bridge {
         out
     }
 
-    /// Topics the bridge listens to: Home Assistant's birth message.
+    /// Topics the bridge listens to: Home Assistant's birth message, and the collector's own
+    /// availability (another collector's last will on a shared external broker).
     pub fn subscriptions(&self) -> Vec<String> {
-        self.config.subscriptions()
+        let mut topics = self.config.subscriptions();
+        if self.config.home_assistant {
+            topics.push(COLLECTOR_AVAILABILITY.to_string());
+        }
+        topics
     }
 
     fn discovery_topic(&self, host: &HostId) -> String {
@@ -329,11 +334,14 @@ impl Bridge {
 
     /// Whether `topic` is one of [`Bridge::subscriptions`].
     pub fn wants(&self, topic: &str) -> bool {
-        self.config.home_assistant && topic == self.ha_status_topic
+        self.config.home_assistant
+            && (topic == self.ha_status_topic || topic == COLLECTOR_AVAILABILITY)
     }
 
-    /// A message on one of [`Bridge::subscriptions`]: Home Assistant came online, so discovery
-    /// is sent again for every host.
+    /// A message on one of [`Bridge::subscriptions`]. Home Assistant came online: discovery is
+    /// sent again for every host. The collectors' availability went offline while this one
+    /// runs (another collector sharing the external broker died, and its last will went out):
+    /// online again, or every host would stay unavailable with this collector serving them.
     pub fn on_message(
         &mut self,
         topic: &str,
@@ -341,7 +349,17 @@ impl Bridge {
         store: &Store,
         now_ms: u64,
     ) -> Vec<Publish> {
-        if self.wants(topic) && payload.trim_ascii() == b"online" {
+        if !self.wants(topic) {
+            return Vec::new();
+        }
+        if topic == COLLECTOR_AVAILABILITY {
+            return if payload == b"online" {
+                Vec::new()
+            } else {
+                vec![collector_online()]
+            };
+        }
+        if payload.trim_ascii() == b"online" {
             self.announced.clear();
             self.announce_all(store, now_ms)
         } else {
@@ -957,7 +975,17 @@ mod tests {
             ]
         );
         assert!(p[0].retain && p[0].payload == b"online");
-        assert_eq!(b.subscriptions(), ["homeassistant/status"]);
+        assert_eq!(
+            b.subscriptions(),
+            ["homeassistant/status", "ember/collector/availability"]
+        );
+        // Another collector's last will on the shared topic: online again, once; our own
+        // online echoed back is nothing to answer.
+        let will = b.on_message(COLLECTOR_AVAILABILITY, b"offline", &st, 8100);
+        assert_eq!(will, [collector_online()]);
+        assert!(b
+            .on_message(COLLECTOR_AVAILABILITY, b"online", &st, 8100)
+            .is_empty());
     }
 
     /// Discovery is compared by what it is made from, not rebuilt for every sample (#9): it
