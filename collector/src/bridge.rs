@@ -582,6 +582,8 @@ pub fn state_json(h: &HostSummary<'_>) -> Value {
             "swap_used_bytes": s.memory.swap_used,
             "network_rx_bytes_per_s": s.networks.iter().map(|n| n.rx_bps).sum::<u64>(),
             "network_tx_bytes_per_s": s.networks.iter().map(|n| n.tx_bps).sum::<u64>(),
+            "disk_read_bytes_per_s": s.disks.iter().map(|d| d.read_bps).sum::<u64>(),
+            "disk_write_bytes_per_s": s.disks.iter().map(|d| d.write_bps).sum::<u64>(),
             "under_voltage": s.throttled.map(|t| t & UNDER_VOLTAGE != 0),
             "throttled": s.throttled.map(|t| t & THROTTLED != 0),
             "running": s
@@ -1178,6 +1180,15 @@ mod tests {
                 })
                 .unwrap();
         }
+        for (device, read, write) in [("mmcblk0", 4096, 512), ("sda", 4, 0)] {
+            s.disks
+                .push(ember_wire::DiskIo {
+                    device: device.into(),
+                    read_bps: read,
+                    write_bps: write,
+                })
+                .unwrap();
+        }
         s.throttled = Some(0x5_0005); // under-voltage and throttled now, and before
         for (name, n) in [("nginx", 2), ("Home-Assistant", 0)] {
             s.watched
@@ -1243,6 +1254,8 @@ mod tests {
         for (key, field, value) in [
             ("network_rx", "network_rx_bytes_per_s", 1024),
             ("network_tx", "network_tx_bytes_per_s", 206),
+            ("disk_read", "disk_read_bytes_per_s", 4100),
+            ("disk_write", "disk_write_bytes_per_s", 512),
         ] {
             assert_eq!(c(key)["dev_cla"], "data_rate", "{key}");
             assert_eq!(c(key)["unit_of_meas"], "B/s", "{key}");
@@ -1305,7 +1318,7 @@ mod tests {
             1000,
         );
         rich_host(&mut b, &mut st);
-        // The rich host loses its throttling flags, processes, network and swap.
+        // The rich host loses its throttling flags, processes, network, disks and swap.
         let plain = sample_for("my-pi-", 2, false);
         let lost = run(&mut b, &mut st, "ember/v1/my-pi-/sample", &plain, 1100);
         let d = lost

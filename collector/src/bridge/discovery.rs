@@ -20,6 +20,7 @@ pub(super) struct Shape<S> {
     root: bool,
     swap: bool,
     network: bool,
+    disk: bool,
     throttled: bool,
     ip: bool,
     board: S,
@@ -40,6 +41,7 @@ impl<'a> Shape<&'a str> {
             root: root_used(s).is_some(),
             swap: s.memory.swap_total > 0,
             network: !s.networks.is_empty(),
+            disk: !s.disks.is_empty(),
             throttled: s.throttled.is_some(),
             ip: info.and_then(ip_address).is_some(),
             board,
@@ -57,6 +59,7 @@ impl<'a> Shape<&'a str> {
             root: self.root,
             swap: self.swap,
             network: self.network,
+            disk: self.disk,
             throttled: self.throttled,
             ip: self.ip,
             board: self.board.to_string(),
@@ -73,6 +76,7 @@ impl Shape<String> {
             && self.root == other.root
             && self.swap == other.swap
             && self.network == other.network
+            && self.disk == other.disk
             && self.throttled == other.throttled
             && self.ip == other.ip
             && self.board == other.board
@@ -252,6 +256,24 @@ fn components(shape: &Shape<&str>) -> Vec<Component> {
             "network_tx",
             "Network sent",
             "network_tx_bytes_per_s",
+            Some("B/s"),
+            Some("data_rate"),
+            0,
+        ));
+    }
+    if shape.disk {
+        out.push(f(
+            "disk_read",
+            "Disk read",
+            "disk_read_bytes_per_s",
+            Some("B/s"),
+            Some("data_rate"),
+            0,
+        ));
+        out.push(f(
+            "disk_write",
+            "Disk written",
+            "disk_write_bytes_per_s",
             Some("B/s"),
             Some("data_rate"),
             0,
