@@ -255,6 +255,13 @@ impl ClientBus {
         let mut options = rumqttc::MqttOptions::new(&e.client_id, &e.host, e.port);
         options.set_keep_alive(Duration::from_secs(30));
         options.set_max_packet_size(1 << 20, 1 << 20);
+        // A dead collector says so: Home Assistant's entities need this topic online too.
+        options.set_last_will(rumqttc::LastWill::new(
+            bridge::COLLECTOR_AVAILABILITY,
+            "offline",
+            rumqttc::QoS::AtLeastOnce,
+            true,
+        ));
         let (client, connection) = rumqttc::Client::new(options, 1000);
         let mut subscriptions = Vec::new();
         match &e.share_group {
@@ -306,6 +313,9 @@ impl Bus for ClientBus {
                             tracing::warn!("subscribing to {s}: {e}");
                         }
                     }
+                    // Online again, over a will a lost connection set off.
+                    let online = bridge::collector_online();
+                    self.publish(&online.topic, online.payload, online.retain);
                 }
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => {
@@ -618,7 +628,8 @@ mod tests {
             Ok(())
         }
         fn publish(&mut self, topic: &str, _: Vec<u8>, _: bool) {
-            if topic.ends_with("/availability") {
+            // Hosts' availability (not the collector's own).
+            if topic.starts_with(bridge::JSON_PREFIX) && topic.ends_with("/availability") {
                 self.published.lock().unwrap().push(topic.to_owned());
             }
         }
