@@ -36,6 +36,7 @@ pub mod spill;
 pub mod store;
 pub mod subscriptions;
 pub mod tiers;
+pub mod totals;
 
 use std::future::Future;
 use std::net::{SocketAddr, ToSocketAddrs};

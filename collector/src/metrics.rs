@@ -14,9 +14,11 @@ use ember_wire::Sample;
 pub struct Metric {
     /// API name (`cpu.busy`).
     pub name: &'static str,
-    /// Prometheus name, in base units (`ember_cpu_busy_ratio`).
-    pub prometheus: &'static str,
-    /// The label's name for per-device metrics (`mount`), as a Prometheus label.
+    /// Prometheus name, in base units (`ember_cpu_busy_ratio`): exported as a gauge of the latest
+    /// value. `None` for what `/metrics` exports in another form (uptime as a boot time,
+    /// throttling as one series per flag, the agent's dropped samples as a counter: `prom.rs`).
+    pub prometheus: Option<&'static str>,
+    /// The label's name for per-device metrics (`mountpoint`), as a Prometheus label.
     pub label: Option<&'static str>,
     /// Divide the wire value by this for base units (10000 for hundredths of a percent → ratio).
     pub scale: u32,
@@ -25,7 +27,7 @@ pub struct Metric {
 }
 
 macro_rules! metrics {
-    ($($id:ident = $name:literal, $prom:literal, $label:expr, $scale:literal, $help:literal;)*) => {
+    ($($id:ident = $name:literal, $prom:expr, $label:expr, $scale:literal, $help:literal;)*) => {
         /// Every metric, in a fixed order.
         pub const ALL: &[Metric] = &[$(Metric { name: $name, prometheus: $prom, label: $label, scale: $scale, help: $help }),*];
         #[allow(non_camel_case_types, clippy::upper_case_acronyms)]
@@ -36,36 +38,36 @@ macro_rules! metrics {
 }
 
 metrics! {
-    CPU_BUSY = "cpu.busy", "ember_cpu_busy_ratio", None, 10000, "CPU busy, all cores (0-1)";
-    CPU_USER = "cpu.user", "ember_cpu_user_ratio", None, 10000, "CPU user time, all cores (0-1)";
-    CPU_SYSTEM = "cpu.system", "ember_cpu_system_ratio", None, 10000, "CPU system time, all cores (0-1)";
-    CPU_IOWAIT = "cpu.iowait", "ember_cpu_iowait_ratio", None, 10000, "CPU waiting for I/O (0-1)";
-    CPU_CORE = "cpu.core", "ember_cpu_core_busy_ratio", Some("core"), 10000, "CPU busy per core (0-1)";
-    LOAD1 = "load.one", "ember_load1", None, 100, "Load average over 1 minute";
-    LOAD5 = "load.five", "ember_load5", None, 100, "Load average over 5 minutes";
-    LOAD15 = "load.fifteen", "ember_load15", None, 100, "Load average over 15 minutes";
-    MEM_TOTAL = "memory.total", "ember_memory_total_bytes", None, 1, "Memory the kernel can use";
-    MEM_USED = "memory.used", "ember_memory_used_bytes", None, 1, "Memory in use (total less available)";
-    MEM_AVAILABLE = "memory.available", "ember_memory_available_bytes", None, 1, "Memory available without swapping";
-    MEM_CACHED = "memory.cached", "ember_memory_cached_bytes", None, 1, "Page cache";
-    SWAP_TOTAL = "memory.swap_total", "ember_swap_total_bytes", None, 1, "Swap space";
-    SWAP_USED = "memory.swap_used", "ember_swap_used_bytes", None, 1, "Swap in use";
-    FS_TOTAL = "fs.total", "ember_filesystem_size_bytes", Some("mount"), 1, "Filesystem size";
-    FS_USED = "fs.used", "ember_filesystem_used_bytes", Some("mount"), 1, "Filesystem space used";
-    DISK_READ = "disk.read", "ember_disk_read_bytes_per_second", Some("device"), 1, "Block device reads";
-    DISK_WRITE = "disk.write", "ember_disk_write_bytes_per_second", Some("device"), 1, "Block device writes";
-    NET_RX = "net.rx", "ember_network_receive_bytes_per_second", Some("interface"), 1, "Network bytes received";
-    NET_TX = "net.tx", "ember_network_transmit_bytes_per_second", Some("interface"), 1, "Network bytes sent";
-    NET_RX_ERR = "net.rx_errors", "ember_network_receive_errors", Some("interface"), 1, "Receive errors in the last interval";
-    NET_TX_ERR = "net.tx_errors", "ember_network_transmit_errors", Some("interface"), 1, "Send errors in the last interval";
-    WIFI_SIGNAL = "net.signal", "ember_wifi_signal_dbm", Some("interface"), 1, "Wi-Fi signal level in dBm";
-    TEMP = "temp", "ember_temperature_celsius", Some("sensor"), 1000, "Temperature in degrees Celsius";
-    PROBE_RTT = "probe.rtt", "ember_probe_rtt_seconds", Some("target"), 1000000, "Probe round-trip time";
-    PROBE_LOSS = "probe.loss", "ember_probe_loss_ratio", Some("target"), 10000, "Probe loss (0-1)";
-    WATCHED = "process.instances", "ember_process_instances", Some("process"), 1, "Instances of a watched process";
-    UPTIME = "uptime", "ember_uptime_seconds", None, 1, "Seconds since the host booted";
-    THROTTLED = "throttled", "ember_throttled_flags", None, 1, "Raspberry Pi throttling flags";
-    DROPPED = "agent.dropped", "ember_agent_dropped_samples", None, 1, "Samples the agent dropped (buffer full)";
+    CPU_BUSY = "cpu.busy", Some("ember_cpu_busy_ratio"), None, 10000, "CPU busy, all cores (0-1)";
+    CPU_USER = "cpu.user", Some("ember_cpu_user_ratio"), None, 10000, "CPU user time, all cores (0-1)";
+    CPU_SYSTEM = "cpu.system", Some("ember_cpu_system_ratio"), None, 10000, "CPU system time, all cores (0-1)";
+    CPU_IOWAIT = "cpu.iowait", Some("ember_cpu_iowait_ratio"), None, 10000, "CPU waiting for I/O (0-1)";
+    CPU_CORE = "cpu.core", Some("ember_cpu_core_busy_ratio"), Some("core"), 10000, "CPU busy per core (0-1)";
+    LOAD1 = "load.one", Some("ember_load1"), None, 100, "Load average over 1 minute";
+    LOAD5 = "load.five", Some("ember_load5"), None, 100, "Load average over 5 minutes";
+    LOAD15 = "load.fifteen", Some("ember_load15"), None, 100, "Load average over 15 minutes";
+    MEM_TOTAL = "memory.total", Some("ember_memory_total_bytes"), None, 1, "Memory the kernel can use";
+    MEM_USED = "memory.used", Some("ember_memory_used_bytes"), None, 1, "Memory in use (total less available)";
+    MEM_AVAILABLE = "memory.available", Some("ember_memory_available_bytes"), None, 1, "Memory available without swapping";
+    MEM_CACHED = "memory.cached", Some("ember_memory_cached_bytes"), None, 1, "Page cache";
+    SWAP_TOTAL = "memory.swap_total", Some("ember_swap_total_bytes"), None, 1, "Swap space";
+    SWAP_USED = "memory.swap_used", Some("ember_swap_used_bytes"), None, 1, "Swap in use";
+    FS_TOTAL = "fs.total", Some("ember_filesystem_size_bytes"), Some("mountpoint"), 1, "Filesystem size";
+    FS_USED = "fs.used", Some("ember_filesystem_used_bytes"), Some("mountpoint"), 1, "Filesystem space used";
+    DISK_READ = "disk.read", Some("ember_disk_read_bytes_per_second"), Some("device"), 1, "Block device reads";
+    DISK_WRITE = "disk.write", Some("ember_disk_write_bytes_per_second"), Some("device"), 1, "Block device writes";
+    NET_RX = "net.rx", Some("ember_network_receive_bytes_per_second"), Some("interface"), 1, "Network bytes received";
+    NET_TX = "net.tx", Some("ember_network_transmit_bytes_per_second"), Some("interface"), 1, "Network bytes sent";
+    NET_RX_ERR = "net.rx_errors", Some("ember_network_receive_errors"), Some("interface"), 1, "Receive errors in the last interval";
+    NET_TX_ERR = "net.tx_errors", Some("ember_network_transmit_errors"), Some("interface"), 1, "Send errors in the last interval";
+    WIFI_SIGNAL = "net.signal", Some("ember_wifi_signal_dbm"), Some("interface"), 1, "Wi-Fi signal level in dBm";
+    TEMP = "temp", Some("ember_temperature_celsius"), Some("sensor"), 1000, "Temperature in degrees Celsius";
+    PROBE_RTT = "probe.rtt", Some("ember_probe_rtt_seconds"), Some("target"), 1000000, "Probe round-trip time";
+    PROBE_LOSS = "probe.loss", Some("ember_probe_loss_ratio"), Some("target"), 10000, "Probe loss (0-1)";
+    WATCHED = "process.instances", Some("ember_process_instances"), Some("process"), 1, "Instances of a watched process";
+    UPTIME = "uptime", None, None, 1, "Seconds since the host booted";
+    THROTTLED = "throttled", None, None, 1, "Raspberry Pi throttling flags";
+    DROPPED = "agent.dropped", None, None, 1, "Samples the agent dropped (buffer full)";
 }
 
 /// Looks a metric up by its API name.
@@ -201,10 +203,12 @@ mod tests {
     #[test]
     fn table_is_consistent() {
         for (i, m) in ALL.iter().enumerate() {
-            assert!(m.prometheus.starts_with("ember_"), "{}", m.name);
+            if let Some(p) = m.prometheus {
+                assert!(p.starts_with("ember_"), "{}", m.name);
+                assert!(ALL[..i].iter().all(|o| o.prometheus != Some(p)));
+            }
             assert!(!m.name.contains('|'));
             assert_eq!(by_name(m.name), Some(&ALL[i]));
-            assert!(ALL[..i].iter().all(|o| o.prometheus != m.prometheus));
         }
     }
 

@@ -19,6 +19,7 @@ use crate::packed::Packed;
 use crate::ring::{Ring, Tok};
 use crate::spill::Spill;
 use crate::tiers::{Key, Keys, TierState};
+use crate::totals::Totals;
 use crate::{codec, metrics};
 
 /// Why a message was dropped. Each reason has its own counter in [`Stats`].
@@ -181,6 +182,9 @@ pub struct Host {
     missing: u64,
     duplicates: u64,
     restarts: u64,
+    /// Counters added up from the samples' rates (`/metrics`); in memory only, from 0 at start.
+    #[serde(skip)]
+    totals: Totals,
 }
 
 /// A host's summary for `/api/hosts`.
@@ -214,6 +218,9 @@ pub struct HostSummary<'a> {
     /// The host's inventory, decoded by [`HostSummary::info`].
     #[serde(rename = "info")]
     info_packed: Option<&'a Packed<HostInfo>>,
+    /// Counters added up from the samples' rates.
+    #[serde(skip)]
+    pub totals: &'a Totals,
 }
 
 impl HostSummary<'_> {
@@ -577,6 +584,7 @@ impl Store {
                 missing: 0,
                 duplicates: 0,
                 restarts: 0,
+                totals: Totals::default(),
             })
         });
         // Copied here if a snapshot's image still holds it.
@@ -955,6 +963,16 @@ impl Host {
         }
         self.missing += missing;
         self.received += 1;
+        // The sample's own interval: since the previous one when none is missing between them,
+        // else what the agent announced.
+        let interval_ms = match (self.last_seq, &self.status) {
+            (Some(last), _) if sample.seq == last + 1 => {
+                sample.timestamp_ms.saturating_sub(self.last_timestamp_ms)
+            }
+            (_, Some(Status::Online { interval_ms })) => u64::from(*interval_ms),
+            _ => 0,
+        };
+        self.totals.add(sample, interval_ms);
         self.last_seq = Some(sample.seq);
         self.last_timestamp_ms = sample.timestamp_ms;
         let ts = sample.timestamp_ms;
@@ -1039,6 +1057,7 @@ impl Host {
             history_bytes: self.raw.bytes() + self.tiers.iter().map(|t| t.bytes()).sum::<usize>(),
             latest_packed: self.latest.as_ref(),
             info_packed: self.info.as_ref(),
+            totals: &self.totals,
         }
     }
 }
