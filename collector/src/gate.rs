@@ -451,7 +451,17 @@ impl Flow {
             // Given back by `read` or `settle`, not when dropped.
             p.forget();
             self.unread.fetch_add(u64::from(n), Ordering::AcqRel);
+        } else {
+            // Closed: the collector is stopping (`close`).
+            std::future::pending::<()>().await;
         }
+    }
+
+    /// The collector is stopping: from now on every publish is held back for good (its
+    /// publisher keeps it, unacknowledged, for the next start), so that nothing is
+    /// acknowledged that ingest will not read (issue #20).
+    pub fn close(&self) {
+        self.room.close();
     }
 
     /// Ingest read publishes of `bytes`.

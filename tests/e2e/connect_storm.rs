@@ -113,9 +113,11 @@ async fn issue_20_a_fleet_connecting_at_once_is_listed_and_loses_nothing() {
     nothing_dropped(&first, "a fresh collector").await;
 
     // A graceful restart with the same data: the whole fleet reconnects at once.
-    proxy.down();
+    // The fleet stays connected while the collector stops, as it does when the process exits
+    // (here the stopped collector's listener lives on: the proxy then cuts the agents off).
     stop_first.send(true).unwrap();
     first.join().await.expect("the collector stops cleanly");
+    proxy.down();
     let restarted_ms = now_ms();
     let (second, stop_second) = start(&dir).await;
     proxy.up_to(second.mqtt_addr).await;
