@@ -30,6 +30,8 @@ pub struct AgentConfig {
     pub interval: Duration,
     /// MQTT keep-alive (rumqttd refuses 0).
     pub keep_alive: Duration,
+    /// The MQTT version spoken to the broker (`mqtt-version`: 3.1.1, the default, or 5).
+    pub mqtt_version: crate::mqtt::Version,
     /// Samples kept while the broker is unreachable, sent oldest-first on reconnect.
     pub buffer: usize,
     /// Temperature sensors to report, by label; empty reports every sensor found.
@@ -127,6 +129,9 @@ pub struct RawConfig {
     /// MQTT keep-alive (`30s`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub keep_alive: Option<String>,
+    /// MQTT version: `3.1.1` (default) or `5`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mqtt_version: Option<String>,
     /// Samples kept during an outage.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub buffer: Option<usize>,
@@ -187,6 +192,7 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("EMBER_HOST_ID", "host-id"),
     ("EMBER_INTERVAL", "interval"),
     ("EMBER_KEEP_ALIVE", "keep-alive"),
+    ("EMBER_MQTT_VERSION", "mqtt-version"),
     ("EMBER_BUFFER", "buffer"),
     ("EMBER_TEMPERATURE_SENSORS", "temperature-sensors"),
     ("EMBER_TOP_PROCESSES", "top-processes"),
@@ -296,6 +302,7 @@ impl RawConfig {
                 "host-id" => raw.host_id = Some(value.clone()),
                 "interval" => raw.interval = Some(value.clone()),
                 "keep-alive" => raw.keep_alive = Some(value.clone()),
+                "mqtt-version" => raw.mqtt_version = Some(value.clone()),
                 "buffer" => raw.buffer = Some(number()?),
                 "temperature-sensors" => raw.temperature_sensors = Some(list()),
                 "top-processes" => raw.top_processes = Some(number()?),
@@ -324,6 +331,7 @@ impl RawConfig {
             host_id: over.host_id.or(self.host_id),
             interval: over.interval.or(self.interval),
             keep_alive: over.keep_alive.or(self.keep_alive),
+            mqtt_version: over.mqtt_version.or(self.mqtt_version),
             buffer: over.buffer.or(self.buffer),
             temperature_sensors: over.temperature_sensors.or(self.temperature_sensors),
             top_processes: over.top_processes.or(self.top_processes),
@@ -377,6 +385,8 @@ impl RawConfig {
             Duration::from_secs(5),
             Duration::from_secs(3600),
         )?;
+        let mqtt_version = crate::mqtt::Version::parse(self.mqtt_version.as_deref())
+            .map_err(|reason| err("mqtt-version", reason))?;
         // Default: ten minutes of samples, at least 600.
         let ten_minutes = (600_000 / interval.as_millis().max(1)) as usize;
         let buffer = self.buffer.unwrap_or(ten_minutes.max(600));
@@ -445,6 +455,7 @@ impl RawConfig {
             host_id,
             interval,
             keep_alive,
+            mqtt_version,
             buffer,
             temperature_sensors,
             top_processes,
@@ -583,6 +594,7 @@ impl AgentConfig {
             host_id: Some(self.host_id.to_string()),
             interval: Some(humantime::format_duration(self.interval).to_string()),
             keep_alive: Some(humantime::format_duration(self.keep_alive).to_string()),
+            mqtt_version: Some(self.mqtt_version.to_string()),
             buffer: Some(self.buffer),
             temperature_sensors: Some(self.temperature_sensors.clone()),
             top_processes: Some(self.top_processes),

@@ -7,6 +7,7 @@
 
 pub mod command;
 pub mod config;
+pub mod mqtt;
 pub mod outbox;
 pub mod panel;
 pub mod preview;

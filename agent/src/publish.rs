@@ -34,13 +34,14 @@ use ember_wire::{
     Action, Command, CommandResult, Envelope, HostId, HostInfo, Message, Outcome, Status,
     MAX_ENCODED_LEN,
 };
-use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS};
+use rumqttc::QoS;
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::command::{Named, MAX_RUNNING};
 use crate::config::AgentConfig;
+use crate::mqtt::{Client, Events, Failed, Polled};
 use crate::outbox::Outbox;
 use crate::panel::PanelControl;
 use crate::recent::{Recent, Seen};
@@ -138,31 +139,14 @@ impl Publisher {
         panel: Option<PanelControl>,
     ) -> Self {
         let host = config.host_id.clone();
-        let mut options = MqttOptions::new(
-            format!("ember-agent-{host}"),
-            config.broker_host.clone(),
-            config.broker_port,
+        // MQTT 3.1.1 or 5 (`mqtt-version`), the retained `Offline` as the last will.
+        let (client, eventloop) = crate::mqtt::connect(
+            config,
+            topic::topic(&host, Kind::Status).as_str(),
+            encode(&host, Message::Status(Status::Offline)),
+            MAX_ENCODED_LEN + 256,
+            REQUEST_CAPACITY,
         );
-        options
-            .set_keep_alive(config.keep_alive)
-            .set_clean_session(true)
-            .set_inflight(REQUEST_CAPACITY as u16)
-            .set_max_packet_size(MAX_ENCODED_LEN + 256, MAX_ENCODED_LEN + 256)
-            .set_last_will(LastWill::new(
-                topic::topic(&host, Kind::Status).as_str(),
-                encode(&host, Message::Status(Status::Offline)),
-                QoS::AtLeastOnce,
-                true,
-            ));
-        if let Some(login) = &config.login {
-            options.set_credentials(login.username.clone(), login.password.clone());
-        }
-        if let Some(tls) = &config.tls {
-            options.set_transport(rumqttc::Transport::tls_with_config(
-                rumqttc::TlsConfiguration::Rustls(tls.config.clone()),
-            ));
-        }
-        let (client, eventloop) = AsyncClient::new(options, REQUEST_CAPACITY);
         let outbox = Arc::new(Mutex::new(Outbox::new(config.buffer)));
         let wake = Arc::new(Notify::new());
         let (ev_tx, ev_rx) = mpsc::channel(REQUEST_CAPACITY * 2);
@@ -281,7 +265,7 @@ enum Entry {
 }
 
 struct Pump {
-    client: AsyncClient,
+    client: Client,
     host: HostId,
     sample_topic: String,
     outbox: Arc<Mutex<Outbox>>,
@@ -610,46 +594,45 @@ impl Pump {
         }
         let offline = encode(&self.host, Message::Status(Status::Offline));
         let status = topic::topic(&self.host, Kind::Status);
-        let _ = self
-            .client
+        self.client
             .publish(status.as_str(), QoS::AtLeastOnce, true, offline)
             .await;
-        let _ = self.client.disconnect().await;
+        self.client.disconnect().await;
     }
 }
 
 /// Polls the event loop until the client disconnects.
-async fn drive(mut eventloop: EventLoop, pump: mpsc::Sender<Ev>, host: HostId, retry: Arc<Notify>) {
+async fn drive(mut eventloop: Events, pump: mpsc::Sender<Ev>, host: HostId, retry: Arc<Notify>) {
     let cmd_topic = topic::topic(&host, Kind::Command);
     let alerts_topic = topic::topic(&host, Kind::Alerts);
     let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(30));
     loop {
         let ev = match eventloop.poll().await {
-            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
-                log::info!("connected to the broker ({:?})", ack.code);
+            Ok(Polled::ConnAck(code)) => {
+                log::info!("connected to the broker ({code})");
                 backoff.reset();
                 Some(Ev::ConnAck)
             }
-            Ok(Event::Outgoing(Outgoing::Publish(pkid))) => Some(Ev::Sent(pkid)),
-            Ok(Event::Incoming(Packet::PubAck(ack))) => Some(Ev::Acked(ack.pkid)),
-            Ok(Event::Incoming(Packet::Publish(p))) if p.topic == cmd_topic.as_str() => {
-                Some(Ev::Command(p.payload.to_vec()))
+            Ok(Polled::Sent(pkid)) => Some(Ev::Sent(pkid)),
+            Ok(Polled::Acked(pkid)) => Some(Ev::Acked(pkid)),
+            Ok(Polled::Message(t, payload)) if t == cmd_topic.as_str() => {
+                Some(Ev::Command(payload))
             }
-            Ok(Event::Incoming(Packet::Publish(p))) if p.topic == alerts_topic.as_str() => {
-                Some(Ev::Alerts(p.payload.to_vec()))
+            Ok(Polled::Message(t, payload)) if t == alerts_topic.as_str() => {
+                Some(Ev::Alerts(payload))
             }
-            Ok(Event::Incoming(Packet::Publish(p))) => match topic::parse(&p.topic) {
-                Some((from, Kind::Status)) => Some(Ev::Status(from, p.payload.to_vec())),
+            Ok(Polled::Message(t, payload)) => match topic::parse(&t) {
+                Some((from, Kind::Status)) => Some(Ev::Status(from, payload)),
                 _ => None,
             },
-            Ok(Event::Outgoing(Outgoing::Disconnect)) => {
+            Ok(Polled::Disconnecting) => {
                 // Let the DISCONNECT reach the socket, then stop.
                 let _ = eventloop.poll().await;
                 return;
             }
             Ok(_) => None,
-            Err(rumqttc::ConnectionError::RequestsDone) => return,
-            Err(e) => {
+            Err(Failed::RequestsDone) => return,
+            Err(Failed::Connection(e)) => {
                 let (paused, is_paused) = oneshot::channel();
                 if pump.send(Ev::Lost(paused)).await.is_err() {
                     return;
@@ -661,7 +644,6 @@ async fn drive(mut eventloop: EventLoop, pump: mpsc::Sender<Ev>, host: HostId, r
                 // Nothing more is requested until the next CONNACK: drop what rumqttc still
                 // queues, the outbox sends it again in order.
                 eventloop.clean();
-                eventloop.pending.clear();
                 let wait = backoff.next_wait();
                 log::warn!("broker connection: {e}; retrying in {wait:?}");
                 tokio::select! {

@@ -5,10 +5,12 @@
 //! message, so these decisions are taken per connection by the gate, before a packet reaches
 //! the broker:
 //! - an **agent** account is bound to one host id: it may publish only that host's `sample`,
-//!   `info`, `status` and `result` topics (never `cmd`: only the collector commands), may name
-//!   only its own `status` topic as last will, and may subscribe only under its own host;
-//! - a **reader** account may subscribe to anything and publish nothing but Home Assistant's
-//!   birth message and last will (dashboards, Home Assistant, `mosquitto_sub`).
+//!   `info`, `status` and `result` topics (never `cmd` nor `alerts`: only the collector commands
+//!   and sets a host's alert banner), may name only its own `status` topic as last will, and may
+//!   subscribe only to its own `cmd` and `alerts` and to every host's `status` (what
+//!   `ember-agent` subscribes to);
+//! - a **reader** account may subscribe to anything but `$`-topics and publish nothing but Home
+//!   Assistant's birth message and last will (dashboards, Home Assistant, `mosquitto_sub`).
 
 use std::time::{Duration, Instant};
 
@@ -45,25 +47,37 @@ impl Identity {
         match self.role {
             Role::Reader => reader_topics.iter().any(|t| t == topic),
             Role::Agent => match topic::parse(topic) {
-                Some((host, kind)) => host.as_str() == self.name && kind != Kind::Command,
+                // `cmd` and `alerts` are the collector's: only its in-process link publishes
+                // there (an agent's retained `alerts` would replace the collector's banner).
+                Some((host, kind)) => host.as_str() == self.name && !kind.from_collector(),
                 None => false,
             },
         }
     }
 
-    /// May this client subscribe to `filter`? An agent under its own host (its `cmd`, its
-    /// `alerts` banner) and to every host's `status` (the fleet page of its panel: online or
-    /// offline, nothing a board does not see on the dashboard's fleet page anyway).
+    /// May this client name `topic` as its last will? An agent only its own `status` (the
+    /// `Offline` the broker publishes for it), a reader what it may publish.
+    pub fn may_will(&self, topic: &str, reader_topics: &[String]) -> bool {
+        match self.role {
+            Role::Reader => self.may_publish(topic, reader_topics),
+            Role::Agent => topic::parse(topic)
+                .is_some_and(|(host, kind)| host.as_str() == self.name && kind == Kind::Status),
+        }
+    }
+
+    /// May this client subscribe to `filter`? An agent to exactly what `ember-agent`
+    /// subscribes to: its own `cmd` and `alerts` banner, and every host's `status` (the fleet
+    /// page of its panel: online or offline, nothing a board does not see on the dashboard's
+    /// fleet page anyway). A reader to anything but `$`-topics (`$share/…`: rumqttd's shared
+    /// subscriptions, which crashed its router; `$SYS`).
     pub fn may_subscribe(&self, filter: &str) -> bool {
         match self.role {
-            Role::Reader => true,
+            Role::Reader => !filter.starts_with('$'),
             Role::Agent => {
                 filter == topic::ALL_STATUS
-                    || filter
-                        .strip_prefix(topic::PREFIX)
-                        .and_then(|r| r.strip_prefix('/'))
-                        .and_then(|r| r.strip_prefix(self.name.as_str()))
-                        .is_some_and(|r| r.starts_with('/'))
+                    || topic::parse(filter).is_some_and(|(host, kind)| {
+                        host.as_str() == self.name && kind.from_collector()
+                    })
             }
         }
     }
@@ -152,14 +166,20 @@ impl TokenBucket {
 
     /// Takes a token: `Ok` if there was one, else how long until there is.
     pub fn take(&mut self, now: Instant) -> Result<(), Duration> {
+        self.take_many(1, now)
+    }
+
+    /// Takes `n` tokens (at most the burst): `Ok` if there were, else how long until there are.
+    pub fn take_many(&mut self, n: u32, now: Instant) -> Result<(), Duration> {
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
         self.last = now;
         self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
+        let n = f64::from(n).min(self.burst);
+        if self.tokens >= n {
+            self.tokens -= n;
             Ok(())
         } else {
-            Err(Duration::from_secs_f64((1.0 - self.tokens) / self.rate))
+            Err(Duration::from_secs_f64((n - self.tokens) / self.rate))
         }
     }
 }
@@ -189,6 +209,8 @@ mod tests {
         check("ember/v1/pi-a/status", true);
         check("ember/v1/pi-a/result", true);
         check("ember/v1/pi-a/cmd", false);
+        // The collector's banner for the host (retained): not the agent's to overwrite.
+        check("ember/v1/pi-a/alerts", false);
         check("ember/v1/pi-b/sample", false);
         check("ember/v1/pi-a2/sample", false);
         check("ember/v1/pi-/sample", false);
@@ -199,11 +221,33 @@ mod tests {
     }
 
     #[test]
-    fn an_agent_subscribes_only_under_its_own_host() {
+    fn an_agents_last_will_is_its_own_status_only() {
+        let a = agent("pi-a");
+        assert!(a.may_will("ember/v1/pi-a/status", &[]));
+        for topic in [
+            "ember/v1/pi-a/sample",
+            "ember/v1/pi-a/info",
+            "ember/v1/pi-a/result",
+            "ember/v1/pi-a/alerts",
+            "ember/v1/pi-a/cmd",
+            "ember/v1/pi-b/status",
+        ] {
+            assert!(!a.may_will(topic, &[]), "{topic}");
+        }
+    }
+
+    #[test]
+    fn an_agent_subscribes_only_to_what_the_agent_needs() {
         let a = agent("pi-a");
         for (filter, expected) in [
             ("ember/v1/pi-a/cmd", true),
-            ("ember/v1/pi-a/#", true),
+            // Issue #20: least privilege, no more than `ember-agent` subscribes to.
+            ("ember/v1/pi-a/#", false),
+            ("ember/v1/pi-a/+", false),
+            ("ember/v1/pi-a/sample", false),
+            ("ember/v1/pi-a/status", false),
+            ("ember/v1/pi-a/cmd/#", false),
+            ("$share/g/ember/v1/pi-a/cmd", false),
             ("ember/v1/pi-b/cmd", false),
             ("ember/v1/+/cmd", false),
             ("ember/v1/#", false),
@@ -220,12 +264,16 @@ mod tests {
     }
 
     #[test]
-    fn a_reader_subscribes_to_anything_and_publishes_only_home_assistants_status() {
+    fn a_reader_subscribes_to_all_but_dollar_topics_and_publishes_only_has_status() {
         let r = Identity {
             name: "ha".into(),
             role: Role::Reader,
         };
         assert!(r.may_subscribe("#"));
+        assert!(r.may_subscribe("ember/v1/+/sample"));
+        // Issue #20: rumqttd's shared subscriptions crashed its router; no `$SYS` either.
+        assert!(!r.may_subscribe("$share/g/ember/v1/+/sample"));
+        assert!(!r.may_subscribe("$SYS/#"));
         assert!(!r.may_publish("ember/v1/ha/sample", &[]));
         // Home Assistant's birth message and last will, when the bridge listens for them.
         let ha = ["homeassistant/status".to_string()];

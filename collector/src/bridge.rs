@@ -9,6 +9,7 @@
 //! ember/json/{host}/availability            "online" when the host's status is online, else "offline"
 //! {prefix}/device/ember_{host}/config       Home Assistant device discovery (prefix: homeassistant)
 //! ember/alerts                              JSON list of the firing alerts (published by `alerts::run`)
+//! ember/collector/availability              "online" while the collector runs, else "offline" (its will)
 //! ```
 //!
 //! Discovery is sent for a host when it first has a sample, again when its components or
@@ -17,18 +18,29 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
-use ember_wire::{HostId, HostInfo, Sample};
+use ember_wire::{HostId, Sample};
 use serde_json::{json, Map, Value};
 
 use crate::config::BridgeConfig;
 use crate::metrics;
 use crate::store::{Event, HostStatus, HostSummary, Store};
 
+mod discovery;
+#[cfg(test)]
+mod ha_schema;
+use discovery::Shape;
+
 /// The first level of the bridge's topics.
 pub const JSON_PREFIX: &str = "ember/json";
 
 /// The retained JSON list of firing alerts (`alerts::Alert`s), published when it changes.
 pub const ALERTS_TOPIC: &str = "ember/alerts";
+
+/// The collector's own availability (retained): "online" while it runs, "offline" as its last
+/// will with an external broker. Every host's discovery lists it with its own and
+/// `avty_mode: all`, so that a dead collector does not leave every host "online" in Home
+/// Assistant. Not under `ember/json/`: no host id can clash with it.
+pub const COLLECTOR_AVAILABILITY: &str = "ember/collector/availability";
 
 /// The JSON state topic of `host`.
 pub fn state_topic(host: &HostId) -> String {
@@ -208,7 +220,7 @@ pub struct Bridge {
     ha_status_topic: String,
     last_state_ms: HashMap<HostId, u64>,
     /// What the last discovery sent for each host was made from.
-    announced: HashMap<HostId, Shape<String>>,
+    announced: HashMap<HostId, Announced>,
     /// Discoveries still to be made in this round ([`Bridge::set_budget`]).
     budget: usize,
     /// Hosts whose discovery is due but went over the budget, oldest first, and the same as a
@@ -220,49 +232,11 @@ pub struct Bridge {
     reannounce: VecDeque<HostId>,
 }
 
-/// Everything a host's discovery payload ([`discovery_json`]) depends on besides its id: the
-/// same shape makes the same payload, so a new sample is checked against the last one sent
-/// without building the JSON.
+/// What the last discovery sent for a host was made from, and its components (key, platform).
 #[derive(Debug)]
-struct Shape<S> {
-    temperature: bool,
-    root: bool,
-    model: S,
-    sw: S,
-}
-
-impl<'a> Shape<&'a str> {
-    fn of(info: Option<&'a HostInfo>, s: &Sample) -> Self {
-        let (model, sw) = match info {
-            Some(i) if !i.board.is_empty() => (i.board.as_str(), i.os.as_str()),
-            Some(i) => ("Linux host", i.os.as_str()),
-            None => ("Linux host", ""),
-        };
-        Shape {
-            temperature: hottest(s).is_some(),
-            root: root_used(s).is_some(),
-            model,
-            sw,
-        }
-    }
-
-    fn owned(&self) -> Shape<String> {
-        Shape {
-            temperature: self.temperature,
-            root: self.root,
-            model: self.model.to_string(),
-            sw: self.sw.to_string(),
-        }
-    }
-}
-
-impl Shape<String> {
-    fn is(&self, other: &Shape<&str>) -> bool {
-        self.temperature == other.temperature
-            && self.root == other.root
-            && self.model == other.model
-            && self.sw == other.sw
-    }
+struct Announced {
+    shape: Shape<String>,
+    cmps: Vec<(String, &'static str)>,
 }
 
 impl BridgeConfig {
@@ -339,9 +313,14 @@ impl Bridge {
         out
     }
 
-    /// Topics the bridge listens to: Home Assistant's birth message.
+    /// Topics the bridge listens to: Home Assistant's birth message, and the collector's own
+    /// availability (another collector's last will on a shared external broker).
     pub fn subscriptions(&self) -> Vec<String> {
-        self.config.subscriptions()
+        let mut topics = self.config.subscriptions();
+        if self.config.home_assistant {
+            topics.push(COLLECTOR_AVAILABILITY.to_string());
+        }
+        topics
     }
 
     fn discovery_topic(&self, host: &HostId) -> String {
@@ -355,11 +334,14 @@ impl Bridge {
 
     /// Whether `topic` is one of [`Bridge::subscriptions`].
     pub fn wants(&self, topic: &str) -> bool {
-        self.config.home_assistant && topic == self.ha_status_topic
+        self.config.home_assistant
+            && (topic == self.ha_status_topic || topic == COLLECTOR_AVAILABILITY)
     }
 
-    /// A message on one of [`Bridge::subscriptions`]: Home Assistant came online, so discovery
-    /// is sent again for every host.
+    /// A message on one of [`Bridge::subscriptions`]. Home Assistant came online: discovery is
+    /// sent again for every host. The collectors' availability went offline while this one
+    /// runs (another collector sharing the external broker died, and its last will went out):
+    /// online again, or every host would stay unavailable with this collector serving them.
     pub fn on_message(
         &mut self,
         topic: &str,
@@ -367,7 +349,17 @@ impl Bridge {
         store: &Store,
         now_ms: u64,
     ) -> Vec<Publish> {
-        if self.wants(topic) && payload.trim_ascii() == b"online" {
+        if !self.wants(topic) {
+            return Vec::new();
+        }
+        if topic == COLLECTOR_AVAILABILITY {
+            return if payload == b"online" {
+                Vec::new()
+            } else {
+                vec![collector_online()]
+            };
+        }
+        if payload.trim_ascii() == b"online" {
             self.announced.clear();
             self.announce_all(store, now_ms)
         } else {
@@ -389,7 +381,12 @@ impl Bridge {
             .iter()
             .map(|h| h.id.clone())
             .collect();
-        self.catch_up(store, now_ms)
+        let mut out = Vec::new();
+        if self.config.home_assistant {
+            out.push(collector_online());
+        }
+        out.extend(self.catch_up(store, now_ms));
+        out
     }
 
     fn host_all(&mut self, h: &HostSummary<'_>, now_ms: u64, out: &mut Vec<Publish>) {
@@ -466,7 +463,7 @@ impl Bridge {
         }
         let info = h.info();
         let shape = Shape::of(info.as_ref(), latest);
-        if self.announced.get(h.id).is_some_and(|a| a.is(&shape)) {
+        if self.announced.get(h.id).is_some_and(|a| a.shape.is(&shape)) {
             return None;
         }
         if self.budget == 0 {
@@ -476,13 +473,31 @@ impl Bridge {
             return None;
         }
         self.budget -= 1;
-        let payload = discovery_payload(h.id, &shape).to_string();
-        self.announced.insert(h.id.clone(), shape.owned());
+        let gone = self
+            .announced
+            .remove(h.id)
+            .map(|a| a.cmps)
+            .unwrap_or_default();
+        let payload = discovery::payload(h.id, &shape, &gone);
+        let announced = Announced {
+            shape: shape.owned(),
+            cmps: discovery::present(&payload),
+        };
+        self.announced.insert(h.id.clone(), announced);
         Some(Publish {
             topic: self.discovery_topic(h.id),
-            payload: payload.into_bytes(),
+            payload: payload.to_string().into_bytes(),
             retain: true,
         })
+    }
+}
+
+/// The collector's availability: online (its last will says offline).
+pub fn collector_online() -> Publish {
+    Publish {
+        topic: COLLECTOR_AVAILABILITY.into(),
+        payload: b"online".to_vec(),
+        retain: true,
     }
 }
 
@@ -507,12 +522,28 @@ fn hottest(s: &Sample) -> Option<f64> {
         .map(|m| round2(f64::from(m) / 1000.0))
 }
 
-fn root_used(s: &Sample) -> Option<f64> {
+fn root_fs(s: &Sample) -> Option<&ember_wire::Filesystem> {
     s.filesystems
         .iter()
         .find(|f| f.mount.as_str() == "/")
         .filter(|f| f.total > 0)
-        .map(|f| round2(f.used as f64 * 100.0 / f.total as f64))
+}
+
+fn root_used(s: &Sample) -> Option<f64> {
+    root_fs(s).map(|f| round2(f.used as f64 * 100.0 / f.total as f64))
+}
+
+/// Raspberry Pi firmware `get_throttled` bits: under-voltage now (bit 0); the ARM frequency
+/// capped, throttled or at the soft temperature limit now (bits 1 to 3).
+const UNDER_VOLTAGE: u32 = 1;
+const THROTTLED: u32 = 0b1110;
+
+/// When the host booted, seconds since the Unix epoch: the inventory's, else from the sample.
+fn boot_time_s(info: Option<&ember_wire::HostInfo>, s: &Sample) -> u64 {
+    match info {
+        Some(i) if i.boot_time_s > 0 => i.boot_time_s,
+        _ => (s.timestamp_ms / 1000).saturating_sub(s.uptime_s),
+    }
 }
 
 /// The JSON state of a host: flat fields for simple consumers, every series in base units
@@ -523,6 +554,7 @@ pub fn state_json(h: &HostSummary<'_>) -> Value {
         "status": h.status,
         "last_seen_ms": h.last_seen_ms,
     });
+    let info = h.info();
     if let Some(s) = &h.latest() {
         let mut values = Map::new();
         metrics::for_each(s, |m, l, x| {
@@ -545,13 +577,30 @@ pub fn state_json(h: &HostSummary<'_>) -> Value {
             "temperature_celsius": hottest(s),
             "root_used_percent": root_used(s),
             "uptime_s": s.uptime_s,
+            "boot_time_s": boot_time_s(info.as_ref(), s),
+            "root_used_bytes": root_fs(s).map(|f| f.used),
+            "swap_used_bytes": s.memory.swap_used,
+            "network_rx_bytes_per_s": s.networks.iter().map(|n| n.rx_bps).sum::<u64>(),
+            "network_tx_bytes_per_s": s.networks.iter().map(|n| n.tx_bps).sum::<u64>(),
+            "disk_read_bytes_per_s": s.disks.iter().map(|d| d.read_bps).sum::<u64>(),
+            "disk_write_bytes_per_s": s.disks.iter().map(|d| d.write_bps).sum::<u64>(),
+            "under_voltage": s.throttled.map(|t| t & UNDER_VOLTAGE != 0),
+            "throttled": s.throttled.map(|t| t & THROTTLED != 0),
+            "running": s
+                .watched
+                .iter()
+                .map(|w| (discovery::slug(&w.name), json!(w.instances > 0)))
+                .collect::<Map<_, _>>(),
             "values": values,
         });
         if let (Value::Object(a), Value::Object(b)) = (&mut v, extra) {
             a.extend(b);
         }
     }
-    if let (Value::Object(a), Some(i)) = (&mut v, h.info()) {
+    if let (Value::Object(a), Some(i)) = (&mut v, info.as_ref()) {
+        if let Some(ip) = discovery::ip_address(i) {
+            a.insert("ip_address".into(), json!(ip));
+        }
         a.insert(
             "info".into(),
             json!({
@@ -567,77 +616,11 @@ pub fn state_json(h: &HostSummary<'_>) -> Value {
     v
 }
 
-/// Home Assistant device discovery for a host: one device, a sensor per headline figure, each
-/// reading the JSON state and bound to the host's availability.
+/// Home Assistant device discovery for a host (`discovery.rs`), as a subscriber that has seen
+/// none before needs it.
 pub fn discovery_json(h: &HostSummary<'_>, s: &Sample) -> Value {
     let info = h.info();
-    discovery_payload(h.id, &Shape::of(info.as_ref(), s))
-}
-
-fn discovery_payload(host: &HostId, shape: &Shape<&str>) -> Value {
-    let id = host.as_str();
-    let uid = format!("ember_{id}");
-    let mut cmps = Map::new();
-    let mut sensor =
-        |key: &str, name: &str, unit: Option<&str>, class: Option<&str>, field: &str| {
-            let mut c = json!({
-                "p": "sensor",
-                "name": name,
-                "uniq_id": format!("{uid}_{key}"),
-                "obj_id": format!("{uid}_{key}"),
-                "val_tpl": format!("{{{{ value_json.{field} }}}}"),
-                "stat_cla": "measurement",
-            });
-            if let Some(u) = unit {
-                c["unit_of_meas"] = json!(u);
-            }
-            if let Some(d) = class {
-                c["dev_cla"] = json!(d);
-            }
-            cmps.insert(format!("{uid}_{key}"), c);
-        };
-    sensor("cpu", "CPU", Some("%"), None, "cpu_percent");
-    sensor("memory", "Memory used", Some("%"), None, "memory_percent");
-    sensor("load1", "Load (1 min)", None, None, "load1");
-    sensor("uptime", "Uptime", Some("s"), Some("duration"), "uptime_s");
-    if shape.temperature {
-        sensor(
-            "temperature",
-            "Temperature",
-            Some("°C"),
-            Some("temperature"),
-            "temperature_celsius",
-        );
-    }
-    if shape.root {
-        sensor(
-            "root",
-            "Root filesystem used",
-            Some("%"),
-            None,
-            "root_used_percent",
-        );
-    }
-    let (model, sw) = (shape.model, shape.sw);
-    let mut dev = json!({
-        "ids": [uid],
-        "name": id,
-        "mf": "Ember",
-        "mdl": model,
-    });
-    if !sw.is_empty() {
-        dev["sw"] = json!(sw);
-    }
-    json!({
-        "dev": dev,
-        "o": { "name": "ember-collector", "sw": env!("CARGO_PKG_VERSION") },
-        "stat_t": state_topic(host),
-        "avty_t": availability_topic(host),
-        "pl_avail": "online",
-        "pl_not_avail": "offline",
-        "qos": 0,
-        "cmps": cmps,
-    })
+    discovery::payload(h.id, &Shape::of(info.as_ref(), s), &[])
 }
 
 #[cfg(test)]
@@ -697,7 +680,19 @@ mod tests {
         for e in st.drain_events() {
             out.extend(b.on_event(&e, st, now));
         }
-        out
+        schema_checked(out)
+    }
+
+    /// `p`, once each discovery payload in it is checked against Home Assistant's documented
+    /// schema (`ha_schema.rs`).
+    fn schema_checked(p: Vec<Publish>) -> Vec<Publish> {
+        for d in p.iter().filter(|p| p.topic.starts_with("homeassistant/")) {
+            let v: Value = serde_json::from_slice(&d.payload).unwrap();
+            if let Err(e) = ha_schema::check(&v) {
+                panic!("{}: {e}\n{v:#}", d.topic);
+            }
+        }
+        p
     }
 
     fn topics(p: &[Publish]) -> Vec<&str> {
@@ -869,7 +864,9 @@ mod tests {
         five_hosts_sample(&mut b, &mut st);
         let hosts = |p: &[Publish]| -> Vec<String> {
             p.iter()
-                .filter(|p| p.topic.ends_with("/availability"))
+                .filter(|p| {
+                    p.topic.starts_with("ember/json/") && p.topic.ends_with("/availability")
+                })
                 .map(|p| p.topic.clone())
                 .collect()
         };
@@ -877,10 +874,12 @@ mod tests {
         b.set_budget(2);
         let first = b.on_message("homeassistant/status", b"online", &st, 5000);
         assert_eq!(hosts(&first), [avail("a"), avail("b")]);
+        // The collector's own availability first, once.
+        assert_eq!(first[0], collector_online());
         assert_eq!(
             first.len(),
-            6,
-            "availability, state and discovery: {first:?}"
+            7,
+            "the collector's availability, then availability, state and discovery: {first:?}"
         );
         assert!(b.has_queued());
         b.set_budget(2);
@@ -913,7 +912,15 @@ mod tests {
         assert_eq!(topics(&p), ["homeassistant/device/ember_pi/config"]);
         let disc: Value = serde_json::from_slice(&p[0].payload).unwrap();
         assert_eq!(disc["dev"]["ids"][0], "ember_pi");
-        assert_eq!(disc["avty_t"], "ember/json/pi/availability");
+        // The host's availability and the collector's, both needed.
+        assert_eq!(
+            disc["avty"],
+            json!([
+                {"t": "ember/json/pi/availability"},
+                {"t": "ember/collector/availability"}
+            ])
+        );
+        assert_eq!(disc["avty_mode"], "all");
         assert_eq!(
             disc["cmps"]["ember_pi_cpu"]["val_tpl"],
             "{{ value_json.cpu_percent }}"
@@ -963,12 +970,24 @@ mod tests {
         assert_eq!(
             topics(&p),
             [
+                "ember/collector/availability",
                 "ember/json/pi/availability",
                 "ember/json/pi",
                 "homeassistant/device/ember_pi/config"
             ]
         );
-        assert_eq!(b.subscriptions(), ["homeassistant/status"]);
+        assert!(p[0].retain && p[0].payload == b"online");
+        assert_eq!(
+            b.subscriptions(),
+            ["homeassistant/status", "ember/collector/availability"]
+        );
+        // Another collector's last will on the shared topic: online again, once; our own
+        // online echoed back is nothing to answer.
+        let will = b.on_message(COLLECTOR_AVAILABILITY, b"offline", &st, 8100);
+        assert_eq!(will, [collector_online()]);
+        assert!(b
+            .on_message(COLLECTOR_AVAILABILITY, b"online", &st, 8100)
+            .is_empty());
     }
 
     /// Discovery is compared by what it is made from, not rebuilt for every sample (#9): it
@@ -987,10 +1006,10 @@ mod tests {
             topics(&p),
             ["ember/json/pi", "homeassistant/device/ember_pi/config"]
         );
-        let info = |board: &str, os: &str, kernel: &str| {
+        let info = |board: &str, agent: &str, kernel: &str| {
             enc(Message::HostInfo(ember_wire::HostInfo {
                 board: board.into(),
-                os: os.into(),
+                agent_version: agent.into(),
                 kernel: kernel.into(),
                 ..Default::default()
             }))
@@ -1010,33 +1029,35 @@ mod tests {
             &mut b,
             &mut st,
             "ember/v1/pi/info",
-            &info("Pi 4", "Debian", "6.1"),
+            &info("Pi 4", "0.3.0", "6.1"),
             1100,
         );
         let d = discoveries(&p);
         assert_eq!(d.len(), 1, "{p:?}");
         assert_eq!(d[0]["dev"]["mdl"], "Pi 4");
-        assert_eq!(d[0]["dev"]["sw"], "Debian");
+        assert_eq!(d[0]["dev"]["hw"], "Pi 4");
+        assert_eq!(d[0]["dev"]["sw"], "0.3.0");
         assert_eq!(d[0], fresh(&st));
         // A kernel update changes the inventory but not the discovery: not sent.
         let p = run(
             &mut b,
             &mut st,
             "ember/v1/pi/info",
-            &info("Pi 4", "Debian", "6.6"),
+            &info("Pi 4", "0.3.0", "6.6"),
             1200,
         );
         assert!(discoveries(&p).is_empty(), "{p:?}");
-        // The OS changes: sent again.
+        // The agent is updated: sent again.
         let p = run(
             &mut b,
             &mut st,
             "ember/v1/pi/info",
-            &info("Pi 4", "Trixie", "6.6"),
+            &info("Pi 4", "0.4.0", "6.6"),
             1300,
         );
-        assert_eq!(discoveries(&p)[0]["dev"]["sw"], "Trixie");
-        // The temperature sensor goes away with the next sample.
+        assert_eq!(discoveries(&p)[0]["dev"]["sw"], "0.4.0");
+        // The temperature sensor goes away with the next sample: sent once as its platform
+        // alone, so that Home Assistant removes it; a fresh build has no trace of it.
         let p = run(
             &mut b,
             &mut st,
@@ -1046,8 +1067,13 @@ mod tests {
         );
         let d = discoveries(&p);
         assert_eq!(d.len(), 1, "{p:?}");
-        assert!(d[0]["cmps"].get("ember_pi_temperature").is_none());
-        assert_eq!(d[0], fresh(&st));
+        assert_eq!(d[0]["cmps"]["ember_pi_temperature"], json!({"p": "sensor"}));
+        let mut without = d[0].clone();
+        without["cmps"]
+            .as_object_mut()
+            .unwrap()
+            .remove("ember_pi_temperature");
+        assert_eq!(without, fresh(&st));
         // And nothing more while nothing changes.
         let p = run(
             &mut b,
@@ -1057,5 +1083,264 @@ mod tests {
             1500,
         );
         assert!(discoveries(&p).is_empty(), "{p:?}");
+        // It comes back, and goes again: removed once more, once.
+        let p = run(
+            &mut b,
+            &mut st,
+            "ember/v1/pi/sample",
+            &sample(4, true),
+            1600,
+        );
+        assert_eq!(
+            discoveries(&p)[0]["cmps"]["ember_pi_temperature"]["dev_cla"],
+            "temperature"
+        );
+        let p = run(
+            &mut b,
+            &mut st,
+            "ember/v1/pi/sample",
+            &sample(5, false),
+            1700,
+        );
+        assert_eq!(
+            discoveries(&p)[0]["cmps"]["ember_pi_temperature"],
+            json!({"p": "sensor"})
+        );
+        let p = run(
+            &mut b,
+            &mut st,
+            "ember/v1/pi/sample",
+            &sample(6, true),
+            1800,
+        );
+        let p2 = run(
+            &mut b,
+            &mut st,
+            "ember/v1/pi/sample",
+            &sample(7, false),
+            1900,
+        );
+        assert_eq!(discoveries(&p).len() + discoveries(&p2).len(), 2);
+    }
+
+    /// A host with everything the wire carries: its inventory and a sample with swap, network,
+    /// throttling flags and watched processes. What the bridge publishes for it.
+    fn rich_host(b: &mut Bridge, st: &mut Store) -> (Value, Value) {
+        let mut info = ember_wire::HostInfo {
+            board: "Raspberry Pi 4 Model B".into(),
+            agent_version: "0.4.0".into(),
+            boot_time_s: 1_700_000_000,
+            ..Default::default()
+        };
+        let mut eth = ember_wire::Interface {
+            name: "eth0".into(),
+            mac: Some([0xdc, 0xa6, 0x32, 0, 0x0a, 0xff]),
+            ..Default::default()
+        };
+        eth.ipv4.push([192, 168, 1, 20]).unwrap();
+        let mut lo = ember_wire::Interface {
+            name: "lo".into(),
+            ..Default::default()
+        };
+        lo.ipv4.push([127, 0, 0, 1]).unwrap();
+        info.interfaces.push(lo).unwrap();
+        info.interfaces.push(eth).unwrap();
+        let host = "my-pi-";
+        run(
+            b,
+            st,
+            "ember/v1/my-pi-/info",
+            &enc_for(host, Message::HostInfo(info)),
+            900,
+        );
+        let mut s = Sample {
+            seq: 1,
+            timestamp_ms: 1_700_000_500_000,
+            uptime_s: 500,
+            ..Sample::default()
+        };
+        s.memory.total = 4 << 30;
+        s.memory.used = 1 << 30;
+        s.memory.swap_total = 1 << 30;
+        s.memory.swap_used = 1 << 20;
+        s.filesystems
+            .push(ember_wire::Filesystem {
+                mount: "/".into(),
+                total: 32 << 30,
+                used: 8 << 30,
+            })
+            .unwrap();
+        for (name, rx, tx) in [("eth0", 1000, 200), ("wlan0", 24, 6)] {
+            s.networks
+                .push(ember_wire::NetIo {
+                    interface: name.into(),
+                    rx_bps: rx,
+                    tx_bps: tx,
+                    ..Default::default()
+                })
+                .unwrap();
+        }
+        for (device, read, write) in [("mmcblk0", 4096, 512), ("sda", 4, 0)] {
+            s.disks
+                .push(ember_wire::DiskIo {
+                    device: device.into(),
+                    read_bps: read,
+                    write_bps: write,
+                })
+                .unwrap();
+        }
+        s.throttled = Some(0x5_0005); // under-voltage and throttled now, and before
+        for (name, n) in [("nginx", 2), ("Home-Assistant", 0)] {
+            s.watched
+                .push(ember_wire::Watched {
+                    name: name.into(),
+                    instances: n,
+                })
+                .unwrap();
+        }
+        let p = run(
+            b,
+            st,
+            "ember/v1/my-pi-/sample",
+            &enc_for(host, Message::Sample(s)),
+            1000,
+        );
+        let get = |t: &str| -> Value {
+            let p = p.iter().rfind(|p| p.topic == t).expect(t);
+            serde_json::from_slice(&p.payload).unwrap()
+        };
+        // The state went out with the inventory; within state-every, the sample's is not sent.
+        let id = HostId::new(host).unwrap();
+        let state = state_json(&st.summary(&id, 1000).unwrap());
+        (state, get("homeassistant/device/ember_my-pi-/config"))
+    }
+
+    /// Issue #23: discovery as Home Assistant reads it now: `def_ent_id` with the component's
+    /// domain (no `obj_id`), the boot time as a diagnostic timestamp (no uptime counter), bytes
+    /// as `data_size`, rates as `data_rate`, throttling and processes as binary sensors, and
+    /// the device's agent version, board and MAC addresses.
+    #[test]
+    fn discovery_speaks_current_home_assistant() {
+        let (mut b, mut st) = setup();
+        let (state, disc) = rich_host(&mut b, &mut st);
+        let cmps = disc["cmps"].as_object().unwrap();
+        let c = |key: &str| &cmps[&format!("ember_my-pi-_{key}")];
+        for (key, comp) in cmps {
+            assert!(comp.get("obj_id").is_none(), "{key}: obj_id");
+            let p = comp["p"].as_str().unwrap();
+            let object = key.replace("ember_my-pi-_", "ember_my_pi_");
+            assert_eq!(comp["def_ent_id"], format!("{p}.{object}"), "{key}");
+            assert_eq!(comp["uniq_id"], key.as_str());
+        }
+        assert!(cmps.keys().all(|k| !k.ends_with("_uptime")), "{cmps:?}");
+        let boot = c("last_boot");
+        assert_eq!(boot["dev_cla"], "timestamp");
+        assert_eq!(boot["ent_cat"], "diagnostic");
+        assert!(boot.get("stat_cla").is_none() && boot.get("unit_of_meas").is_none());
+        assert!(boot["val_tpl"]
+            .as_str()
+            .unwrap()
+            .contains("value_json.boot_time_s"));
+        assert_eq!(state["boot_time_s"], 1_700_000_000);
+        for (key, field, value) in [
+            ("memory_used", "memory_used_bytes", json!(1u64 << 30)),
+            ("swap_used", "swap_used_bytes", json!(1u64 << 20)),
+            ("root_used", "root_used_bytes", json!(8u64 << 30)),
+        ] {
+            assert_eq!(c(key)["dev_cla"], "data_size", "{key}");
+            assert_eq!(c(key)["unit_of_meas"], "B", "{key}");
+            assert_eq!(state[field], value, "{field}");
+        }
+        for (key, field, value) in [
+            ("network_rx", "network_rx_bytes_per_s", 1024),
+            ("network_tx", "network_tx_bytes_per_s", 206),
+            ("disk_read", "disk_read_bytes_per_s", 4100),
+            ("disk_write", "disk_write_bytes_per_s", 512),
+        ] {
+            assert_eq!(c(key)["dev_cla"], "data_rate", "{key}");
+            assert_eq!(c(key)["unit_of_meas"], "B/s", "{key}");
+            assert_eq!(state[field], value, "{field}");
+        }
+        assert_eq!(c("cpu")["sug_dsp_prc"], 1);
+        for key in ["under_voltage", "throttled"] {
+            assert_eq!(c(key)["p"], "binary_sensor", "{key}");
+            assert_eq!(c(key)["dev_cla"], "problem", "{key}");
+            assert_eq!(state[key], true, "{key}");
+        }
+        for (key, slug, running) in [
+            ("process_nginx", "nginx", true),
+            ("process_home_assistant", "home_assistant", false),
+        ] {
+            assert_eq!(c(key)["p"], "binary_sensor", "{key}");
+            assert_eq!(c(key)["dev_cla"], "running", "{key}");
+            assert_eq!(
+                c(key)["val_tpl"],
+                format!("{{{{ 'ON' if value_json.running['{slug}'] else 'OFF' }}}}")
+            );
+            assert_eq!(state["running"][slug], running, "{slug}");
+        }
+        assert_eq!(c("ip_address")["ent_cat"], "diagnostic");
+        assert_eq!(state["ip_address"], "192.168.1.20");
+        let dev = &disc["dev"];
+        assert_eq!(dev["sw"], "0.4.0");
+        assert_eq!(dev["hw"], "Raspberry Pi 4 Model B");
+        assert_eq!(dev["cns"], json!([["mac", "dc:a6:32:00:0a:ff"]]));
+        // No public URL of the collector is configured anywhere: no `cu`.
+        assert!(dev.get("cu").is_none());
+        // Every template reads a field the state has.
+        for (key, comp) in cmps {
+            let tpl = comp["val_tpl"].as_str().unwrap();
+            let field = tpl
+                .split("value_json.")
+                .nth(1)
+                .unwrap()
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .next()
+                .unwrap();
+            assert!(
+                state.get(field).is_some(),
+                "{key}: {field} not in the state"
+            );
+        }
+    }
+
+    /// Issue #23: every discovery payload the bridge builds meets Home Assistant's documented
+    /// schema: a bare host, one with everything the wire carries, one losing components, and
+    /// all of them again for Home Assistant's birth message (`run` checks each one published).
+    #[test]
+    fn every_discovery_payload_meets_home_assistants_schema() {
+        let (mut b, mut st) = setup();
+        let bare = run(
+            &mut b,
+            &mut st,
+            "ember/v1/pi/sample",
+            &sample(1, true),
+            1000,
+        );
+        rich_host(&mut b, &mut st);
+        // The rich host loses its throttling flags, processes, network, disks and swap.
+        let plain = sample_for("my-pi-", 2, false);
+        let lost = run(&mut b, &mut st, "ember/v1/my-pi-/sample", &plain, 1100);
+        let d = lost
+            .iter()
+            .find(|p| p.topic == "homeassistant/device/ember_my-pi-/config")
+            .expect("discovery");
+        let d: Value = serde_json::from_slice(&d.payload).unwrap();
+        assert_eq!(
+            d["cmps"]["ember_my-pi-_process_nginx"],
+            json!({"p": "binary_sensor"})
+        );
+        let birth = schema_checked(b.on_message("homeassistant/status", b"online", &st, 1200));
+        let discoveries = [bare, lost, birth]
+            .iter()
+            .flatten()
+            .filter(|p| p.topic.starts_with("homeassistant/"))
+            .count();
+        assert_eq!(discoveries, 4);
+        // What Served makes for a new subscriber too.
+        for h in ["pi", "my-pi-"] {
+            let s = st.summary(&HostId::new(h).unwrap(), 1200).unwrap();
+            ha_schema::check(&discovery_json(&s, &s.latest().unwrap())).unwrap();
+        }
     }
 }

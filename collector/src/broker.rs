@@ -54,7 +54,7 @@ const PIPE_BYTES: usize = 64 * 1024;
 pub fn rumqttd_config(config: &Config) -> rumqttd::Config {
     let connections = ConnectionSettings {
         connection_timeout_ms: 5_000,
-        max_payload_size: config.max_payload,
+        max_payload_size: max_packet(config),
         max_inflight_count: 100,
         auth: None,
         external_auth: None,
@@ -82,9 +82,27 @@ pub fn rumqttd_config(config: &Config) -> rumqttd::Config {
             custom_segment: None,
             initialized_filters: None,
             shared_subscriptions_strategy: Default::default(),
+            // Persistent sessions kept for clients that left: as many as may connect, each
+            // for a day at most (rumqttd 0.20 kept every client id's, forever).
+            max_saved_sessions: Some(config.max_connections + ROUTER_HEADROOM),
+            saved_session_expiry_secs: Some(SAVED_SESSION_EXPIRY.as_secs()),
         },
+        // MQTT 5 clients: the gate hands them to the v5 server of the same name
+        // (`connect_v5`, `gate_v5.rs`).
+        v5: Some(HashMap::from([(
+            SERVER.to_string(),
+            ServerSettings {
+                name: "ember-v5".to_string(),
+                // The gate's own limit, which it tells MQTT 5 clients in the CONNACK and
+                // enforces before rumqttd (3.1.1 clients, told nothing, meet rumqttd's).
+                connections: ConnectionSettings {
+                    max_payload_size: max_packet(config),
+                    ..server.connections.clone()
+                },
+                ..server.clone()
+            },
+        )])),
         v4: Some(HashMap::from([(SERVER.to_string(), server)])),
-        v5: None,
         ws: None,
         cluster: None,
         // No console: rumqttd's has no authentication.
@@ -95,8 +113,19 @@ pub fn rumqttd_config(config: &Config) -> rumqttd::Config {
     }
 }
 
+/// The largest packet (remaining length) the gate takes from a client, and rumqttd's own limit
+/// on both servers (`max_payload_size`, which it compares with the remaining length): equal,
+/// so that nothing the gate lets through (and [`crate::gate::Flow`] counts) is refused by
+/// rumqttd, its room never given back while ingest is busy.
+pub fn max_packet(config: &Config) -> usize {
+    config.max_payload
+}
+
 /// Router connections beyond `max-connections`: see [`rumqttd_config`].
 pub const ROUTER_HEADROOM: usize = 16;
+
+/// How long rumqttd keeps a persistent session after its client left.
+pub const SAVED_SESSION_EXPIRY: Duration = Duration::from_secs(24 * 3600);
 
 /// A running broker: the gate's way in and the collector's link.
 pub struct Running {
@@ -106,6 +135,8 @@ pub struct Running {
     pub link_tx: LinkTx,
     /// Receives what the collector subscribed to.
     pub link_rx: LinkRx,
+    /// The sizes of the router's per-client tables.
+    pub gauges: Arc<rumqttd::Gauges>,
 }
 
 /// Starts rumqttd on its own threads and waits until it answers a CONNECT.
@@ -123,6 +154,7 @@ pub async fn start_serving(
 ) -> Result<Running, BrokerError> {
     let mut broker = Broker::with_retained_source(rumqttd_config(config), source);
     let handoff = broker.handoff(SERVER);
+    let gauges = broker.gauges();
     let (link_tx, link_rx) = broker
         .link("ember-collector")
         .map_err(|e| BrokerError::Link(Box::new(e)))?;
@@ -138,6 +170,7 @@ pub async fn start_serving(
     match tokio::time::timeout(timeout, mqtt_ping(&handoff)).await {
         Ok(Ok(())) => Ok(Running {
             handoff,
+            gauges,
             link_tx,
             link_rx,
         }),
@@ -154,8 +187,20 @@ pub fn idle_handoff() -> Handoff {
 /// A new connection to rumqttd, as if it had connected to its listener: the gate's end of an
 /// in-memory pipe whose other end rumqttd serves.
 pub fn connect(handoff: &Handoff) -> std::io::Result<Pipe> {
+    handed(|theirs| handoff.hand(theirs))
+}
+
+/// [`connect`] for an MQTT 5 client: the connection goes to rumqttd's v5 server.
+pub fn connect_v5(handoff: &Handoff) -> std::io::Result<Pipe> {
+    handed(|theirs| handoff.hand_v5(theirs))
+}
+
+/// A pipe whose other end `hand` gives rumqttd.
+fn handed(
+    hand: impl FnOnce(Box<dyn rumqttd::N>) -> Result<(), Box<dyn rumqttd::N>>,
+) -> std::io::Result<Pipe> {
     let (ours, theirs) = pipe(PIPE_BYTES);
-    handoff.hand(Box::new(theirs)).map_err(|_| {
+    hand(Box::new(theirs)).map_err(|_| {
         std::io::Error::new(
             std::io::ErrorKind::ConnectionRefused,
             "the embedded broker has stopped",
@@ -337,6 +382,9 @@ async fn mqtt_ping(handoff: &Handoff) -> std::io::Result<()> {
 }
 
 #[cfg(test)]
+mod hostile;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -476,6 +524,25 @@ mod tests {
                 assert_eq!(&got["s/499"][..], b"499");
                 assert_eq!(&got["other"][..], [1]);
             }
+        }
+    }
+
+    /// rumqttd's MQTT 5 reader answers a packet only a server sends (CONNACK, UNSUBACK) with an
+    /// error: rumqttd 0.20 reached `unreachable!()` there, a panic per packet from any client
+    /// (with `panic = "abort"`, the collector's end).
+    #[test]
+    fn a_clients_server_packets_are_an_error_not_a_panic() {
+        use rumqttd::protocol::{v5::V5, Protocol};
+        for packet in [
+            &[0x20u8, 3, 0, 0, 0][..],
+            &[0xb0, 3, 0, 1, 0],
+            &[0xb0, 4, 0, 1, 0, 0],
+        ] {
+            let read = std::panic::catch_unwind(|| {
+                V5.read_mut(&mut bytes::BytesMut::from(packet), 1024)
+                    .map(|_| ())
+            });
+            assert!(matches!(read, Ok(Err(_))), "{packet:?}: {read:?}");
         }
     }
 

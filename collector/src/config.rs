@@ -137,6 +137,8 @@ pub struct MqttSecurity {
     pub max_burst: u32,
     /// Connections one account may hold at once.
     pub max_connections_per_client: usize,
+    /// Distinct filters one connection may be subscribed to at once (also without accounts).
+    pub max_subscriptions: usize,
 }
 
 impl MqttSecurity {
@@ -336,6 +338,7 @@ impl Config {
                 max_messages_per_second: Some(self.mqtt.max_messages_per_second),
                 max_burst: Some(self.mqtt.max_burst),
                 max_connections_per_client: Some(self.mqtt.max_connections_per_client),
+                max_subscriptions: Some(self.mqtt.max_subscriptions),
                 users: self
                     .mqtt
                     .users
@@ -489,6 +492,9 @@ pub struct RawMqtt {
     /// Connections per account.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_connections_per_client: Option<usize>,
+    /// Filters per connection.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_subscriptions: Option<usize>,
     /// `[mqtt.users.NAME]`
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub users: BTreeMap<String, RawUser>,
@@ -625,6 +631,7 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
         "EMBER_MQTT_MAX_CONNECTIONS_PER_CLIENT",
         "mqtt.max-connections-per-client",
     ),
+    ("EMBER_MQTT_MAX_SUBSCRIPTIONS", "mqtt.max-subscriptions"),
 ];
 
 /// Ember's variables that are not the collector's keys: shared ones, and the agent's (the
@@ -637,6 +644,7 @@ const ENV_OTHER: &[&str] = &[
     "EMBER_HOST_ID",
     "EMBER_INTERVAL",
     "EMBER_KEEP_ALIVE",
+    "EMBER_MQTT_VERSION",
     "EMBER_BUFFER",
     "EMBER_TEMPERATURE_SENSORS",
     "EMBER_TOP_PROCESSES",
@@ -706,6 +714,7 @@ impl RawConfig {
                 max_messages_per_second: Some(20),
                 max_burst: Some(200),
                 max_connections_per_client: Some(4),
+                max_subscriptions: Some(100),
                 ..RawMqtt::default()
             },
         }
@@ -848,6 +857,7 @@ impl RawConfig {
                 "mqtt.max-connections-per-client" => {
                     raw.mqtt.max_connections_per_client = Some(number()?)
                 }
+                "mqtt.max-subscriptions" => raw.mqtt.max_subscriptions = Some(number()?),
                 _ => unreachable!("ENV_KEYS and this match list the same keys"),
             }
         }
@@ -917,6 +927,7 @@ impl RawConfig {
                     .mqtt
                     .max_connections_per_client
                     .or(self.mqtt.max_connections_per_client),
+                max_subscriptions: over.mqtt.max_subscriptions.or(self.mqtt.max_subscriptions),
                 // Accounts of later layers are added to (and replace by name) earlier ones.
                 users: {
                     let mut users = self.mqtt.users;
@@ -1267,7 +1278,17 @@ fn validate_mqtt(
         max_messages_per_second: raw.max_messages_per_second.unwrap_or(20),
         max_burst: raw.max_burst.unwrap_or(200),
         max_connections_per_client: raw.max_connections_per_client.unwrap_or(4),
+        max_subscriptions: raw.max_subscriptions.unwrap_or(100),
     };
+    if !(1..=100_000).contains(&mqtt.max_subscriptions) {
+        return Err(err(
+            "mqtt.max-subscriptions",
+            format!(
+                "must be 1 to 100000 filters per connection, got {}",
+                mqtt.max_subscriptions
+            ),
+        ));
+    }
     if mqtt.max_messages_per_second == 0 || mqtt.max_messages_per_second > 1_000_000 {
         return Err(err(
             "mqtt.max-messages-per-second",
@@ -1483,6 +1504,20 @@ mod tests {
         assert_eq!(e.key, "mqtt.require-client-cert");
         let e = check("[mqtt]\nmax-messages-per-second = 0\n").unwrap_err();
         assert_eq!(e.key, "mqtt.max-messages-per-second");
+        // Issue #20: the cap on subscriptions, also without accounts.
+        assert_eq!(check("").unwrap().mqtt.max_subscriptions, 100);
+        let e = check("[mqtt]\nmax-subscriptions = 0\n").unwrap_err();
+        assert_eq!(e.key, "mqtt.max-subscriptions");
+        assert!(e.reason.contains("got 0"), "{e}");
+        let e = check("[mqtt]\nmax-subscriptions = 100001\n").unwrap_err();
+        assert_eq!(e.key, "mqtt.max-subscriptions");
+        assert_eq!(
+            check("[mqtt]\nmax-subscriptions = 3\n")
+                .unwrap()
+                .mqtt
+                .max_subscriptions,
+            3
+        );
     }
 
     #[test]

@@ -35,6 +35,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
+use std::net::IpAddr;
 use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -50,18 +51,20 @@ use tokio::net::{TcpListener, TcpStream};
 use rumqttd::Handoff;
 use tokio::sync::{Notify, Semaphore};
 
-use crate::access::{self, Identity, Role, TokenBucket};
+use crate::access::{self, Identity, TokenBucket};
+use crate::admission::{self, Admission, Verdict};
+// MQTT 5 clients: their CONNECT, CONNACK and relay.
+#[path = "gate_v5.rs"]
+pub mod v5;
 use crate::config::{Config, User};
 use crate::ingest::from_agents;
+use crate::subscriptions::{Control, Subscriptions};
 
 /// How long a new connection has for the TLS handshake and its CONNECT (as rumqttd's
 /// `connection_timeout_ms`).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a closed connection waits for rumqttd to close its side before its slot is reused.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
-/// Password checks at once: argon2 is slow on purpose, so a burst of CONNECTs with wrong
-/// passwords must not take every core.
-const VERIFY_AT_ONCE: usize = 2;
 /// Bytes a relay reads at once, each way (a larger packet takes several reads). The room is on
 /// the stack of the poll that finds bytes to read ([`read_with`]): a connection waiting for its
 /// next packet holds no read buffer.
@@ -75,6 +78,9 @@ pub struct Settings {
     pub max_connections: usize,
     /// Largest packet a client may send (remaining length), bytes.
     pub max_packet: usize,
+    /// Distinct filters a connection may hold at once (`mqtt.max-subscriptions`), with
+    /// accounts or without ([`crate::subscriptions`]).
+    pub max_subscriptions: usize,
     /// TLS, if on.
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     /// Authentication and per-client limits; `None`: open (loopback only).
@@ -95,6 +101,8 @@ pub struct Accounts {
     pub burst: u32,
     /// What a reader may publish: the topics the bridge listens to (Home Assistant's status).
     pub reader_topics: Vec<String>,
+    /// The password checks, bounded ([`crate::admission`]).
+    pub admission: Admission,
 }
 
 impl Settings {
@@ -117,12 +125,19 @@ impl Settings {
             rate: mqtt.max_messages_per_second,
             burst: mqtt.max_burst,
             reader_topics: config.bridge.subscriptions(),
+            admission: Admission::new(
+                admission::Limits::default(),
+                admission::dummy_hash(mqtt.users.values().find_map(|u| u.password_hash.as_deref())),
+            ),
         });
         Ok(Settings {
             broker,
             max_connections: config.max_connections,
-            // The payload limit plus room for the topic and the header.
-            max_packet: config.max_payload + 1024,
+            // rumqttd's own limit (`max_payload_size`, which it compares with the remaining
+            // length): a larger publish let through would be counted by [`Flow`] and then
+            // refused by the broker, its room never given back while ingest is busy.
+            max_packet: crate::broker::max_packet(config),
+            max_subscriptions: mqtt.max_subscriptions,
             tls,
             accounts,
         })
@@ -136,7 +151,6 @@ pub struct Gate {
     counters: Counters,
     flow: Arc<Flow>,
     per_client: Mutex<HashMap<String, usize>>,
-    verifying: tokio::sync::Semaphore,
     sessions: Mutex<HashMap<String, Arc<Session>>>,
 }
 
@@ -200,6 +214,7 @@ struct Counters {
     refused_full: AtomicU64,
     refused_id: AtomicU64,
     refused_auth: AtomicU64,
+    refused_busy: AtomicU64,
     refused_client_limit: AtomicU64,
     refused_tls: AtomicU64,
     refused_protocol: AtomicU64,
@@ -233,6 +248,10 @@ pub struct GateStats {
     pub refused_id: u64,
     /// CONNECTs refused: anonymous, unknown account, wrong password, no certificate.
     pub refused_auth: u64,
+    /// Refused with CONNACK 3 before the password was checked: the checks' queue (or the
+    /// source's share of it) was full, the source failed too often lately, or its turn did not
+    /// come in time ([`crate::admission`]).
+    pub refused_busy: u64,
     /// Refused with CONNACK 3: the account already had its connections open.
     pub refused_client_limit: u64,
     /// TLS handshakes that failed.
@@ -242,7 +261,9 @@ pub struct GateStats {
     pub refused_protocol: u64,
     /// Publishes dropped because the topic is not the account's (spoofing, or a command).
     pub spoofed: u64,
-    /// Subscriptions refused (the connection is closed).
+    /// Subscriptions refused: a filter the account may not use (the connection is closed), or
+    /// a SUBSCRIBE above `mqtt.max-subscriptions` (SUBACK 0x80 with accounts; closed in open
+    /// mode).
     pub refused_subscriptions: u64,
     /// QoS 0 publishes dropped above the client's rate.
     pub rate_dropped: u64,
@@ -274,7 +295,6 @@ impl Gate {
             counters: Counters::default(),
             flow,
             per_client: Mutex::new(HashMap::new()),
-            verifying: tokio::sync::Semaphore::new(VERIFY_AT_ONCE),
             sessions: Mutex::new(HashMap::new()),
         })
     }
@@ -323,6 +343,11 @@ impl Gate {
         }
     }
 
+    /// The accounts, if clients must authenticate.
+    pub fn accounts(&self) -> Option<&Accounts> {
+        self.settings.accounts.as_ref()
+    }
+
     /// The counters now.
     pub fn stats(&self) -> GateStats {
         let c = &self.counters;
@@ -336,6 +361,7 @@ impl Gate {
             refused_full: g(&c.refused_full),
             refused_id: g(&c.refused_id),
             refused_auth: g(&c.refused_auth),
+            refused_busy: g(&c.refused_busy),
             refused_client_limit: g(&c.refused_client_limit),
             refused_tls: g(&c.refused_tls),
             refused_protocol: g(&c.refused_protocol),
@@ -425,7 +451,17 @@ impl Flow {
             // Given back by `read` or `settle`, not when dropped.
             p.forget();
             self.unread.fetch_add(u64::from(n), Ordering::AcqRel);
+        } else {
+            // Closed: the collector is stopping (`close`).
+            std::future::pending::<()>().await;
         }
+    }
+
+    /// The collector is stopping: from now on every publish is held back for good (its
+    /// publisher keeps it, unacknowledged, for the next start), so that nothing is
+    /// acknowledged that ingest will not read (issue #20).
+    pub fn close(&self) {
+        self.room.close();
     }
 
     /// Ingest read publishes of `bytes`.
@@ -463,6 +499,10 @@ pub struct Scanner {
     remaining: usize,
     topic_len: usize,
     topic: Vec<u8>,
+    /// The largest packet (remaining length) the broker takes.
+    max: usize,
+    /// The remaining length of a packet above `max`, once seen (the scan is then broken).
+    oversized: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -491,21 +531,51 @@ impl Default for Scanner {
             remaining: 0,
             topic_len: 0,
             topic: Vec::new(),
+            max: usize::MAX,
+            oversized: None,
         }
     }
 }
 
 impl Scanner {
+    /// A scanner that stops at a packet above `max` bytes (remaining length): its publish is
+    /// not counted, and [`Scanner::oversized`] says so.
+    pub fn with_limit(max: usize) -> Self {
+        Scanner {
+            max,
+            ..Scanner::default()
+        }
+    }
+
+    /// The remaining length of a packet above the limit, if one was seen.
+    pub fn oversized(&self) -> Option<usize> {
+        self.oversized
+    }
+
     /// Scans the next bytes of the stream; returns the size (as [`Flow`] counts) of the agents'
     /// publishes whose topic ended in them.
     pub fn feed(&mut self, data: &[u8]) -> u64 {
+        self.scan(data, false).0
+    }
+
+    /// As [`Scanner::feed`], but stops before a SUBSCRIBE or UNSUBSCRIBE: also returns how
+    /// many bytes it scanned (`data.len()` unless it stopped). The caller takes that packet
+    /// whole, then feeds what follows it.
+    pub fn feed_until_control(&mut self, data: &[u8]) -> (u64, usize) {
+        self.scan(data, true)
+    }
+
+    fn scan(&mut self, data: &[u8], stop: bool) -> (u64, usize) {
         let mut counted = 0;
         let mut i = 0;
         while i < data.len() {
             match self.state {
-                Scan::Broken => return counted,
+                Scan::Broken => return (counted, data.len()),
                 Scan::Type => {
                     let b = data[i];
+                    if stop && matches!(b >> 4, 8 | 10) {
+                        return (counted, i);
+                    }
                     i += 1;
                     self.publish = b >> 4 == 3;
                     self.qos = (b >> 1) & 3;
@@ -522,6 +592,9 @@ impl Scanner {
                         } else {
                             Scan::Length { shift: shift + 7 }
                         }
+                    } else if self.remaining > self.max {
+                        self.oversized = Some(self.remaining);
+                        Scan::Broken
                     } else if self.remaining == 0 {
                         Scan::Type
                     } else if self.publish {
@@ -582,7 +655,7 @@ impl Scanner {
                 }
             }
         }
-        counted
+        (counted, data.len())
     }
 }
 
@@ -602,7 +675,7 @@ pub async fn serve(listener: TcpListener, gate: Arc<Gate>) {
         n += 1;
         let gate = gate.clone();
         tokio::spawn(async move {
-            if let Err(e) = connection(gate, tcp, n).await {
+            if let Err(e) = connection(gate, tcp, peer.ip(), n).await {
                 tracing::debug!(%peer, "MQTT client closed: {e}");
             }
         });
@@ -630,6 +703,9 @@ pub enum Closed {
     /// The CONNECT was refused with this code.
     #[error("refused: {0:?}")]
     Refused(ConnectReturnCode),
+    /// An MQTT 5 CONNECT was refused with this reason code.
+    #[error("refused: reason {0:#04x}")]
+    Refused5(u8),
     /// A subscription the account may not make.
     #[error("subscription to {0:?} refused")]
     Subscription(String),
@@ -638,10 +714,10 @@ pub enum Closed {
     Qos2(String),
 }
 
-async fn connection(gate: Arc<Gate>, tcp: TcpStream, n: u64) -> Result<(), Closed> {
+async fn connection(gate: Arc<Gate>, tcp: TcpStream, peer: IpAddr, n: u64) -> Result<(), Closed> {
     let _ = tcp.set_nodelay(true);
     let Some(acceptor) = &gate.settings.tls else {
-        return client(&gate, tcp, None, n).await;
+        return client(&gate, tcp, None, peer, n).await;
     };
     // TLS's handshake and stream are boxed: every connection's task is as large as the largest
     // state of this future, and without TLS it need not hold room for them.
@@ -663,7 +739,7 @@ async fn connection(gate: Arc<Gate>, tcp: TcpStream, n: u64) -> Result<(), Close
         .peer_certificates()
         .and_then(|c| c.first())
         .and_then(|c| crate::pki::common_name(c.as_ref()));
-    Box::pin(client(&gate, tls, cert_name, n)).await
+    Box::pin(client(&gate, tls, cert_name, peer, n)).await
 }
 
 /// One client, over TCP or TLS: its CONNECT, then the relay until either side closes.
@@ -671,6 +747,7 @@ async fn client<S>(
     gate: &Arc<Gate>,
     stream: S,
     cert_name: Option<String>,
+    peer: IpAddr,
     n: u64,
 ) -> Result<(), Closed>
 where
@@ -704,9 +781,13 @@ where
         ));
     }
     let level = protocol_level(&frame);
+    if level == Some(5) {
+        // Boxed: 3.1.1 connections need not hold room for the MQTT 5 path's state.
+        return Box::pin(v5::client(gate, rd, wr, frame, buf, cert_name, peer, n)).await;
+    }
     let connect = match Connect::read(header, frame) {
         Ok(c) if c.protocol == Protocol::V4 => c,
-        // MQTT 3.1 (level 3) and 5 are not served: rumqttd's v5 listener is off.
+        // MQTT 3.1 (level 3) is not served (5 is, above).
         Ok(_) => {
             bump(&counters.refused_protocol);
             return refuse(&mut wr, ConnectReturnCode::RefusedProtocolVersion).await;
@@ -720,18 +801,50 @@ where
             return Err(Closed::Malformed(e.to_string()));
         }
     };
+    // Without accounts the client id goes to the broker as it is: one it cannot take is
+    // refused first, whether or not the server is full.
+    if gate.settings.accounts.is_none() && !id_allowed(connect.client_id.as_bytes()) {
+        bump(&counters.refused_id);
+        return refuse(&mut wr, ConnectReturnCode::BadClientId).await;
+    }
+    // A login waiting for its password check holds a slot too: pending logins count toward
+    // `max-connections`.
+    let Some(slot) = gate.admit() else {
+        return refuse(&mut wr, ConnectReturnCode::ServiceUnavailable).await;
+    };
     // With accounts: who the client is, and the accounts it was checked against.
     let checked = match &gate.settings.accounts {
         Some(accounts) => {
-            let identity = match authenticate(gate, accounts, &connect, cert_name).await {
+            // Ends if the client closes while its password waits: what it sends meanwhile is
+            // kept for the relay (a packet's worth at most).
+            let gone = async {
+                loop {
+                    let read = read_with(&mut rd, |b| {
+                        buf.extend_from_slice(b);
+                        b.len()
+                    })
+                    .await;
+                    if !matches!(read, Ok(n) if n > 0) || buf.len() > max {
+                        return;
+                    }
+                }
+            };
+            // Boxed: open mode's connections need not hold room for a login's state.
+            let login = Box::pin(authenticate(accounts, &connect, cert_name, peer, gone));
+            let identity = match login.await {
                 Ok(i) => i,
-                Err(code) => {
+                Err(Denied::Auth(code)) => {
                     bump(&counters.refused_auth);
                     return refuse(&mut wr, code).await;
                 }
+                Err(Denied::Busy) => {
+                    bump(&counters.refused_busy);
+                    return refuse(&mut wr, ConnectReturnCode::ServiceUnavailable).await;
+                }
+                Err(Denied::Gone) => return Ok(()),
             };
             if let Some(will) = &connect.last_will {
-                if !identity.may_publish(&will.topic, &accounts.reader_topics) {
+                if !identity.may_will(&will.topic, &accounts.reader_topics) {
                     bump(&counters.spoofed);
                     return refuse(&mut wr, ConnectReturnCode::NotAuthorized).await;
                 }
@@ -742,14 +855,12 @@ where
     };
     let client_id = match &checked {
         Some((identity, _)) => identity.broker_client_id(&connect.client_id, n),
-        None => id_allowed(connect.client_id.as_bytes()).then(|| connect.client_id.clone()),
+        // Checked above.
+        None => Some(connect.client_id.clone()),
     };
     let Some(client_id) = client_id else {
         bump(&counters.refused_id);
         return refuse(&mut wr, ConnectReturnCode::BadClientId).await;
-    };
-    let Some(slot) = gate.admit() else {
-        return refuse(&mut wr, ConnectReturnCode::ServiceUnavailable).await;
     };
     let account = match &checked {
         Some((identity, accounts)) => match AccountSlot::take(gate, accounts, &identity.name) {
@@ -820,29 +931,62 @@ where
     BW: AsyncWrite + Unpin,
 {
     let flow = &gate.flow;
-    let mut scanner = Scanner::default();
+    let mut scanner = Scanner::with_limit(gate.settings.max_packet);
+    let mut subs: Option<Box<Subscriptions>> = None;
+    // A SUBSCRIBE or UNSUBSCRIBE being read whole.
+    let mut control = BytesMut::new();
+    let mut in_control = false;
     let up = pin!(async {
-        // Whatever came after the CONNECT.
-        flow.relay(scanner.feed(&pending)).await;
-        broker_tx.write_all(&pending).await?;
-        drop(pending);
-        let result = loop {
-            let bytes = tokio::select! {
+        // Whatever came after the CONNECT, then what the client sends.
+        let mut data = pending.freeze();
+        let result = 'relay: loop {
+            // Relays `data`: bytes as they come, up to a SUBSCRIBE or UNSUBSCRIBE, which is read
+            // whole and checked (rate, cap) before it goes on.
+            while !data.is_empty() {
+                if !in_control {
+                    let (counted, used) = scanner.feed_until_control(&data);
+                    if let Some(n) = scanner.oversized() {
+                        // Closed before any of it is counted or written: the broker would
+                        // refuse it after [`Flow`] counted it.
+                        bump(&gate.counters.oversized);
+                        break 'relay Err(Closed::TooLarge(n));
+                    }
+                    flow.relay(counted).await;
+                    if let Err(e) = broker_tx.write_all(&data[..used]).await {
+                        break 'relay Err(e.into());
+                    }
+                    data = data.slice(used..);
+                    in_control = !data.is_empty();
+                    continue;
+                }
+                control.extend_from_slice(&data);
+                // Boxed: rare, and its state (a wait for the rate) need not be in every
+                // connection's.
+                match Box::pin(control_frame(gate, &mut control, &mut subs)).await {
+                    Ok(Some((frame, rest))) => {
+                        in_control = false;
+                        data = rest;
+                        if let Err(e) = broker_tx.write_all(&frame).await {
+                            break 'relay Err(e.into());
+                        }
+                    }
+                    // The rest of the packet is still to come.
+                    Ok(None) => data = Bytes::new(),
+                    Err(e) => break 'relay Err(e),
+                }
+            }
+            data = tokio::select! {
                 r = read_some(&mut client_rx) => match r {
-                    Ok(b) if b.is_empty() => break Ok(()),
-                    Ok(b) => b,
-                    Err(e) => break Err(e),
+                    Ok(b) if b.is_empty() => break 'relay Ok(()),
+                    Ok(b) => Bytes::from(b),
+                    Err(e) => break 'relay Err(e.into()),
                 },
                 // Taken over: end as if the client had closed.
-                () = kick.notified() => break Ok(()),
+                () = kick.notified() => break 'relay Ok(()),
             };
-            flow.relay(scanner.feed(&bytes)).await;
-            if let Err(e) = broker_tx.write_all(&bytes).await {
-                break Err(e);
-            }
         };
         let _ = broker_tx.shutdown().await;
-        result.map_err(Closed::from)
+        result
     });
     let down = pin!(async {
         let mut to_client = true;
@@ -857,6 +1001,33 @@ where
         let _ = client_tx.shutdown().await;
     });
     drain(up, down).await
+}
+
+/// Open mode: a SUBSCRIBE or UNSUBSCRIBE read from `control` once whole, waited out to the
+/// connection's rate and checked against its cap (`subs`, made at the first one): the frame
+/// to relay and the bytes after it; `None` while the packet is incomplete. Above the cap the
+/// connection is closed: no answer can go into the broker's byte stream here.
+async fn control_frame(
+    gate: &Gate,
+    control: &mut BytesMut,
+    subs: &mut Option<Box<Subscriptions>>,
+) -> Result<Option<(Bytes, Bytes)>, Closed> {
+    let Some((header, frame)) = next_frame(control, gate.settings.max_packet)? else {
+        return Ok(None);
+    };
+    let rest = std::mem::take(control).freeze();
+    let Some(c) = Control::read(header, &frame).map_err(Closed::Malformed)? else {
+        return Err(Closed::Malformed("not a SUBSCRIBE".into()));
+    };
+    let max = gate.settings.max_subscriptions;
+    let subs = subs.get_or_insert_with(|| Box::new(Subscriptions::new(max, Instant::now())));
+    if subs.admit(c).await.is_some() {
+        bump(&gate.counters.refused_subscriptions);
+        return Err(Closed::Subscription(format!(
+            "above mqtt.max-subscriptions ({max})"
+        )));
+    }
+    Ok(Some((frame, rest)))
 }
 
 /// Runs both directions. When the client's side ends, waits (a while) for rumqttd to close its
@@ -921,6 +1092,7 @@ where
     });
     let up = pin!(async {
         let mut bucket = TokenBucket::new(accounts.rate, accounts.burst, Instant::now());
+        let mut subs = Subscriptions::new(gate.settings.max_subscriptions, Instant::now());
         let result = loop {
             let next = tokio::select! {
                 f = read_frame(&mut rd, &mut buf, max) => f,
@@ -940,6 +1112,21 @@ where
             let step = checked_frame(gate, accounts, identity, &mut bucket, header, frame);
             match step {
                 Step::Forward(frame, counted) => {
+                    // A SUBSCRIBE or UNSUBSCRIBE the account may make: at the connection's
+                    // rate, and within its cap.
+                    let control = match Control::read(header, &frame) {
+                        Ok(c) => c,
+                        Err(e) => break Err(Closed::Malformed(e)),
+                    };
+                    if let Some(c) = control {
+                        if let Some(refusal) = Box::pin(subs.admit(c)).await {
+                            bump(&counters.refused_subscriptions);
+                            let mut w = wr.lock().await;
+                            w.write_all(&refusal).await?;
+                            w.flush().await?;
+                            continue;
+                        }
+                    }
                     flow.relay(counted).await;
                     up_wr.write_all(&frame).await?;
                 }
@@ -1087,56 +1274,78 @@ async fn refuse<W: AsyncWrite + Unpin>(wr: &mut W, code: ConnectReturnCode) -> R
     Err(Closed::Refused(code))
 }
 
-/// Checks the CONNECT's credentials or the client certificate.
+/// Why a CONNECT was not authenticated.
+pub(super) enum Denied {
+    /// Refused with this code.
+    Auth(ConnectReturnCode),
+    /// Refused with CONNACK 3 before its check ([`crate::admission`]).
+    Busy,
+    /// The client closed while its password waited.
+    Gone,
+}
+
+/// Checks the CONNECT's credentials or the client certificate. `gone` ends when the client
+/// closes: a password not checked yet is then never checked.
 async fn authenticate(
-    gate: &Gate,
     accounts: &Accounts,
     connect: &Connect,
     cert_name: Option<String>,
-) -> Result<Identity, ConnectReturnCode> {
+    peer: IpAddr,
+    gone: impl Future<Output = ()>,
+) -> Result<Identity, Denied> {
     let users = &accounts.users;
+    let refused = |code| Err(Denied::Auth(code));
     if let Some(name) = cert_name {
         // rustls verified the certificate against the client CA: its common name is the host.
         if access::check_name(&name).is_err() {
-            return Err(ConnectReturnCode::NotAuthorized);
+            return refused(ConnectReturnCode::NotAuthorized);
         }
         if connect.login.as_ref().is_some_and(|l| l.username != name) {
-            return Err(ConnectReturnCode::NotAuthorized);
+            return refused(ConnectReturnCode::NotAuthorized);
         }
-        let role = users.get(&name).map(|u| u.role).unwrap_or(Role::Agent);
-        return Ok(Identity { name, role });
+        // Signed by the CA is not enough: the account must still exist, or removing
+        // `[mqtt.users.NAME]` could never revoke a certificate.
+        let Some(user) = users.get(&name) else {
+            return refused(ConnectReturnCode::NotAuthorized);
+        };
+        return Ok(Identity {
+            name,
+            role: user.role,
+        });
     }
     if accounts.require_client_cert {
-        return Err(ConnectReturnCode::NotAuthorized);
+        return refused(ConnectReturnCode::NotAuthorized);
     }
     let Some(login) = &connect.login else {
-        return Err(ConnectReturnCode::NotAuthorized);
+        return refused(ConnectReturnCode::NotAuthorized);
     };
-    let Some(hash) = users
-        .get(&login.username)
-        .and_then(|u| u.password_hash.clone())
-    else {
-        return Err(ConnectReturnCode::BadUserNamePassword);
-    };
-    let ok = {
-        let _permit = gate
-            .verifying
-            .acquire()
-            .await
-            .map_err(|_| ConnectReturnCode::ServiceUnavailable)?;
-        let password = login.password.clone();
-        tokio::task::spawn_blocking(move || access::verify_password(&hash, &password))
-            .await
-            .unwrap_or(false)
-    };
-    if !ok {
-        return Err(ConnectReturnCode::BadUserNamePassword);
+    let admission = &accounts.admission;
+    let ticket = admission.enter(peer).map_err(|_| Denied::Busy)?;
+    // A name without an account (or without a password) is checked too, against a hash of
+    // the same cost: its answer comes no sooner than a wrong password's.
+    let user = users.get(&login.username);
+    let hash = user.and_then(|u| u.password_hash.as_deref());
+    let deadline = Instant::now() + CONNECT_TIMEOUT;
+    let verdict = ticket
+        .verify(
+            hash.unwrap_or(admission.dummy()),
+            &login.password,
+            gone,
+            deadline,
+        )
+        .await;
+    match (verdict, user) {
+        (Verdict::Match, Some(user)) if hash.is_some() => Ok(Identity {
+            name: login.username.clone(),
+            role: user.role,
+        }),
+        (Verdict::Gone, _) => Err(Denied::Gone),
+        (Verdict::Late | Verdict::Held, _) => Err(Denied::Busy),
+        _ => {
+            ticket.failed();
+            refused(ConnectReturnCode::BadUserNamePassword)
+        }
     }
-    let role = users[&login.username].role;
-    Ok(Identity {
-        name: login.username.clone(),
-        role,
-    })
 }
 
 /// One of an account's connections; given back when dropped.
@@ -1455,6 +1664,7 @@ mod tests {
             broker: crate::broker::idle_handoff(),
             max_connections: 2,
             max_packet: 1024,
+            max_subscriptions: 100,
             tls: None,
             accounts: None,
         };
@@ -1473,18 +1683,7 @@ mod tests {
 
     /// A gate in front of a real rumqttd, open mode, on a loopback port.
     async fn gate_on_loopback() -> std::net::SocketAddr {
-        let dir = std::env::temp_dir().join(format!("ember-gate-takeover-{}", std::process::id()));
-        let config = Config::ephemeral(dir);
-        let broker = crate::broker::start(&config)
-            .await
-            .expect("the broker starts");
-        // Keep the collector's link open for the broker's lifetime.
-        std::mem::forget((broker.link_tx, broker.link_rx));
-        let settings = Settings::from_config(&config, broker.handoff).unwrap();
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(serve(listener, Gate::new(settings, Flow::new(1 << 20))));
-        addr
+        crate::gate_attacks::start(|_| {}).await.0
     }
 
     /// Connects as `id` and sends the CONNECT.

@@ -64,6 +64,13 @@ pub trait Bus: Send + 'static {
     }
     /// Publishes at QoS 0; a full queue drops the message (the bridge repeats its state).
     fn publish(&mut self, topic: &str, payload: Vec<u8>, retain: bool);
+    /// The collector is stopping: from now on the broker acknowledges no more publishes that
+    /// this bus would read.
+    fn close(&mut self) {}
+    /// Whether publishes the broker acknowledged are still to be read (after [`Bus::close`]).
+    fn unread(&self) -> bool {
+        false
+    }
 }
 
 /// The embedded broker's in-process link.
@@ -85,6 +92,8 @@ pub struct LinkBus {
     /// The bridge's retained topics the broker gets from the store (`bridge::Served`): these
     /// are published without the retain flag, so that its table keeps no copy.
     served: Option<BridgeConfig>,
+    /// The flow, closed ([`Bus::close`]): told what is read, never settled.
+    closing: Option<Arc<Flow>>,
 }
 
 /// Nothing to read for this long means the broker has given ingest all it had.
@@ -134,6 +143,7 @@ impl LinkBus {
                 flow: None,
                 last_read: Instant::now(),
                 served: None,
+                closing: None,
             }),
             Some(Err(e)) => Err(BusError::Link(e.to_string())),
             None => Err(BusError::Link("subscribe did not complete".into())),
@@ -161,6 +171,9 @@ impl Bus for LinkBus {
         let start = out.len();
         let mut read = 0u64;
         let result = self.recv_into(deadline, out, &mut read);
+        if let Some(flow) = &self.closing {
+            flow.read(read);
+        }
         if let Some(flow) = &self.flow {
             let now = Instant::now();
             if out.len() > start {
@@ -175,6 +188,20 @@ impl Bus for LinkBus {
 
     fn take_dropped(&mut self) -> u64 {
         std::mem::take(&mut self.dropped)
+    }
+
+    /// Closes the gate's flow: no publish passes it any more. (Not settled from now on: a
+    /// quiet moment then may be a slow broker, not a publish it refused.)
+    fn close(&mut self) {
+        if let Some(flow) = self.flow.take() {
+            flow.close();
+            self.closing = Some(flow);
+        }
+    }
+
+    /// Publishes the closed flow let through and ingest has not read.
+    fn unread(&self) -> bool {
+        self.closing.as_ref().is_some_and(|f| f.lag() > 0)
     }
 
     fn publish(&mut self, topic: &str, payload: Vec<u8>, retain: bool) {
@@ -255,6 +282,13 @@ impl ClientBus {
         let mut options = rumqttc::MqttOptions::new(&e.client_id, &e.host, e.port);
         options.set_keep_alive(Duration::from_secs(30));
         options.set_max_packet_size(1 << 20, 1 << 20);
+        // A dead collector says so: Home Assistant's entities need this topic online too.
+        options.set_last_will(rumqttc::LastWill::new(
+            bridge::COLLECTOR_AVAILABILITY,
+            "offline",
+            rumqttc::QoS::AtLeastOnce,
+            true,
+        ));
         let (client, connection) = rumqttc::Client::new(options, 1000);
         let mut subscriptions = Vec::new();
         match &e.share_group {
@@ -306,6 +340,9 @@ impl Bus for ClientBus {
                             tracing::warn!("subscribing to {s}: {e}");
                         }
                     }
+                    // Online again, over a will a lost connection set off.
+                    let online = bridge::collector_online();
+                    self.publish(&online.topic, online.payload, online.retain);
                 }
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => {
@@ -366,6 +403,36 @@ const CATCH_UP_EVERY: Duration = Duration::from_millis(10);
 /// At most one warning this often about messages the broker dropped.
 const DROP_LOG_EVERY: Duration = Duration::from_secs(10);
 
+/// The longest a stopping collector reads what the broker acknowledged before it stopped.
+const DRAIN_AT_STOP: Duration = Duration::from_secs(5);
+/// A stopping collector that read nothing for this long has read all there was.
+const QUIET_AT_STOP: Duration = Duration::from_millis(500);
+
+/// A stopping collector's last reads: the broker acknowledges nothing more (the gate holds
+/// every publish back, and its publisher keeps it for the next start), and what it did
+/// acknowledge is read and stored before the last snapshot. Before, ingest stopped reading
+/// while the gate went on relaying until the process exited: agents forgot samples at their
+/// PUBACK that no one read (issue #20: `missing` after every restart of a busy collector).
+fn drain(pipeline: &mut Pipeline, bus: &mut dyn Bus, batch: &mut Vec<Message>) {
+    bus.close();
+    let until = Instant::now() + DRAIN_AT_STOP;
+    // Read until what the gate let through is read (its lag, settled never again, comes back
+    // to 0) or nothing came for a while (a publish the broker refused keeps the lag above 0).
+    let mut quiet_since = Instant::now();
+    while bus.unread() && Instant::now() < until && quiet_since.elapsed() < QUIET_AT_STOP {
+        if bus
+            .recv(Instant::now() + Duration::from_millis(50), batch)
+            .is_err()
+        {
+            return;
+        }
+        if !batch.is_empty() {
+            quiet_since = Instant::now();
+            handle_batch(pipeline, bus, batch);
+        }
+    }
+}
+
 /// Starts the ingest thread.
 pub fn spawn(
     mut bus: Box<dyn Bus>,
@@ -407,6 +474,7 @@ pub fn spawn(
             let mut drops_logged = start;
             loop {
                 if *pipeline.stopping.borrow() {
+                    drain(&mut pipeline, bus.as_mut(), &mut batch);
                     let store = read(&pipeline.store);
                     pipeline.persister.snapshot(&store);
                     drop(store);
@@ -618,7 +686,8 @@ mod tests {
             Ok(())
         }
         fn publish(&mut self, topic: &str, _: Vec<u8>, _: bool) {
-            if topic.ends_with("/availability") {
+            // Hosts' availability (not the collector's own).
+            if topic.starts_with(bridge::JSON_PREFIX) && topic.ends_with("/availability") {
                 self.published.lock().unwrap().push(topic.to_owned());
             }
         }

@@ -7,6 +7,7 @@
 #![deny(unsafe_code)]
 
 pub mod access;
+pub mod admission;
 pub mod alerts;
 pub mod auth;
 pub mod bridge;
@@ -16,6 +17,8 @@ pub mod commands;
 pub mod config;
 pub mod descriptors;
 pub mod gate;
+#[cfg(test)]
+mod gate_attacks;
 pub mod http;
 pub mod https;
 pub mod ingest;
@@ -31,6 +34,7 @@ pub mod ring;
 pub mod serve;
 pub mod spill;
 pub mod store;
+pub mod subscriptions;
 pub mod tiers;
 pub mod totals;
 

@@ -91,3 +91,58 @@ async fn two_collectors_share_the_load_of_a_mosquitto_broker() {
         .await;
     }
 }
+
+/// Issue #23: with an external broker, a collector that dies leaves its last will on its own
+/// availability topic, which every host's Home Assistant discovery lists with `avty_mode: all`:
+/// the hosts go unavailable with it instead of staying "online". With two collectors sharing
+/// the broker, the one left says online again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_collector_takes_its_hosts_offline_in_home_assistant() {
+    let broker = Mosquitto::start();
+    let collector = Running::start(external(broker.port, "ember-will")).await;
+    let second = Running::start(external(broker.port, "ember-will-2")).await;
+    let mut m = mqtt(options("e2e-ha", broker.port));
+    for t in [
+        ember_collector::bridge::COLLECTOR_AVAILABILITY,
+        "homeassistant/device/ember_will-host/config",
+    ] {
+        m.client.subscribe(t, QoS::AtLeastOnce).await.unwrap();
+    }
+    let avail = ember_collector::bridge::COLLECTOR_AVAILABILITY;
+    let wait = Duration::from_secs(15);
+    next_publish(&mut m, wait, avail, |p| p == b"online").await;
+    let (stop, agent) = spawn_agent(agent_config(broker.addr(), "will-host", "100ms"));
+    let disc = next_publish(
+        &mut m,
+        wait,
+        "homeassistant/device/ember_will-host/config",
+        |_| true,
+    )
+    .await;
+    let disc: Value = serde_json::from_slice(&disc).unwrap();
+    assert_eq!(disc["avty_mode"], "all");
+    let topics: Vec<&str> = disc["avty"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["t"].as_str().unwrap())
+        .collect();
+    assert_eq!(topics, ["ember/json/will-host/availability", avail]);
+    // One collector stops without a word to the broker: its will goes out, and the other
+    // one, still serving the hosts, says online again.
+    m.forget();
+    drop(collector);
+    next_publish(&mut m, wait, avail, |p| p == b"offline").await;
+    next_publish(&mut m, wait, avail, |p| p == b"online").await;
+    // The last one stops: offline, and it stays so.
+    drop(second);
+    next_publish(&mut m, wait, avail, |p| p == b"offline").await;
+    let later = tokio::time::timeout(
+        Duration::from_secs(2),
+        next_publish(&mut m, wait, avail, |_| true),
+    )
+    .await;
+    assert!(later.is_err(), "after the last collector: {later:?}");
+    stop.send(true).unwrap();
+    agent.await.unwrap().unwrap();
+}

@@ -30,6 +30,10 @@
 //! - `http_limits`: idle sockets do not starve HTTPS, half-sent requests are closed, Host and
 //!   Origin checks against DNS rebinding and login CSRF (issue #20).
 //! - `limits`: the connection limit, refused clients reconnecting (issue #9).
+//! - `connect_storm`: a fleet of simulated agents connecting at once, to a fresh collector and
+//!   after a restart: all listed in time, nothing acknowledged dropped (issue #20).
+//! - `mqtt5`: MQTT 5.0 clients (Mosquitto's, rumqttc's v5) against the embedded broker: the
+//!   CONNACK's properties, reason codes, what rumqttd does and does not do (issue #21).
 //! - `security`: MQTT authentication, TLS and mTLS with the onboarding certificates, no host
 //!   publishes for another, a flood does not starve the others (issue #8).
 //! - `conformance`: MQTT 3.1.1 conformance cases, each against the embedded broker and Debian's
@@ -43,6 +47,7 @@ mod support;
 mod alerts;
 mod commands;
 mod conformance;
+mod connect_storm;
 mod dashboard;
 mod drain;
 mod foundation;
@@ -59,5 +64,6 @@ mod collector_api;
 mod external_broker;
 mod http_limits;
 mod http_security;
+mod mqtt5;
 mod mqtt_bridge;
 mod status_events;

@@ -29,6 +29,11 @@ async fn json_state_and_home_assistant_discovery_over_mqtt() {
         .subscribe("homeassistant/device/+/config", QoS::AtMostOnce)
         .await
         .unwrap();
+    let collector = ember_collector::bridge::COLLECTOR_AVAILABILITY;
+    m.client
+        .subscribe(collector, QoS::AtMostOnce)
+        .await
+        .unwrap();
     let long = Duration::from_secs(10);
     let state = next_publish(&mut m, long, "ember/json/ha-host", |_| true).await;
     let state: Value = serde_json::from_slice(&state).expect("JSON state");
@@ -45,7 +50,17 @@ async fn json_state_and_home_assistant_discovery_over_mqtt() {
     let disc: Value = serde_json::from_slice(&disc).expect("JSON discovery");
     assert_eq!(disc["dev"]["ids"][0], "ember_ha-host");
     assert_eq!(disc["stat_t"], "ember/json/ha-host");
-    assert_eq!(disc["avty_t"], "ember/json/ha-host/availability");
+    // Available while the host and the collector both are; the collector's is online.
+    let avty = serde_json::json!([
+        {"t": "ember/json/ha-host/availability"},
+        {"t": collector}
+    ]);
+    assert_eq!(disc["avty"], avty);
+    assert_eq!(disc["avty_mode"], "all");
+    assert_eq!(
+        next_publish(&mut m, long, collector, |_| true).await,
+        b"online"
+    );
     let cpu = &disc["cmps"]["ember_ha-host_cpu"];
     assert_eq!(cpu["p"], "sensor");
     assert_eq!(cpu["val_tpl"], "{{ value_json.cpu_percent }}");

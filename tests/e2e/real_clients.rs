@@ -34,7 +34,7 @@ fn check(client: &str, host: &str, got: &BTreeMap<String, String>) {
     assert_eq!(got[&availability], "online", "{client}");
     let d: Value = serde_json::from_str(&got[&discovery]).expect("JSON discovery");
     assert_eq!(d["stat_t"], state, "{client}: {d}");
-    assert_eq!(d["avty_t"], availability, "{client}: {d}");
+    assert_eq!(d["avty"][0]["t"], availability, "{client}: {d}");
 }
 
 /// One of Mosquitto's clients on MQTT 3.1.1 to the broker on `port`, as `client_id`.

@@ -20,14 +20,14 @@ use crate::support::{eventually, spawn_agent};
 
 /// A folder with a collector config, a CA and onboarded accounts (`agent add`, as a user runs
 /// it), removed when dropped.
-struct Pki {
-    dir: PathBuf,
+pub(crate) struct Pki {
+    pub(crate) dir: PathBuf,
     config: PathBuf,
     passwords: Vec<(String, String)>,
 }
 
 impl Pki {
-    fn new(accounts: &[(&str, Role, bool)]) -> Self {
+    pub(crate) fn new(accounts: &[(&str, Role, bool)]) -> Self {
         static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let dir = std::env::temp_dir().join(format!(
             "ember-e2e-pki-{}-{}",
@@ -61,12 +61,12 @@ impl Pki {
         }
     }
 
-    fn password(&self, host: &str) -> &str {
+    pub(crate) fn password(&self, host: &str) -> &str {
         &self.passwords.iter().find(|(h, _)| h == host).unwrap().1
     }
 
     /// `[mqtt]` as the collector reads it from the written config.
-    fn mqtt(&self, without_tls: bool) -> MqttSecurity {
+    pub(crate) fn mqtt(&self, without_tls: bool) -> MqttSecurity {
         let mut raw = RawConfig::from_file(&self.config).expect("the written config parses");
         if without_tls {
             raw.mqtt.tls_cert = None;
@@ -589,4 +589,58 @@ async fn under_a_flood_from_one_client_the_other_hosts_samples_keep_arriving() {
         .as_u64()
         .unwrap_or(0);
     assert!(flood_received <= 200 + 20 * 6, "{flood_received}");
+}
+
+/// Issue #20, finding 6: a certificate signed by the CA no longer authenticates once its
+/// account (`[mqtt.users.NAME]`) is removed; the others' still do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_whose_account_was_removed_is_refused() {
+    let pki = Pki::new(&[
+        ("pi-kept", Role::Agent, true),
+        ("pi-gone", Role::Agent, true),
+    ]);
+    let mut mqtt = pki.mqtt(false);
+    mqtt.users.remove("pi-gone");
+    let c = Running::start(|c| c.mqtt = mqtt).await;
+    let port = c.mqtt_port().to_string();
+    let ca = pki.dir.join("ca.pem");
+    let publish = |host: &str| {
+        let dir = pki.agent_dir(host);
+        let (cert, key) = (dir.join("client.pem"), dir.join("client.key"));
+        let topic = format!("ember/v1/{host}/result");
+        mosquitto(
+            "mosquitto_pub",
+            &[
+                "-h",
+                "localhost",
+                "-p",
+                &port,
+                "-V",
+                "mqttv311",
+                "--cafile",
+                ca.to_str().unwrap(),
+                "--cert",
+                cert.to_str().unwrap(),
+                "--key",
+                key.to_str().unwrap(),
+                "-q",
+                "1",
+                "-t",
+                &topic,
+                "-m",
+                "x",
+            ],
+        )
+    };
+    let kept = publish("pi-kept");
+    assert!(
+        kept.status.success(),
+        "{}",
+        String::from_utf8_lossy(&kept.stderr)
+    );
+    let gone = publish("pi-gone");
+    assert!(!gone.status.success(), "a revoked certificate connected");
+    let err = String::from_utf8_lossy(&gone.stderr).to_lowercase();
+    assert!(err.contains("not authori"), "{err}");
+    assert_eq!(gate(&c).await["refused_auth"], 1);
 }

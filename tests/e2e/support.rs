@@ -270,6 +270,13 @@ impl Proxy {
         self.serve(listener);
     }
 
+    /// The broker is back on the same port, served from `upstream` now (a collector restarted
+    /// in-process listens on a new port: the old one's listener lives on with the runtime).
+    pub async fn up_to(&mut self, upstream: SocketAddr) {
+        self.upstream = upstream;
+        self.up().await;
+    }
+
     /// The broker stops answering: connections stay open, nothing is forwarded either way.
     pub fn hold(&self) {
         self.held.send_replace(true);

@@ -177,6 +177,7 @@ fn gate(out: &mut String, g: &GateStats) {
             ("full", g.refused_full),
             ("client_id", g.refused_id),
             ("auth", g.refused_auth),
+            ("busy", g.refused_busy),
             ("client_limit", g.refused_client_limit),
             ("tls", g.refused_tls),
             ("protocol", g.refused_protocol),

@@ -24,6 +24,7 @@ fn gate() -> &'static Arc<Gate> {
             broker: ember_collector::broker::idle_handoff(),
             max_connections: 1,
             max_packet: 8 * 1024,
+            max_subscriptions: 100,
             tls: None,
             accounts: Some(Accounts {
                 users: BTreeMap::new(),
@@ -32,6 +33,10 @@ fn gate() -> &'static Arc<Gate> {
                 rate: 1_000_000,
                 burst: 1_000_000,
                 reader_topics: vec!["homeassistant/status".into()],
+                admission: ember_collector::admission::Admission::new(
+                    Default::default(),
+                    String::new(),
+                ),
             }),
         };
         Gate::new(settings, Flow::new(1 << 20))

@@ -28,6 +28,8 @@ pub use server::{Broker, Handoff, LinkType, Server}; // Ember: Handoff
 
 pub use self::router::shared_subs::Strategy;
 
+mod gauges; // Ember
+pub use gauges::Gauges; // Ember
 mod link;
 pub mod protocol;
 mod router;
@@ -214,7 +216,20 @@ pub struct RouterConfig {
     // defaults to Round Robin
     #[serde(default)]
     pub shared_subscriptions_strategy: Strategy,
+    /// Ember: persistent sessions kept for clients that left, at most; the one gone longest
+    /// goes first. `None`: [`DEFAULT_MAX_SAVED_SESSIONS`]. Upstream kept every one forever.
+    #[serde(default)]
+    pub max_saved_sessions: Option<usize>,
+    /// Ember: how long a persistent session is kept after its client left, in seconds.
+    /// `None`: [`DEFAULT_SAVED_SESSION_EXPIRY_SECS`].
+    #[serde(default)]
+    pub saved_session_expiry_secs: Option<u64>,
 }
+
+/// Ember: see [`RouterConfig::max_saved_sessions`].
+pub const DEFAULT_MAX_SAVED_SESSIONS: usize = 10_000;
+/// Ember: see [`RouterConfig::saved_session_expiry_secs`] (a day).
+pub const DEFAULT_SAVED_SESSION_EXPIRY_SECS: u64 = 24 * 3600;
 
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct SegmentConfig {

@@ -99,6 +99,38 @@ impl<'a> LinkBuilder<'a> {
     }
 
     pub fn build(self) -> Result<(LinkTx, LinkRx, Notification), LinkError> {
+        // Ember: the registration is `register`'s; this waits for the router's answer.
+        let (router_tx, event, link_rx, outgoing_data_buffer, incoming_data_buffer) =
+            self.register();
+        router_tx.send((0, event))?;
+        link_rx.recv()?;
+        connected(router_tx, link_rx, outgoing_data_buffer, incoming_data_buffer)
+    }
+
+    /// Ember: `build` for a link on an async runtime: waits for the router without blocking
+    /// the thread. Upstream's remote links used `build`, which blocked the server's one thread
+    /// (every connection's reads and writes) until the router registered the connection, so
+    /// a busy router (a fleet connecting at once) stalled every connected client, one CONNECT
+    /// at a time.
+    pub async fn build_async(self) -> Result<(LinkTx, LinkRx, Notification), LinkError> {
+        let (router_tx, event, link_rx, outgoing_data_buffer, incoming_data_buffer) =
+            self.register();
+        router_tx.send_async((0, event)).await?;
+        link_rx.recv_async().await?;
+        connected(router_tx, link_rx, outgoing_data_buffer, incoming_data_buffer)
+    }
+
+    /// Ember: the connection's buffers and the event that registers it (`build`'s first half).
+    #[allow(clippy::type_complexity)]
+    fn register(
+        self,
+    ) -> (
+        Sender<(ConnectionId, Event)>,
+        Event,
+        Receiver<()>,
+        Arc<Mutex<VecDeque<Notification>>>,
+        Arc<Mutex<VecDeque<Packet>>>,
+    ) {
         // Connect to router
         // Local connections to the router shall have access to all subscriptions
         let mut connection = Connection::new(
@@ -121,23 +153,39 @@ impl<'a> LinkBuilder<'a> {
             incoming,
             outgoing,
         };
-
-        self.router_tx.send((0, event))?;
-
-        link_rx.recv()?;
-        let notification = outgoing_data_buffer.lock().pop_front().unwrap();
-
-        // Right now link identifies failure with dropped rx in router,
-        // which is probably ok. We need this here to get id assigned by router
-        let id = match notification {
-            Notification::DeviceAck(Ack::ConnAck(id, ..)) => id,
-            _message => return Err(LinkError::NotConnectionAck),
-        };
-
-        let tx = LinkTx::new(id, self.router_tx.clone(), incoming_data_buffer);
-        let rx = LinkRx::new(id, self.router_tx, link_rx, outgoing_data_buffer);
-        Ok((tx, rx, notification))
+        (
+            self.router_tx,
+            event,
+            link_rx,
+            outgoing_data_buffer,
+            incoming_data_buffer,
+        )
     }
+}
+
+/// Ember: `build`'s second half, once the router answered.
+fn connected(
+    router_tx: Sender<(ConnectionId, Event)>,
+    link_rx: Receiver<()>,
+    outgoing_data_buffer: Arc<Mutex<VecDeque<Notification>>>,
+    incoming_data_buffer: Arc<Mutex<VecDeque<Packet>>>,
+) -> Result<(LinkTx, LinkRx, Notification), LinkError> {
+    // Ember: the router answers a connection it refuses by dropping it: no notification.
+    let notification = outgoing_data_buffer
+        .lock()
+        .pop_front()
+        .ok_or(LinkError::NotConnectionAck)?;
+
+    // Right now link identifies failure with dropped rx in router,
+    // which is probably ok. We need this here to get id assigned by router
+    let id = match notification {
+        Notification::DeviceAck(Ack::ConnAck(id, ..)) => id,
+        _message => return Err(LinkError::NotConnectionAck),
+    };
+
+    let tx = LinkTx::new(id, router_tx.clone(), incoming_data_buffer);
+    let rx = LinkRx::new(id, router_tx, link_rx, outgoing_data_buffer);
+    Ok((tx, rx, notification))
 }
 
 pub struct LinkTx {

@@ -656,7 +656,9 @@ pub fn valid_filter(filter: &str) -> bool {
 /// during a subscribe
 pub fn matches(topic: &str, filter: &str) -> bool {
     // Ember: a filter starting with a wildcard does not match a topic starting with `$`
-    // [MQTT-4.7.2-1]; one starting with the same `$` level does (upstream matched none).
+    // [MQTT-4.7.2-1]; one starting with the same `$` level does (upstream matched none, and
+    // panicked on the router's thread for a topic starting with a multi-byte character, `é/x`,
+    // by slicing `topic[..1]`).
     if topic.starts_with('$') && (filter.starts_with('+') || filter.starts_with('#')) {
         return false; // Ember
     }

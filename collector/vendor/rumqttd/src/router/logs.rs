@@ -68,6 +68,15 @@ pub struct DataLog {
     retained_seq: u64,
     /// List of filters associated with a topic
     publish_filters: HashMap<Topic, Vec<FilterIdx>>,
+    /// Ember: the filters of `filter_indexes` with a wildcard (`+`, `#`). A topic matches the
+    /// others only by being equal to one, which is a lookup; upstream matched every topic
+    /// against every filter, and every new filter against every topic ever published, on the
+    /// router's thread: with an agent's own `cmd` and `alerts` filters, a fleet connecting
+    /// at once cost the router the square of its size.
+    wildcards: HashMap<Filter, FilterIdx>,
+    /// Ember: whether any retained message ever had an expiry (MQTT 5); until one has, the
+    /// table need not be walked to drop expired ones at every subscription.
+    retained_expiry: bool,
     /// Ember: retained messages served from elsewhere (`Router::set_retained_source`).
     pub(crate) retained_source: Option<std::sync::Arc<dyn crate::RetainedSource>>,
 }
@@ -81,7 +90,8 @@ impl DataLog {
 
         if let Some(warmup_filters) = config.initialized_filters.clone() {
             for filter in warmup_filters {
-                let data = Data::new(&filter, &config);
+                let mut data = Data::new(&filter, &config);
+                data.pinned = true; // Ember: see `Data::refs`
 
                 // Add commitlog to datalog and add datalog index to filter to
                 // datalog index map
@@ -89,6 +99,12 @@ impl DataLog {
                 filter_indexes.insert(filter, idx);
             }
         }
+        // Ember: see `wildcards`.
+        let wildcards = filter_indexes
+            .iter()
+            .filter(|(f, _)| crate::protocol::has_wildcards(f))
+            .map(|(f, i)| (f.clone(), *i))
+            .collect();
 
         Ok(DataLog {
             config,
@@ -98,7 +114,51 @@ impl DataLog {
             retained_publishes,
             retained_seq: 0,       // Ember
             retained_source: None, // Ember
+            wildcards,             // Ember
+            retained_expiry: false, // Ember
         })
+    }
+
+    /// Ember: filters with a log.
+    pub fn filter_count(&self) -> usize {
+        self.native.len()
+    }
+
+    /// Ember: a subscription reads the log `filter_idx` (see `Data::refs`).
+    pub fn hold(&mut self, filter_idx: FilterIdx) {
+        if let Some(data) = self.native.get_mut(filter_idx) {
+            data.refs += 1;
+        }
+    }
+
+    /// Ember: a subscription to `path` (`$share/g/` prefix allowed) is gone; the last one
+    /// lets its filter's log go, with its place in the tables. Upstream kept every filter ever
+    /// subscribed, each with a log that reserved room for 1,024 messages.
+    pub fn release(&mut self, path: &str) {
+        let filter = shared_filter(path);
+        let Some(&idx) = self.filter_indexes.get(filter) else {
+            return;
+        };
+        let Some(data) = self.native.get_mut(idx) else {
+            return;
+        };
+        data.refs = data.refs.saturating_sub(1);
+        if data.refs > 0 || data.pinned {
+            return;
+        }
+        self.native.remove(idx);
+        self.filter_indexes.remove(filter);
+        if self.wildcards.remove(filter).is_some() {
+            self.publish_filters.retain(|_, filters| {
+                filters.retain(|i| *i != idx);
+                !filters.is_empty()
+            });
+        } else if let Some(filters) = self.publish_filters.get_mut(filter) {
+            filters.retain(|i| *i != idx);
+            if filters.is_empty() {
+                self.publish_filters.remove(filter);
+            }
+        }
     }
 
     pub fn meter(&mut self, filter: &str) -> Option<&mut SubscriptionMeter> {
@@ -139,11 +199,22 @@ impl DataLog {
         match &self.publish_filters.get(topic) {
             Some(v) => Some(v.to_vec()),
             None => {
-                let v: Vec<usize> = self
+                // Ember: the filter equal to the topic, looked up, and the wildcards matched
+                // (was: every filter matched). A `$` topic is matched by its own filter and by
+                // wildcards that do not start with one [MQTT-4.7.2-1] (`matches`).
+                let exact = self
                     .filter_indexes
-                    .iter()
-                    .filter(|(filter, _)| matches(topic, filter))
-                    .map(|(_, filter_idx)| *filter_idx)
+                    .get(topic)
+                    .filter(|_| !crate::protocol::has_wildcards(topic));
+                let v: Vec<usize> = exact
+                    .into_iter()
+                    .copied()
+                    .chain(
+                        self.wildcards
+                            .iter()
+                            .filter(|(filter, _)| matches(topic, filter))
+                            .map(|(_, filter_idx)| *filter_idx),
+                    )
                     .collect();
 
                 if !v.is_empty() {
@@ -170,10 +241,16 @@ impl DataLog {
                 self.filter_indexes.insert(filter.to_owned(), idx);
 
                 // Match new filter to existing topics and add to publish_filters if it matches
-                for (topic, filters) in publish_filters.iter_mut() {
-                    if matches(topic, filter) {
-                        filters.push(idx);
+                if crate::protocol::has_wildcards(filter) {
+                    self.wildcards.insert(filter.to_owned(), idx); // Ember
+                    for (topic, filters) in publish_filters.iter_mut() {
+                        if matches(topic, filter) {
+                            filters.push(idx);
+                        }
                     }
+                } else if let Some(filters) = publish_filters.get_mut(filter) {
+                    // Ember: a filter without wildcards matches its own topic only.
+                    filters.push(idx);
                 }
 
                 (idx, self.native.get(idx).unwrap())
@@ -256,6 +333,27 @@ impl DataLog {
         data.waiters.register(id, request);
     }
 
+    /// Ember: `clean` for the logs of `filters` only (a connection's subscriptions, `$share/g/`
+    /// prefixes allowed): `clean` walked every filter's log at every disconnection.
+    pub fn clean_filters<'a>(
+        &mut self,
+        id: ConnectionId,
+        filters: impl Iterator<Item = &'a String>,
+    ) -> Vec<DataRequest> {
+        let mut indexes: Vec<FilterIdx> = filters
+            .filter_map(|f| self.filter_indexes.get(shared_filter(f)).copied())
+            .collect();
+        indexes.sort_unstable();
+        indexes.dedup();
+        let mut inflight = Vec::new();
+        for idx in indexes {
+            if let Some(data) = self.native.get_mut(idx) {
+                inflight.append(&mut data.waiters.remove(id));
+            }
+        }
+        inflight
+    }
+
     /// Cleanup a connection from all the waiters
     pub fn clean(&mut self, id: ConnectionId) -> Vec<DataRequest> {
         let mut inflight = Vec::new();
@@ -273,6 +371,10 @@ impl DataLog {
         topic: Topic,
     ) {
         // Ember: `publish` is compact already (`compact`, called by `append_to_commitlog`).
+        // Ember: see `retained_expiry`.
+        self.retained_expiry |= publish_properties
+            .as_ref()
+            .is_some_and(|p| p.message_expiry_interval.is_some());
         let pub_with_props = (publish, publish_properties);
         let mut data = Box::new(PublishData::from(pub_with_props)); // Ember
         data.seq = self.retained_seq; // Ember
@@ -295,12 +397,22 @@ impl DataLog {
     /// time with [`DataLog::retained`].
     pub fn retained_topics(&mut self, filter: &str) -> VecDeque<String> {
         self.drop_expired_retained();
-        let mut topics: VecDeque<String> = self
-            .retained_publishes
-            .keys()
-            .filter(|topic| matches(topic, filter))
-            .cloned()
-            .collect();
+        // Ember: a filter without wildcards is looked up (was: the whole table matched, on
+        // the router's thread, for every subscription: agents subscribe to their own topics).
+        let mut topics: VecDeque<String> = if crate::protocol::has_wildcards(filter) {
+            self.retained_publishes
+                .keys()
+                .filter(|topic| matches(topic, filter))
+                .cloned()
+                .collect()
+        } else {
+            self.retained_publishes
+                .get_key_value(filter)
+                .filter(|(topic, _)| matches(topic, filter))
+                .map(|(topic, _)| topic.clone())
+                .into_iter()
+                .collect()
+        };
         if let Some(source) = &self.retained_source {
             let served = source.topics(filter);
             let table = &self.retained_publishes;
@@ -335,6 +447,9 @@ impl DataLog {
     }
 
     fn drop_expired_retained(&mut self) {
+        if !self.retained_expiry {
+            return; // Ember: none can expire
+        }
         let now = Instant::now();
 
         // discard expired retained messages
@@ -379,11 +494,23 @@ pub fn compact(publish: &mut Publish) {
     publish.topic = both;
 }
 
+/// Ember: the filter whose log a subscription to `path` reads: `f` for `$share/g/f`.
+fn shared_filter(path: &str) -> &str {
+    path.strip_prefix("$share/")
+        .and_then(|s| s.split_once('/'))
+        .map_or(path, |(_, filter)| filter)
+}
+
 pub struct Data<T> {
     filter: Filter,
     pub log: CommitLog<T>,
     pub waiters: Waiters<DataRequest>,
     meter: SubscriptionMeter,
+    /// Ember: subscriptions reading this log, of connections and of saved sessions; the log
+    /// is let go when the last one goes (`DataLog::release`), unless `pinned`.
+    refs: usize,
+    /// Ember: an `initialized_filters` log, kept for good.
+    pinned: bool,
 }
 
 impl<T> Data<T>
@@ -408,13 +535,15 @@ where
         // max_segment_size: usize, max_mem_segments: usize
         let log = CommitLog::new(max_segment_size, max_mem_segments).unwrap();
 
-        let waiters = Waiters::with_capacity(10);
+        let waiters = Waiters::with_capacity(0); // Ember: was 10; grows on demand
         let metrics = SubscriptionMeter::default();
         Data {
             filter: filter.to_owned(),
             log,
             waiters,
             meter: metrics,
+            refs: 0,        // Ember
+            pinned: false,  // Ember
         }
     }
 
@@ -527,6 +656,8 @@ mod test {
             custom_segment: None,
             initialized_filters: None,
             shared_subscriptions_strategy: Strategy::RoundRobin,
+            max_saved_sessions: None,        // Ember
+            saved_session_expiry_secs: None, // Ember
         };
         let mut data = DataLog::new(config).unwrap();
         data.next_native_offset("topic/a");
@@ -547,6 +678,8 @@ mod test {
             custom_segment: None,
             initialized_filters: None,
             shared_subscriptions_strategy: Strategy::RoundRobin,
+            max_saved_sessions: None,        // Ember
+            saved_session_expiry_secs: None, // Ember
         };
         let mut data = DataLog::new(config).unwrap();
         data.next_native_offset("+/+");

@@ -55,6 +55,10 @@ pub enum Event {
     DeviceData,
     /// Disconnection request
     Disconnect,
+    /// Ember: the link of this client id ended. The router may have dropped that connection
+    /// already and given its id to a newer one; a plain `Disconnect` then ended the newer
+    /// connection (another client's), so this one names whose it is.
+    LinkGone(String),
     /// Shadow
     Shadow(ShadowRequest),
     /// Collect and send alerts to all alerts links

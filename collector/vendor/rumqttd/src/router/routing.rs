@@ -102,6 +102,8 @@ pub struct Router {
     shared_subscriptions: HashMap<String, SharedGroup>,
     /// Will messages per client_id
     last_wills: HashMap<String, (LastWill, Option<LastWillProperties>)>,
+    /// Ember: the sizes of the tables above, for tests and health (`Broker::gauges`).
+    gauges: std::sync::Arc<crate::Gauges>,
 }
 
 impl Router {
@@ -124,7 +126,18 @@ impl Router {
         Router {
             id: router_id,
             config: config.clone(),
-            graveyard: Graveyard::new(),
+            // Ember: bounded (see `Graveyard`).
+            graveyard: Graveyard::new(
+                config
+                    .max_saved_sessions
+                    .unwrap_or(crate::DEFAULT_MAX_SAVED_SESSIONS),
+                std::time::Duration::from_secs(
+                    config
+                        .saved_session_expiry_secs
+                        .unwrap_or(crate::DEFAULT_SAVED_SESSION_EXPIRY_SECS),
+                ),
+            ),
+            gauges: Default::default(), // Ember
             meters,
             alerts,
             connections,
@@ -155,6 +168,29 @@ impl Router {
     // pub(crate) fn get_replica_handle(&mut self, _replica_id: NodeId) -> (LinkTx, LinkRx) {
     //     unimplemented!()
     // }
+
+    /// Ember: the sizes of the router's tables, kept current by its thread.
+    pub fn gauges(&self) -> std::sync::Arc<crate::Gauges> {
+        self.gauges.clone()
+    }
+
+    /// Ember: lets go the filters' logs of the saved sessions the graveyard evicted.
+    fn release_graveyard(&mut self) {
+        for session in self.graveyard.take_released() {
+            for filter in session.subscriptions.iter() {
+                self.datalog.release(filter);
+            }
+        }
+    }
+
+    /// Ember: updates `gauges`.
+    fn update_gauges(&self) {
+        self.gauges.set(
+            self.connections.len(),
+            self.graveyard.len(),
+            self.datalog.filter_count(),
+        );
+    }
 
     /// Starts the router in a background thread and returns link to it. Link
     /// to communicate with router should only be returned only after it starts.
@@ -250,9 +286,22 @@ impl Router {
             Event::NewAlert(tx) => self.handle_new_alert(tx),
             Event::DeviceData => self.handle_device_payload(id),
             Event::Disconnect => self.handle_disconnection(id, None),
-            Event::Ready => self.scheduler.reschedule(id, ScheduleReason::Ready),
+            // Ember: only if the connection is still that client's (see `LinkGone`).
+            Event::LinkGone(client_id) => {
+                if self.obufs.get(id).is_some_and(|o| o.client_id == client_id) {
+                    self.handle_disconnection(id, None)
+                }
+            }
+            // Ember: a link the router already dropped (its client id connected again) can
+            // still send; upstream's `reschedule` then unwrapped a missing tracker and panicked.
+            Event::Ready if self.obufs.contains(id) => {
+                self.scheduler.reschedule(id, ScheduleReason::Ready)
+            }
+            Event::Ready => {}
             Event::Shadow(request) => {
-                retrieve_shadow(&mut self.datalog, &mut self.obufs[id], request)
+                if let Some(outgoing) = self.obufs.get_mut(id) { // Ember: as `Ready`
+                    retrieve_shadow(&mut self.datalog, outgoing, request)
+                }
             }
             Event::SendAlerts => {
                 self.send_alerts();
@@ -334,9 +383,16 @@ impl Router {
             )
         } else {
             // Only retrieve metrics in clean session
-            connection.events = saved.map_or_else(ConnectionEvents::default, |s| s.metrics);
+            // Ember: a session this clean one replaces lets its filters' logs go.
+            connection.events = saved.map_or_else(ConnectionEvents::default, |s| {
+                for filter in s.session_state.iter().flat_map(|s| &s.subscriptions) {
+                    self.datalog.release(filter);
+                }
+                s.metrics
+            });
             Tracker::new(client_id.clone())
         };
+        self.release_graveyard(); // Ember: an expired session found above
 
         let ackslog = AckLog::new();
 
@@ -362,12 +418,28 @@ impl Router {
             );
         }
 
+        // Ember: a persistent session's shared subscriptions rejoin their groups.
+        rejoin_shared_groups(
+            &mut self.shared_subscriptions,
+            &tracker,
+            &client_id,
+            &self.config.shared_subscriptions_strategy,
+        );
+
         let connection_id = self.connections.insert(connection);
         assert_eq!(self.ibufs.insert(incoming), connection_id);
         assert_eq!(self.obufs.insert(outgoing), connection_id);
 
         self.connection_map.insert(client_id.clone(), connection_id);
         info!(connection_id, "Client connection registered");
+        // Ember: a restored session's subscriptions are this connection's (upstream left them
+        // out of `subscription_map`, so an UNSUBSCRIBE after a reconnection did nothing).
+        for filter in self.connections[connection_id].subscriptions.iter() {
+            self.subscription_map
+                .entry(filter.clone())
+                .or_default()
+                .insert(connection_id);
+        }
 
         assert_eq!(self.ackslog.insert(ackslog), connection_id);
         assert_eq!(self.scheduler.add(tracker), connection_id);
@@ -405,6 +477,7 @@ impl Router {
             .reschedule(connection_id, ScheduleReason::Init);
 
         self.router_meters.total_connections += 1;
+        self.update_gauges(); // Ember
     }
 
     fn handle_new_meter(&mut self, tx: Sender<Vec<Meter>>) {
@@ -471,7 +544,10 @@ impl Router {
         // connection in readyqueue and allow 'consume()' method to deal with this
         // self.readyqueue.remove(id);
 
-        let inflight_data_requests = self.datalog.clean(id);
+        // Ember: the connection's own filters' waiters (was: every filter's, `clean`).
+        let inflight_data_requests = self
+            .datalog
+            .clean_filters(id, connection.subscriptions.iter());
         let retransmissions = outgoing.retransmission_map();
 
         // Remove connections from all groups and
@@ -486,6 +562,9 @@ impl Router {
         for filter in connection.subscriptions.iter() {
             if let Some(connections) = self.subscription_map.get_mut(filter) {
                 connections.remove(&id);
+                if connections.is_empty() {
+                    self.subscription_map.remove(filter); // Ember: not kept empty, for ever
+                }
             }
         }
 
@@ -515,27 +594,34 @@ impl Router {
                     request.cursor = *cursor;
                     // reset the group cursor
                     if let Some(group_name) = &request.group {
-                        // TODO: Test this more
-                        self.shared_subscriptions
-                            .get_mut(group_name)
-                            .expect("group must exists")
-                            .cursor = *cursor;
+                        // Ember: the group is gone when this client was its last member (it
+                        // was discarded above); upstream panicked here ("group must exists").
+                        // The client's own request keeps the cursor, and it rejoins the group
+                        // with it when the session comes back (`rejoin_shared_groups`).
+                        if let Some(group) = self.shared_subscriptions.get_mut(group_name) {
+                            group.cursor = *cursor;
+                        }
                     }
                 }
             }
 
+            // Ember: bounded (`Graveyard`); what it evicts is let go.
             self.graveyard.save_state(
                 tracker,
                 connection.subscriptions,
                 connection.events,
                 outgoing.unacked_pubrels,
             );
+            self.release_graveyard();
         } else {
-            tracker.pause(PauseReason::Busy);
-            let id = tracker.id.clone();
-            // Only save metrics in clean session
-            self.graveyard.save_metrics(id, connection.events);
+            // Ember: a clean session's filters' logs go with their last subscriber.
+            for filter in connection.subscriptions.iter() {
+                self.datalog.release(filter);
+            }
         }
+        // Ember: a clean session leaves nothing behind (upstream saved its connection events,
+        // for every client id that ever connected, forever).
+        self.update_gauges();
         self.router_meters.total_connections -= 1;
     }
 
@@ -684,8 +770,12 @@ impl Router {
                         let mut filter = f.path.clone();
                         let mut group = None;
 
-                        if let Some((grp, filter_path)) = extract_group(&f.path) {
-                            group = Some(grp);
+                        if let Some((_, filter_path)) = extract_group(&f.path) {
+                            // Ember: a group is keyed by its name and filter (`$share/g/f`),
+                            // as MQTT 5 defines it; upstream keyed it by name only, so
+                            // `$share/g/a` and `$share/g/b` shared one cursor, each reading
+                            // the other's log at its offsets.
+                            group = Some(f.path.clone());
                             filter = filter_path;
                         };
 
@@ -731,6 +821,7 @@ impl Router {
                     // one per filter removed and none for a filter not subscribed.
                     let mut reasons = Vec::with_capacity(unsubscribe.filters.len()); // Ember
                     for filter in &unsubscribe.filters {
+                        let mut released = None; // Ember
                         let span = tracing::info_span!("unsubscribe", topic = filter, pkid);
                         let _guard = span.enter();
 
@@ -752,6 +843,12 @@ impl Router {
                                 );
                                 continue;
                             }
+                            if connection_ids.is_empty() {
+                                self.subscription_map.remove(filter); // Ember
+                            }
+                            // Ember: the log goes with its last subscriber (after the waiters
+                            // below: they are looked up by filter).
+                            released = Some(filter);
 
                             // Remove connections from all groups
                             // discard empty group ( group with no client )
@@ -774,6 +871,9 @@ impl Router {
                             }
                             self.scheduler.untrack(id, filter);
                             self.datalog.remove_waiters_for_id(id, filter);
+                            if let Some(filter) = released.take() {
+                                self.datalog.release(filter); // Ember
+                            }
                         }
                     }
                     let unsuback = UnsubAck { pkid, reasons }; // Ember
@@ -938,6 +1038,7 @@ impl Router {
         if disconnect {
             self.handle_disconnection(id, disconnect_reason);
         }
+        self.update_gauges(); // Ember: subscriptions come and go here
     }
 
     /// Apply filter and prepare this connection to receive subscription data
@@ -998,6 +1099,7 @@ impl Router {
         // call to `insert(_)` returns `true` if it didn't contain the filter_path already
         // i.e. its a new subscription
         if connection.subscriptions.insert(filter_path.clone()) {
+            self.datalog.hold(filter_idx); // Ember: see `DataLog::release`
             let request = DataRequest {
                 filter: filter_path.clone(),
                 filter_idx,
@@ -1831,6 +1933,28 @@ fn validate_clientid(client_id: &str) -> Result<(), RouterError> {
     }
 
     Ok(())
+}
+
+/// Ember: puts a restored session's client back in the groups of its shared subscriptions,
+/// making a group again (at the request's cursor) when the client was its last member.
+/// Upstream left the client out, so its group skipped it forever (or, with the group gone,
+/// treated the request as an ordinary subscription).
+fn rejoin_shared_groups(
+    groups: &mut HashMap<String, SharedGroup>,
+    tracker: &Tracker,
+    client_id: &str,
+    strategy: &super::shared_subs::Strategy,
+) {
+    for request in tracker.data_requests.iter() {
+        if let Some(name) = &request.group {
+            let group = groups
+                .entry(name.clone())
+                .or_insert_with(|| SharedGroup::new(request.cursor, strategy.clone()));
+            if !group.has_client(client_id) {
+                group.add_client(client_id.to_string());
+            }
+        }
+    }
 }
 
 fn extract_group(filter: &str) -> Option<(String, String)> {

@@ -28,6 +28,11 @@ impl SharedGroup {
         self.clients.get(self.current_client_index)
     }
 
+    /// Ember: whether `client` is a member (a restored session rejoins only once).
+    pub fn has_client(&self, client: &str) -> bool {
+        self.clients.iter().any(|c| c == client)
+    }
+
     pub fn add_client(&mut self, client: String) {
         self.clients.push(client)
     }

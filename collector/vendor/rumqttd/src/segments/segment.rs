@@ -29,14 +29,14 @@ where
 {
     pub(crate) fn with_offset(absolute_offset: u64) -> Self {
         Self {
-            data: Vec::with_capacity(1024),
+            data: Vec::new(), // Ember: was with_capacity(1024), per filter; grows on demand
             absolute_offset,
             total_size: 0,
         }
     }
     pub(crate) fn new() -> Self {
         Self {
-            data: Vec::with_capacity(1024),
+            data: Vec::new(), // Ember: was with_capacity(1024), per filter; grows on demand
             absolute_offset: 0,
             total_size: 0,
         }

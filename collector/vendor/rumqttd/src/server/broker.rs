@@ -69,12 +69,15 @@ pub struct Broker {
     router_tx: Sender<(ConnectionId, Event)>,
     // Ember: connections handed to a v4 server in-process, by server name (`Broker::handoff`).
     handoffs: HashMap<String, flume::Receiver<Box<dyn N>>>, // Ember
+    gauges: Arc<crate::Gauges>, // Ember: `Broker::gauges`
+    // Ember: the same for the v5 server of that name.
+    handoffs_v5: HashMap<String, flume::Receiver<Box<dyn N>>>, // Ember
 }
 
 /// Ember: hands connections to one of the broker's servers in-process, in place of its listener
 /// (see [`Broker::handoff`]).
 #[derive(Clone)] // Ember
-pub struct Handoff(Sender<Box<dyn N>>); // Ember
+pub struct Handoff(Sender<Box<dyn N>>, Sender<Box<dyn N>>); // Ember: to the v4 and v5 servers
 
 impl Handoff {
     // Ember
@@ -82,6 +85,13 @@ impl Handoff {
     /// has stopped.
     pub fn hand(&self, stream: Box<dyn N>) -> Result<(), Box<dyn N>> {
         self.0.send(stream).map_err(|e| e.0) // Ember
+    }
+
+    // Ember
+    /// Ember: as [`Handoff::hand`], to the v5 server of the same name (MQTT 5 connections);
+    /// gives the stream back if there is none.
+    pub fn hand_v5(&self, stream: Box<dyn N>) -> Result<(), Box<dyn N>> {
+        self.1.send(stream).map_err(|e| e.0) // Ember
     }
 }
 
@@ -102,6 +112,7 @@ impl Broker {
         if let Some(source) = source {
             router.set_retained_source(source); // Ember
         }
+        let gauges = router.gauges(); // Ember
 
         // Setup cluster if cluster settings are configured.
         match config.cluster.clone() {
@@ -115,13 +126,13 @@ impl Broker {
                 // Start router first and then cluster in the background
                 let router_tx = router.spawn();
                 // cluster.spawn();
-                let handoffs = HashMap::new(); // Ember
-                Broker { config, router_tx, handoffs } // Ember
+                let (handoffs, handoffs_v5) = (HashMap::new(), HashMap::new()); // Ember
+                Broker { config, router_tx, handoffs, handoffs_v5, gauges } // Ember
             }
             None => {
                 let router_tx = router.spawn();
-                let handoffs = HashMap::new(); // Ember
-                Broker { config, router_tx, handoffs } // Ember
+                let (handoffs, handoffs_v5) = (HashMap::new(), HashMap::new()); // Ember
+                Broker { config, router_tx, handoffs, handoffs_v5, gauges } // Ember
             }
         }
     }
@@ -177,12 +188,21 @@ impl Broker {
         Ok(link)
     }
 
-    /// Ember: the v4 server `name` takes its connections from the returned [`Handoff`] instead
-    /// of binding its `listen` address. Call before [`Broker::start`].
+    /// Ember: the sizes of the router's per-client tables (connections, saved sessions, filters'
+    /// logs), kept current by the router's thread.
+    pub fn gauges(&self) -> Arc<crate::Gauges> {
+        self.gauges.clone()
+    }
+
+    /// Ember: the v4 server `name` (and the v5 server `name`, if configured) take their
+    /// connections from the returned [`Handoff`] instead of binding their `listen` address.
+    /// Call before [`Broker::start`].
     pub fn handoff(&mut self, name: &str) -> Handoff {
         let (tx, rx) = flume::unbounded(); // Ember
         self.handoffs.insert(name.to_owned(), rx); // Ember
-        Handoff(tx) // Ember
+        let (tx5, rx5) = flume::unbounded(); // Ember
+        self.handoffs_v5.insert(name.to_owned(), rx5); // Ember
+        Handoff(tx, tx5) // Ember
     }
 
     pub fn link(&self, client_id: &str) -> Result<(LinkTx, LinkRx), local::LinkError> {
@@ -260,9 +280,10 @@ impl Broker {
         }
 
         if let Some(v5_config) = &self.config.v5 {
-            for (_, config) in v5_config.clone() {
+            for (name, config) in v5_config.clone() { // Ember: name
                 let server_thread = thread::Builder::new().name(config.name.clone());
                 let mut server = Server::new(config, self.router_tx.clone(), V5);
+                server.handoff = self.handoffs_v5.remove(&name); // Ember
                 let handle = server_thread.spawn(move || {
                     let mut runtime = tokio::runtime::Builder::new_current_thread();
                     let runtime = runtime.enable_all().build().unwrap();
@@ -276,6 +297,10 @@ impl Broker {
                 server_thread_handles.push(handle)
             }
         }
+
+        // Ember: a handoff to a server that is not configured refuses its streams.
+        self.handoffs.clear(); // Ember
+        self.handoffs_v5.clear(); // Ember
 
         #[cfg(not(feature = "websocket"))]
         if self.config.ws.is_some() {
@@ -383,11 +408,51 @@ enum AwaitingWill {
     Fire,
 }
 
+/// Ember: each client id's connection waiting to learn whether to publish its will, as the
+/// number of the connection (`WillEntry`) and the sender that tells it.
+type WillHandlers = Arc<Mutex<HashMap<String, (u64, Sender<AwaitingWill>)>>>;
+
+/// Ember: a connection's entry in `WillHandlers`, removed when dropped if it is still this
+/// connection's. Upstream removed it only after a will's wait, so a connection that ended
+/// before (its CONNECT refused, the router too slow to register it) left a sender whose
+/// receiver was gone, one per such client id, forever, and the next connection with that id
+/// panicked on it.
+struct WillEntry {
+    handlers: WillHandlers,
+    client_id: String,
+    number: u64,
+}
+
+impl WillEntry {
+    fn insert(handlers: &WillHandlers, client_id: String, tx: Sender<AwaitingWill>) -> WillEntry {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let number = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        handlers
+            .lock()
+            .unwrap()
+            .insert(client_id.clone(), (number, tx));
+        WillEntry {
+            handlers: handlers.clone(),
+            client_id,
+            number,
+        }
+    }
+}
+
+impl Drop for WillEntry {
+    fn drop(&mut self) {
+        let mut handlers = self.handlers.lock().unwrap_or_else(|e| e.into_inner());
+        if handlers.get(&self.client_id).is_some_and(|(n, _)| *n == self.number) {
+            handlers.remove(&self.client_id);
+        }
+    }
+}
+
 pub struct Server<P> {
     config: ServerSettings,
     router_tx: Sender<(ConnectionId, Event)>,
     protocol: P,
-    awaiting_will_handler: Arc<Mutex<HashMap<String, Sender<AwaitingWill>>>>,
+    awaiting_will_handler: WillHandlers, // Ember: see `WillHandlers`
     handoff: Option<flume::Receiver<Box<dyn N>>>, // Ember
 }
 
@@ -564,7 +629,7 @@ async fn remote<P: Protocol>(
     router_tx: Sender<(ConnectionId, Event)>,
     stream: Box<dyn N>,
     protocol: P,
-    will_handlers: Arc<Mutex<HashMap<String, Sender<AwaitingWill>>>>,
+    will_handlers: WillHandlers, // Ember: see `WillHandlers`
 ) {
     let mut network = Network::new(
         stream,
@@ -606,20 +671,21 @@ async fn remote<P: Protocol>(
         client_id = format!("{tenant_id}.{client_id}");
     }
 
-    if let Some(sender) = will_handlers.lock().unwrap().remove(&client_id) {
+    if let Some((_, sender)) = will_handlers.lock().unwrap().remove(&client_id) {
         let awaiting_will = if clean_session {
             AwaitingWill::Fire
         } else {
             AwaitingWill::Cancel
         };
-        sender.try_send(awaiting_will).unwrap();
+        // Ember: the earlier connection may be gone (its receiver dropped); upstream
+        // unwrapped this and the server's thread panicked, taking the collector down, when
+        // an agent reconnected after its first connection had given up before registering.
+        sender.try_send(awaiting_will).ok();
     }
 
     let (will_tx, will_rx) = flume::bounded::<AwaitingWill>(1);
-    will_handlers
-        .lock()
-        .unwrap()
-        .insert(client_id.clone(), will_tx);
+    // Ember: the entry is this connection's (`WillEntry`): removed by it on every way out.
+    let will_entry = WillEntry::insert(&will_handlers, client_id.clone(), will_tx);
 
     // Start the link
     let mut link = match Box::pin(RemoteLink::new(
@@ -665,9 +731,11 @@ async fn remote<P: Protocol>(
     };
 
     if send_disconnect {
-        let disconnect = Event::Disconnect;
+        // Ember: names the client (see `Event::LinkGone`), and waits for room without
+        // blocking the server's thread (was `Event::Disconnect` and a blocking `send`).
+        let disconnect = Event::LinkGone(client_id.clone());
         let message = (connection_id, disconnect);
-        router_tx.send(message).ok();
+        router_tx.send_async(message).await.ok();
     }
 
     // this is important to stop the connection
@@ -681,12 +749,12 @@ async fn remote<P: Protocol>(
     {
         Ok(w) => w.is_ok_and(|k| k == AwaitingWill::Fire),
         Err(_) => {
-            // no need to keep the sender after timeout
-            will_handlers.lock().unwrap().remove(&client_id);
+            // no need to keep the sender after timeout (Ember: `WillEntry`'s drop)
             // as will delay interval has passed, publish the will message
             true
         }
     };
+    drop(will_entry); // Ember
 
     if publish_will {
         let message = Event::PublishWill((client_id, tenant_id));

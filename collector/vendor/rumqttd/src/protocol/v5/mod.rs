@@ -426,7 +426,11 @@ impl Protocol for V5 {
                 let (pubcomp, properties) = pubcomp::read(fixed_header, packet)?;
                 Packet::PubComp(pubcomp, properties)
             }
-            _ => unreachable!(),
+            // Ember: was `unreachable!()`, which a client's CONNACK or UNSUBACK reached (a
+            // panic per packet; with `panic = "abort"`, the whole process).
+            PacketType::ConnAck | PacketType::UnsubAck => {
+                return Err(Error::InvalidPacketType(fixed_header.byte1 >> 4)) // Ember
+            }
         };
 
         Ok(packet)
