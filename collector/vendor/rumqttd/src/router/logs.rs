@@ -159,6 +159,14 @@ impl DataLog {
                 self.publish_filters.remove(filter);
             }
         }
+        // The tables' room goes too once they are mostly empty (a slab keeps its keys: only
+        // the vacant entries at its end go).
+        if self.native.len() * 4 < self.native.capacity() {
+            self.native.shrink_to_fit();
+        }
+        shrink(&mut self.filter_indexes);
+        shrink(&mut self.wildcards);
+        shrink(&mut self.publish_filters);
     }
 
     pub fn meter(&mut self, filter: &str) -> Option<&mut SubscriptionMeter> {
@@ -492,6 +500,13 @@ pub fn compact(publish: &mut Publish) {
     let mut both = both.freeze();
     publish.payload = both.split_off(topic.len());
     publish.topic = both;
+}
+
+/// Ember: lets a map's room go once it is mostly empty (at most a quarter used).
+pub(crate) fn shrink<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>) {
+    if map.len() * 4 < map.capacity() {
+        map.shrink_to_fit();
+    }
 }
 
 /// Ember: the filter whose log a subscription to `path` reads: `f` for `$share/g/f`.

@@ -567,6 +567,8 @@ impl Router {
                 }
             }
         }
+        // Ember: and its room goes once it is mostly empty.
+        super::logs::shrink(&mut self.subscription_map);
 
         // Add disconnection event to metrics
         let time = match SystemTime::now().duration_since(SystemTime::UNIX_EPOCH) {
