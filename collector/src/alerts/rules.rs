@@ -128,7 +128,7 @@ pub struct RawCondition {
 pub struct RawWebhook {
     /// `http://` or `https://` URL.
     pub url: String,
-    /// `json` (default), `ntfy`, `discord` or `slack`.
+    /// `json` (default), `ntfy`, `discord`, `slack` or `teams`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub template: Option<String>,
     /// Least severity sent (default `info`: everything).
@@ -296,7 +296,7 @@ pub struct Rule {
 }
 
 /// Which template a webhook's body follows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Template {
     /// Ember's own JSON document.
     Json,
@@ -306,6 +306,8 @@ pub enum Template {
     Discord,
     /// Slack-compatible (Slack, Mattermost, Rocket.Chat): `{"text": …}`.
     Slack,
+    /// Teams, Telegram, Gotify or Pushover.
+    Channel(super::channels::Channel),
 }
 
 /// A validated webhook.
@@ -535,18 +537,7 @@ impl RawAlerts {
                     format!("expected an http:// or https:// URL, got {:?}", w.url),
                 ));
             }
-            let template = match w.template.as_deref().unwrap_or("json") {
-                "json" => Template::Json,
-                "ntfy" => Template::Ntfy,
-                "discord" => Template::Discord,
-                "slack" => Template::Slack,
-                other => {
-                    return Err(cerr(
-                        &format!("{key}.template"),
-                        format!("expected json, ntfy, discord or slack, got {other:?}"),
-                    ))
-                }
-            };
+            let template = super::channels::template(&key, w)?;
             let min_severity = Severity::parse(
                 &format!("{key}.min-severity"),
                 w.min_severity.as_deref().unwrap_or("info"),
@@ -987,7 +978,7 @@ mod tests {
             "http",
         );
         check(
-            "[alerts]\n[[alerts.webhooks]]\nurl = \"https://ntfy.sh/x\"\ntemplate = \"teams\"\n",
+            "[alerts]\n[[alerts.webhooks]]\nurl = \"https://ntfy.sh/x\"\ntemplate = \"pagerduty\"\n",
             "alerts.webhooks[0].template",
             "ntfy",
         );
