@@ -243,16 +243,26 @@ async fn deliver(
             };
             if attempt >= retry.attempts {
                 stats.failed.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(url = %w.url, "webhook gave up after {attempt} attempts: {error}");
+                tracing::error!(url = %shown(&w.url), "webhook gave up after {attempt} attempts: {error}");
                 break;
             }
             stats.retried.fetch_add(1, Ordering::Relaxed);
             let wait = retry.wait(attempt);
-            tracing::warn!(url = %w.url, "webhook attempt {attempt} failed ({error}); again in {wait:?}");
+            tracing::warn!(url = %shown(&w.url), "webhook attempt {attempt} failed ({error}); again in {wait:?}");
             tokio::time::sleep(wait).await;
             attempt += 1;
         }
     }
+}
+
+/// `url` for logs: scheme and host only, since the path or query of a Telegram, Gotify,
+/// Discord or Slack URL holds its token.
+fn shown(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let host = rest[..end].rsplit('@').next().unwrap_or_default();
+    let more = if end < rest.len() { "/…" } else { "" };
+    format!("{scheme}://{host}{more}")
 }
 
 fn post(agent: &ureq::Agent, url: &str, req: &Request) -> Result<(), String> {
@@ -302,6 +312,17 @@ mod tests {
                 ("Tags", "rotating_light".to_string()),
             ]
         );
+    }
+
+    #[test]
+    fn logs_show_no_token_of_a_url() {
+        let url = "https://api.telegram.org/bot123:SECRET/sendMessage";
+        assert_eq!(shown(url), "https://api.telegram.org/…");
+        assert_eq!(
+            shown("https://u:SECRET@g.example?token=SECRET"),
+            "https://g.example/…"
+        );
+        assert_eq!(shown("http://h.example"), "http://h.example");
     }
 
     #[test]

@@ -128,9 +128,12 @@ pub struct RawCondition {
 pub struct RawWebhook {
     /// `http://` or `https://` URL.
     pub url: String,
-    /// `json` (default), `ntfy`, `discord`, `slack` or `teams`.
+    /// `json` (default), `ntfy`, `discord`, `slack`, `teams` or `telegram`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub template: Option<String>,
+    /// Telegram: the chat (a number or `@channelusername`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chat_id: Option<super::channels::RawChatId>,
     /// Least severity sent (default `info`: everything).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub min_severity: Option<String>,
@@ -981,6 +984,21 @@ mod tests {
             "[alerts]\n[[alerts.webhooks]]\nurl = \"https://ntfy.sh/x\"\ntemplate = \"pagerduty\"\n",
             "alerts.webhooks[0].template",
             "ntfy",
+        );
+        check(
+            "[alerts]\n[[alerts.webhooks]]\nurl = \"https://api.telegram.org/botX/getMe\"\ntemplate = \"telegram\"\nchat-id = 1\n",
+            "alerts.webhooks[0].url",
+            "bot<TOKEN>/sendMessage",
+        );
+        check(
+            "[alerts]\n[[alerts.webhooks]]\nurl = \"https://api.telegram.org/botX/sendMessage\"\ntemplate = \"telegram\"\n",
+            "alerts.webhooks[0].chat-id",
+            "needs the chat",
+        );
+        check(
+            "[alerts]\n[[alerts.webhooks]]\nurl = \"https://ntfy.sh/x\"\nchat-id = 1\n",
+            "alerts.webhooks[0].chat-id",
+            "only for template = \"telegram\"",
         );
         check(
             "[alerts]\n[[alerts.maintenance]]\nname = \"m\"\nfrom = \"25:00\"\nto = \"02:00\"\n",

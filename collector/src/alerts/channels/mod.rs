@@ -3,6 +3,9 @@
 //! reads `[[alerts.webhooks]]`'s `template` and the keys some channels need.
 
 mod teams;
+mod telegram;
+
+pub use telegram::RawChatId;
 
 #[cfg(test)]
 pub(super) mod tests;
@@ -21,13 +24,31 @@ pub(super) fn template(key: &str, w: &RawWebhook) -> Result<Template, ConfigErro
         "discord" => Template::Discord,
         "slack" => Template::Slack,
         "teams" => Template::Channel(Channel::Teams),
+        "telegram" => {
+            if !url_path(&w.url).ends_with("/sendMessage") {
+                return Err(ConfigError::new(
+                    &format!("{key}.url"),
+                    "template = \"telegram\" posts to the Bot API's sendMessage: \
+                     https://api.telegram.org/bot<TOKEN>/sendMessage",
+                ));
+            }
+            let chat = telegram::chat_id(key, w.chat_id.as_ref())?;
+            Template::Channel(Channel::Telegram(chat))
+        }
         other => {
             return Err(ConfigError::new(
                 &format!("{key}.template"),
-                format!("expected json, ntfy, discord, slack or teams, got {other:?}"),
+                format!("expected json, ntfy, discord, slack, teams or telegram, got {other:?}"),
             ))
         }
     };
+    let telegram = matches!(template, Template::Channel(Channel::Telegram(_)));
+    if w.chat_id.is_some() && !telegram {
+        return Err(ConfigError::new(
+            &format!("{key}.chat-id"),
+            "only for template = \"telegram\": remove it or set the template",
+        ));
+    }
     Ok(template)
 }
 
@@ -36,6 +57,8 @@ pub(super) fn template(key: &str, w: &RawWebhook) -> Result<Template, ConfigErro
 pub enum Channel {
     /// Microsoft Teams (Workflows): a message with an Adaptive Card.
     Teams,
+    /// Telegram's `sendMessage` to this chat.
+    Telegram(telegram::ChatId),
 }
 
 impl Channel {
@@ -43,8 +66,16 @@ impl Channel {
     pub fn render(&self, e: &AlertEvent) -> Request {
         match self {
             Channel::Teams => teams::render(e),
+            Channel::Telegram(chat) => telegram::render(e, chat),
         }
     }
+}
+
+/// The path of `url`, without query or fragment.
+fn url_path(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let rest = rest.split(['?', '#']).next().unwrap_or_default();
+    rest.find('/').map_or("", |i| &rest[i..])
 }
 
 /// A JSON request.

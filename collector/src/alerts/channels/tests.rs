@@ -107,12 +107,20 @@ async fn every_channel_delivers_its_documented_request() {
     let (port, seen) = receiver();
     let base = format!("http://127.0.0.1:{port}");
     // (template, path, other keys, what the body must hold)
-    let channels: Vec<(&str, String, &str, serde_json::Value)> = vec![(
-        "teams",
-        "/workflows/abc".to_string(),
-        "",
-        serde_json::json!({ "type": "message" }),
-    )];
+    let channels: Vec<(&str, String, &str, serde_json::Value)> = vec![
+        (
+            "teams",
+            "/workflows/abc".to_string(),
+            "",
+            serde_json::json!({ "type": "message" }),
+        ),
+        (
+            "telegram",
+            "/bot123:abc/sendMessage".to_string(),
+            "chat-id = -100123",
+            serde_json::json!({ "chat_id": -100123, "parse_mode": "HTML" }),
+        ),
+    ];
     for (template, path, keys, want) in &channels {
         let w = webhook(&format!("{base}{path}"), template, keys);
         let retry = Retry {
