@@ -128,7 +128,7 @@ pub struct RawCondition {
 pub struct RawWebhook {
     /// `http://` or `https://` URL.
     pub url: String,
-    /// `json` (default), `ntfy`, `discord`, `slack`, `teams` or `telegram`.
+    /// `json` (default), `ntfy`, `discord`, `slack`, `teams`, `telegram` or `gotify`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub template: Option<String>,
     /// Telegram: the chat (a number or `@channelusername`).
@@ -999,6 +999,11 @@ mod tests {
             "[alerts]\n[[alerts.webhooks]]\nurl = \"https://ntfy.sh/x\"\nchat-id = 1\n",
             "alerts.webhooks[0].chat-id",
             "only for template = \"telegram\"",
+        );
+        check(
+            "[alerts]\n[[alerts.webhooks]]\nurl = \"https://gotify.example/message\"\ntemplate = \"gotify\"\n",
+            "alerts.webhooks[0].url",
+            "/message?token=<TOKEN>",
         );
         check(
             "[alerts]\n[[alerts.maintenance]]\nname = \"m\"\nfrom = \"25:00\"\nto = \"02:00\"\n",

@@ -2,6 +2,7 @@
 //! Pushover. Each builds its request from an [`AlertEvent`] in its own module; this module
 //! reads `[[alerts.webhooks]]`'s `template` and the keys some channels need.
 
+mod gotify;
 mod teams;
 mod telegram;
 
@@ -35,10 +36,27 @@ pub(super) fn template(key: &str, w: &RawWebhook) -> Result<Template, ConfigErro
             let chat = telegram::chat_id(key, w.chat_id.as_ref())?;
             Template::Channel(Channel::Telegram(chat))
         }
+        "gotify" => {
+            let query = w.url.split_once('?').map_or("", |(_, q)| q);
+            if !url_path(&w.url).ends_with("/message")
+                || !query
+                    .split('&')
+                    .any(|p| p.len() > 6 && p.starts_with("token="))
+            {
+                return Err(ConfigError::new(
+                    &format!("{key}.url"),
+                    "template = \"gotify\" posts to the server's /message with an \
+                     application token: https://gotify.example/message?token=<TOKEN>",
+                ));
+            }
+            Template::Channel(Channel::Gotify)
+        }
         other => {
             return Err(ConfigError::new(
                 &format!("{key}.template"),
-                format!("expected json, ntfy, discord, slack, teams or telegram, got {other:?}"),
+                format!(
+                    "expected json, ntfy, discord, slack, teams, telegram or gotify, got {other:?}"
+                ),
             ))
         }
     };
@@ -59,6 +77,8 @@ pub enum Channel {
     Teams,
     /// Telegram's `sendMessage` to this chat.
     Telegram(telegram::ChatId),
+    /// Gotify's `/message`.
+    Gotify,
 }
 
 impl Channel {
@@ -67,6 +87,7 @@ impl Channel {
         match self {
             Channel::Teams => teams::render(e),
             Channel::Telegram(chat) => telegram::render(e, chat),
+            Channel::Gotify => gotify::render(e),
         }
     }
 }

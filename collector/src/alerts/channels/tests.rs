@@ -120,6 +120,12 @@ async fn every_channel_delivers_its_documented_request() {
             "chat-id = -100123",
             serde_json::json!({ "chat_id": -100123, "parse_mode": "HTML" }),
         ),
+        (
+            "gotify",
+            "/message?token=AbC.123".to_string(),
+            "",
+            serde_json::json!({ "extras": { "client::display": { "contentType": "text/plain" } } }),
+        ),
     ];
     for (template, path, keys, want) in &channels {
         let w = webhook(&format!("{base}{path}"), template, keys);
