@@ -128,12 +128,19 @@ pub struct RawCondition {
 pub struct RawWebhook {
     /// `http://` or `https://` URL.
     pub url: String,
-    /// `json` (default), `ntfy`, `discord`, `slack`, `teams`, `telegram` or `gotify`.
+    /// `json` (default), `ntfy`, `discord`, `slack`, `teams`, `telegram`, `gotify` or
+    /// `pushover`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub template: Option<String>,
     /// Telegram: the chat (a number or `@channelusername`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub chat_id: Option<super::channels::RawChatId>,
+    /// Pushover: the file holding the application's API token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<std::path::PathBuf>,
+    /// Pushover: the user or group key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
     /// Least severity sent (default `info`: everything).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub min_severity: Option<String>,
@@ -1004,6 +1011,16 @@ mod tests {
             "[alerts]\n[[alerts.webhooks]]\nurl = \"https://gotify.example/message\"\ntemplate = \"gotify\"\n",
             "alerts.webhooks[0].url",
             "/message?token=<TOKEN>",
+        );
+        check(
+            "[alerts]\n[[alerts.webhooks]]\nurl = \"https://api.pushover.net/1/messages.json\"\ntemplate = \"pushover\"\n",
+            "alerts.webhooks[0].token-file",
+            "needs the application token",
+        );
+        check(
+            "[alerts]\n[[alerts.webhooks]]\nurl = \"https://ntfy.sh/x\"\nuser = \"u\"\n",
+            "alerts.webhooks[0].user",
+            "only for template = \"pushover\"",
         );
         check(
             "[alerts]\n[[alerts.maintenance]]\nname = \"m\"\nfrom = \"25:00\"\nto = \"02:00\"\n",

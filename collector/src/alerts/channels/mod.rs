@@ -3,6 +3,7 @@
 //! reads `[[alerts.webhooks]]`'s `template` and the keys some channels need.
 
 mod gotify;
+mod pushover;
 mod teams;
 mod telegram;
 
@@ -51,11 +52,15 @@ pub(super) fn template(key: &str, w: &RawWebhook) -> Result<Template, ConfigErro
             }
             Template::Channel(Channel::Gotify)
         }
+        "pushover" => {
+            let p = pushover::config(key, w.token_file.as_deref(), w.user.as_deref())?;
+            Template::Channel(Channel::Pushover(p))
+        }
         other => {
             return Err(ConfigError::new(
                 &format!("{key}.template"),
                 format!(
-                    "expected json, ntfy, discord, slack, teams, telegram or gotify, got {other:?}"
+                    "expected json, ntfy, discord, slack, teams, telegram, gotify or pushover, got {other:?}"
                 ),
             ))
         }
@@ -66,6 +71,18 @@ pub(super) fn template(key: &str, w: &RawWebhook) -> Result<Template, ConfigErro
             &format!("{key}.chat-id"),
             "only for template = \"telegram\": remove it or set the template",
         ));
+    }
+    let pushover = matches!(template, Template::Channel(Channel::Pushover(_)));
+    for (k, set) in [
+        ("token-file", w.token_file.is_some()),
+        ("user", w.user.is_some()),
+    ] {
+        if set && !pushover {
+            return Err(ConfigError::new(
+                &format!("{key}.{k}"),
+                "only for template = \"pushover\": remove it or set the template",
+            ));
+        }
     }
     Ok(template)
 }
@@ -79,6 +96,8 @@ pub enum Channel {
     Telegram(telegram::ChatId),
     /// Gotify's `/message`.
     Gotify,
+    /// Pushover's `messages.json`, with its token and user key.
+    Pushover(pushover::Pushover),
 }
 
 impl Channel {
@@ -88,6 +107,7 @@ impl Channel {
             Channel::Teams => teams::render(e),
             Channel::Telegram(chat) => telegram::render(e, chat),
             Channel::Gotify => gotify::render(e),
+            Channel::Pushover(p) => pushover::render(e, p),
         }
     }
 }

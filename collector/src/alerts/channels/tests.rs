@@ -106,8 +106,25 @@ fn webhook(url: &str, template: &str, keys: &str) -> Webhook {
 async fn every_channel_delivers_its_documented_request() {
     let (port, seen) = receiver();
     let base = format!("http://127.0.0.1:{port}");
+    let dir = std::env::temp_dir().join(format!("ember-channels-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let token_file = dir.join("pushover-token");
+    std::fs::write(&token_file, "azGDORePK8gMaC0QOYAMyEEuzJnyUi").unwrap();
+    let pushover = format!(
+        "token-file = {:?}\nuser = \"uQiRzpo4DXghDmr9QzzfQu27cmVRsG\"",
+        token_file.display().to_string()
+    );
     // (template, path, other keys, what the body must hold)
     let channels: Vec<(&str, String, &str, serde_json::Value)> = vec![
+        (
+            "pushover",
+            "/1/messages.json".to_string(),
+            &pushover,
+            serde_json::json!({
+                "token": "azGDORePK8gMaC0QOYAMyEEuzJnyUi",
+                "user": "uQiRzpo4DXghDmr9QzzfQu27cmVRsG",
+            }),
+        ),
         (
             "teams",
             "/workflows/abc".to_string(),
@@ -141,8 +158,16 @@ async fn every_channel_delivers_its_documented_request() {
                 .unwrap_or_else(|e| panic!("{template}: nothing delivered ({e})"));
             assert_eq!(s.method, "POST", "{template}");
             assert_eq!(&s.path, path, "{template}");
-            assert_eq!(s.content_type, "application/json", "{template}");
-            let body: serde_json::Value = serde_json::from_str(&s.body).unwrap();
+            // Pushover takes a form (its fields as a JSON object here); the others JSON.
+            let body: serde_json::Value = if *template == "pushover" {
+                assert_eq!(s.content_type, "application/x-www-form-urlencoded");
+                let form: std::collections::BTreeMap<String, String> =
+                    serde_urlencoded::from_str(&s.body).unwrap();
+                serde_json::to_value(form).unwrap()
+            } else {
+                assert_eq!(s.content_type, "application/json", "{template}");
+                serde_json::from_str(&s.body).unwrap()
+            };
             for (k, v) in want.as_object().unwrap() {
                 assert_eq!(&body[k], v, "{template}: {k} in {body}");
             }
@@ -155,4 +180,5 @@ async fn every_channel_delivers_its_documented_request() {
             assert!(text.contains("pi4"), "{template}: the host in {text}");
         }
     }
+    std::fs::remove_dir_all(&dir).unwrap();
 }
