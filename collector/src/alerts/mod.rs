@@ -22,6 +22,7 @@
 //! alert (silence or maintenance window) still changes state and is recorded, but notifies only
 //! once nothing silences it; a resolve is sent only for an alert whose firing was sent.
 
+pub mod channels;
 pub mod notify;
 pub mod rules;
 pub mod run;

@@ -42,7 +42,7 @@ pub fn headline(e: &AlertEvent) -> String {
 }
 
 /// The zero-width space: after an `@`, it keeps the text as it reads and stops a mention.
-const ZWSP: char = '\u{200B}';
+pub(super) const ZWSP: char = '\u{200B}';
 
 /// `text` for a Discord message: no `@everyone`, `@here`, `<@id>` or `<@&id>` mention (a
 /// zero-width space follows every `@`).
@@ -70,7 +70,7 @@ pub fn slack_text(text: &str) -> String {
 }
 
 /// The request for `e` in `template`.
-pub fn render(template: Template, e: &AlertEvent) -> Request {
+pub fn render(template: &Template, e: &AlertEvent) -> Request {
     let text = headline(e);
     let json_body = |v: serde_json::Value| Request {
         content_type: "application/json",
@@ -91,6 +91,7 @@ pub fn render(template: Template, e: &AlertEvent) -> Request {
             "allowed_mentions": { "parse": [] },
         })),
         Template::Slack => json_body(json!({ "text": slack_text(&text) })),
+        Template::Channel(c) => c.render(e),
         Template::Ntfy => {
             let a = &e.alert;
             let (priority, tags) = match (e.change, a.severity) {
@@ -227,7 +228,7 @@ async fn deliver(
     stats: Arc<Stats>,
 ) {
     while let Some(e) = rx.recv().await {
-        let req = render(w.template, &e);
+        let req = render(&w.template, &e);
         let mut attempt = 1;
         loop {
             let (agent, url, req2) = (agent.clone(), w.url.clone(), req.clone());
@@ -242,16 +243,26 @@ async fn deliver(
             };
             if attempt >= retry.attempts {
                 stats.failed.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(url = %w.url, "webhook gave up after {attempt} attempts: {error}");
+                tracing::error!(url = %shown(&w.url), "webhook gave up after {attempt} attempts: {error}");
                 break;
             }
             stats.retried.fetch_add(1, Ordering::Relaxed);
             let wait = retry.wait(attempt);
-            tracing::warn!(url = %w.url, "webhook attempt {attempt} failed ({error}); again in {wait:?}");
+            tracing::warn!(url = %shown(&w.url), "webhook attempt {attempt} failed ({error}); again in {wait:?}");
             tokio::time::sleep(wait).await;
             attempt += 1;
         }
     }
+}
+
+/// `url` for logs: scheme and host only, since the path or query of a Telegram, Gotify,
+/// Discord or Slack URL holds its token.
+fn shown(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let host = rest[..end].rsplit('@').next().unwrap_or_default();
+    let more = if end < rest.len() { "/…" } else { "" };
+    format!("{scheme}://{host}{more}")
 }
 
 fn post(agent: &ureq::Agent, url: &str, req: &Request) -> Result<(), String> {
@@ -267,44 +278,31 @@ fn post(agent: &ureq::Agent, url: &str, req: &Request) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::alerts::Alert;
-    use ember_wire::HostId;
-
-    fn event(change: Change, severity: Severity) -> AlertEvent {
-        AlertEvent {
-            at_ms: 1000,
-            change,
-            alert: Alert {
-                rule: "cpu-high".into(),
-                host: HostId::new("pi4").unwrap(),
-                severity,
-                summary: "cpu.busy 0.97 > 0.9".into(),
-                since_ms: 900,
-                silenced: false,
-            },
-        }
-    }
+    use crate::alerts::channels::tests::event;
 
     #[test]
     fn templates() {
         let fire = event(Change::Firing, Severity::Critical);
-        let r = render(Template::Json, &fire);
+        let r = render(&Template::Json, &fire);
         let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
         assert_eq!(v["status"], "firing");
         assert_eq!(v["alert"]["host"], "pi4");
         assert_eq!(v["alert"]["severity"], "critical");
         assert_eq!(r.content_type, "application/json");
-        let r = render(Template::Discord, &fire);
+        let r = render(&Template::Discord, &fire);
         assert_eq!(
             r.body,
             r#"{"allowed_mentions":{"parse":[]},"content":"[FIRING] cpu-high on pi4: cpu.busy 0.97 > 0.9"}"#
         );
-        let r = render(Template::Slack, &event(Change::Resolved, Severity::Warning));
+        let r = render(
+            &Template::Slack,
+            &event(Change::Resolved, Severity::Warning),
+        );
         assert_eq!(
             r.body,
             r#"{"text":"[RESOLVED] cpu-high on pi4: cpu.busy 0.97 &gt; 0.9"}"#
         );
-        let r = render(Template::Ntfy, &fire);
+        let r = render(&Template::Ntfy, &fire);
         assert_eq!(r.body, "[FIRING] cpu-high on pi4: cpu.busy 0.97 > 0.9");
         assert_eq!(
             r.headers,
@@ -314,6 +312,17 @@ mod tests {
                 ("Tags", "rotating_light".to_string()),
             ]
         );
+    }
+
+    #[test]
+    fn logs_show_no_token_of_a_url() {
+        let url = "https://api.telegram.org/bot123:SECRET/sendMessage";
+        assert_eq!(shown(url), "https://api.telegram.org/…");
+        assert_eq!(
+            shown("https://u:SECRET@g.example?token=SECRET"),
+            "https://g.example/…"
+        );
+        assert_eq!(shown("http://h.example"), "http://h.example");
     }
 
     #[test]
@@ -337,7 +346,7 @@ mod tests {
             "/mnt/@everyone @here <@123456> <@&42> <!channel> <!here|here> <@U0LAN0Z89> full"
                 .into();
         let discord: serde_json::Value =
-            serde_json::from_str(&render(Template::Discord, &e).body).unwrap();
+            serde_json::from_str(&render(&Template::Discord, &e).body).unwrap();
         assert_eq!(discord["allowed_mentions"], json!({ "parse": [] }));
         let content = discord["content"].as_str().unwrap();
         for mention in ["@everyone", "@here", "<@1", "<@&"] {
@@ -345,7 +354,7 @@ mod tests {
         }
         assert_eq!(content.replace(ZWSP, ""), headline(&e), "reads the same");
         let slack: serde_json::Value =
-            serde_json::from_str(&render(Template::Slack, &e).body).unwrap();
+            serde_json::from_str(&render(&Template::Slack, &e).body).unwrap();
         let text = slack["text"].as_str().unwrap();
         for mention in ["<!", "<@", "@here", "@everyone"] {
             assert!(!text.contains(mention), "{mention} in {text}");

@@ -128,9 +128,19 @@ pub struct RawCondition {
 pub struct RawWebhook {
     /// `http://` or `https://` URL.
     pub url: String,
-    /// `json` (default), `ntfy`, `discord` or `slack`.
+    /// `json` (default), `ntfy`, `discord`, `slack`, `teams`, `telegram`, `gotify` or
+    /// `pushover`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub template: Option<String>,
+    /// Telegram: the chat (a number or `@channelusername`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chat_id: Option<super::channels::RawChatId>,
+    /// Pushover: the file holding the application's API token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<std::path::PathBuf>,
+    /// Pushover: the user or group key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
     /// Least severity sent (default `info`: everything).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub min_severity: Option<String>,
@@ -296,7 +306,7 @@ pub struct Rule {
 }
 
 /// Which template a webhook's body follows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Template {
     /// Ember's own JSON document.
     Json,
@@ -306,6 +316,8 @@ pub enum Template {
     Discord,
     /// Slack-compatible (Slack, Mattermost, Rocket.Chat): `{"text": …}`.
     Slack,
+    /// Teams, Telegram, Gotify or Pushover.
+    Channel(super::channels::Channel),
 }
 
 /// A validated webhook.
@@ -535,18 +547,7 @@ impl RawAlerts {
                     format!("expected an http:// or https:// URL, got {:?}", w.url),
                 ));
             }
-            let template = match w.template.as_deref().unwrap_or("json") {
-                "json" => Template::Json,
-                "ntfy" => Template::Ntfy,
-                "discord" => Template::Discord,
-                "slack" => Template::Slack,
-                other => {
-                    return Err(cerr(
-                        &format!("{key}.template"),
-                        format!("expected json, ntfy, discord or slack, got {other:?}"),
-                    ))
-                }
-            };
+            let template = super::channels::template(&key, w)?;
             let min_severity = Severity::parse(
                 &format!("{key}.min-severity"),
                 w.min_severity.as_deref().unwrap_or("info"),
@@ -987,9 +988,39 @@ mod tests {
             "http",
         );
         check(
-            "[alerts]\n[[alerts.webhooks]]\nurl = \"https://ntfy.sh/x\"\ntemplate = \"teams\"\n",
+            "[alerts]\n[[alerts.webhooks]]\nurl = \"https://ntfy.sh/x\"\ntemplate = \"pagerduty\"\n",
             "alerts.webhooks[0].template",
             "ntfy",
+        );
+        check(
+            "[alerts]\n[[alerts.webhooks]]\nurl = \"https://api.telegram.org/botX/getMe\"\ntemplate = \"telegram\"\nchat-id = 1\n",
+            "alerts.webhooks[0].url",
+            "bot<TOKEN>/sendMessage",
+        );
+        check(
+            "[alerts]\n[[alerts.webhooks]]\nurl = \"https://api.telegram.org/botX/sendMessage\"\ntemplate = \"telegram\"\n",
+            "alerts.webhooks[0].chat-id",
+            "needs the chat",
+        );
+        check(
+            "[alerts]\n[[alerts.webhooks]]\nurl = \"https://ntfy.sh/x\"\nchat-id = 1\n",
+            "alerts.webhooks[0].chat-id",
+            "only for template = \"telegram\"",
+        );
+        check(
+            "[alerts]\n[[alerts.webhooks]]\nurl = \"https://gotify.example/message\"\ntemplate = \"gotify\"\n",
+            "alerts.webhooks[0].url",
+            "/message?token=<TOKEN>",
+        );
+        check(
+            "[alerts]\n[[alerts.webhooks]]\nurl = \"https://api.pushover.net/1/messages.json\"\ntemplate = \"pushover\"\n",
+            "alerts.webhooks[0].token-file",
+            "needs the application token",
+        );
+        check(
+            "[alerts]\n[[alerts.webhooks]]\nurl = \"https://ntfy.sh/x\"\nuser = \"u\"\n",
+            "alerts.webhooks[0].user",
+            "only for template = \"pushover\"",
         );
         check(
             "[alerts]\n[[alerts.maintenance]]\nname = \"m\"\nfrom = \"25:00\"\nto = \"02:00\"\n",
