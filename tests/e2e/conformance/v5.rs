@@ -206,12 +206,11 @@ pub enum InvalidFilter {
 
 impl Broker {
     /// An invalid filter (`a/#/b`) in an MQTT 5 SUBSCRIBE [MQTT-4.7.1-1/2]: Mosquitto treats
-    /// the packet as malformed and closes the connection; Ember (rumqttd's router) fails that
-    /// filter with 0x80 (Unspecified error). Both are allowed; 0x8F (Topic Filter invalid)
-    /// would say more, and is a known difference in docs/mqtt.md.
+    /// the packet as malformed and closes the connection; Ember fails that filter with 0x8F
+    /// (Topic Filter invalid) and grants the others. Both are allowed.
     pub fn v5_invalid_filter(self) -> InvalidFilter {
         match self {
-            Broker::Ember => InvalidFilter::Refused(0x80),
+            Broker::Ember => InvalidFilter::Refused(0x8F),
             Broker::Mosquitto => InvalidFilter::Closes,
         }
     }
