@@ -14,6 +14,24 @@ pub const WAIT: Duration = Duration::from_secs(5);
 /// How long a case watches for a packet it expects not to come.
 pub const QUIET: Duration = Duration::from_millis(400);
 
+/// Reads what the broker sends next into `buf`, waiting until `deadline` at most.
+pub async fn read_more(
+    stream: &mut TcpStream,
+    deadline: Instant,
+    buf: &mut impl for<'a> Extend<&'a u8>,
+) -> Result<(), Silence> {
+    let mut chunk = [0u8; 4096];
+    let left = deadline.saturating_duration_since(Instant::now());
+    match tokio::time::timeout(left, stream.read(&mut chunk)).await {
+        Err(_) => Err(Silence::Timeout),
+        Ok(Ok(0) | Err(_)) => Err(Silence::Closed),
+        Ok(Ok(n)) => {
+            buf.extend(&chunk[..n]);
+            Ok(())
+        }
+    }
+}
+
 /// A packet from the broker.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Packet {
@@ -247,13 +265,7 @@ impl Client {
             if let Some(p) = self.parse() {
                 return Ok(p);
             }
-            let mut chunk = [0u8; 4096];
-            let left = deadline.saturating_duration_since(Instant::now());
-            match tokio::time::timeout(left, self.stream.read(&mut chunk)).await {
-                Err(_) => return Err(Silence::Timeout),
-                Ok(Ok(0) | Err(_)) => return Err(Silence::Closed),
-                Ok(Ok(n)) => self.buf.extend_from_slice(&chunk[..n]),
-            }
+            read_more(&mut self.stream, deadline, &mut self.buf).await?;
         }
     }
 

@@ -1,4 +1,4 @@
-//! Issue #21: MQTT 3.1.1 conformance. Each case is written from the normative statements a
+//! Issue #21: MQTT 3.1.1 and 5.0 conformance. Each case is written from the normative statements a
 //! broker must meet (cited as `[MQTT-x.y.z-n]`) and run, in the same test, against the
 //! embedded broker (a collector in open mode on loopback, through its gate) and Debian's
 //! Mosquitto. Every case must pass on both. Where the standard allows either of two
@@ -11,12 +11,15 @@
 //! - `session`: clean and persistent sessions, redelivery.
 //! - `delivery`: QoS flows, retained messages, unsubscribe, wills, SUBACK codes.
 //! - `topics`: wildcards and `$` topics.
+//! - `v5`: MQTT 5.0: CONNACK properties, message properties and expiry, session expiry,
+//!   wills and DISCONNECT reason codes, SUBACK codes, subscription options.
 
 mod client;
 mod connect;
 mod delivery;
 mod session;
 mod topics;
+mod v5;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -152,6 +155,15 @@ const CASES: &[Case] = cases! {
     topics::multi_level_wildcard,
     topics::dollar_topics,
     topics::sys_topics,
+    v5::v5_connack_assigned_id,
+    v5::v5_properties_pass_through,
+    v5::v5_message_expiry,
+    v5::v5_session_expiry,
+    v5::v5_will,
+    v5::v5_suback_codes,
+    v5::v5_no_local,
+    v5::v5_retain_as_published,
+    v5::v5_message_to_3_1_1_client,
 };
 
 /// A case's outcome on one broker: `Ok` or the error, and how long it took.
@@ -169,7 +181,7 @@ async fn run(case: &Case, addr: SocketAddr, broker: Broker) -> (anyhow::Result<(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mqtt_3_1_1_conformance_against_ember_and_mosquitto() {
+async fn mqtt_conformance_against_ember_and_mosquitto() {
     let ember = Running::start(|_| {}).await;
     let mosquitto = Mosquitto::start();
     let (e, m) = (ember.collector.mqtt_addr, mosquitto.addr());
@@ -207,7 +219,7 @@ async fn mqtt_3_1_1_conformance_against_ember_and_mosquitto() {
         }
     }
     eprintln!(
-        "MQTT 3.1.1 conformance, {} cases in {:?}:\n{report}",
+        "MQTT 3.1.1 and 5.0 conformance, {} cases in {:?}:\n{report}",
         CASES.len(),
         start.elapsed()
     );

@@ -753,11 +753,12 @@ impl Router {
                         let _guard = span.enter();
 
                         info!("Adding subscription on topic {}", f.path);
-                        // Ember: an invalid filter (`a/#/b`, `a+`) is failed with 0x80, the
-                        // packet's other filters still granted [MQTT-4.7.1-2, 3.9.3];
-                        // upstream subscribed it as it was.
+                        // Ember: an invalid filter (`a/#/b`, `a+`) is failed, the packet's
+                        // other filters still granted [MQTT-4.7.1-2, 3.9.3]: 0x8F (Topic
+                        // Filter invalid) in MQTT 5, 0x80 in 3.1.1 (`v4::suback`); upstream
+                        // subscribed it as it was.
                         if !protocol::valid_filter(&f.path) {
-                            return_codes.push(SubscribeReasonCode::Failure); // Ember
+                            return_codes.push(SubscribeReasonCode::TopicFilterInvalid); // Ember
                             continue; // Ember
                         }
                         let connection = self.connections.get_mut(id).unwrap();

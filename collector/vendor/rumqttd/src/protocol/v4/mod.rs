@@ -349,7 +349,11 @@ impl Protocol for V4 {
             // currently we can't conditionally set them based on v5 or v4,
             // so we ignore them, as properties can't be there in v4.
             Packet::ConnAck(connack, _) => connack::write(&connack, buffer)?,
-            Packet::Publish(publish, None) => publish::write(&publish, buffer)?,
+            // Ember: a message an MQTT 5 client published with properties (user properties,
+            // Ember: message expiry, ...) reaches 3.1.1 subscribers without them (as Mosquitto
+            // Ember: does): 3.1.1 has none. This arm matched `None` only, and the `unreachable!`
+            // Ember: below then panicked and closed the 3.1.1 subscriber's connection.
+            Packet::Publish(publish, _) => publish::write(&publish, buffer)?, // Ember: `_`
             Packet::PubAck(puback, None) => puback::write(&puback, buffer)?,
             Packet::Subscribe(subscribe, None) => subscribe::write(&subscribe, buffer)?,
             Packet::SubAck(suback, None) => suback::write(&suback, buffer)?,

@@ -59,7 +59,9 @@ fn code(reason: SubscribeReasonCode) -> u8 {
         SubscribeReasonCode::Unspecified => 128,
         SubscribeReasonCode::ImplementationSpecific => 131,
         SubscribeReasonCode::NotAuthorized => 135,
-        SubscribeReasonCode::TopicFilterInvalid => 143,
+        // Ember: 3.1.1 has one failure code, 0x80; the router fails an invalid filter with
+        // Ember: TopicFilterInvalid (0x8F in MQTT 5).
+        SubscribeReasonCode::TopicFilterInvalid => 0x80, // Ember: upstream 143
         SubscribeReasonCode::PkidInUse => 145,
         SubscribeReasonCode::QuotaExceeded => 151,
         SubscribeReasonCode::SharedSubscriptionsNotSupported => 158,
