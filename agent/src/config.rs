@@ -31,7 +31,7 @@ pub struct AgentConfig {
     /// MQTT keep-alive (rumqttd refuses 0).
     pub keep_alive: Duration,
     /// The MQTT version spoken to the broker (`mqtt-version`: 3.1.1, the default, or 5).
-    pub mqtt_version: crate::mqtt::Version,
+    pub mqtt_version: Version,
     /// Samples kept while the broker is unreachable, sent oldest-first on reconnect.
     pub buffer: usize,
     /// Temperature sensors to report, by label; empty reports every sensor found.
@@ -385,7 +385,7 @@ impl RawConfig {
             Duration::from_secs(5),
             Duration::from_secs(3600),
         )?;
-        let mqtt_version = crate::mqtt::Version::parse(self.mqtt_version.as_deref())
+        let mqtt_version = Version::parse(self.mqtt_version.as_deref())
             .map_err(|reason| err("mqtt-version", reason))?;
         // Default: ten minutes of samples, at least 600.
         let ten_minutes = (600_000 / interval.as_millis().max(1)) as usize;
@@ -666,6 +666,39 @@ fn parse_duration(
         ));
     }
     Ok(d)
+}
+
+/// MQTT 3.1.1 or 5.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Version {
+    /// MQTT 3.1.1 (protocol level 4): what every broker speaks.
+    #[default]
+    V311,
+    /// MQTT 5.
+    V5,
+}
+
+impl Version {
+    /// The `mqtt-version` key's value: `3.1.1` (also `311`, `4`) or `5` (also `5.0`); unset:
+    /// 3.1.1.
+    pub fn parse(value: Option<&str>) -> Result<Self, String> {
+        match value.map(str::trim) {
+            None | Some("3.1.1" | "311" | "4") => Ok(Version::V311),
+            Some("5" | "5.0") => Ok(Version::V5),
+            Some(other) => Err(format!(
+                "expected \"3.1.1\" or \"5\", got {other:?} (set mqtt-version = \"3.1.1\" for any broker, \"5\" for an MQTT 5 one)"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for Version {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Version::V311 => "3.1.1",
+            Version::V5 => "5",
+        })
+    }
 }
 
 #[cfg(test)]

@@ -4,40 +4,7 @@
 
 use rumqttc::{Outgoing, QoS};
 
-use crate::config::AgentConfig;
-
-/// MQTT 3.1.1 or 5.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Version {
-    /// MQTT 3.1.1 (protocol level 4): what every broker speaks.
-    #[default]
-    V311,
-    /// MQTT 5.
-    V5,
-}
-
-impl Version {
-    /// The `mqtt-version` key's value: `3.1.1` (also `311`, `4`) or `5` (also `5.0`); unset:
-    /// 3.1.1.
-    pub fn parse(value: Option<&str>) -> Result<Self, String> {
-        match value.map(str::trim) {
-            None | Some("3.1.1" | "311" | "4") => Ok(Version::V311),
-            Some("5" | "5.0") => Ok(Version::V5),
-            Some(other) => Err(format!(
-                "expected \"3.1.1\" or \"5\", got {other:?} (set mqtt-version = \"3.1.1\" for any broker, \"5\" for an MQTT 5 one)"
-            )),
-        }
-    }
-}
-
-impl std::fmt::Display for Version {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Version::V311 => "3.1.1",
-            Version::V5 => "5",
-        })
-    }
-}
+use crate::config::{AgentConfig, Version};
 
 /// What the agent asks of the broker connection.
 #[derive(Clone)]

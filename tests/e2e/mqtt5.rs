@@ -689,7 +689,7 @@ async fn mqtt5_will_delay_is_honoured() {
 /// stop reach the collector as over 3.1.1.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_agent_speaks_mqtt5_when_configured() {
-    use ember_agent::mqtt::Version;
+    use ember_agent::config::Version;
     use tokio::io::AsyncReadExt;
     for (version, level) in [(Version::V311, 4), (Version::V5, 5)] {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
