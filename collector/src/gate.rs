@@ -815,30 +815,13 @@ where
     // With accounts: who the client is, and the accounts it was checked against.
     let checked = match &gate.settings.accounts {
         Some(accounts) => {
-            // Ends if the client closes while its password waits: what it sends meanwhile is
-            // kept for the relay (a packet's worth at most).
-            let gone = async {
-                loop {
-                    let read = read_with(&mut rd, |b| {
-                        buf.extend_from_slice(b);
-                        b.len()
-                    })
-                    .await;
-                    if !matches!(read, Ok(n) if n > 0) || buf.len() > max {
-                        return;
-                    }
-                }
-            };
             // Boxed: open mode's connections need not hold room for a login's state.
-            let login = Box::pin(authenticate(accounts, &connect, cert_name, peer, gone));
-            let identity = match login.await {
+            let checking =
+                check_login(gate, accounts, &connect, cert_name, peer, &mut rd, &mut buf);
+            let identity = match Box::pin(checking).await {
                 Ok(i) => i,
-                Err(Denied::Auth(code)) => {
-                    bump(&counters.refused_auth);
-                    return refuse(&mut wr, code).await;
-                }
+                Err(Denied::Auth(code)) => return refuse(&mut wr, code).await,
                 Err(Denied::Busy) => {
-                    bump(&counters.refused_busy);
                     return refuse(&mut wr, ConnectReturnCode::ServiceUnavailable).await;
                 }
                 Err(Denied::Gone) => return Ok(()),
@@ -1282,6 +1265,40 @@ pub(super) enum Denied {
     Busy,
     /// The client closed while its password waited.
     Gone,
+}
+
+/// [`authenticate`]s `connect` while reading what the client sends meanwhile into `buf` (a
+/// packet's worth at most, kept for the relay): a client that closes first is never checked
+/// ([`Denied::Gone`]). Counts the refusals. MQTT 5's CONNECT comes here too, as its 3.1.1 twin.
+pub(super) async fn check_login<R: AsyncRead + Unpin>(
+    gate: &Gate,
+    accounts: &Accounts,
+    connect: &Connect,
+    cert_name: Option<String>,
+    peer: IpAddr,
+    rd: &mut R,
+    buf: &mut BytesMut,
+) -> Result<Identity, Denied> {
+    let max = gate.settings.max_packet;
+    let gone = async {
+        loop {
+            let read = read_with(rd, |b| {
+                buf.extend_from_slice(b);
+                b.len()
+            })
+            .await;
+            if !matches!(read, Ok(n) if n > 0) || buf.len() > max {
+                return;
+            }
+        }
+    };
+    let checked = authenticate(accounts, connect, cert_name, peer, gone).await;
+    match &checked {
+        Err(Denied::Auth(_)) => bump(&gate.counters.refused_auth),
+        Err(Denied::Busy) => bump(&gate.counters.refused_busy),
+        _ => {}
+    }
+    checked
 }
 
 /// Checks the CONNECT's credentials or the client certificate. `gone` ends when the client

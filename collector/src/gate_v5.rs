@@ -23,8 +23,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
 
 use super::{
-    authenticate, bump, drain, id_allowed, read_frame, read_with, AccountSlot, Accounts, Closed,
-    Denied, Gate,
+    bump, check_login, drain, id_allowed, read_frame, AccountSlot, Accounts, Closed, Denied, Gate,
 };
 use crate::access::{Identity, TokenBucket};
 use crate::ingest::from_agents;
@@ -125,31 +124,11 @@ where
                     .as_ref()
                     .map(|l| v4::Login::new(&l.username, &l.password)),
             };
-            let max = gate.settings.max_packet;
-            // Ends if the client closes while its password waits (`gate::client`'s twin).
-            let gone = async {
-                loop {
-                    let read = read_with(&mut rd, |b| {
-                        buf.extend_from_slice(b);
-                        b.len()
-                    })
-                    .await;
-                    if !matches!(read, Ok(n) if n > 0) || buf.len() > max {
-                        return;
-                    }
-                }
-            };
-            let login = Box::pin(authenticate(accounts, &as_v4, cert_name, peer, gone));
-            let identity = match login.await {
+            let checking = check_login(gate, accounts, &as_v4, cert_name, peer, &mut rd, &mut buf);
+            let identity = match Box::pin(checking).await {
                 Ok(i) => i,
-                Err(Denied::Auth(code)) => {
-                    bump(&counters.refused_auth);
-                    return refuse(&mut wr, v5_code(code)).await;
-                }
-                Err(Denied::Busy) => {
-                    bump(&counters.refused_busy);
-                    return refuse(&mut wr, reason::SERVER_BUSY).await;
-                }
+                Err(Denied::Auth(code)) => return refuse(&mut wr, v5_code(code)).await,
+                Err(Denied::Busy) => return refuse(&mut wr, reason::SERVER_BUSY).await,
                 Err(Denied::Gone) => return Ok(()),
             };
             if let Some(will) = &will {
