@@ -78,13 +78,23 @@ enum Command {
     },
 }
 
+/// The exit status of a configuration error: `EX_CONFIG` of sysexits.h. The service's
+/// `RestartPreventExitStatus=78` keeps systemd from restarting a bad configuration forever.
+const EX_CONFIG: u8 = 78;
+
 fn main() -> std::process::ExitCode {
     match real_main() {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             // The whole chain on one line, without a backtrace: these are users' errors.
             eprintln!("ember-agent: {e:#}");
-            std::process::ExitCode::FAILURE
+            if e.chain()
+                .any(|c| c.is::<ember_agent::config::ConfigError>())
+            {
+                std::process::ExitCode::from(EX_CONFIG)
+            } else {
+                std::process::ExitCode::FAILURE
+            }
         }
     }
 }

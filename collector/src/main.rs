@@ -213,6 +213,11 @@ fn command(cmd: Cmd, config: Option<PathBuf>) -> anyhow::Result<()> {
                 },
         } => {
             let config = config.unwrap_or_else(|| PathBuf::from("/etc/ember/collector.toml"));
+            // A file that is there must be a configuration: appending to a broken one would
+            // hide the error until the next start.
+            if config.exists() {
+                RawConfig::from_file(&config)?;
+            }
             let n = names(n);
             let broker = match broker {
                 Some(b) => b,
@@ -266,15 +271,35 @@ fn command(cmd: Cmd, config: Option<PathBuf>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The exit status of a configuration error: `EX_CONFIG` of sysexits.h. The service's
+/// `RestartPreventExitStatus=78` keeps systemd from restarting a bad configuration forever.
+const EX_CONFIG: u8 = 78;
+
 fn main() -> std::process::ExitCode {
     match real_main() {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             // The whole chain on one line, without a backtrace: these are users' errors.
             eprintln!("ember-collector: {e:#}");
-            std::process::ExitCode::FAILURE
+            if is_config_error(&e) {
+                std::process::ExitCode::from(EX_CONFIG)
+            } else {
+                std::process::ExitCode::FAILURE
+            }
         }
     }
+}
+
+/// Whether `e` (or an error it wraps) is a refused configuration: the collector's, or the local
+/// agent's.
+fn is_config_error(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        #[cfg(feature = "local-agent")]
+        if c.is::<ember_agent::config::ConfigError>() {
+            return true;
+        }
+        c.is::<ember_collector::config::ConfigError>()
+    })
 }
 
 fn real_main() -> anyhow::Result<()> {

@@ -147,3 +147,127 @@ fn with_accounts_and_tls_the_local_agent_gets_in_over_tls() {
     stop(child);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Runs the binary with `args` and `env` (the caller's `EMBER_*` variables removed); returns its
+/// exit code and its stderr.
+fn run(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ember-collector"));
+    for (name, _) in std::env::vars() {
+        if name.starts_with("EMBER_") {
+            cmd.env_remove(name);
+        }
+    }
+    let out = cmd
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .expect("the collector binary runs");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Issue #23: a configuration error exits 78 (EX_CONFIG), which the unit's
+/// `RestartPreventExitStatus=78` keeps systemd from restarting every 5 s forever.
+#[test]
+fn issue_23_a_configuration_error_exits_78() {
+    let dir = std::env::temp_dir().join(format!("ember-cli-exit-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("collector.toml");
+    std::fs::write(
+        &config,
+        "mqtt-listen = \"127.0.0.1:0\"\nhttp-lisen = \"x\"\n",
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+
+    // An unknown key in the file, named.
+    let (code, stderr) = run(&["--config", config, "--print-config"], &[]);
+    assert_eq!(code, Some(78), "{stderr}");
+    assert!(stderr.contains("http-lisen"), "{stderr}");
+    // The same file for a subcommand that reads it.
+    let (code, stderr) = run(
+        &["--config", config, "token", "add", "x", "--role", "read"],
+        &[],
+    );
+    assert_eq!(code, Some(78), "{stderr}");
+    let tls = dir.join("tls");
+    let (code, stderr) = run(
+        &[
+            "--config",
+            config,
+            "agent",
+            "add",
+            "pi",
+            "--broker",
+            "127.0.0.1:1883",
+        ]
+        .into_iter()
+        .chain(["--dir", tls.to_str().unwrap()])
+        .collect::<Vec<_>>(),
+        &[],
+    );
+    assert_eq!(code, Some(78), "{stderr}");
+    assert!(!tls.exists(), "nothing made for a broken configuration");
+    // Not TOML, and a file that is not there.
+    std::fs::write(dir.join("bad.toml"), "mqtt-listen = [").unwrap();
+    let bad = dir.join("bad.toml");
+    let (code, stderr) = run(&["--config", bad.to_str().unwrap(), "--print-config"], &[]);
+    assert_eq!(code, Some(78), "{stderr}");
+    let missing = dir.join("missing.toml");
+    let (code, stderr) = run(&["--config", missing.to_str().unwrap()], &[]);
+    assert_eq!(code, Some(78), "{stderr}");
+    // A bad `EMBER_*` value, and an `EMBER_*` variable that names no key.
+    let (code, stderr) = run(&["--print-config"], &[("EMBER_HTTP_LISTEN", "nowhere")]);
+    assert_eq!(code, Some(78), "{stderr}");
+    assert!(stderr.contains("`http-listen`"), "{stderr}");
+    let (code, stderr) = run(&["--print-config"], &[("EMBER_HTTP_LISEN", "x")]);
+    assert_eq!(code, Some(78), "{stderr}");
+    // A flag's value that the configuration refuses.
+    let (code, stderr) = run(&["--print-config", "--mqtt-listen", "nowhere"], &[]);
+    assert_eq!(code, Some(78), "{stderr}");
+    // clap's own usage errors keep clap's 2.
+    let (code, stderr) = run(&["--no-such-flag"], &[]);
+    assert_eq!(code, Some(2), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Issue #23: an error at run time, with a valid configuration, still exits 1 (systemd retries).
+#[test]
+fn issue_23_a_runtime_error_exits_1() {
+    let dir = std::env::temp_dir().join(format!("ember-cli-exit1-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    // The MQTT address is taken.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let data = dir.join("data");
+    let (code, stderr) = run(
+        &[
+            "--mqtt-listen",
+            &addr,
+            "--http-listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(code, Some(1), "{stderr}");
+    drop(taken);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Issue #23: the packaged unit does not restart a configuration error.
+#[test]
+fn issue_23_the_unit_does_not_restart_a_configuration_error() {
+    let unit = include_str!("../debian/ember-collector.service");
+    assert!(
+        unit.lines()
+            .any(|l| l.trim() == "RestartPreventExitStatus=78"),
+        "{unit}"
+    );
+}
