@@ -845,17 +845,9 @@ where
         bump(&counters.refused_id);
         return refuse(&mut wr, ConnectReturnCode::BadClientId).await;
     };
-    let account = match &checked {
-        Some((identity, accounts)) => match AccountSlot::take(gate, accounts, &identity.name) {
-            Some(s) => Some(s),
-            None => {
-                bump(&counters.refused_client_limit);
-                return refuse(&mut wr, ConnectReturnCode::ServiceUnavailable).await;
-            }
-        },
-        None => None,
+    let Ok(account) = take_account(gate, checked.as_ref().map(|(i, a)| (i, *a))) else {
+        return refuse(&mut wr, ConnectReturnCode::ServiceUnavailable).await;
     };
-    bump(&counters.accepted);
 
     // rumqttd gives an empty client id one of its own: it takes over no other connection's
     // session (two such clients kicked each other). No id the gate admits has a `#`.
@@ -1363,6 +1355,27 @@ async fn authenticate(
             refused(ConnectReturnCode::BadUserNamePassword)
         }
     }
+}
+
+/// With accounts, the account's connection slot, then the connection is counted as accepted:
+/// `Err` (counted) when the account's `max-connections-per-client` are open already. Without
+/// accounts, no slot. 3.1.1 and MQTT 5 CONNECTs both come here.
+fn take_account<'a>(
+    gate: &'a Gate,
+    checked: Option<(&Identity, &Accounts)>,
+) -> Result<Option<AccountSlot<'a>>, ()> {
+    let account = match checked {
+        Some((identity, accounts)) => match AccountSlot::take(gate, accounts, &identity.name) {
+            Some(s) => Some(s),
+            None => {
+                bump(&gate.counters.refused_client_limit);
+                return Err(());
+            }
+        },
+        None => None,
+    };
+    bump(&gate.counters.accepted);
+    Ok(account)
 }
 
 /// One of an account's connections; given back when dropped.

@@ -23,7 +23,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
 
 use super::{
-    bump, check_login, drain, id_allowed, read_frame, AccountSlot, Accounts, Closed, Denied, Gate,
+    bump, check_login, drain, id_allowed, read_frame, take_account, Accounts, Closed, Denied, Gate,
 };
 use crate::access::{Identity, TokenBucket};
 use crate::ingest::from_agents;
@@ -155,17 +155,9 @@ where
         return refuse(&mut wr, reason::BAD_CLIENT_ID).await;
     };
     let assigned = requested.is_empty().then(|| client_id.clone());
-    let account = match &checked {
-        Some((identity, accounts)) => match AccountSlot::take(gate, accounts, &identity.name) {
-            Some(s) => Some(s),
-            None => {
-                bump(&counters.refused_client_limit);
-                return refuse(&mut wr, reason::QUOTA_EXCEEDED).await;
-            }
-        },
-        None => None,
+    let Ok(account) = take_account(gate, checked.as_ref().map(|(i, a)| (i, *a))) else {
+        return refuse(&mut wr, reason::QUOTA_EXCEEDED).await;
     };
-    bump(&counters.accepted);
 
     let session = gate.take_session(&client_id).await;
     let kick = &session.session.kick;
